@@ -1,0 +1,46 @@
+"""Errors every stage raises, carrying where in which file the problem is and how to fix it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem in one input file. line and column are 1-based; 0 means unknown."""
+
+    file: str
+    line: int
+    column: int
+    path: str  # JSON path into the spec, e.g. "$.users[0].uid"; "" when not about a field
+    message: str
+    hint: str = ""
+    severity: str = "error"  # "error" or "warning"
+
+    def format(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        head = f"{where}: {self.path + ': ' if self.path else ''}{self.message}"
+        return f"{head}\n  hint: {self.hint}" if self.hint else head
+
+
+class GenError(Exception):
+    """An error gen reports to the user. exit_code 2 means bad input; 1 a failed operation."""
+
+    exit_code = 1
+
+
+@dataclass
+class SpecError(GenError):
+    """One or more problems in the input specs; nothing was changed."""
+
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    exit_code = 2
+
+    def __str__(self) -> str:
+        return "\n".join(d.format() for d in self.diagnostics)
+
+
+class UsageError(GenError):
+    """Bad command-line input (unknown image name, bad option combination)."""
+
+    exit_code = 2

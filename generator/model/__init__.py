@@ -1,0 +1,302 @@
+"""The model stage: typed, frozen views of a resolved spec.
+
+Field names follow the JSON Schema exactly; values come from the merged spec with schema defaults
+already filled by the spec stage, so this module decides nothing about defaults itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from generator.spec import ResolvedSpec
+
+FAMILY_BY_DISTRO = {
+    "debian": "apt",
+    "ubuntu": "apt",
+    "alpine": "apk",
+    "fedora": "dnf",
+    "centos": "dnf",
+    "rhel": "dnf",
+    "rocky": "dnf",
+    "almalinux": "dnf",
+}
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    variant: str
+    components: tuple[str, ...]
+    include: tuple[str, ...]
+    mirror: str | None
+    snapshot: str | None
+    source_date_epoch: int
+
+
+@dataclass(frozen=True)
+class Base:
+    distro: str
+    release: str
+    bootstrap: Bootstrap | None
+    image: str | None  # registry reference pinned by digest
+    local: str | None  # local storage reference or oci-archive:PATH
+
+    @property
+    def family(self) -> str:
+        return FAMILY_BY_DISTRO[self.distro]
+
+
+@dataclass(frozen=True)
+class Init:
+    kind: str  # "s6-overlay" | "s6" | "none"
+    version: str | None
+    checksums: tuple[tuple[str, str], ...]
+    source: str | None
+    restart: str
+    kill_grace_time: int
+    services_grace_time: int
+    on_hook_failure: str
+    verbosity: int
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    command: tuple[str, ...]
+    user: str | None
+    log_stdout: bool
+
+
+@dataclass(frozen=True)
+class Logging:
+    dir: str
+    max_size: int
+    keep: int
+    timestamp: str
+    stdout: bool
+
+
+@dataclass(frozen=True)
+class Sysctls:
+    values: tuple[tuple[str, str], ...]  # sorted by key; values as strings
+    policy: str
+    node_level: str
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    gid: int
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    group: str  # primary group name (implicit: same as the user)
+    groups: tuple[str, ...]
+    home: str
+    shell: str
+
+
+@dataclass(frozen=True)
+class Volume:
+    path: str
+    owner: str
+    group: str
+    mode: str
+    fix_ownership: bool
+    recursive: bool
+
+
+@dataclass(frozen=True)
+class Overlay:
+    src: Path  # absolute path of the directory on the host
+    dest: str
+
+
+@dataclass(frozen=True)
+class Healthcheck:
+    test: tuple[str, ...]
+    interval: str | None
+    timeout: str | None
+    start_period: str | None
+    retries: int | None
+
+
+@dataclass(frozen=True)
+class Image:
+    """One image, everything merged over its extends chain."""
+
+    name: str
+    tags: tuple[str, ...]
+    description: str | None
+    spec_path: Path
+    parent: str | None
+    base: Base
+    packages: tuple[str, ...]
+    init: Init
+    services: tuple[Service, ...]
+    logging: Logging
+    sysctls: Sysctls
+    groups: tuple[Group, ...]  # declared plus the implicit per-user groups, by gid
+    users: tuple[User, ...]
+    user: str | None
+    volumes: tuple[Volume, ...]
+    env: tuple[tuple[str, str], ...]
+    labels: tuple[tuple[str, str], ...]
+    rootfs: tuple[Overlay, ...]
+    entrypoint: tuple[str, ...] | None
+    cmd: tuple[str, ...] | None
+    stopsignal: str | None
+    healthcheck: Healthcheck | None
+    expose: tuple[str, ...]
+    workdir: str | None
+    templates: Path | None
+
+    @property
+    def family(self) -> str:
+        return self.base.family
+
+    def user_named(self, name: str) -> User | None:
+        return next((u for u in self.users if u.name == name), None)
+
+
+def _tuple(items: Any) -> tuple:
+    return tuple(items or ())
+
+
+def _bootstrap(data: dict | None) -> Bootstrap | None:
+    if data is None:
+        return None
+    return Bootstrap(
+        variant=data["variant"],
+        components=_tuple(data["components"]),
+        include=_tuple(sorted(set(data["include"]))),
+        mirror=data.get("mirror"),
+        snapshot=data.get("snapshot"),
+        source_date_epoch=data["source_date_epoch"],
+    )
+
+
+def _users(data: list[dict]) -> tuple[User, ...]:
+    return tuple(
+        User(
+            name=u["name"],
+            uid=u["uid"],
+            group=u.get("group", u["name"]),
+            groups=_tuple(u["groups"]),
+            home=u.get("home", f"/home/{u['name']}"),
+            shell=u["shell"],
+        )
+        for u in data
+    )
+
+
+def _groups(declared: list[dict], users: tuple[User, ...]) -> tuple[Group, ...]:
+    """Declared groups plus one per user without an explicit primary group (gid = uid)."""
+    groups = {g["name"]: Group(g["name"], g["gid"]) for g in declared}
+    for u in users:
+        if u.group not in groups:
+            groups[u.group] = Group(u.group, u.uid)
+    return tuple(sorted(groups.values(), key=lambda g: (g.gid, g.name)))
+
+
+def _volumes(data: list[dict], users: tuple[User, ...], app_user: str | None) -> tuple[Volume, ...]:
+    primary = {u.name: u.group for u in users}
+    result = []
+    for v in data:
+        owner = v.get("owner", app_user or "root")
+        result.append(
+            Volume(
+                path=v["path"],
+                owner=owner,
+                group=v.get("group", primary.get(owner, "root")),
+                mode=v["mode"] if len(v["mode"]) == 4 else "0" + v["mode"],
+                fix_ownership=v["fix_ownership"],
+                recursive=v["recursive"],
+            )
+        )
+    return tuple(result)
+
+
+def _overlays(data: list, spec_dir: Path) -> tuple[Overlay, ...]:
+    items = ({"src": o, "dest": "/"} if isinstance(o, str) else o for o in data)
+    return tuple(Overlay(src=(spec_dir / o["src"]).resolve(), dest=o.get("dest", "/")) for o in items)
+
+
+def _optional_tuple(value: list | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value)
+
+
+def build_image(spec: ResolvedSpec) -> Image:
+    """Turn one resolved spec into an Image.
+
+    Overlays and the template directory are the spec's own (paths are relative to its own file,
+    and a parent's overlays are already in the parent image); everything else is merged.
+    """
+    name, spec_path, parent, data = spec.name, spec.path, spec.parent, spec.data
+    users = _users(data["users"])
+    base = data["base"]
+    init = data["init"]
+    health = data.get("healthcheck")
+    spec_dir = spec_path.parent
+    return Image(
+        name=name,
+        tags=tuple(data["tags"]),
+        description=data.get("description"),
+        spec_path=spec_path,
+        parent=parent,
+        base=Base(
+            distro=base["distro"],
+            release=base["release"],
+            bootstrap=_bootstrap(base.get("bootstrap")),
+            image=base.get("image"),
+            local=base.get("local"),
+        ),
+        packages=tuple(sorted(set(data["packages"]))),
+        init=Init(
+            kind=init["kind"],
+            version=init.get("version"),
+            checksums=tuple(sorted((init.get("checksums") or {}).items())),
+            source=init.get("source"),
+            restart=init["restart"],
+            kill_grace_time=init["kill_grace_time"],
+            services_grace_time=init["services_grace_time"],
+            on_hook_failure=init["on_hook_failure"],
+            verbosity=init["verbosity"],
+        ),
+        services=tuple(
+            Service(s["name"], tuple(s["command"]), s.get("user"), s["log_stdout"]) for s in data["services"]
+        ),
+        logging=Logging(**{k: data["logging"][k] for k in ("dir", "max_size", "keep", "timestamp", "stdout")}),
+        sysctls=Sysctls(
+            values=tuple(sorted((k, str(v)) for k, v in data["sysctls"]["values"].items())),
+            policy=data["sysctls"]["policy"],
+            node_level=data["sysctls"]["node_level"],
+        ),
+        groups=_groups(data["groups"], users),
+        users=users,
+        user=data.get("user"),
+        volumes=_volumes(data["volumes"], users, data.get("user")),
+        env=tuple(sorted(data["env"].items())),
+        labels=tuple(sorted(data["labels"].items())),
+        rootfs=_overlays(spec.own.get("rootfs", []), spec_dir),
+        entrypoint=_optional_tuple(data.get("entrypoint")),
+        cmd=_optional_tuple(data.get("cmd")),
+        stopsignal=data.get("stopsignal"),
+        healthcheck=None
+        if health is None
+        else Healthcheck(
+            test=tuple(health["test"]),
+            interval=health.get("interval"),
+            timeout=health.get("timeout"),
+            start_period=health.get("start_period"),
+            retries=health.get("retries"),
+        ),
+        expose=tuple(sorted({str(p) if "/" in str(p) else f"{p}/tcp" for p in data["expose"]})),
+        workdir=data.get("workdir"),
+        templates=(spec_dir / spec.own["templates"]).resolve() if spec.own.get("templates") else None,
+    )

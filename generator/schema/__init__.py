@@ -1,0 +1,20 @@
+"""The JSON Schema of a spec: the one source of truth for spec fields."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+
+@cache
+def spec_schema() -> dict[str, Any]:
+    """The spec schema as a dict (cached; treat as read-only)."""
+    text = resources.files(__package__).joinpath("spec.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def schema_text() -> str:
+    """The schema file's exact text, for `gen schema` and editors."""
+    return resources.files(__package__).joinpath("spec.schema.json").read_text(encoding="utf-8")
