@@ -1,0 +1,337 @@
+"""The plan stage: every decision about what goes into one image's Dockerfile, and in what order.
+
+Templates only turn these steps into text. The order of the final stage is fixed here, least
+changing first, so that an edit invalidates as few layers as possible:
+
+    packages -> init layer files -> accounts -> directories -> generated config -> overlays
+    -> env -> labels -> metadata (EXPOSE, VOLUME, WORKDIR, USER, STOPSIGNAL, HEALTHCHECK,
+    ENTRYPOINT, CMD last)
+
+A child image (one with `extends`) is built FROM its parent image, so its filesystem steps
+carry only what the parent lacks; its configuration (env, labels, metadata) is stated whole,
+which is idempotent and keeps each Dockerfile readable on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from generator.model import Group, Image, User, Volume
+from generator.plan.init_layer import FetchStage, InitLayer, init_env, init_layer
+from generator.plan.sysctl import sysctl_config
+
+# Ranks of the final stage's step kinds: the ordering rule, applied to every output.
+STEP_ORDER: tuple[str, ...] = (
+    "packages",
+    "init_files",
+    "accounts",
+    "directories",
+    "config_files",
+    "overlay",
+    "env",
+    "labels",
+    "metadata",
+)
+
+DEFAULT_PREFIX = "localhost/gen"
+OCI = "org.opencontainers.image"
+
+
+@dataclass(frozen=True)
+class BuildArgRef:
+    """A value the build fills in through a build argument (e.g. the base image's digest)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class InstallPackages:
+    packages: tuple[str, ...]  # sorted, de-duplicated
+    kind: str = "packages"
+
+
+@dataclass(frozen=True)
+class CopyInitFiles:
+    context_dir: str  # directory in the build context, copied to /
+    fetch_stage: FetchStage | None  # a builder stage whose output is copied to / first
+    kind: str = "init_files"
+
+
+@dataclass(frozen=True)
+class CreateAccounts:
+    groups: tuple[Group, ...]
+    users: tuple[User, ...]
+    kind: str = "accounts"
+
+
+@dataclass(frozen=True)
+class Directory:
+    path: str
+    owner: str
+    group: str
+    mode: str
+
+
+@dataclass(frozen=True)
+class CreateDirectories:
+    directories: tuple[Directory, ...]
+    kind: str = "directories"
+
+
+@dataclass(frozen=True)
+class CopyConfigFiles:
+    context_dir: str  # generated configuration, copied to /
+    kind: str = "config_files"
+
+
+@dataclass(frozen=True)
+class CopyOverlay:
+    context_dir: str  # rootfs/NN-name
+    dest: str
+    kind: str = "overlay"
+
+
+@dataclass(frozen=True)
+class SetEnv:
+    pairs: tuple[tuple[str, str], ...]
+    kind: str = "env"
+
+
+@dataclass(frozen=True)
+class SetLabels:
+    pairs: tuple[tuple[str, str | BuildArgRef], ...]
+    kind: str = "labels"
+
+
+@dataclass(frozen=True)
+class Metadata:
+    expose: tuple[str, ...]
+    volumes: tuple[str, ...]
+    workdir: str | None
+    user: str | None
+    stopsignal: str | None
+    healthcheck: object | None
+    entrypoint: tuple[str, ...] | None
+    cmd: tuple[str, ...] | None
+    kind: str = "metadata"
+
+
+Step = (
+    InstallPackages
+    | CopyInitFiles
+    | CreateAccounts
+    | CreateDirectories
+    | CopyConfigFiles
+    | CopyOverlay
+    | SetEnv
+    | SetLabels
+    | Metadata
+)
+
+
+@dataclass(frozen=True)
+class OverlaySource:
+    """An overlay directory on the host and where render puts it in the context."""
+
+    host_dir: str
+    context_dir: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    image: Image
+    spec_file: str  # relative to the project root, for the header
+    base_image: str  # default of ARG BASE_IMAGE
+    base_kind: str  # bootstrap | image | local | parent
+    base_name: str  # org.opencontainers.image.base.name
+    source_date_epoch: int
+    family: str
+    builder_stages: tuple[FetchStage, ...]
+    steps: tuple[Step, ...]
+    overlays: tuple[OverlaySource, ...]
+    init: InitLayer | None
+    init_env: tuple[tuple[str, str], ...]  # the init layer's defaults, for its templates
+    config_files: tuple[tuple[str, str], ...] = field(default=())  # (path in image, text)
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return self.image.tags
+
+
+def image_ref(name: str, tag: str, prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}/{name}:{tag}"
+
+
+def bootstrap_image_ref(image: Image, key: str) -> str:
+    return f"{DEFAULT_PREFIX}/rootfs-{image.base.distro}-{image.base.release}:{key}"
+
+
+def _base(image: Image, parent: Image | None, bootstrap_key: str) -> tuple[str, str, str]:
+    """(default BASE_IMAGE reference, kind, OCI base name)."""
+    if parent is not None:
+        ref = image_ref(parent.name, parent.tags[0])
+        return ref, "parent", ref
+    base = image.base
+    if base.image:
+        return base.image, "image", base.image.split("@", 1)[0]
+    if base.local:
+        return base.local, "local", base.local
+    ref = bootstrap_image_ref(image, bootstrap_key)
+    return ref, "bootstrap", ref
+
+
+def _new_packages(image: Image, parent: Image | None, layer: InitLayer | None) -> tuple[str, ...]:
+    wanted = set(image.packages) | set(layer.packages if layer else ())
+    if parent is not None:
+        wanted -= set(parent.packages)
+        wanted -= set(init_layer(parent, None).packages if parent.init.kind != "none" else ())
+    return tuple(sorted(wanted))
+
+
+def _new_accounts(image: Image, parent: Image | None) -> CreateAccounts | None:
+    old_groups = set(parent.groups) if parent else set()
+    old_users = set(parent.users) if parent else set()
+    groups = tuple(g for g in image.groups if g not in old_groups)
+    users = tuple(u for u in image.users if u not in old_users)
+    return CreateAccounts(groups, users) if groups or users else None
+
+
+def _directories(image: Image, parent: Image | None) -> tuple[Directory, ...]:
+    """Volumes and homes come with owner and mode; the log directory is group-0 writable
+    so that an arbitrary uid in group 0 (OpenShift) can log."""
+    wanted: dict[str, Directory] = {}
+    if image.init.kind != "none":
+        wanted[image.logging.dir] = Directory(image.logging.dir, "root", "root", "2775")
+    for v in image.volumes:
+        wanted[v.path] = Directory(v.path, v.owner, v.group, v.mode)
+    if parent is not None:
+        for d in _directories(parent, None):
+            if wanted.get(d.path) == d:
+                del wanted[d.path]
+    return tuple(sorted(wanted.values(), key=lambda d: d.path))
+
+
+def _labels(image: Image, base_name: str, spec_sha256: str) -> tuple[tuple[str, str | BuildArgRef], ...]:
+    labels: dict[str, str | BuildArgRef] = {
+        f"{OCI}.title": image.name,
+        f"{OCI}.version": image.tags[0],
+        f"{OCI}.base.name": base_name,
+        f"{OCI}.base.digest": BuildArgRef("BASE_DIGEST"),
+        "dev.gen.spec.sha256": spec_sha256,
+        "dev.gen.init": image.init.kind,
+    }
+    if image.description:
+        labels[f"{OCI}.description"] = image.description
+    labels.update(dict(image.labels))
+    return tuple(sorted(labels.items()))
+
+
+def _env(image: Image, defaults: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    env = dict(defaults)
+    env.update(dict(image.env))  # the spec's own values win over the init layer's defaults
+    return tuple(sorted(env.items()))
+
+
+def _metadata(image: Image, layer_entrypoint: tuple[str, ...] | None) -> Metadata:
+    entrypoint = image.entrypoint
+    if layer_entrypoint is not None:
+        entrypoint = layer_entrypoint + (image.entrypoint or ())
+    return Metadata(
+        expose=image.expose,
+        volumes=tuple(v.path for v in image.volumes),
+        # With an init layer PID 1 must stay root to prepare; it drops to `user` per service.
+        workdir=image.workdir,
+        user=image.user if image.init.kind == "none" and image.user else None,
+        # With an init layer, PID 1 receives SIGTERM and gives the app its own stop signal.
+        stopsignal=image.stopsignal if image.init.kind == "none" else None,
+        healthcheck=image.healthcheck,
+        entrypoint=entrypoint,
+        cmd=image.cmd,
+    )
+
+
+def _volume_config(volumes: tuple[Volume, ...]) -> str:
+    lines = [
+        f"{v.path} {v.owner} {v.group} {v.mode} {int(v.fix_ownership)} {int(v.recursive)}"
+        for v in volumes
+    ]
+    return "".join(line + "\n" for line in lines)
+
+
+def _config_files(image: Image) -> tuple[tuple[str, str], ...]:
+    """Files the init layer's start-up hooks read: one line per item, fields space-separated
+    (every field is validated to hold no spaces)."""
+    if image.init.kind == "none":
+        return ()
+    files = []
+    if image.sysctls.values:
+        files.append(("etc/gen/sysctl.conf", sysctl_config(image)))
+    if image.volumes:
+        files.append(("etc/gen/volumes", _volume_config(image.volumes)))
+    return tuple(files)
+
+
+def make_plan(
+    image: Image,
+    parent: Image | None,
+    *,
+    spec_file: str,
+    spec_sha256: str,
+    bootstrap_key: str,
+) -> Plan:
+    """Decide the stages and ordered steps of one image."""
+    base_image, base_kind, base_name = _base(image, parent, bootstrap_key)
+    layer = init_layer(image, parent) if image.init.kind != "none" else None
+    steps: list[Step] = []
+    packages = _new_packages(image, parent, layer)
+    if packages:
+        steps.append(InstallPackages(packages))
+    if layer is not None:
+        steps.append(CopyInitFiles("gen-init", layer.fetch_stage))
+    accounts = _new_accounts(image, parent)
+    if accounts:
+        steps.append(accounts)
+    directories = _directories(image, parent)
+    if directories:
+        steps.append(CreateDirectories(directories))
+    config_files = _config_files(image)
+    if config_files:
+        steps.append(CopyConfigFiles("gen-config"))
+    overlays = tuple(
+        OverlaySource(str(o.src), f"rootfs/{i:02d}-{o.src.name}") for i, o in enumerate(image.rootfs, 1)
+    )
+    steps.extend(CopyOverlay(o.context_dir, d.dest) for o, d in zip(overlays, image.rootfs))
+    layer_env = init_env(image) if layer is not None else {}
+    env = _env(image, layer_env)
+    if env:
+        steps.append(SetEnv(env))
+    steps.append(SetLabels(_labels(image, base_name, spec_sha256)))
+    steps.append(_metadata(image, layer.entrypoint if layer else None))
+    ordered = tuple(sorted(steps, key=lambda s: STEP_ORDER.index(s.kind)))  # stable: overlays keep spec order
+    source_date_epoch = _source_date_epoch(image)
+    return Plan(
+        image=image,
+        spec_file=spec_file,
+        base_image=base_image,
+        base_kind=base_kind,
+        base_name=base_name,
+        source_date_epoch=source_date_epoch,
+        family=image.family,
+        builder_stages=(layer.fetch_stage,) if layer and layer.fetch_stage else (),
+        steps=ordered,
+        overlays=overlays,
+        init=layer,
+        init_env=tuple(sorted(layer_env.items())),
+        config_files=config_files,
+    )
+
+
+def _source_date_epoch(image: Image) -> int:
+    """The bootstrap's timestamp, inherited down the chain; a registry or local base uses the
+    schema default so every image still has a fixed one."""
+    if image.base.bootstrap is not None:
+        return image.base.bootstrap.source_date_epoch
+    from generator.schema import spec_schema
+
+    props = spec_schema()["properties"]["base"]["properties"]["bootstrap"]["properties"]
+    return props["source_date_epoch"]["default"]
