@@ -1,0 +1,202 @@
+"""The render stage: plans to the files of `output/<name>/`, in memory first, then written.
+
+Everything is rendered before anything is written, so a bad spec or template changes nothing.
+Writing touches only files whose bytes or mode changed (an unchanged file keeps its mtime, so
+builders' caches stay valid) and removes files the render no longer produces.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from generator.plan import Plan
+from generator.render.templates import TemplateSet
+
+MANIFEST = "gen-manifest.json"
+_BLANK_RUNS = re.compile(r"\n{3,}")
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    path: str  # posix path relative to output/<name>/
+    data: bytes
+    mode: int  # 0o644 or 0o755; symlinks are not produced (overlays keep theirs as files' targets)
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    name: str
+    files: tuple[RenderedFile, ...]  # sorted by path, the manifest included
+
+    def file(self, path: str) -> RenderedFile:
+        return next(f for f in self.files if f.path == path)
+
+
+def _normalize_dockerfile(text: str) -> str:
+    return _BLANK_RUNS.sub("\n\n", text).strip("\n") + "\n"
+
+
+def _file_mode(path: Path) -> int:
+    """Git keeps only the executable bit, so overlays are normalized to 0755 or 0644."""
+    return 0o755 if path.stat().st_mode & 0o100 else 0o644
+
+
+def _overlay_files(host_dir: Path, context_dir: str) -> list[RenderedFile]:
+    files = []
+    for path in sorted(host_dir.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            rel = path.relative_to(host_dir).as_posix()
+            files.append(RenderedFile(f"{context_dir}/{rel}", path.read_bytes(), _file_mode(path)))
+    return files
+
+
+def _init_files(plan: Plan, templates: TemplateSet) -> list[RenderedFile]:
+    if plan.init is None:
+        return []
+    files = []
+    context = {"image": plan.image, "init_env": dict(plan.init_env)}
+    for rel, source in templates.tree(plan.init.template_dir):
+        if rel.endswith(".j2"):
+            data = templates.render(f"{plan.init.template_dir}/{rel}", **context).encode()
+            rel = rel[: -len(".j2")]
+        else:
+            data = source.read_bytes()
+        files.append(RenderedFile(f"gen-init/{rel}", data, _file_mode(source)))
+    return files
+
+
+def _context_sha256(files: list[RenderedFile]) -> str:
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.path):
+        h.update(f"{f.path}\0{f.mode:o}\0{len(f.data)}\0".encode())
+        h.update(f.data)
+    return h.hexdigest()
+
+
+def canonical_json(data: object) -> str:
+    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def render_image(plan: Plan, templates: TemplateSet, manifest_fields: dict) -> RenderedImage:
+    """Render one plan: Dockerfile, context files, .dockerignore and the manifest."""
+    dockerfile = templates.render(f"family/{plan.family}.j2", plan=plan)
+    files = [RenderedFile("Dockerfile", _normalize_dockerfile(dockerfile).encode(), 0o644)]
+    files += _init_files(plan, templates)
+    files += [RenderedFile(f"gen-config/{path}", text.encode(), 0o644) for path, text in plan.config_files]
+    for overlay in plan.overlays:
+        files += _overlay_files(Path(overlay.host_dir), overlay.context_dir)
+    context_dirs = sorted({f.path.split("/", 1)[0] for f in files if "/" in f.path})
+    if plan.overlays:
+        context_dirs = [d for d in context_dirs if d != "rootfs"] + [o.context_dir for o in plan.overlays]
+    files.append(RenderedFile(".dockerignore", templates.render("dockerignore.j2", context_dirs=context_dirs).encode(), 0o644))
+    manifest = dict(manifest_fields, context_sha256=_context_sha256(files))
+    files.append(RenderedFile(MANIFEST, canonical_json(manifest).encode(), 0o644))
+    return RenderedImage(plan.image.name, tuple(sorted(files, key=lambda f: f.path)))
+
+
+# --- comparing with and writing to output/ -------------------------------------------------
+
+
+def _existing_files(image_dir: Path) -> dict[str, tuple[bytes, int]]:
+    found = {}
+    if image_dir.is_dir():
+        for path in image_dir.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                found[path.relative_to(image_dir).as_posix()] = (path.read_bytes(), path.stat().st_mode & 0o777)
+    return found
+
+
+def stale_output_dirs(output_dir: Path, keep: set[str]) -> list[Path]:
+    """gen-made image dirs in output/ whose spec is gone."""
+    if not output_dir.is_dir():
+        return []
+    return sorted(p for p in output_dir.iterdir() if p.is_dir() and p.name not in keep and (p / MANIFEST).is_file())
+
+
+def diff_against(output_dir: Path, images: list[RenderedImage], prune: bool) -> str:
+    """Unified diff from what is in output/ to what a render would write; "" when up to date."""
+    chunks: list[str] = []
+    for image in images:
+        existing = _existing_files(output_dir / image.name)
+        wanted = {f.path: f for f in image.files}
+        for path in sorted(set(existing) | set(wanted)):
+            old = existing.get(path)
+            new = wanted.get(path)
+            old_bytes, new_bytes = (old[0] if old else b""), (new.data if new else b"")
+            label = f"output/{image.name}/{path}"
+            if old_bytes != new_bytes:
+                chunks.append(_unified(old_bytes, new_bytes, label, old is None, new is None))
+            elif old and new and old[1] != new.mode:
+                chunks.append(f"mode of {label}: {old[1]:o} -> {new.mode:o}\n")
+    if prune:
+        for path in stale_output_dirs(output_dir, {i.name for i in images}):
+            chunks.append(f"output/{path.name}/: no spec renders it any more (would be removed)\n")
+    return "".join(chunks)
+
+
+def _unified(old: bytes, new: bytes, label: str, added: bool, removed: bool) -> str:
+    try:
+        a, b = old.decode().splitlines(keepends=True), new.decode().splitlines(keepends=True)
+    except UnicodeDecodeError:
+        return f"binary file {label} differs\n"
+    lines = difflib.unified_diff(
+        a, b, "/dev/null" if added else f"a/{label}", "/dev/null" if removed else f"b/{label}"
+    )
+    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+
+
+@dataclass(frozen=True)
+class WriteReport:
+    written: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".gen-tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_outputs(output_dir: Path, images: list[RenderedImage], prune: bool) -> WriteReport:
+    """Write rendered images, touching only changed files; with prune, drop dirs of vanished specs."""
+    written, unchanged, removed = [], [], []
+    for image in images:
+        image_dir = output_dir / image.name
+        existing = _existing_files(image_dir)
+        for f in image.files:
+            if existing.get(f.path) == (f.data, f.mode):
+                unchanged.append(f"{image.name}/{f.path}")
+            else:
+                _atomic_write(image_dir / f.path, f.data, f.mode)
+                written.append(f"{image.name}/{f.path}")
+        for path in sorted(set(existing) - {f.path for f in image.files}):
+            (image_dir / path).unlink()
+            removed.append(f"{image.name}/{path}")
+        _remove_empty_dirs(image_dir)
+    if prune:
+        for path in stale_output_dirs(output_dir, {i.name for i in images}):
+            shutil.rmtree(path)
+            removed.append(f"{path.name}/")
+    return WriteReport(tuple(written), tuple(unchanged), tuple(removed))
+
+
+def _remove_empty_dirs(root: Path) -> None:
+    for path in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(path.iterdir()):
+            path.rmdir()

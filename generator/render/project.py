@@ -1,0 +1,147 @@
+"""Render a whole project: every resolved spec through model and plan to rendered files.
+
+All problems found on the way (a missing overlay directory, a node-level sysctl) are collected
+and raised together as one SpecError, before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from generator.errors import Diagnostic, GenError, SpecError
+from generator.model import Image, build_image
+from generator.plan import make_plan
+from generator.plan.sysctl import node_level_keys
+from generator.render import RenderedImage, render_image
+from generator.render.templates import TemplateSet
+from generator.spec import Project, ResolvedSpec
+
+
+@dataclass(frozen=True)
+class ProjectRender:
+    images: list[RenderedImage]  # in build order, parents first
+    warnings: list[Diagnostic]
+
+
+def _sha256_json(data: object) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def bootstrap_key(image: Image) -> str:
+    """Names the bootstrapped rootfs by what decides its content; the mirror is a build input and
+    deliberately left out, so output/ is the same on every machine."""
+    b = image.base.bootstrap
+    if b is None:
+        return ""
+    params = {
+        "distro": image.base.distro,
+        "release": image.base.release,
+        "variant": b.variant,
+        "components": list(b.components),
+        "include": list(b.include),
+        "snapshot": b.snapshot,
+        "source_date_epoch": b.source_date_epoch,
+    }
+    return _sha256_json(params)[:12]
+
+
+def _base_manifest(image: Image, base_kind: str, base_image: str) -> dict:
+    entry: dict = {"kind": base_kind, "image": base_image}
+    b = image.base.bootstrap
+    if base_kind == "bootstrap" and b is not None:
+        entry.update(
+            distro=image.base.distro,
+            release=image.base.release,
+            variant=b.variant,
+            components=list(b.components),
+            include=list(b.include),
+            snapshot=b.snapshot,
+            source_date_epoch=b.source_date_epoch,
+        )
+    return entry
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _check_image(spec: ResolvedSpec, image: Image) -> tuple[list[Diagnostic], list[Diagnostic]]:
+    errors, warnings = [], []
+    for key in node_level_keys(image):
+        diag = spec.diagnostic(
+            ("sysctls", "values", key),
+            f"{key} is a node-level sysctl: the kernel does not namespace it, so no container can set it",
+            "set it on the host (sysctl -w / /etc/sysctl.d), or set sysctls.node_level: warn to keep it "
+            "as a documented requirement",
+            severity="error" if image.sysctls.node_level == "error" else "warning",
+        )
+        (errors if diag.severity == "error" else warnings).append(diag)
+    for index, overlay in enumerate(image.rootfs):
+        if not overlay.src.is_dir():
+            errors.append(
+                spec.diagnostic(
+                    ("rootfs", index),
+                    f"overlay directory {overlay.src} does not exist or is not a directory",
+                    "create it, or fix the path (relative to the spec file)",
+                )
+            )
+    if image.templates is not None and not image.templates.is_dir():
+        errors.append(spec.diagnostic(("templates",), f"template directory {image.templates} does not exist",
+                                      "create it or remove the field"))
+    return errors, warnings
+
+
+def render_project(project: Project, templates_dir: Path | None = None) -> ProjectRender:
+    """Render every spec of the project. templates_dir (the CLI's --templates) wins over a spec's own."""
+    template_sets: dict[Path | None, TemplateSet] = {}
+    images: dict[str, Image] = {}
+    rendered: list[RenderedImage] = []
+    errors: list[Diagnostic] = []
+    warnings: list[Diagnostic] = []
+    for name in project.order():
+        spec = project.specs[name]
+        image = build_image(spec)
+        images[name] = image
+        errs, warns = _check_image(spec, image)
+        errors += errs
+        warnings += warns
+        if errs:
+            continue
+        user_dir = templates_dir or image.templates
+        templates = template_sets.setdefault(user_dir, TemplateSet(user_dir))
+        parent = images.get(spec.parent) if spec.parent else None
+        spec_bytes = spec.path.read_bytes()
+        spec_file = _relative(spec.path, project.root)
+        plan = make_plan(
+            image,
+            parent,
+            spec_file=spec_file,
+            spec_sha256=_sha256_json(spec.data),
+            bootstrap_key=bootstrap_key(image),
+        )
+        manifest = {
+            "name": name,
+            "tags": list(image.tags),
+            "spec": spec_file,
+            "spec_sha256": hashlib.sha256(spec_bytes).hexdigest(),
+            "resolved_spec_sha256": _sha256_json(spec.data),
+            "templates_sha256": templates.digest(),
+            "parent": spec.parent,
+            "base": _base_manifest(image, plan.base_kind, plan.base_image),
+            "source_date_epoch": plan.source_date_epoch,
+            "overlays": [_relative(o.src, project.root) for o in image.rootfs],
+        }
+        try:
+            rendered.append(render_image(plan, templates, manifest))
+        except GenError as exc:
+            errors.append(Diagnostic(spec_file, 0, 0, "", str(exc), "fix the template named above"))
+    if errors:
+        raise SpecError(sorted(errors, key=lambda d: (d.file, d.line, d.column)) + warnings)
+    return ProjectRender(rendered, warnings)

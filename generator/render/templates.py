@@ -1,0 +1,101 @@
+"""The layered template set: a user's directory over the bundled templates.
+
+A user file with the same name as a bundled one replaces it; to override a single block, the
+user's file extends the bundled one through the `bundled/` prefix, e.g.
+`{% extends "bundled/family/apt.j2" %}{% block packages %}...{% endblock %}`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from collections.abc import Iterable, Iterator
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+
+from generator.errors import GenError
+from generator.plan import BuildArgRef
+
+
+def bundled_dir() -> Path:
+    return Path(str(resources.files("generator.templates")))
+
+
+def dockerfile_quote(value: object) -> str:
+    """A double-quoted word for ENV and LABEL: no spec value can expand or end the line.
+
+    Newlines and control characters are rejected by the schema before this point."""
+    if isinstance(value, BuildArgRef):
+        return '"${' + value.name + '}"'
+    text = str(value)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise GenError(f"refusing to render a control character into a Dockerfile: {text!r}")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+
+
+def exec_form(items: Iterable[str]) -> str:
+    """A JSON array, the exec form Dockerfile parsers read as JSON (so escapes are JSON's)."""
+    return json.dumps(list(items), ensure_ascii=False)
+
+
+def _files_under(root: Path) -> Iterator[Path]:
+    if root.is_dir():
+        yield from sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
+class TemplateSet:
+    """Jinja environment over [user dir, bundled], plus a content hash of everything it can load."""
+
+    def __init__(self, user_dir: Path | None = None) -> None:
+        self.user_dir = user_dir
+        bundled = jinja2.FileSystemLoader(str(bundled_dir()))
+        loaders: list[jinja2.BaseLoader] = []
+        if user_dir is not None:
+            loaders.append(jinja2.FileSystemLoader(str(user_dir)))
+        loaders += [bundled, jinja2.PrefixLoader({"bundled": bundled})]
+        self.env = jinja2.Environment(
+            loader=jinja2.ChoiceLoader(loaders),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+        self.env.filters.update(shell_quote=shlex.quote, dockerfile_quote=dockerfile_quote, exec_form=exec_form)
+
+    def render(self, name: str, **context: object) -> str:
+        try:
+            return self.env.get_template(name).render(**context)
+        except jinja2.TemplateError as exc:
+            where = getattr(exc, "filename", None) or name
+            line = getattr(exc, "lineno", None)
+            raise GenError(f"template {where}{':' + str(line) if line else ''}: {exc}") from exc
+
+    def tree(self, prefix: str) -> list[tuple[str, Path]]:
+        """Files under `prefix` (e.g. "init/s6"), user files shadowing bundled ones, as
+        (relative name, source path)."""
+        found: dict[str, Path] = {}
+        for root in [bundled_dir()] + ([self.user_dir] if self.user_dir else []):
+            for path in _files_under(root / prefix):
+                found[path.relative_to(root / prefix).as_posix()] = path
+        return sorted(found.items())
+
+    def digest(self) -> str:
+        """sha256 over every template file's name, mode bit and bytes, user files included."""
+        h = hashlib.sha256()
+        for label, root in (("bundled", bundled_dir()), ("user", self.user_dir)):
+            if root is None:
+                continue
+            for path in _files_under(root):
+                if path.suffix == ".py":
+                    continue
+                h.update(f"{label}/{path.relative_to(root).as_posix()}\0{_is_executable(path)}\0".encode())
+                h.update(path.read_bytes())
+        return h.hexdigest()
+
+
+def _is_executable(path: Path) -> bool:
+    return bool(path.stat().st_mode & 0o100)
