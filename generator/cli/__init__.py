@@ -1,0 +1,239 @@
+"""The `gen` command line: the only part of gen that prints.
+
+Exit codes: 0 success; 1 an operation failed (or `render --check` found stale output);
+2 bad input (spec errors, unknown names, bad options), with nothing changed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from generator import __version__
+from generator.errors import Diagnostic, GenError, SpecError, UsageError
+
+app = typer.Typer(
+    name="gen",
+    help="Turn declarative YAML specs into reproducible, s6-supervised container base images.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ProjectOption = Annotated[
+    Path,
+    typer.Option("--project", "-C", help="Project root holding specs/ and output/.", envvar="GEN_PROJECT"),
+]
+SpecsArgument = Annotated[
+    Optional[list[Path]],
+    typer.Argument(help="Spec files or directories (default: specs/ of the project).", show_default=False),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"gen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print gen's version and exit.")
+    ] = False,
+) -> None:
+    """gen renders specs/ to output/ (Dockerfiles and build contexts), builds them with buildah,
+    and verifies the images with podman."""
+
+
+def print_diagnostics(diagnostics: list[Diagnostic]) -> None:
+    for d in diagnostics:
+        style = "bold red" if d.severity == "error" else "bold yellow"
+        where = f"{d.file}:{d.line}:{d.column}" if d.line else d.file
+        path = f"{d.path}: " if d.path else ""
+        err.print(f"[{style}]{d.severity}[/]: [bold]{where}[/]: {path}{d.message}", markup=True)
+        if d.hint:
+            err.print(f"  [dim]hint:[/] {d.hint}", markup=True)
+
+
+def _load(project: Path, specs: list[Path] | None):
+    from generator.spec import load_project
+
+    paths = specs or [project / "specs"]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"no such spec file or directory: {', '.join(map(str, missing))}")
+    return load_project(paths, project)
+
+
+@app.command()
+def validate(specs: SpecsArgument = None, project: ProjectOption = Path(".")) -> None:
+    """Check specs against the schema and each other; print every problem, change nothing."""
+    loaded = _load(project, specs)
+    from generator.render.project import render_project
+
+    result = render_project(loaded)
+    print_diagnostics(result.warnings)
+    out.print(f"{len(loaded.specs)} spec(s) valid: {', '.join(loaded.order())}")
+
+
+@app.command()
+def render(
+    specs: SpecsArgument = None,
+    project: ProjectOption = Path("."),
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 with a diff when output/ is stale.")
+    ] = False,
+    templates: Annotated[
+        Optional[Path],
+        typer.Option("--templates", help="Your template directory, overriding the bundled templates."),
+    ] = None,
+) -> None:
+    """Render specs to output/<name>/: Dockerfile, build context, .dockerignore, manifest.
+
+    Only changed files are rewritten; with no SPEC given, output dirs of removed specs go too."""
+    from generator.render import diff_against, write_outputs
+    from generator.render.project import render_project
+
+    if templates is not None and not templates.is_dir():
+        raise UsageError(f"--templates {templates}: not a directory")
+    loaded = _load(project, specs)
+    result = render_project(loaded, templates)
+    print_diagnostics(result.warnings)
+    output_dir = project / "output"
+    prune = not specs
+    if check:
+        diff = diff_against(output_dir, result.images, prune)
+        if diff:
+            sys.stdout.write(diff)
+            err.print("[bold red]output/ is stale[/]: run `gen render` and commit the result.", markup=True)
+            raise typer.Exit(1)
+        out.print(f"output/ is up to date for {len(result.images)} image(s).")
+        return
+    report = write_outputs(output_dir, result.images, prune)
+    for name in loaded.order():
+        changed = [p for p in report.written + report.removed if p.startswith(name + "/")]
+        state = f"{len(changed)} file(s) changed" if changed else "unchanged"
+        out.print(f"rendered output/{name}/ ({state})")
+    for path in report.removed:
+        if path.endswith("/"):
+            out.print(f"removed output/{path} (its spec is gone)")
+
+
+class GraphFormat(str, Enum):
+    text = "text"
+    dot = "dot"
+    json = "json"
+
+
+@app.command()
+def graph(
+    specs: SpecsArgument = None,
+    project: ProjectOption = Path("."),
+    format: Annotated[GraphFormat, typer.Option("--format", "-f", help="Output format.")] = GraphFormat.text,
+) -> None:
+    """Print the extends DAG: text tree, Graphviz dot, or JSON."""
+    loaded = _load(project, specs)
+    edges = [(s.parent, s.name) for s in loaded.specs.values() if s.parent]
+    if format is GraphFormat.json:
+        nodes = [{"name": n, "parent": loaded.specs[n].parent, "tags": loaded.specs[n].data["tags"]}
+                 for n in loaded.order()]
+        out.print_json(json.dumps({"nodes": nodes, "edges": [list(e) for e in edges]}))
+    elif format is GraphFormat.dot:
+        lines = ["digraph gen {", "  rankdir=LR;"]
+        lines += [f'  "{n}";' for n in loaded.order()]
+        lines += [f'  "{p}" -> "{c}";' for p, c in edges]
+        out.print("\n".join(lines + ["}"]), markup=False)
+    else:
+        def walk(name: str, depth: int) -> None:
+            out.print("  " * depth + name, markup=False)
+            for child in loaded.children(name):
+                walk(child, depth + 1)
+
+        for name in loaded.order():
+            if not loaded.specs[name].parent:
+                walk(name, 0)
+
+
+class SchemaFormat(str, Enum):
+    json = "json"
+    markdown = "markdown"
+
+
+@app.command()
+def schema(
+    format: Annotated[SchemaFormat, typer.Option("--format", "-f", help="json: the schema; markdown: the reference table.")] = SchemaFormat.json,
+) -> None:
+    """Print the spec JSON Schema (draft 2020-12) for editors, or the spec reference."""
+    from generator.schema import schema_text
+    from generator.schema.reference import markdown_reference
+
+    sys.stdout.write(schema_text() if format is SchemaFormat.json else markdown_reference())
+
+
+@app.command()
+def new(
+    name: Annotated[str, typer.Argument(help="Name of the new image (lowercase, digits, . _ -).")],
+    extends: Annotated[Optional[str], typer.Option("--extends", help="Parent spec to build FROM.")] = None,
+    project: ProjectOption = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing spec.")] = False,
+) -> None:
+    """Write specs/NAME.yaml: a commented starter spec that validates."""
+    from generator.render.starter import write_starter
+
+    path = write_starter(project, name, extends, force)
+    out.print(f"wrote {path}; edit it, then run `gen render`.")
+
+
+def _register_stage_commands() -> None:
+    """Commands of the later stages live beside their stage; each module adds its own."""
+    import importlib
+
+    for module in ("generator.cli.build_cmds", "generator.cli.verify_cmds", "generator.cli.hints_cmds"):
+        try:
+            importlib.import_module(module).register(app)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+_register_stage_commands()
+
+
+def main() -> None:
+    try:
+        code = app(standalone_mode=False)
+        if isinstance(code, int):  # click returns the code of ctx.exit() in this mode
+            sys.exit(code)
+    except SpecError as exc:
+        print_diagnostics(exc.diagnostics)
+        errors = sum(d.severity == "error" for d in exc.diagnostics)
+        err.print(f"[bold red]{errors} error(s)[/]; nothing was changed.", markup=True)
+        sys.exit(2)
+    except GenError as exc:
+        err.print(f"[bold red]error:[/] {exc}", markup=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2 if isinstance(exc, click.exceptions.UsageError) else exc.exit_code)
+        raise
