@@ -1,0 +1,30 @@
+"""Build stage: rendered output/ to images in containers storage, with buildah.
+
+The only stage (with verify) that runs subprocesses. Entry points:
+- Host.from_env(storage_root, project): storage and config for every subprocess;
+- Builder(host, output_dir, project_root, BuildOptions, on_event, cancel).plan(names) / .build(names);
+- affected_images(...) with changed_paths(...) for --since;
+- check_reproducible(...); image_statuses(builder); run_checks(host) for `gen doctor`.
+"""
+
+from generator.build.decide import UP_TO_DATE
+from generator.build.engine import (
+    DEFAULT_PREFIX,
+    BuildFailed,
+    Builder,
+    BuildOptions,
+    BuildReport,
+    BuiltImage,
+    PlannedImage,
+)
+from generator.build.events import BuildEvent, EventHandler, Phase
+from generator.build.host import Host, gen_containers_conf
+from generator.build.mirror import MirrorNotFound, resolve_mirror
+from generator.build.proc import Cancel, Interrupted
+from generator.build.since import affected_images, changed_paths
+
+__all__ = [
+    "DEFAULT_PREFIX", "UP_TO_DATE", "BuildEvent", "BuildFailed", "BuildOptions", "BuildReport", "Builder",
+    "BuiltImage", "Cancel", "EventHandler", "Host", "Interrupted", "MirrorNotFound", "Phase",
+    "PlannedImage", "affected_images", "changed_paths", "gen_containers_conf", "resolve_mirror",
+]

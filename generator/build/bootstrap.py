@@ -1,0 +1,125 @@
+"""Bootstrapping a Debian-family root filesystem with mmdebstrap and importing it as an image.
+
+Reproducible by construction: the mirror (or snapshot) is given explicitly, so mmdebstrap adds no
+-updates/-security suites whose content drifts daily; SOURCE_DATE_EPOCH is fixed; customize hooks
+replace what would carry the build host into the image; the tarball's own mtime is set to
+SOURCE_DATE_EPOCH because `podman import` takes the image's creation time from it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+from generator.build.events import BuildEvent, EventHandler, Phase
+from generator.build.host import Host
+from generator.build.mirror import resolve_mirror, snapshot_url
+from generator.build.outputs import OutputImage
+from generator.build.proc import Cancel, ToolError, run_logged
+from generator.build.storage import StoredImage, inspect
+from generator.errors import GenError, UsageError
+
+BOOTSTRAP_DISTROS = ("debian", "ubuntu")
+
+# Run inside the new root after packages are installed ("$1" is the root). Each line removes or
+# fixes something that otherwise records the build host or the build time.
+CUSTOMIZE_HOOKS = (
+    'echo localhost > "$1/etc/hostname"',            # host's name is copied in otherwise
+    ': > "$1/etc/resolv.conf"',                      # host's resolvers; engines mount their own
+    'rm -f "$1/etc/machine-id" "$1/var/lib/dbus/machine-id"',  # per-machine identity, if any
+    'rm -rf "$1"/var/lib/apt/lists/*_* "$1"/var/cache/apt/*.bin',  # indexes: mirror state and times
+    'rm -f "$1/var/cache/ldconfig/aux-cache" "$1/var/log/dpkg.log" "$1"/var/log/apt/*.log '
+    '"$1/var/log/alternatives.log" "$1/var/log/bootstrap.log"',  # logs and caches carry times
+    'rm -rf "$1"/tmp/* "$1"/var/tmp/*',
+)
+SNAPSHOT_APT_OPTION = 'Acquire::Check-Valid-Until "false"'  # old snapshots' Release files are expired
+
+
+def spec_mirror(project_root: Path, image: OutputImage) -> str | None:
+    """The mirror the spec names (base.bootstrap.mirror), read from the spec file the manifest
+    points at: the mirror is never rendered into output/."""
+    if image.base.get("mirror"):
+        return str(image.base["mirror"])
+    if not image.spec:
+        return None
+    path = project_root / image.spec
+    if not path.is_file():
+        return None
+    data = YAML(typ="safe").load(path.read_text())
+    try:
+        return data["base"]["bootstrap"].get("mirror")
+    except (KeyError, TypeError, AttributeError):
+        return None
+
+
+def mmdebstrap_argv(base: dict, mirror_url: str, tarball: Path) -> list[str]:
+    """The mmdebstrap command line for a manifest's bootstrap base."""
+    argv = ["mmdebstrap", f"--variant={base.get('variant', 'minbase')}", "--format=tar"]
+    components = base.get("components") or ["main"]
+    argv.append(f"--components={','.join(components)}")
+    if base.get("include"):
+        argv.append(f"--include={','.join(base['include'])}")
+    if base.get("snapshot"):
+        argv.append(f"--aptopt={SNAPSHOT_APT_OPTION}")
+        argv.append(f"--customize-hook=echo '{SNAPSHOT_APT_OPTION};' > \"$1/etc/apt/apt.conf.d/50gen-snapshot\"")
+    argv += [f"--customize-hook={hook}" for hook in CUSTOMIZE_HOOKS]
+    argv += [str(base["release"]), str(tarball), mirror_url]
+    return argv
+
+
+def bootstrap_base(host: Host, image: OutputImage, project_root: Path, cancel: Cancel,
+                   on_event: EventHandler) -> StoredImage:
+    """The base image of a bootstrap manifest, bootstrapped and imported unless its tag exists."""
+    base = image.base
+    ref = str(base["image"])
+    found = inspect(host, ref)
+    if found is not None:
+        return found
+    distro = str(base.get("distro", ""))
+    if distro not in BOOTSTRAP_DISTROS:
+        raise UsageError(f"{image.directory}/gen-manifest.json: bootstrap of {distro!r} is not supported; "
+                         f"use {' or '.join(BOOTSTRAP_DISTROS)}, or an image/local base")
+    mirror = resolve_mirror(spec_mirror(project_root, image), distro, str(base["release"]), host.env)
+    url = snapshot_url(mirror, base.get("snapshot"))
+    epoch = int(base.get("source_date_epoch", image.source_date_epoch))
+    name = ref.rsplit("/", 1)[-1].replace(":", "-")
+    host.cache_dir.mkdir(parents=True, exist_ok=True)
+    host.logs_dir.mkdir(parents=True, exist_ok=True)
+    tarball = host.cache_dir / f"{name}.tar"
+    partial = tarball.with_suffix(".tar.partial")
+    log_path = host.logs_dir / f"{name}.log"
+    started = time.monotonic()
+
+    def emit(step: str, message: str = "") -> None:
+        on_event(BuildEvent(image.name, Phase.BOOTSTRAP, step, time.monotonic() - started, message))
+
+    env = dict(host.env, SOURCE_DATE_EPOCH=str(epoch))
+    with log_path.open("w") as log:
+        emit(f"mmdebstrap {base['release']}", ref)
+        code, tail = run_logged(mmdebstrap_argv(base, url, partial), env, log, cancel,
+                                on_line=lambda line: emit(line) if line.startswith("I: ") else None)
+        if code != 0:
+            partial.unlink(missing_ok=True)
+            raise ToolError(f"{image.name}: bootstrapping {ref} with mmdebstrap failed (exit {code}); "
+                            f"check the mirror ({_mirror_source(image, host)}) and run `gen doctor`",
+                            tail, log_path)
+        os.utime(partial, (epoch, epoch))
+        partial.replace(tarball)
+        emit("import", ref)
+        code, tail = run_logged(["podman", *host.global_flags(), "import", str(tarball), ref], host.env,
+                                log, cancel)
+    if code != 0:
+        raise ToolError(f"{image.name}: importing {tarball} as {ref} failed (exit {code}); run `gen doctor`",
+                        tail, log_path)
+    tarball.unlink(missing_ok=True)  # the image holds it now; 170 MB is not worth keeping twice
+    imported = inspect(host, ref)
+    if imported is None:
+        raise GenError(f"{image.name}: {ref} missing right after import; run `gen doctor`")
+    return imported
+
+
+def _mirror_source(image: OutputImage, host: Host) -> str:
+    return "spec base.bootstrap.mirror, GEN_MIRROR or the host's apt sources"

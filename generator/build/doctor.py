@@ -1,0 +1,146 @@
+"""`gen doctor`: what gen needs from this host, each problem with the exact fix."""
+
+from __future__ import annotations
+
+import subprocess
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from generator.build.host import Host, gen_containers_conf, tool_version
+from generator.build.mirror import MirrorNotFound, resolve_mirror
+
+REQUIRED_TOOLS = {
+    "buildah": "apt-get install buildah",
+    "podman": "apt-get install podman",
+    "skopeo": "apt-get install skopeo",
+    "mmdebstrap": "apt-get install mmdebstrap",
+    "git": "apt-get install git",
+}
+MIN_VERSIONS = {"buildah": (1, 28), "podman": (4, 3), "mmdebstrap": (1, 0)}
+RLIMIT_FIX = ("export CONTAINERS_CONF={conf}  (gen's own, with default_ulimits = [] under [containers]), "
+              "or add `default_ulimits = []` under [containers] in the containers.conf you use")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok, problem, warning, info
+    detail: str
+    fix: str = ""
+
+    @property
+    def problem(self) -> bool:
+        return self.status == "problem"
+
+
+def check_tools(host: Host) -> list[Check]:
+    checks = []
+    for name, install in REQUIRED_TOOLS.items():
+        found = tool_version(name, host.env)
+        if not found.present:
+            checks.append(Check(name, "problem", "not installed", install))
+            continue
+        minimum = MIN_VERSIONS.get(name)
+        if minimum and found.version and found.version < minimum:
+            want = ".".join(map(str, minimum))
+            checks.append(Check(name, "problem", f"{found.text}: gen needs {want} or newer",
+                                f"{install} (from a newer release or backports)"))
+        else:
+            checks.append(Check(name, "ok", found.text))
+    return checks
+
+
+def check_storage(host: Host) -> Check:
+    argv = ["podman", *host.global_flags(), "info", "--format", "{{.Store.GraphDriverName}} {{.Store.GraphRoot}}"]
+    try:
+        proc = subprocess.run(argv, env=host.env, capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("storage", "problem", f"podman info failed: {exc}", "install podman; see its error above")
+    if proc.returncode != 0:
+        return Check("storage", "problem", proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else
+                     f"podman info exited {proc.returncode}",
+                     "fix the storage configuration podman names, or give gen an isolated store with "
+                     "--storage-root DIR (or GEN_STORAGE_ROOT)")
+    return Check("storage", "ok", proc.stdout.strip())
+
+
+def _conf_sets_ulimits(path: Path) -> bool | None:
+    """Whether a containers.conf sets default_ulimits under [containers]; None if unreadable."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return "default_ulimits" in data.get("containers", {})
+
+
+def check_rlimits(host: Host, probe_image: str | None) -> Check:
+    """`podman run` fails on some hosts ("error setting rlimit type 7") with the engine's default
+    ulimits; run a trivial container when an image is at hand, else read the config."""
+    conf = host.env.get("CONTAINERS_CONF", "")
+    fix = RLIMIT_FIX.format(conf=gen_containers_conf())
+    if probe_image:
+        argv = ["podman", *host.global_flags(), "run", "--rm", "--network", "none", "--pull", "never",
+                probe_image, "true"]
+        try:
+            proc = subprocess.run(argv, env=host.env, capture_output=True, text=True, timeout=120,
+                                  stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return Check("podman run", "problem", f"trial run failed: {exc}", fix)
+        if proc.returncode == 0:
+            return Check("podman run", "ok", f"trial container of {probe_image} ran (CONTAINERS_CONF={conf})")
+        err = proc.stderr.strip()
+        if "rlimit" in err:
+            return Check("podman run", "problem", err.splitlines()[-1], fix)
+        return Check("podman run", "problem", err.splitlines()[-1] if err else f"exit {proc.returncode}",
+                     "see the error; then rerun `gen doctor`")
+    sets = _conf_sets_ulimits(Path(conf)) if conf else None
+    if sets:
+        return Check("podman run", "ok", f"{conf} sets default_ulimits (no local image to try a run)")
+    return Check("podman run", "warning",
+                 f"{conf or 'no CONTAINERS_CONF'} does not set default_ulimits; `podman run` may fail with "
+                 "\"error setting rlimit type 7\" on this host (no local image to try)", fix)
+
+
+def check_mirror(host: Host, distro: str = "debian", release: str = "bookworm") -> Check:
+    try:
+        mirror = resolve_mirror(None, distro, release, host.env)
+    except MirrorNotFound as exc:
+        return Check("mirror", "problem", str(exc).splitlines()[0],
+                     f"export GEN_MIRROR=<URL of a {distro} archive mirror>, or set base.bootstrap.mirror")
+    source = "GEN_MIRROR" if host.env.get("GEN_MIRROR") else "host apt sources"
+    return Check("mirror", "ok", f"{distro} {release}: {mirror} (from {source})")
+
+
+def check_binfmt(binfmt_dir: Path = Path("/proc/sys/fs/binfmt_misc")) -> Check:
+    """Foreign-architecture builds need qemu-user-static registered with binfmt_misc (info only)."""
+    handlers = sorted(p.name for p in binfmt_dir.glob("qemu-*")) if binfmt_dir.is_dir() else []
+    if handlers:
+        return Check("binfmt", "info", f"foreign architectures: {', '.join(handlers)}")
+    return Check("binfmt", "info", "no qemu binfmt handlers: native-architecture builds only",
+                 "apt-get install qemu-user-static binfmt-support (only for other architectures)")
+
+
+def run_checks(host: Host, probe_image: str | None = None) -> list[Check]:
+    checks = check_tools(host)
+    tools_ok = all(not c.problem for c in checks if c.name == "podman")
+    if tools_ok:
+        checks.append(check_storage(host))
+        checks.append(check_rlimits(host, probe_image))
+    checks.append(check_mirror(host))
+    checks.append(check_binfmt())
+    return checks
+
+
+def probe_image(host: Host) -> str | None:
+    """A local image to try `podman run` with: a gen rootfs if there is one, else any named image."""
+    argv = ["podman", *host.global_flags(), "images", "--noheading", "--format", "{{.Repository}}:{{.Tag}}"]
+    try:
+        proc = subprocess.run(argv, env=host.env, capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    names = [n for n in proc.stdout.split() if not n.startswith("<none>")]
+    preferred = [n for n in names if "/gen/rootfs-" in n]
+    return (preferred or names or [None])[0]

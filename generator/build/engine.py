@@ -1,0 +1,340 @@
+"""Planning and running builds of rendered images, parents first, skipping what is up to date.
+
+Atomic tagging: buildah builds to an untagged image id (--iidfile); only after it succeeds does
+one `buildah tag` give it the build-id tag and every spec tag. An interrupted or failed build
+therefore leaves every tag on the previous good image.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from generator.build import storage
+from generator.build.bootstrap import bootstrap_base
+from generator.build.decide import BuildRecord, Decision, decide, read_record, write_record
+from generator.build.events import BuildEvent, EventHandler, Phase, ignore_event
+from generator.build.host import Host, tool_version
+from generator.build.outputs import (
+    OutputImage,
+    ancestors,
+    build_id_tag,
+    files_sha256,
+    load_outputs,
+    select,
+    topological_order,
+)
+from generator.build.proc import Cancel, Interrupted, ToolError, run_logged
+from generator.errors import GenError
+
+DEFAULT_PREFIX = "localhost/gen"
+BACKENDS = ("buildah", "podman")
+# buildah 1.41 added --source-date-epoch and --rewrite-timestamp (which also clamps file times
+# inside layers); older versions only fix the config and history times with --timestamp.
+SOURCE_DATE_EPOCH_FLAGS_SINCE = (1, 41)
+_STEP = re.compile(r"^STEP \d+(/\d+)?: ")
+# Output that points at the host rather than the Dockerfile.
+_HOST_PROBLEMS = ("rlimit", "no space left", "permission denied", "operation not permitted",
+                  "error mounting", "overlay", "storage", "newuidmap", "read-only file system",
+                  "temporary failure resolving", "could not resolve", "failed to fetch")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    prefix: str = DEFAULT_PREFIX
+    jobs: int = 1
+    backend: str = "buildah"
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    """One image of the plan: what will happen to it and why. key and build_id are None while a
+    parent or the base must be built first (they depend on its resulting id)."""
+
+    name: str
+    action: str  # build, skip, retag
+    reasons: tuple[str, ...]
+    key: str | None
+    build_id: str | None
+    tags: tuple[str, ...]  # full references
+    parent: str | None
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    name: str
+    action: str  # built, skipped, retagged
+    reasons: tuple[str, ...]
+    image_id: str
+    build_id: str
+    tags: tuple[str, ...]
+    elapsed: float
+    log: Path | None
+
+
+class BuildFailed(ToolError):
+    """One image's build failed; names it and the step."""
+
+    def __init__(self, image: str, step: str, message: str, tail: list[str], log: Path | None):
+        super().__init__(message, tail, log)
+        self.image = image
+        self.step = step
+
+
+@dataclass
+class BuildReport:
+    built: list[BuiltImage] = field(default_factory=list)
+    failed: list[BuildFailed] = field(default_factory=list)
+    skipped_after_failure: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.skipped_after_failure
+
+
+def full_tags(image: OutputImage, prefix: str) -> tuple[str, ...]:
+    return tuple(f"{prefix}/{image.name}:{tag}" for tag in image.tags)
+
+
+class Builder:
+    """Builds rendered images in one storage. Thread-safe for --jobs: each image is built by one
+    worker; bootstraps of a shared base are serialised by a lock."""
+
+    def __init__(self, host: Host, output_dir: Path, project_root: Path, options: BuildOptions,
+                 on_event: EventHandler = ignore_event, cancel: Cancel | None = None):
+        if options.backend not in BACKENDS:
+            raise GenError(f"unknown backend {options.backend!r}; use one of {', '.join(BACKENDS)}")
+        self.host = host
+        self.output_dir = output_dir
+        self.project_root = project_root
+        self.options = options
+        self.on_event = on_event
+        self.cancel = cancel or Cancel()
+        self.images = load_outputs(output_dir)
+        self._bootstrap_lock = threading.Lock()
+        self._files: dict[str, str] = {}
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def files_hash(self, name: str) -> str:
+        if name not in self._files:
+            self._files[name] = files_sha256(self.images[name].directory)
+        return self._files[name]
+
+    def closure(self, names: list[str]) -> list[str]:
+        """The named images (all when none) and their ancestors, parents first."""
+        chosen = set(select(self.images, names))
+        for name in list(chosen):
+            chosen.update(ancestors(self.images, name))
+        return [n for n in topological_order(self.images) if n in chosen]
+
+    def base_id(self, image: OutputImage) -> str | None:
+        """The id of a root image's base in storage; None when it must be bootstrapped or pulled."""
+        found = storage.inspect(self.host, str(image.base["image"]))
+        return found.id if found else None
+
+    def _decide(self, image: OutputImage, parent_id: str | None) -> Decision:
+        if image.parent:
+            base_id: str | None = ""
+        else:
+            parent_id, base_id = "", self.base_id(image)
+        prefix = self.options.prefix
+        tags = full_tags(image, prefix)
+
+        def build_id_exists(tag: str) -> bool:
+            return storage.exists(self.host, f"{prefix}/{image.name}:{tag}")
+
+        def tags_in_place(tag: str) -> bool:
+            found = storage.inspect(self.host, f"{prefix}/{image.name}:{tag}")
+            return found is not None and set(tags) <= set(found.names)
+
+        record = read_record(self.host.state_dir, image.name)
+        return decide(self.files_hash(image.name), parent_id, base_id, record, build_id_exists,
+                      tags_in_place)
+
+    # -- planning ------------------------------------------------------------------------------
+
+    def plan(self, names: list[str]) -> list[PlannedImage]:
+        """What a build of names would do, without building; ancestors that are up to date are
+        listed as skipped so the plan shows the whole chain."""
+        planned: dict[str, PlannedImage] = {}
+        ids: dict[str, str | None] = {}
+        for name in self.closure(names):
+            image = self.images[name]
+            parent_id = ids.get(image.parent) if image.parent else ""
+            decision = self._decide(image, parent_id)
+            ids[name] = self._id_of(image, decision) if decision.action != "build" else None
+            planned[name] = PlannedImage(name, decision.action, decision.reasons, decision.key,
+                                         decision.build_id, full_tags(image, self.options.prefix),
+                                         image.parent)
+        return list(planned.values())
+
+    def _id_of(self, image: OutputImage, decision: Decision) -> str | None:
+        found = storage.inspect(self.host, f"{self.options.prefix}/{image.name}:{decision.build_id}")
+        return found.id if found else None
+
+    # -- building ------------------------------------------------------------------------------
+
+    def build(self, names: list[str]) -> BuildReport:
+        """Build names and their missing or stale ancestors, up to options.jobs at a time.
+        Raises Interrupted on cancel, after running tools are stopped."""
+        order = self.closure(names)
+        report = BuildReport()
+        done: dict[str, str] = {}  # name -> image id
+        failed: set[str] = set()
+        pending = list(order)
+        running: dict[Future, str] = {}
+        with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
+            while pending or running:
+                for name in list(pending):
+                    parent = self.images[name].parent
+                    if parent in failed:
+                        pending.remove(name)
+                        failed.add(name)
+                        report.skipped_after_failure.append(name)
+                        self._emit(name, Phase.SKIPPED, message=f"parent {parent} failed")
+                    elif (not parent or parent in done) and not self.cancel.is_set:
+                        pending.remove(name)
+                        running[pool.submit(self.build_one, name, done.get(parent or "", ""))] = name
+                if not running:
+                    break
+                finished, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    name = running.pop(future)
+                    try:
+                        result = future.result()
+                    except BuildFailed as exc:
+                        failed.add(name)
+                        report.failed.append(exc)
+                        self._emit(name, Phase.FAILED, exc.step, message=str(exc))
+                    except Interrupted:
+                        failed.add(name)
+                    except GenError as exc:
+                        failed.add(name)
+                        report.failed.append(BuildFailed(name, "", f"{name}: {exc}",
+                                                         getattr(exc, "tail", []), getattr(exc, "log", None)))
+                        self._emit(name, Phase.FAILED, message=str(exc))
+                    else:
+                        done[name] = result.image_id
+                        report.built.append(result)
+        if self.cancel.is_set:
+            raise Interrupted("interrupted: images finished before the signal keep their new tags; "
+                              "the rest keep their previous ones")
+        return report
+
+    def build_one(self, name: str, parent_id: str) -> BuiltImage:
+        image = self.images[name]
+        started = time.monotonic()
+        if not image.parent:
+            self._ensure_base(image)
+        decision = self._decide(image, parent_id if image.parent else "")
+        assert decision.key is not None and decision.build_id is not None
+        tags = full_tags(image, self.options.prefix)
+        build_ref = f"{self.options.prefix}/{name}:{decision.build_id}"
+        self._emit(name, Phase.PLANNED, message=f"{decision.action}: {', '.join(decision.reasons)}")
+        if decision.action == "skip":
+            found = storage.inspect(self.host, build_ref)
+            assert found is not None
+            self._emit(name, Phase.SKIPPED, message=", ".join(decision.reasons))
+            return BuiltImage(name, "skipped", decision.reasons, found.id, decision.build_id, tags, 0.0, None)
+        if decision.action == "retag":
+            found = storage.inspect(self.host, build_ref)
+            assert found is not None
+            storage.tag(self.host, found.id, list(tags))
+            self._emit(name, Phase.TAGGED, elapsed=time.monotonic() - started, message=found.id)
+            return BuiltImage(name, "retagged", decision.reasons, found.id, decision.build_id, tags,
+                              time.monotonic() - started, None)
+        base_ref_id = parent_id if image.parent else self.base_id(image)
+        assert base_ref_id
+        image_id, log = self._run_build(image, base_ref_id, started)
+        self.cancel.check()  # a signal during the build's last moments: leave the new id untagged
+        storage.tag(self.host, image_id, [build_ref, *tags])
+        write_record(self.host.state_dir, name, BuildRecord(
+            files_sha256=self.files_hash(name),
+            parent_id=parent_id if image.parent else "",
+            base_id="" if image.parent else base_ref_id,
+            key=decision.key, image_id=image_id))
+        elapsed = time.monotonic() - started
+        self._emit(name, Phase.TAGGED, elapsed=elapsed, message=image_id)
+        return BuiltImage(name, "built", decision.reasons, image_id, decision.build_id, tags, elapsed, log)
+
+    def _ensure_base(self, image: OutputImage) -> None:
+        kind = image.base_kind
+        ref = str(image.base.get("image", ""))
+        if kind == "bootstrap":
+            with self._bootstrap_lock:
+                bootstrap_base(self.host, image, self.project_root, self.cancel,
+                               lambda event: self.on_event(event))
+        elif storage.inspect(self.host, ref) is None:
+            if kind == "image":
+                self._pull(image, ref)
+            else:
+                raise GenError(f"{image.name}: base image {ref} is not in local storage; load it first "
+                               f"(podman load / podman pull) or change base.local in {image.spec}")
+
+    def _pull(self, image: OutputImage, ref: str) -> None:
+        self.host.logs_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.host.logs_dir / f"{image.name}.pull.log"
+        with log_path.open("w") as log:
+            code, tail = run_logged(["buildah", *self.host.global_flags(), "pull", ref], self.host.env,
+                                    log, self.cancel)
+        if code != 0:
+            raise BuildFailed(image.name, "pull", f"{image.name}: pulling base {ref} failed (exit {code}); "
+                              "check registry access or use a bootstrap/local base; run `gen doctor`",
+                              tail, log_path)
+
+    def build_argv(self, image: OutputImage, base_id: str, iidfile: Path) -> list[str]:
+        epoch = str(image.source_date_epoch)
+        tool = self.options.backend
+        argv = [tool, *self.host.global_flags(), "bud" if tool == "buildah" else "build",
+                "--isolation", "chroot", "--layers", "--format", "oci", "--pull=never"]
+        version = tool_version(tool, self.host.env).version or (0,)
+        if tool == "buildah" and version >= SOURCE_DATE_EPOCH_FLAGS_SINCE:
+            argv += ["--source-date-epoch", epoch, "--rewrite-timestamp"]
+        else:
+            argv += ["--timestamp", epoch]
+        argv += ["--build-arg", f"BASE_IMAGE={base_id}", "--build-arg", f"BASE_DIGEST=sha256:{base_id}",
+                 "--build-arg", f"SOURCE_DATE_EPOCH={epoch}", "--iidfile", str(iidfile),
+                 "-f", str(image.directory / "Dockerfile"), str(image.directory)]
+        return argv
+
+    def _run_build(self, image: OutputImage, base_id: str, started: float) -> tuple[str, Path]:
+        self.host.logs_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.host.logs_dir / f"{image.name}.log"
+        iidfile = self.host.state_dir / "tmp" / f"{image.name}.iid"
+        iidfile.parent.mkdir(parents=True, exist_ok=True)
+        iidfile.unlink(missing_ok=True)
+        step = "start"
+        self._emit(image.name, Phase.STARTED, elapsed=time.monotonic() - started)
+
+        def on_line(line: str) -> None:
+            nonlocal step
+            if _STEP.match(line):
+                step = line
+                self._emit(image.name, Phase.STEP, line, time.monotonic() - started)
+
+        with log_path.open("w") as log:
+            code, tail = run_logged(self.build_argv(image, base_id, iidfile), self.host.env, log,
+                                    self.cancel, on_line=on_line, cwd=image.directory)
+        if code != 0 or not iidfile.is_file():
+            raise BuildFailed(image.name, step, _failure_message(image.name, step, code, tail, log_path),
+                              tail, log_path)
+        image_id = iidfile.read_text().strip().removeprefix("sha256:")
+        iidfile.unlink()
+        return image_id, log_path
+
+    def _emit(self, name: str, phase: Phase, step: str = "", elapsed: float = 0.0, message: str = "") -> None:
+        self.on_event(BuildEvent(name, phase, step, elapsed, message))
+
+
+def _failure_message(name: str, step: str, code: int, tail: list[str], log: Path) -> str:
+    lines = "\n".join(f"  | {line}" for line in tail[-15:])
+    text = f"{name}: build failed at {step} (exit {code})\n{lines}\n  full log: {log}"
+    if any(marker in line.lower() for line in tail for marker in _HOST_PROBLEMS):
+        text += "\n  this looks like a problem of the host, not the spec: run `gen doctor`"
+    return text

@@ -1,0 +1,166 @@
+"""Reading rendered `output/<name>/` directories: manifests, content hashes, dependency order."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from generator.errors import UsageError
+
+MANIFEST = "gen-manifest.json"
+
+
+@dataclass(frozen=True)
+class OutputImage:
+    """One rendered image: its directory and the manifest fields build relies on."""
+
+    name: str
+    directory: Path
+    tags: tuple[str, ...]
+    parent: str | None
+    base: dict
+    source_date_epoch: int
+    spec: str
+    overlays: tuple[str, ...]
+
+    @property
+    def base_kind(self) -> str:
+        return str(self.base.get("kind", ""))
+
+
+def load_output(directory: Path) -> OutputImage:
+    path = directory / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{path}: missing; run `gen render` first") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); run `gen render`") from None
+    missing = [k for k in ("name", "tags", "base", "source_date_epoch") if k not in data]
+    if missing:
+        raise UsageError(f"{path}: manifest lacks {', '.join(missing)}; run `gen render` with this gen version")
+    if not (directory / "Dockerfile").is_file():
+        raise UsageError(f"{directory}/Dockerfile: missing; run `gen render`")
+    return OutputImage(
+        name=data["name"],
+        directory=directory,
+        tags=tuple(data["tags"]),
+        parent=data.get("parent"),
+        base=dict(data["base"]),
+        source_date_epoch=int(data["source_date_epoch"]),
+        spec=str(data.get("spec", "")),
+        overlays=tuple(data.get("overlays", ())),
+    )
+
+
+def load_outputs(output_dir: Path) -> dict[str, OutputImage]:
+    """Every rendered image under output_dir, by name; parents must be there too."""
+    if not output_dir.is_dir():
+        raise UsageError(f"{output_dir}: no such directory; run `gen render` first")
+    images = {}
+    for child in sorted(output_dir.iterdir()):
+        if (child / MANIFEST).is_file():
+            image = load_output(child)
+            images[image.name] = image
+    for image in images.values():
+        if image.parent and image.parent not in images:
+            raise UsageError(f"{image.directory / MANIFEST}: parent {image.parent!r} is not rendered under "
+                             f"{output_dir}; run `gen render`")
+    return images
+
+
+def topological_order(images: dict[str, OutputImage]) -> list[str]:
+    """Parents before children; siblings by name, so the order is stable."""
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            raise UsageError(f"parent cycle in output/: {' -> '.join(trail + (name,))}")
+        state[name] = 1
+        parent = images[name].parent
+        if parent:
+            visit(parent, trail + (name,))
+        state[name] = 2
+        order.append(name)
+
+    for name in sorted(images):
+        visit(name, ())
+    return order
+
+
+def ancestors(images: dict[str, OutputImage], name: str) -> list[str]:
+    """name's parents, nearest first."""
+    chain = []
+    parent = images[name].parent
+    while parent:
+        chain.append(parent)
+        parent = images[parent].parent
+    return chain
+
+
+def dependents(images: dict[str, OutputImage], names: set[str]) -> set[str]:
+    """names and every image that descends from one of them."""
+    result = set(names)
+    for name in images:
+        if set(ancestors(images, name)) & names:
+            result.add(name)
+    return result
+
+
+def select(images: dict[str, OutputImage], wanted: list[str]) -> list[str]:
+    """The named images (all when none named), checked, in build order."""
+    unknown = [n for n in wanted if n not in images]
+    if unknown:
+        known = ", ".join(sorted(images)) or "none"
+        raise UsageError(f"unknown image {', '.join(unknown)}; rendered images: {known}")
+    chosen = set(wanted) if wanted else set(images)
+    return [n for n in topological_order(images) if n in chosen]
+
+
+def files_sha256(directory: Path) -> str:
+    """Hash of every entry under directory by relative path, permission bits and bytes (never
+    mtime, so a checkout or an unchanged re-render does not look like a change). Symlinks count
+    by their target text; empty directories count too, since COPY creates them."""
+    digest = hashlib.sha256()
+    for path in _entries(directory):
+        rel = path.relative_to(directory).as_posix()
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            kind, body = b"l", os.readlink(path).encode()
+        elif stat.S_ISDIR(info.st_mode):
+            kind, body = b"d", b""
+        else:
+            kind, body = b"f", path.read_bytes()
+        digest.update(kind + rel.encode() + b"\0" + f"{stat.S_IMODE(info.st_mode):o}".encode() + b"\0")
+        digest.update(hashlib.sha256(body).digest())
+    return digest.hexdigest()
+
+
+def _entries(directory: Path) -> list[Path]:
+    """Files, symlinks and empty directories under directory, sorted by path."""
+    found = []
+    for root, dirs, files in os.walk(directory):
+        base = Path(root)
+        found += [base / name for name in files]
+        for name in dirs:
+            path = base / name
+            if path.is_symlink() or not any(path.iterdir()):
+                found.append(path)
+    return sorted(found)
+
+
+def content_key(files_hash: str, parent_digest: str, base_digest: str) -> str:
+    """The build id's source: the rendered directory, the parent's digest, the base's digest."""
+    text = json.dumps({"files": files_hash, "parent": parent_digest, "base": base_digest}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def build_id_tag(key: str) -> str:
+    return f"gen-{key[:16]}"

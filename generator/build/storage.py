@@ -1,0 +1,81 @@
+"""Images in containers storage: look up, tag, untag, list. podman answers the queries (it reads
+the same storage as buildah, and its inspect output carries digest, size, layers and labels)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from generator.build.host import Host
+from generator.build.proc import run_quiet
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """An image in storage. id is the config digest's hex (the content-addressed, reproducible
+    identity gen compares); digest is the manifest digest storage keeps for it."""
+
+    id: str
+    digest: str
+    names: tuple[str, ...]
+    size: int
+    layers: int
+    labels: dict[str, str]
+    created: str
+
+    @property
+    def id_digest(self) -> str:
+        return f"sha256:{self.id}"
+
+
+def _podman(host: Host, *args: str) -> list[str]:
+    return ["podman", *host.global_flags(), *args]
+
+
+def _buildah(host: Host, *args: str) -> list[str]:
+    return ["buildah", *host.global_flags(), *args]
+
+
+def inspect(host: Host, ref: str) -> StoredImage | None:
+    """The image ref names in storage, or None when there is none."""
+    proc = run_quiet(_podman(host, "image", "inspect", ref), host.env, check=False)
+    if proc.returncode != 0:
+        return None
+    data = json.loads(proc.stdout)[0]
+    return StoredImage(
+        id=data["Id"],
+        digest=data.get("Digest", ""),
+        names=tuple(data.get("RepoTags") or ()),
+        size=int(data.get("Size", 0)),
+        layers=len((data.get("RootFS") or {}).get("Layers") or ()),
+        labels=dict((data.get("Config") or {}).get("Labels") or data.get("Labels") or {}),
+        created=str(data.get("Created", "")),
+    )
+
+
+def exists(host: Host, ref: str) -> bool:
+    return run_quiet(_podman(host, "image", "exists", ref), host.env, check=False).returncode == 0
+
+
+def tag(host: Host, image_id: str, refs: list[str]) -> None:
+    """Give image_id every ref in one storage operation; a name held by another image moves."""
+    run_quiet(_buildah(host, "tag", image_id, *refs), host.env)
+
+
+def untag(host: Host, image_id: str, ref: str) -> None:
+    run_quiet(_podman(host, "untag", image_id, ref), host.env)
+
+
+def remove(host: Host, ref: str) -> None:
+    run_quiet(_podman(host, "rmi", "--force", ref), host.env, check=False)
+
+
+def list_named(host: Host) -> list[StoredImage]:
+    """Every image that has at least one name."""
+    proc = run_quiet(_podman(host, "images", "--format", "{{.ID}}", "--noheading"), host.env)
+    found = []
+    for short in dict.fromkeys(proc.stdout.split()):
+        image = inspect(host, short)
+        if image is not None and image.names:
+            found.append(image)
+    return found

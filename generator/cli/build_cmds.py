@@ -1,0 +1,289 @@
+"""`gen build`, `gen images`, `gen doctor`: the build stage's commands, with a live progress display.
+
+Exit codes: 0 ok; 1 a build (or check) failed; 2 bad input (unknown image, bad option); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from generator.build import (
+    DEFAULT_PREFIX,
+    BuildEvent,
+    BuildOptions,
+    Builder,
+    Cancel,
+    Host,
+    Phase,
+    affected_images,
+    changed_paths,
+)
+from generator.errors import GenError, UsageError
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ProjectOption = Annotated[
+    Path, typer.Option("--project", "-C", help="Project root holding specs/ and output/.", envvar="GEN_PROJECT")
+]
+StorageOption = Annotated[
+    Optional[Path],
+    typer.Option("--storage-root", help="Isolated containers storage (and gen's logs/state) in DIR instead "
+                 "of your normal storage.", envvar="GEN_STORAGE_ROOT", show_default=False),
+]
+PrefixOption = Annotated[
+    str, typer.Option("--prefix", help="Registry/organization prefix of every tag, e.g. registry.example/org.",
+                      envvar="GEN_PREFIX")
+]
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class Backend(str, Enum):
+    buildah = "buildah"
+    podman = "podman"
+
+
+@contextmanager
+def _signals_cancel(cancel: Cancel) -> Iterator[None]:
+    """SIGINT/SIGTERM set the cancel flag; the build stops its tools and keeps earlier tags."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        cancel.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _fail(exc: GenError) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    return typer.Exit(exc.exit_code)
+
+
+def _builder(project: Path, storage_root: Path | None, prefix: str, jobs: int = 1,
+             backend: str = "buildah", on_event=None, cancel: Cancel | None = None) -> Builder:
+    if jobs < 1:
+        raise UsageError(f"--jobs {jobs}: give 1 or more")
+    host = Host.from_env(storage_root, project)
+    options = BuildOptions(prefix=prefix.rstrip("/"), jobs=jobs, backend=backend)
+    kwargs = {"on_event": on_event} if on_event else {}
+    return Builder(host, project / "output", project, options, cancel=cancel, **kwargs)
+
+
+class _Display:
+    """One progress row per image: name, current step, elapsed time; finished images print a line."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, event: BuildEvent) -> None:
+        if event.phase in (Phase.STARTED, Phase.BOOTSTRAP, Phase.STEP):
+            task = self._task(event.image)
+            step = event.step or event.phase.value
+            self.progress.update(task, step=step[:90])
+        elif event.phase == Phase.TAGGED:
+            self._finish(event.image, f"[green]built[/] {event.image} {event.message[:12]} "
+                                      f"({event.elapsed:.1f} s)")
+        elif event.phase == Phase.SKIPPED:
+            self._finish(event.image, f"[dim]skipped[/] {event.image}: {event.message}")
+        elif event.phase == Phase.FAILED:
+            self._finish(event.image, f"[bold red]failed[/] {event.image}")
+
+    def _task(self, name: str) -> int:
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(name, step="")
+        return self.tasks[name]
+
+    def _finish(self, name: str, line: str) -> None:
+        if name in self.tasks:
+            self.progress.remove_task(self.tasks.pop(name))
+        self.progress.console.print(line, markup=True, highlight=False)
+
+
+def _print_plan(planned, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps([
+            {"name": p.name, "action": p.action, "reasons": list(p.reasons), "build_id": p.build_id,
+             "tags": list(p.tags), "parent": p.parent} for p in planned]))
+        return
+    for p in planned:
+        verb = {"build": "[bold]build[/]", "skip": "[dim]skip[/]", "retag": "[bold]retag[/]"}[p.action]
+        out.print(f"{verb} {p.name}: {', '.join(p.reasons)}", markup=True, highlight=False)
+    count = sum(p.action != "skip" for p in planned)
+    out.print(f"{count} of {len(planned)} image(s) would be built or retagged" if count
+              else "nothing to build: every image is up to date")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def build(
+        names: Annotated[Optional[list[str]], typer.Argument(help="Images to build (default: all rendered).",
+                                                              show_default=False)] = None,
+        project: ProjectOption = Path("."),
+        storage_root: StorageOption = None,
+        prefix: PrefixOption = DEFAULT_PREFIX,
+        jobs: Annotated[int, typer.Option("--jobs", "-j", help="Build up to N independent images at once.")] = 1,
+        backend: Annotated[Backend, typer.Option("--backend", help="Tool that runs the builds.")] = Backend.buildah,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and why; build nothing.")] = False,
+        since: Annotated[Optional[str], typer.Option(
+            "--since", help="Build the images whose spec, templates or overlays changed in (REV, HEAD], "
+                            "and their dependents.", metavar="REV")] = None,
+        check_reproducible: Annotated[bool, typer.Option(
+            "--check-reproducible", help="Build twice from empty storage; compare digests, name differing files.")] = False,
+        format: Annotated[OutputFormat, typer.Option("--format", help="Plan/result format.")] = OutputFormat.text,
+    ) -> None:
+        """Build rendered images (and missing or stale parents) with buildah, parents first,
+        skipping what is up to date; tag each under --prefix plus an immutable gen-<id> tag."""
+        cancel = Cancel()
+        try:
+            with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TextColumn("{task.fields[step]}"),
+                          TimeElapsedColumn(), console=err, transient=True) as progress:
+                display = _Display(progress)
+                builder = _builder(project, storage_root, prefix, jobs, backend.value, display, cancel)
+                wanted = list(names or [])
+                if since:
+                    chosen = affected_images(builder.images, changed_paths(project, since))
+                    unknown = [n for n in wanted if n not in builder.images]
+                    if unknown:
+                        raise UsageError(f"unknown image {', '.join(unknown)}")
+                    wanted = sorted(chosen & set(wanted)) if wanted else sorted(chosen)
+                    if not wanted:
+                        progress.stop()
+                        out.print(f"no image changed since {since}")
+                        return
+                if dry_run:
+                    planned = builder.plan(wanted)
+                    progress.stop()
+                    _print_plan(planned, format is OutputFormat.json)
+                    return
+                with _signals_cancel(cancel):
+                    if check_reproducible:
+                        _check(builder, wanted, display, cancel, format is OutputFormat.json)
+                        return
+                    report = builder.build(wanted)
+        except GenError as exc:
+            raise _fail(exc) from None
+        _print_report(report, format is OutputFormat.json)
+        if not report.ok:
+            raise typer.Exit(1)
+
+    @app.command()
+    def images(
+        project: ProjectOption = Path("."),
+        storage_root: StorageOption = None,
+        prefix: PrefixOption = DEFAULT_PREFIX,
+        format: Annotated[OutputFormat, typer.Option("--format", help="table or json")] = OutputFormat.text,
+    ) -> None:
+        """List rendered images: tags, digest, size, layers, build id, and whether each is up to date."""
+        from generator.build.status import image_statuses
+
+        try:
+            rows = image_statuses(_builder(project, storage_root, prefix))
+        except GenError as exc:
+            raise _fail(exc) from None
+        if format is OutputFormat.json:
+            out.print_json(json.dumps([{
+                "name": r.name, "tags": list(r.tags), "id": r.id, "digest": r.digest, "up_to_date": r.up_to_date,
+                "reasons": list(r.reasons), "size": r.size, "layers": r.layers, "build_id": r.build_id,
+            } for r in rows]))
+            return
+        table = Table("image", "tags", "id", "size", "layers", "build id", "status")
+        for r in rows:
+            status = "[green]up to date[/]" if r.up_to_date else f"[yellow]{', '.join(r.reasons)}[/]"
+            size = f"{r.size / 1e6:.1f} MB" if r.size is not None else "-"
+            table.add_row(r.name, " ".join(t.rsplit(":", 1)[1] for t in r.tags) or "-", (r.id or "-")[:12],
+                          size, str(r.layers or "-"), r.build_id or "-", status)
+        out.print(table)
+
+    @app.command()
+    def doctor(
+        project: ProjectOption = Path("."),
+        storage_root: StorageOption = None,
+    ) -> None:
+        """Check what gen needs on this host; print each problem with the exact fix (exit 1 if any)."""
+        from generator.build.doctor import probe_image, run_checks
+
+        host = Host.from_env(storage_root, project)
+        checks = run_checks(host, probe_image(host))
+        marks = {"ok": "[green]ok[/]", "problem": "[bold red]PROBLEM[/]", "warning": "[yellow]warning[/]",
+                 "info": "[blue]info[/]"}
+        for check in checks:
+            out.print(f"{marks[check.status]:>8} {check.name}: {check.detail}", markup=True, highlight=False)
+            if check.fix and check.status != "ok":
+                out.print(f"         fix: {check.fix}", markup=False, highlight=False)
+        problems = [c for c in checks if c.problem]
+        out.print(f"{len(problems)} problem(s)" if problems else "no problems found")
+        if problems:
+            raise typer.Exit(1)
+
+
+def _print_report(report, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps({
+            "ok": report.ok,
+            "images": [{"name": b.name, "action": b.action, "reasons": list(b.reasons), "id": b.image_id,
+                        "build_id": b.build_id, "tags": list(b.tags), "seconds": round(b.elapsed, 1)}
+                       for b in report.built],
+            "failed": [{"name": f.image, "step": f.step, "log": str(f.log) if f.log else None}
+                       for f in report.failed],
+            "skipped_after_failure": report.skipped_after_failure,
+        }))
+    else:
+        built = [b for b in report.built if b.action != "skipped"]
+        for b in report.built:
+            out.print(f"{b.action} {b.name} ({', '.join(b.reasons)})", highlight=False)
+        if not built and report.ok:
+            out.print("nothing to build: every image is up to date")
+    for failure in report.failed:
+        err.print(f"[bold red]error:[/] {failure}", markup=True, highlight=False)
+    for name in report.skipped_after_failure:
+        err.print(f"not built: {name} (a parent failed)")
+
+
+def _check(builder: Builder, wanted: list[str], display, cancel: Cancel, as_json: bool) -> None:
+    from generator.build.reproduce import check_reproducible
+
+    work = builder.host.state_dir / "reproduce"
+    result = check_reproducible(builder.host, builder.output_dir, builder.project_root, wanted,
+                                builder.options, work, display, cancel)
+    if as_json:
+        out.print_json(json.dumps([{"name": r.name, "reproducible": r.reproducible, "first": r.first_id,
+                                    "second": r.second_id, "differences": list(r.differences)}
+                                   for r in result.results]))
+    for r in result.results:
+        if r.reproducible:
+            if not as_json:
+                out.print(f"[green]reproducible[/] {r.name}: {r.first_id[:12]}", markup=True, highlight=False)
+            continue
+        err.print(f"[bold red]NOT reproducible[/] {r.name}: {r.first_id[:12]} vs {r.second_id[:12]}", markup=True)
+        for line in r.differences[:50]:
+            err.print(f"  {line}", markup=False, highlight=False)
+        if len(r.differences) > 50:
+            err.print(f"  ... {len(r.differences) - 50} more")
+        if r.diffoscope_report:
+            err.print(f"  diffoscope report: {r.diffoscope_report}")
+    if not result.ok:
+        raise typer.Exit(1)

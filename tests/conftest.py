@@ -1,0 +1,139 @@
+"""Shared fixtures. Integration tests get one isolated containers storage per session (never the
+user's images), gen's containers.conf, and one bootstrapped Debian bookworm rootfs for everyone.
+
+    def test_something(gen_env, gen_host, bootstrapped_base):
+        subprocess.run(["podman", *gen_host.global_flags(), "run", "--rm", bootstrapped_base, "true"],
+                       env=gen_env, check=True)
+
+gen_env holds the environment (CONTAINERS_CONF, GEN_STORAGE_ROOT) for `gen` and podman/buildah
+subprocesses; `gen` reads GEN_STORAGE_ROOT itself, podman and buildah need gen_host.global_flags().
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from generator.build.host import Host, gen_containers_conf
+
+BUILD_TOOLS = ("buildah", "podman")
+SESSION_EPOCH = 1700000000
+# The bootstrap every example chain starts from: Debian bookworm minbase with the distro's s6.
+SESSION_BASE = {
+    "kind": "bootstrap",
+    "distro": "debian",
+    "release": "bookworm",
+    "variant": "minbase",
+    "components": ["main"],
+    "include": ["execline", "s6"],
+    "snapshot": None,
+    "source_date_epoch": SESSION_EPOCH,
+}
+
+
+def bootstrap_key(base: dict) -> str:
+    """The key render gives a bootstrap base (generator.render.project.bootstrap_key): a hash of
+    what decides the rootfs content, so rendered examples find the session's rootfs by tag."""
+    params = {k: base[k] for k in ("distro", "release", "variant", "components", "include", "snapshot",
+                                   "source_date_epoch")}
+    text = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def base_manifest(base: dict = SESSION_BASE) -> dict:
+    """A manifest `base` entry for a bootstrap, with the image reference render would write."""
+    ref = f"localhost/gen/rootfs-{base['distro']}-{base['release']}:{bootstrap_key(base)}"
+    return dict(base, image=ref)
+
+
+def missing_build_tools() -> list[str]:
+    return [tool for tool in BUILD_TOOLS if shutil.which(tool) is None]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = missing_build_tools()
+    if not missing:
+        return
+    skip = pytest.mark.skip(reason=f"integration tests need {', '.join(missing)} installed (not found on PATH)")
+    for item in items:
+        if "integration" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def gen_storage_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("gen-storage")
+
+
+@pytest.fixture(scope="session")
+def gen_env(gen_storage_root: Path) -> dict[str, str]:
+    """Environment for gen/podman/buildah subprocesses: isolated storage, gen's containers.conf."""
+    env = dict(os.environ)
+    env["CONTAINERS_CONF"] = str(gen_containers_conf())
+    env["GEN_STORAGE_ROOT"] = str(gen_storage_root)
+    return env
+
+
+@pytest.fixture(scope="session")
+def gen_host(gen_env: dict[str, str], gen_storage_root: Path) -> Host:
+    """The Host for the session storage: global_flags() for podman/buildah, env for subprocesses."""
+    return Host.from_env(gen_storage_root, env=gen_env)
+
+
+@pytest.fixture(scope="session")
+def bootstrapped_base(gen_host: Host, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Reference of the session's Debian bookworm minbase rootfs (with s6 and execline), bootstrapped
+    once into the session storage; the same reference rendered examples use."""
+    from generator.build.bootstrap import bootstrap_base
+    from generator.build.outputs import OutputImage
+    from generator.build.proc import Cancel
+
+    base = base_manifest()
+    holder = OutputImage("session-base", tmp_path_factory.mktemp("session-base"), ("x",), None, base,
+                         SESSION_EPOCH, "", ())
+    bootstrap_base(gen_host, holder, Path("."), Cancel(), lambda event: None)
+    return str(base["image"])
+
+
+@pytest.fixture(scope="session")
+def bootstrapped_base_id(gen_host: Host, bootstrapped_base: str) -> str:
+    from generator.build.storage import inspect
+
+    found = inspect(gen_host, bootstrapped_base)
+    assert found is not None
+    return found.id
+
+
+def write_output_dir(output_dir: Path, name: str, dockerfile_body: str, *, parent: str | None = None,
+                     tags: tuple[str, ...] = ("latest",), base: dict | None = None,
+                     files: dict[str, str] | None = None, epoch: int = SESSION_EPOCH) -> Path:
+    """Write output/<name>/ as render does (Dockerfile header, ARGs, manifest) around a body."""
+    directory = output_dir / name
+    directory.mkdir(parents=True, exist_ok=True)
+    if parent:
+        base_entry = {"kind": "parent", "image": f"localhost/gen/{parent}:latest"}
+    else:
+        base_entry = base or base_manifest()
+    header = (f"# TAGS {' '.join(tags)}\n# Generated by gen from specs/{name}.yaml; do not edit.\n"
+              f"ARG BASE_IMAGE={base_entry['image']}\nFROM ${{BASE_IMAGE}}\nARG BASE_DIGEST=unknown\n"
+              f"ARG SOURCE_DATE_EPOCH={epoch}\n")
+    (directory / "Dockerfile").write_text(header + dockerfile_body)
+    for rel, text in (files or {}).items():
+        path = directory / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    manifest = {"name": name, "tags": list(tags), "spec": f"specs/{name}.yaml", "parent": parent,
+                "base": base_entry, "source_date_epoch": epoch, "overlays": [f"specs/overlays/{name}"]}
+    (directory / "gen-manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
+@pytest.fixture
+def write_output():
+    """write_output(output_dir, name, dockerfile_body, parent=..., tags=..., files=...) -> Path."""
+    return write_output_dir
