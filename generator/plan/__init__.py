@@ -14,9 +14,11 @@ which is idempotent and keeps each Dockerfile readable on its own.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from generator.model import Group, Image, User, Volume
+from generator.plan.hints import hint_labels
 from generator.plan.init_layer import FetchStage, InitLayer, init_env, init_layer
 from generator.plan.sysctl import sysctl_config
 
@@ -30,6 +32,7 @@ STEP_ORDER: tuple[str, ...] = (
     "overlay",
     "env",
     "labels",
+    "embedded_spec",
     "metadata",
 )
 
@@ -85,6 +88,14 @@ class CopyConfigFiles:
 
 
 @dataclass(frozen=True)
+class CopyEmbeddedSpec:
+    """The resolved spec, copied late: it changes whenever anything in the spec does."""
+
+    context_dir: str
+    kind: str = "embedded_spec"
+
+
+@dataclass(frozen=True)
 class CopyOverlay:
     context_dir: str  # rootfs/NN-name
     dest: str
@@ -125,6 +136,7 @@ Step = (
     | CopyOverlay
     | SetEnv
     | SetLabels
+    | CopyEmbeddedSpec
     | Metadata
 )
 
@@ -135,6 +147,20 @@ class OverlaySource:
 
     host_dir: str
     context_dir: str
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A file generated from the spec, copied into the image from gen-config/."""
+
+    path: str  # relative to / in the image
+    text: str
+    mode: int = 0o644
+
+
+# Where every image carries the spec that made it; `gen-spec` prints it.
+SPEC_PATH = "etc/gen/spec.json"
+SPEC_PRINTER = "usr/local/bin/gen-spec"
 
 
 @dataclass(frozen=True)
@@ -151,7 +177,8 @@ class Plan:
     overlays: tuple[OverlaySource, ...]
     init: InitLayer | None
     init_env: tuple[tuple[str, str], ...]  # the init layer's defaults, for its templates
-    config_files: tuple[tuple[str, str], ...] = field(default=())  # (path in image, text)
+    resolved_spec_json: str  # embedded at SPEC_PATH
+    config_files: tuple[ConfigFile, ...] = field(default=())
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -222,6 +249,7 @@ def _labels(image: Image, base_name: str, spec_sha256: str) -> tuple[tuple[str, 
     }
     if image.description:
         labels[f"{OCI}.description"] = image.description
+    labels.update(hint_labels(image))
     labels.update(dict(image.labels))
     return tuple(sorted(labels.items()))
 
@@ -258,16 +286,16 @@ def _volume_config(volumes: tuple[Volume, ...]) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def _config_files(image: Image) -> tuple[tuple[str, str], ...]:
-    """Files the init layer's start-up hooks read: one line per item, fields space-separated
-    (every field is validated to hold no spaces)."""
-    if image.init.kind == "none":
-        return ()
-    files = []
-    if image.sysctls.values:
-        files.append(("etc/gen/sysctl.conf", sysctl_config(image)))
-    if image.volumes:
-        files.append(("etc/gen/volumes", _volume_config(image.volumes)))
+def _config_files(image: Image) -> tuple[ConfigFile, ...]:
+    """The spec printer, and the files the init layer's start-up hooks read (one line
+    per item, fields space-separated: every field is validated to hold no spaces)."""
+    files = [
+        ConfigFile(SPEC_PRINTER, f"#!/bin/sh\n# Prints the resolved spec this image was built from.\nexec cat /{SPEC_PATH}\n", 0o755),
+    ]
+    if image.init.kind != "none" and image.sysctls.values:
+        files.append(ConfigFile("etc/gen/sysctl.conf", sysctl_config(image)))
+    if image.init.kind != "none" and image.volumes:
+        files.append(ConfigFile("etc/gen/volumes", _volume_config(image.volumes)))
     return tuple(files)
 
 
@@ -276,7 +304,7 @@ def make_plan(
     parent: Image | None,
     *,
     spec_file: str,
-    spec_sha256: str,
+    resolved_spec_json: str,
     bootstrap_key: str,
 ) -> Plan:
     """Decide the stages and ordered steps of one image."""
@@ -295,8 +323,7 @@ def make_plan(
     if directories:
         steps.append(CreateDirectories(directories))
     config_files = _config_files(image)
-    if config_files:
-        steps.append(CopyConfigFiles("gen-config"))
+    steps.append(CopyConfigFiles("gen-config"))
     overlays = tuple(
         OverlaySource(str(o.src), f"rootfs/{i:02d}-{o.src.name}") for i, o in enumerate(image.rootfs, 1)
     )
@@ -305,7 +332,9 @@ def make_plan(
     env = _env(image, layer_env)
     if env:
         steps.append(SetEnv(env))
+    spec_sha256 = hashlib.sha256(resolved_spec_json.encode()).hexdigest()
     steps.append(SetLabels(_labels(image, base_name, spec_sha256)))
+    steps.append(CopyEmbeddedSpec("gen-spec"))
     steps.append(_metadata(image, layer.entrypoint if layer else None))
     ordered = tuple(sorted(steps, key=lambda s: STEP_ORDER.index(s.kind)))  # stable: overlays keep spec order
     source_date_epoch = _source_date_epoch(image)
@@ -322,6 +351,7 @@ def make_plan(
         overlays=overlays,
         init=layer,
         init_env=tuple(sorted(layer_env.items())),
+        resolved_spec_json=resolved_spec_json,
         config_files=config_files,
     )
 

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.plan import Plan
+from generator.plan import SPEC_PATH, Plan
 from generator.render.templates import TemplateSet
 
 MANIFEST = "gen-manifest.json"
@@ -90,7 +90,8 @@ def render_image(plan: Plan, templates: TemplateSet, manifest_fields: dict) -> R
     dockerfile = templates.render(f"family/{plan.family}.j2", plan=plan)
     files = [RenderedFile("Dockerfile", _normalize_dockerfile(dockerfile).encode(), 0o644)]
     files += _init_files(plan, templates)
-    files += [RenderedFile(f"gen-config/{path}", text.encode(), 0o644) for path, text in plan.config_files]
+    files += [RenderedFile(f"gen-config/{c.path}", c.text.encode(), c.mode) for c in plan.config_files]
+    files.append(RenderedFile(f"gen-spec/{SPEC_PATH}", plan.resolved_spec_json.encode(), 0o644))
     for overlay in plan.overlays:
         files += _overlay_files(Path(overlay.host_dir), overlay.context_dir)
     context_dirs = sorted({f.path.split("/", 1)[0] for f in files if "/" in f.path})

@@ -1,0 +1,68 @@
+"""How to run an image so the runtime, not privileges, sets its sysctls and volumes.
+
+One decision, three renderings: podman/docker flags, a compose service, a Kubernetes pod
+fragment. The same facts go into image labels for platforms to read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from generator.model import Image
+from generator.plan.sysctl import SysctlClass, classify
+
+
+@dataclass(frozen=True)
+class RuntimeHints:
+    image_ref: str
+    sysctls: tuple[tuple[str, str, SysctlClass], ...]  # settable from the runtime (namespaced)
+    node_level: tuple[tuple[str, str], ...]  # must be set on the host
+    volumes: tuple[str, ...]
+
+    def run_flags(self) -> list[str]:
+        flags = [f"--sysctl={key}={value}" for key, value, _ in self.sysctls]
+        flags += [f"--volume=<host-dir>:{path}" for path in self.volumes]
+        return flags
+
+    def compose(self, service: str) -> dict:
+        body: dict = {"image": self.image_ref}
+        if self.sysctls:
+            body["sysctls"] = {key: value for key, value, _ in self.sysctls}
+        if self.volumes:
+            body["volumes"] = [f"./{service}{path.replace('/', '-')}:{path}" for path in self.volumes]
+        return {"services": {service: body}}
+
+    def kubernetes(self) -> dict:
+        """A pod spec fragment; unsafe sysctls also need the kubelet's --allowed-unsafe-sysctls."""
+        return {
+            "securityContext": {
+                "sysctls": [{"name": key, "value": value} for key, value, _ in self.sysctls],
+            }
+        }
+
+    def unsafe_for_kubernetes(self) -> tuple[str, ...]:
+        return tuple(key for key, _, cls in self.sysctls if cls is SysctlClass.NAMESPACED)
+
+
+def runtime_hints(image: Image, image_ref: str) -> RuntimeHints:
+    settable, node = [], []
+    for key, value in image.sysctls.values:
+        cls = classify(key)
+        if cls is SysctlClass.NODE:
+            node.append((key, value))
+        else:
+            settable.append((key, value, cls))
+    return RuntimeHints(image_ref, tuple(settable), tuple(node), tuple(v.path for v in image.volumes))
+
+
+def hint_labels(image: Image) -> dict[str, str]:
+    """Labels a platform reads to set sysctls and volumes itself: comma-separated, sorted."""
+    hints = runtime_hints(image, image.name)
+    labels = {}
+    if hints.sysctls:
+        labels["dev.gen.hints.sysctls"] = ",".join(f"{k}={v}" for k, v, _ in hints.sysctls)
+    if hints.node_level:
+        labels["dev.gen.hints.node-sysctls"] = ",".join(f"{k}={v}" for k, v in hints.node_level)
+    if hints.volumes:
+        labels["dev.gen.hints.volumes"] = ",".join(hints.volumes)
+    return labels
