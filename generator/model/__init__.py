@@ -10,19 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from generator.schema import FAMILY_BY_DISTRO
+
 if TYPE_CHECKING:
     from generator.spec import ResolvedSpec
 
-FAMILY_BY_DISTRO = {
-    "debian": "apt",
-    "ubuntu": "apt",
-    "alpine": "apk",
-    "fedora": "dnf",
-    "centos": "dnf",
-    "rhel": "dnf",
-    "rocky": "dnf",
-    "almalinux": "dnf",
-}
 
 
 @dataclass(frozen=True)

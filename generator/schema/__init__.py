@@ -8,6 +8,19 @@ from importlib import resources
 from typing import Any
 
 
+# The package-manager family of each distro the schema allows; selects templates/family/<family>.j2.
+FAMILY_BY_DISTRO = {
+    "debian": "apt",
+    "ubuntu": "apt",
+    "alpine": "apk",
+    "fedora": "dnf",
+    "centos": "dnf",
+    "rhel": "dnf",
+    "rocky": "dnf",
+    "almalinux": "dnf",
+}
+
+
 @cache
 def spec_schema() -> dict[str, Any]:
     """The spec schema as a dict (cached; treat as read-only)."""

@@ -1,0 +1,179 @@
+"""Rules the schema cannot state: between fields, between a spec and its parents, against the base.
+
+Each check takes one resolved spec and returns diagnostics; `check_spec` runs them all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from functools import cache
+from importlib import resources
+
+from generator.errors import Diagnostic
+from generator.schema import FAMILY_BY_DISTRO
+from generator.spec.resolved import ResolvedSpec
+
+BASE_SOURCES = ("bootstrap", "image", "local")
+BOOTSTRAP_DISTROS = ("debian", "ubuntu")
+# Mount points that belong to the runtime; a VOLUME there hides what the kernel or engine puts in.
+RUNTIME_PATHS = ("/proc", "/sys", "/dev", "/run")
+
+
+@cache
+def base_accounts(family: str) -> tuple[dict[str, int], dict[str, int]]:
+    """(users, groups) every root filesystem of the family has with fixed ids; empty when unknown."""
+    try:
+        text = resources.files("generator").joinpath(f"data/base-accounts-{family}.json").read_text("utf-8")
+    except FileNotFoundError:
+        return {}, {}
+    data = json.loads(text)
+    return data["users"], data["groups"]
+
+
+def _check_base(spec: ResolvedSpec) -> Iterator[Diagnostic]:
+    own_base = spec.own.get("base")
+    if spec.parent is not None:
+        if own_base is not None:
+            yield spec.diagnostic(("base",), "a spec with `extends` inherits its parent's base and may not set one",
+                                  f"remove `base`, or remove `extends: {spec.parent}` to start a new chain",
+                                  key=True)
+        return
+    if own_base is None:
+        yield spec.diagnostic((), "missing `base`: a spec without `extends` must say what it starts from",
+                              "add `base: {distro: debian, release: bookworm, bootstrap: {}}`, or `extends: PARENT`")
+        return
+    sources = [s for s in BASE_SOURCES if s in own_base]
+    if len(sources) != 1:
+        found = ", ".join(sources) or "none"
+        yield spec.diagnostic(("base",), f"base needs exactly one of bootstrap, image, local (found: {found})",
+                              "bootstrap builds a rootfs locally with mmdebstrap; image is a registry image "
+                              "pinned by digest; local is an image already in storage or an OCI archive")
+    if "bootstrap" in own_base and own_base["distro"] not in BOOTSTRAP_DISTROS:
+        yield spec.diagnostic(("base", "bootstrap"), f"bootstrap (mmdebstrap) only makes debian and ubuntu "
+                              f"root filesystems, not {own_base['distro']}",
+                              "use base.image (pinned by digest) or base.local for this distro", key=True)
+
+
+def _check_init(spec: ResolvedSpec, parent_init_kind: str | None) -> Iterator[Diagnostic]:
+    init = spec.data["init"]
+    overlay_only = [k for k in ("version", "checksums", "source") if k in init]
+    if init["kind"] == "s6-overlay" and "version" not in init:
+        yield spec.diagnostic(("init", "kind"), "init.kind s6-overlay needs a pinned init.version",
+                              "add e.g. `version: 3.2.0.2` under init")
+    elif init["kind"] != "s6-overlay" and overlay_only:
+        yield spec.diagnostic(("init", overlay_only[0]), f"init.{overlay_only[0]} only applies to kind s6-overlay "
+                              f"(this spec's init is {init['kind']})", f"remove init.{overlay_only[0]}", key=True)
+    own_kind = spec.own.get("init", {}).get("kind")
+    if spec.parent is not None and own_kind is not None and own_kind != parent_init_kind:
+        if parent_init_kind != "none":
+            yield spec.diagnostic(("init", "kind"), f"a child cannot replace or remove the {parent_init_kind} "
+                                  f"init layer its parent {spec.parent!r} installs",
+                                  "leave init.kind unset, or extend a parent without an init layer")
+
+
+def _duplicates(items: list[dict], key: str) -> Iterator[tuple[int, object]]:
+    seen: dict[object, int] = {}
+    for index, item in enumerate(items):
+        value = item[key]
+        if value in seen:
+            yield index, value
+        seen.setdefault(value, index)
+
+
+def _check_accounts(spec: ResolvedSpec) -> Iterator[Diagnostic]:
+    users, groups = spec.data["users"], spec.data["groups"]
+    family = FAMILY_BY_DISTRO[spec.data["base"]["distro"]]
+    base_users, base_groups = base_accounts(family)
+    for index, uid in _duplicates(users, "uid"):
+        yield spec.diagnostic(("users", index, "uid"), f"uid {uid} is given to two users",
+                              "give every user its own fixed uid")
+    for index, gid in _duplicates(groups, "gid"):
+        yield spec.diagnostic(("groups", index, "gid"), f"gid {gid} is given to two groups",
+                              "give every group its own fixed gid")
+    yield from _check_base_clashes(spec, "users", "uid", base_users)
+    yield from _check_base_clashes(spec, "groups", "gid", base_groups)
+    group_ids = {g["name"]: g["gid"] for g in groups}
+    known_groups = set(group_ids) | set(base_groups) | {u["name"] for u in users if "group" not in u}
+    for index, user in enumerate(users):
+        if "group" not in user:
+            clash = next((g for g, gid in group_ids.items() if gid == user["uid"] and g != user["name"]), None)
+            if clash:
+                yield spec.diagnostic(("users", index, "uid"), f"user {user['name']!r} gets its own group with "
+                                      f"gid {user['uid']}, which group {clash!r} already has",
+                                      f"set `group: {clash}` on the user, or pick another uid")
+        for field, names in (("group", [user.get("group")]), ("groups", user["groups"])):
+            for name in names:
+                if name is not None and name not in known_groups:
+                    yield spec.diagnostic(("users", index, field), f"user {user['name']!r} names group {name!r}, "
+                                          "which is not declared", f"add `{{name: {name}, gid: N}}` to groups")
+
+
+def _check_base_clashes(spec: ResolvedSpec, field: str, id_key: str, base: dict[str, int]) -> Iterator[Diagnostic]:
+    for index, entry in enumerate(spec.data[field]):
+        if entry["name"] in base and base[entry["name"]] != entry[id_key]:
+            yield spec.diagnostic((field, index, "name"), f"{entry['name']!r} already exists in the base with "
+                                  f"{id_key} {base[entry['name']]}, not {entry[id_key]}",
+                                  f"use another name, or {id_key} {base[entry['name']]}")
+
+
+def _known_users(spec: ResolvedSpec) -> set[str]:
+    family = FAMILY_BY_DISTRO[spec.data["base"]["distro"]]
+    return {u["name"] for u in spec.data["users"]} | set(base_accounts(family)[0]) | {"root"}
+
+
+def _known_groups(spec: ResolvedSpec) -> set[str]:
+    family = FAMILY_BY_DISTRO[spec.data["base"]["distro"]]
+    implicit = {u.get("group", u["name"]) for u in spec.data["users"]}
+    return {g["name"] for g in spec.data["groups"]} | implicit | set(base_accounts(family)[1]) | {"root"}
+
+
+def _check_account_references(spec: ResolvedSpec) -> Iterator[Diagnostic]:
+    users, groups = _known_users(spec), _known_groups(spec)
+    references = [(("user",), spec.data.get("user"))]
+    references += [(("services", i, "user"), s.get("user")) for i, s in enumerate(spec.data["services"])]
+    references += [(("volumes", i, "owner"), v.get("owner")) for i, v in enumerate(spec.data["volumes"])]
+    for path, name in references:
+        if name is not None and name not in users:
+            yield spec.diagnostic(path, f"user {name!r} is not declared", "add it to users (with a fixed uid), "
+                                  f"or use one of: {', '.join(sorted(users - {'root'}))[:200] or 'root'}")
+    for index, volume in enumerate(spec.data["volumes"]):
+        if "group" in volume and volume["group"] not in groups:
+            yield spec.diagnostic(("volumes", index, "group"), f"group {volume['group']!r} is not declared",
+                                  "add it to groups (with a fixed gid)")
+
+
+def _check_unique_entries(spec: ResolvedSpec) -> Iterator[Diagnostic]:
+    for field, key in (("users", "name"), ("groups", "name"), ("services", "name"), ("volumes", "path")):
+        own = spec.own.get(field, [])
+        for index, value in _duplicates(own, key):
+            yield spec.file.diagnostic((field, index, key), f"{field} lists {value!r} twice",
+                                       f"list each {key} once (a child replaces a parent's entry with the same {key})")
+    if "app" in {s["name"] for s in spec.data["services"]}:
+        index = [s["name"] for s in spec.data["services"]].index("app")
+        yield spec.diagnostic(("services", index, "name"), "service name 'app' is reserved for CMD",
+                              "choose another name")
+
+
+def _check_paths(spec: ResolvedSpec) -> Iterator[Diagnostic]:
+    for index, volume in enumerate(spec.data["volumes"]):
+        path = volume["path"].rstrip("/") or "/"
+        if path == "/" or any(path == p or path.startswith(p + "/") for p in RUNTIME_PATHS):
+            yield spec.diagnostic(("volumes", index, "path"), f"{volume['path']} cannot be a volume: the "
+                                  "runtime owns it", "mount data under its own directory, e.g. /data")
+    log_dir = spec.data["logging"]["dir"].rstrip("/") or "/"
+    if log_dir == "/" or any(log_dir == p or log_dir.startswith(p + "/") for p in ("/proc", "/sys", "/dev")):
+        yield spec.diagnostic(("logging", "dir"), f"{log_dir} cannot hold logs", "use e.g. /var/log/app")
+
+
+CHECKS: tuple[Callable[[ResolvedSpec], Iterator[Diagnostic]], ...] = (
+    _check_base, _check_accounts, _check_account_references, _check_unique_entries, _check_paths,
+)
+
+
+def check_spec(spec: ResolvedSpec, parent: ResolvedSpec | None) -> list[Diagnostic]:
+    """Every rule above, for one spec whose parent (if any) is already resolved."""
+    parent_kind = parent.data["init"]["kind"] if parent is not None else None
+    if "base" not in spec.data:  # nothing else can be judged without knowing the distro
+        return list(_check_base(spec))
+    return [*_check_init(spec, parent_kind)] + [d for check in CHECKS for d in check(spec)]

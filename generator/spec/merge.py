@@ -1,0 +1,120 @@
+"""How a child spec's fields combine with its parent's (the table in README.md), and schema defaults.
+
+merge() also records, for every list entry of the result, which file and which own index it came
+from, so a diagnostic about a merged entry points at the line that wrote it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from generator.schema import spec_schema
+from generator.spec.yamlfile import JsonPath
+
+NOT_INHERITED = ("name", "tags", "description", "extends", "templates")
+MERGED_MAPS = ("init", "logging", "sysctls", "env", "labels")
+APPENDED_LISTS = ("packages", "expose")
+KEYED_LISTS = {"users": "name", "groups": "name", "services": "name", "volumes": "path"}
+OWN_ONLY = ("rootfs",)
+# Everything else (base, healthcheck, cmd, entrypoint, user, workdir, stopsignal) is replaced whole.
+
+# Where a merged list entry came from: (index of the spec in the chain, path in that spec's own data).
+Origin = tuple[int, JsonPath]
+
+
+def _merge_maps(parent: dict, child: dict) -> dict:
+    result = copy.deepcopy(parent)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _merge_maps(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def _append_unique(field: str, parent: list, child: list, parent_origins: dict, depth: int,
+                   origins: dict) -> list:
+    result: list = []
+    for item, origin in [(item, parent_origins[(field, i)]) for i, item in enumerate(parent)] + [
+            (item, (depth, (field, i))) for i, item in enumerate(child)]:
+        if item not in result:
+            origins[(field, len(result))] = origin
+            result.append(item)
+    return result
+
+
+def _merge_keyed(field: str, key: str, parent: list, child: list, parent_origins: dict, depth: int,
+                 origins: dict) -> list:
+    result = [copy.deepcopy(item) for item in parent]
+    for index in range(len(parent)):
+        origins[(field, index)] = parent_origins[(field, index)]
+    positions = {item.get(key): i for i, item in enumerate(result)}
+    for index, item in enumerate(child):
+        at = positions.setdefault(item.get(key), len(result))
+        if at == len(result):
+            result.append(None)
+        result[at] = copy.deepcopy(item)
+        origins[(field, at)] = (depth, (field, index))
+    return result
+
+
+def own_origins(data: dict, depth: int) -> dict[JsonPath, Origin]:
+    """Origins of a spec's own list entries: each is where it is written."""
+    return {(field, i): (depth, (field, i)) for field, value in data.items() if isinstance(value, list)
+            for i in range(len(value))}
+
+
+def merge(parent: dict, parent_origins: dict[JsonPath, Origin], child: dict, depth: int
+          ) -> tuple[dict, dict[JsonPath, Origin]]:
+    """The resolved data of a child at chain position `depth`, from its parent's resolved data.
+
+    parent_origins must cover every top-level list entry of parent; the result's origins do too.
+    """
+    result = {k: copy.deepcopy(v) for k, v in parent.items() if k not in NOT_INHERITED + OWN_ONLY}
+    origins = {path: origin for path, origin in parent_origins.items() if path[0] in result and path[0] not in child}
+    for field, value in child.items():
+        if field in MERGED_MAPS and isinstance(value, dict) and isinstance(parent.get(field, {}), dict):
+            result[field] = _merge_maps(parent.get(field, {}), value)
+        elif field in APPENDED_LISTS and isinstance(value, list):
+            result[field] = _append_unique(field, parent.get(field, []), value, parent_origins, depth, origins)
+        elif field in KEYED_LISTS and isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            result[field] = _merge_keyed(field, KEYED_LISTS[field], parent.get(field, []), value,
+                                         parent_origins, depth, origins)
+        else:
+            result[field] = copy.deepcopy(value)
+            if isinstance(value, list):
+                origins.update(own_origins({field: value}, depth))
+    return result, origins
+
+
+def _definition(node: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref", "")
+    return spec_schema()["$defs"][ref.rsplit("/", 1)[1]] if ref.startswith("#/$defs/") else node
+
+
+def _fill(node: dict[str, Any], value: Any) -> None:
+    node = _definition(node)
+    if isinstance(value, dict) and "properties" in node:
+        for key, prop in node["properties"].items():
+            prop_def = _definition(prop)
+            if key not in value:
+                if "default" in prop:
+                    value[key] = copy.deepcopy(prop["default"])
+                elif prop_def.get("type") == "object" and "properties" in prop_def and not prop_def.get("required"):
+                    value[key] = {}
+            if key in value:
+                _fill(prop, value[key])
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        items = node["items"]
+        for entry in value:
+            if isinstance(entry, dict):  # items given as a one-of string-or-object fill the object form
+                target = next((o for o in items.get("oneOf", []) if _definition(o).get("type") == "object"), items)
+                _fill(target, entry)
+
+
+def with_defaults(data: dict) -> dict:
+    """A copy of resolved data with every schema default filled in, objects created where needed."""
+    result = copy.deepcopy(data)
+    _fill(spec_schema(), result)
+    return result

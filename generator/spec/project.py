@@ -1,0 +1,168 @@
+"""Loading a set of spec files into a Project: parsed, validated, linked by `extends`, resolved."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from generator.errors import Diagnostic, SpecError
+from generator.spec.checks import check_spec
+from generator.spec.merge import merge, own_origins, with_defaults
+from generator.spec.resolved import ResolvedSpec
+from generator.spec.schema_check import check_against_schema
+from generator.spec.yamlfile import SpecFile, read_spec_file
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass
+class Project:
+    """Resolved specs by name, in dependency order (every parent before its children)."""
+
+    root: Path
+    specs: dict[str, ResolvedSpec]
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    def order(self) -> list[str]:
+        return list(self.specs)
+
+    def children(self, name: str) -> list[str]:
+        return [n for n, s in self.specs.items() if s.parent == name]
+
+    def ancestors(self, name: str) -> list[str]:
+        """Parents of name, nearest last (root first)."""
+        return [f.data["name"] for f in self.specs[name].chain[:-1]]
+
+    def descendants(self, name: str) -> list[str]:
+        return [n for n, s in self.specs.items() if name in self.ancestors(n)]
+
+
+def _display(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _spec_paths(paths: list[Path]) -> list[Path]:
+    """Files given, plus the spec files directly inside directories given (not their overlays)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix in SPEC_SUFFIXES and p.is_file())
+        else:
+            found.append(path)
+    return list(dict.fromkeys(p.resolve() for p in found))
+
+
+def _read_all(paths: list[Path], root: Path) -> tuple[dict[str, SpecFile], list[Diagnostic]]:
+    """Parse and schema-check files; a file with schema errors is still indexed by name when it has one."""
+    files: dict[str, SpecFile] = {}
+    problems: list[Diagnostic] = []
+    for path in paths:
+        spec, parse_problems = read_spec_file(path, _display(path, root))
+        problems += parse_problems
+        if spec is None:
+            continue
+        problems += check_against_schema(spec)
+        name = spec.data.get("name")
+        if not isinstance(name, str):
+            continue
+        if path.stem != name:
+            problems.append(spec.diagnostic(("name",), f"spec {name!r} is in a file named {path.name}",
+                                            f"rename the file to {name}{path.suffix}, or set `name: {path.stem}`"))
+        if name in files:
+            problems.append(spec.diagnostic(("name",), f"two specs are named {name!r}: "
+                                            f"{files[name].display} and {spec.display}", "give each spec its own name"))
+            continue
+        files[name] = spec
+    return files, problems
+
+
+def _find_parents(files: dict[str, SpecFile], root: Path) -> list[Diagnostic]:
+    """Load parents not given explicitly from the directory of the spec naming them."""
+    problems: list[Diagnostic] = []
+    pending = list(files.values())
+    while pending:
+        spec = pending.pop()
+        parent = spec.data.get("extends")
+        if not isinstance(parent, str) or parent in files:
+            continue
+        candidates = [spec.path.parent / f"{parent}{suffix}" for suffix in SPEC_SUFFIXES]
+        existing = [c for c in candidates if c.is_file()]
+        if not existing:
+            continue
+        more, more_problems = _read_all(existing[:1], root)
+        problems += more_problems
+        files.update(more)
+        pending += more.values()
+    return problems
+
+
+def _chain(name: str, files: dict[str, SpecFile]) -> tuple[list[SpecFile], Diagnostic | None]:
+    """The files from the root of name's chain down to name, or the problem that breaks it."""
+    chain = [files[name]]
+    while (parent := chain[-1].data.get("extends")) is not None:
+        if parent not in files:
+            hint = difflib.get_close_matches(parent, list(files), n=1)
+            return chain, chain[-1].diagnostic(
+                ("extends",), f"parent spec {parent!r} not found",
+                (f"did you mean {hint[0]!r}? " if hint else "") + f"known specs: {', '.join(sorted(files))}")
+        if any(f.data["name"] == parent for f in chain):
+            names = [f.data["name"] for f in chain]
+            cycle = " -> ".join(names[names.index(parent):] + [parent])
+            return chain, chain[-1].diagnostic(("extends",), f"extends forms a cycle: {cycle}",
+                                               "one spec of the cycle must start from a base instead")
+        chain.append(files[parent])
+    return list(reversed(chain)), None
+
+
+def _resolve(chain: list[SpecFile], resolved: dict[str, ResolvedSpec]) -> ResolvedSpec:
+    own = chain[-1].data
+    parent_name = own.get("extends")
+    if parent_name is None:
+        data, origins = dict(own), own_origins(own, 0)
+    else:
+        parent = resolved[parent_name]
+        data, origins = merge(parent.data, parent.origins, own, len(chain) - 1)
+    return ResolvedSpec(own["name"], chain[-1].path, own, with_defaults(data), parent_name, tuple(chain), origins)
+
+
+def load_project(paths: list[Path], root: Path) -> Project:
+    """Load, validate and resolve specs. Raises SpecError carrying every problem found."""
+    files, problems = _read_all(_spec_paths(paths), root)
+    problems += _find_parents(files, root)
+    broken = {d.file for d in problems if d.severity == "error"}
+    chains: dict[str, list[SpecFile]] = {}
+    for name in sorted(files):
+        chain, problem = _chain(name, files)
+        if problem is not None:
+            if problem not in problems:
+                problems.append(problem)
+            continue
+        if not any(f.display in broken for f in chain):  # merging needs schema-valid input
+            chains[name] = chain
+    resolved: dict[str, ResolvedSpec] = {}
+    for name in sorted(chains, key=lambda n: (len(chains[n]), n)):  # parents first
+        spec = _resolve(chains[name], resolved)
+        problems += check_spec(spec, resolved.get(spec.parent) if spec.parent else None)
+        resolved[name] = spec
+    errors = [d for d in problems if d.severity == "error"]
+    if errors:
+        raise SpecError(sorted(errors, key=lambda d: (d.file, d.line, d.column, d.message)))
+    return Project(root, _dependency_order(resolved), [d for d in problems if d.severity != "error"])
+
+
+def _dependency_order(specs: dict[str, ResolvedSpec]) -> dict[str, ResolvedSpec]:
+    """Parents before children; siblings by name, each subtree kept together."""
+    ordered: dict[str, ResolvedSpec] = {}
+
+    def visit(name: str) -> None:
+        ordered[name] = specs[name]
+        for child in sorted(n for n, s in specs.items() if s.parent == name):
+            visit(child)
+
+    for root_name in sorted(n for n, s in specs.items() if s.parent is None):
+        visit(root_name)
+    return ordered

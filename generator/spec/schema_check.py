@@ -1,0 +1,118 @@
+"""Schema validation of one spec file, with messages a person can act on.
+
+jsonschema finds every error; this module turns each into a Diagnostic at the exact key or value,
+with the schema's own descriptions as hints and a did-you-mean for misspelt keys and enum values.
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import cache
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+
+from generator.errors import Diagnostic
+from generator.schema import spec_schema
+from generator.spec.yamlfile import SpecFile
+
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+               dict: "a mapping", type(None): "null (empty)"}
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    schema = spec_schema()
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _described(schema: dict[str, Any]) -> str:
+    """The description of a schema node, following a $ref to its definition."""
+    if "description" in schema:
+        return str(schema["description"])
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/$defs/"):
+        return str(spec_schema()["$defs"][ref.rsplit("/", 1)[1]].get("description", ""))
+    return ""
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _unknown_keys(error: ValidationError, spec: SpecFile) -> list[Diagnostic]:
+    allowed = sorted(error.schema.get("properties", {}))
+    path = tuple(error.absolute_path)
+    result = []
+    for key in sorted(set(error.instance) - set(allowed)):
+        hint = f"{_suggest(key, allowed)}Allowed here: {', '.join(allowed)}"
+        result.append(spec.diagnostic((*path, key), f"unknown field {key!r}", hint, key=True))
+    return result
+
+
+def _message(error: ValidationError) -> tuple[str, str]:
+    """(message, hint) for one jsonschema error."""
+    keyword, value, schema = error.validator, error.instance, error.schema
+    described = _described(schema)
+    if keyword == "required":
+        missing = [k for k in error.validator_value if k not in value]
+        field = missing[0] if missing else "?"
+        return f"missing required field {field!r}", _described(schema.get("properties", {}).get(field, {}))
+    if keyword == "enum":
+        choices = [str(c) for c in error.validator_value]
+        return (f"{_short(value)} is not one of: {', '.join(choices)}",
+                _suggest(str(value), choices).rstrip() or described)
+    if keyword == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        got = _TYPE_NAMES.get(type(value), type(value).__name__)
+        hint = described
+        if expected == "string" and isinstance(value, (int, float, bool)):
+            hint = "quote the value (YAML read it as a number or boolean)" + (f"; {described}" if described else "")
+        return f"expected {expected}, got {got} {_short(value)}", hint
+    if keyword == "pattern":
+        return f"{_short(value)} is not valid here", described or f"must match {error.validator_value}"
+    if keyword in ("oneOf", "anyOf"):
+        inner = best_match(error.context) if error.context else None
+        detail = f" ({inner.message})" if inner is not None and len(inner.message) < 120 else ""
+        return f"{_short(value)} is not valid here{detail}", described
+    if keyword == "uniqueItems":
+        return "list has duplicate entries", "list each entry once"
+    if keyword == "minItems":
+        return f"list needs at least {error.validator_value} entr{'y' if error.validator_value == 1 else 'ies'}", described
+    if keyword in ("minimum", "maximum"):
+        bound = "at least" if keyword == "minimum" else "at most"
+        return f"{_short(value)} is out of range: must be {bound} {error.validator_value}", described
+    if keyword in ("minLength", "maxLength"):
+        bound = "at least" if keyword == "minLength" else "at most"
+        return f"{_short(value)} is too {'short' if keyword == 'minLength' else 'long'}: {bound} {error.validator_value} characters", described
+    return error.message, described
+
+
+def _is_key_error(error: ValidationError) -> bool:
+    return "propertyNames" in error.relative_schema_path
+
+
+def check_against_schema(spec: SpecFile) -> list[Diagnostic]:
+    """Every schema problem in the file, sorted by position."""
+    result: list[Diagnostic] = []
+    for error in _validator().iter_errors(spec.data):
+        if error.validator == "additionalProperties":
+            result.extend(_unknown_keys(error, spec))
+            continue
+        path = tuple(error.absolute_path)
+        if _is_key_error(error):  # jsonschema reports the key as the instance, at the mapping's path
+            result.append(spec.diagnostic((*path, error.instance), f"invalid key {_short(error.instance)}",
+                                          _described(error.schema), key=True))
+            continue
+        message, hint = _message(error)
+        result.append(spec.diagnostic(path, message, hint))
+    return sorted(result, key=lambda d: (d.line, d.column, d.path, d.message))
