@@ -198,7 +198,8 @@ def _register_stage_commands() -> None:
     """Commands of the later stages live beside their stage; each module adds its own."""
     import importlib
 
-    for module in ("generator.cli.build_cmds", "generator.cli.verify_cmds", "generator.cli.hints_cmds"):
+    for module in ("generator.cli.build_cmds", "generator.cli.verify_cmds", "generator.cli.hints_cmds",
+                   "generator.cli.registry_cmds"):
         try:
             importlib.import_module(module).register(app)
         except ModuleNotFoundError as exc:
