@@ -1,0 +1,1 @@
+"""Bundled Jinja templates (package data; the files here are templates, not Python)."""
