@@ -1,0 +1,82 @@
+"""`gen verify NAME|IMAGE`: run the image with podman and print a pass/fail table.
+
+Exit codes: 0 every check passed (or does not apply); 1 a check failed; 2 bad input (no such
+image or spec, unknown check name).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from generator.build import DEFAULT_PREFIX, Host
+from generator.errors import GenError
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+MARKS = {"pass": "[green]PASS[/]", "fail": "[bold red]FAIL[/]", "skip": "[dim]skip[/]"}
+
+
+def results_table(ref: str, results) -> Table:
+    table = Table("check", "result", "detail", "time", title=f"gen verify {ref}", title_justify="left")
+    for r in results:
+        table.add_row(r.name, MARKS[r.status.value], r.detail, f"{r.duration:.1f} s")
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def verify(
+        target: Annotated[str, typer.Argument(help="A spec name (verifies <prefix>/NAME:<first tag>) or an "
+                                                   "image reference.", metavar="NAME|IMAGE")],
+        project: Annotated[Path, typer.Option("--project", "-C", help="Project root holding specs/ and output/.",
+                                              envvar="GEN_PROJECT")] = Path("."),
+        storage_root: Annotated[Optional[Path], typer.Option(
+            "--storage-root", help="Isolated containers storage instead of your normal storage.",
+            envvar="GEN_STORAGE_ROOT", show_default=False)] = None,
+        prefix: Annotated[str, typer.Option("--prefix", help="Registry/organization prefix of the tags.",
+                                            envvar="GEN_PREFIX")] = DEFAULT_PREFIX,
+        check: Annotated[Optional[list[str]], typer.Option(
+            "--check", help="Run only this check (repeatable); see the table's names.", show_default=False)] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    ) -> None:
+        """Run the image with podman and check its init layer: PID 1, log rotation, exit codes,
+        stop time, reaping, arguments, read-only and arbitrary uid, users, volumes and sysctls.
+        Expectations come from the spec embedded in the image. Exit 1 if any check fails."""
+        from generator.verify import Podman, resolve_ref, verify_image
+
+        host = Host.from_env(storage_root, project)
+        podman = Podman(host)
+        try:
+            ref = resolve_ref(target, project, prefix.rstrip("/"), podman)
+            if as_json:
+                results = verify_image(host, ref, podman=podman, only=check)
+            else:
+                with err.status(f"verifying {ref}") as status:
+                    def progress(result) -> None:
+                        status.update(f"verifying {ref}: {result.name} done")
+
+                    results = verify_image(host, ref, podman=podman, only=check, on_result=progress)
+        except GenError as exc:
+            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        failures = [r for r in results if not r.passed]
+        if as_json:
+            out.print_json(json.dumps({
+                "image": ref, "ok": not failures,
+                "checks": [{"name": r.name, "status": r.status.value, "detail": r.detail,
+                            "seconds": round(r.duration, 2)} for r in results],
+            }))
+        else:
+            out.print(results_table(ref, results))
+            summary = f"{len(failures)} of {len(results)} check(s) failed" if failures else \
+                f"all {len(results)} check(s) passed"
+            out.print(f"[bold red]{summary}[/]" if failures else f"[green]{summary}[/]", markup=True)
+        if failures:
+            raise typer.Exit(1)

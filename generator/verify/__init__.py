@@ -1,0 +1,134 @@
+"""Verify stage: run an image with podman and check that its init layer behaves as promised.
+
+Entry points:
+- resolve_ref(target, project, prefix, podman): a spec name or an image reference -> image reference;
+- read_expectations(podman, ref): what the image should do, from the spec embedded in it;
+- verify_image(host, ref, expectations=None) -> list[CheckResult], one per check, in table order.
+
+A check that cannot run (podman fails, the image lacks a shell) is a failed row, never a crash.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from generator.build.host import Host
+from generator.build.proc import ToolError
+from generator.errors import GenError, UsageError
+from generator.verify.checks import CHECKS, Context, Status, Verdict
+from generator.verify.expectations import EMBEDDED_SPEC, Expectations, parse_embedded, without_spec
+from generator.verify.podman import Podman
+
+__all__ = [
+    "CHECKS", "CheckResult", "Expectations", "ImageNotFound", "Podman", "Status", "check_names",
+    "read_expectations", "resolve_ref", "verify_image",
+]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: Status
+    detail: str
+    duration: float  # seconds
+
+    @property
+    def passed(self) -> bool:
+        """A skipped check (it does not apply to this image) is not a failure."""
+        return self.status is not Status.FAIL
+
+
+class ImageNotFound(UsageError):
+    """The reference names no image in the storage gen uses."""
+
+
+def check_names() -> tuple[str, ...]:
+    return tuple(name for name, _ in CHECKS)
+
+
+def resolve_ref(target: str, project: Path, prefix: str, podman: Podman) -> str:
+    """A spec name becomes `<prefix>/<name>:<first tag>` (as `gen build` tags it); anything else
+    is taken as an image reference. Raises ImageNotFound when storage has no such image."""
+    ref = target
+    if _looks_like_name(target):
+        tags = _spec_tags(project, target)
+        if tags:
+            from generator.plan import image_ref
+
+            ref = image_ref(target, tags[0], prefix)
+    if podman.inspect_image(ref) is None:
+        hint = f"run `gen build {target}` first" if ref != target else "check the name with `podman images`"
+        raise ImageNotFound(f"no image {ref!r} in the storage gen uses; {hint}")
+    return ref
+
+
+def _looks_like_name(target: str) -> bool:
+    return all(c.isalnum() or c in "._-" for c in target) and target[:1].isalnum()
+
+
+def _spec_tags(project: Path, name: str) -> tuple[str, ...]:
+    """Tags of a spec: from its rendered manifest (what `gen build` builds), else from the spec."""
+    from generator.build.outputs import MANIFEST, load_output
+
+    if (project / "output" / name / MANIFEST).is_file():
+        return load_output(project / "output" / name).tags
+    specs_dir = project / "specs"
+    if not any((specs_dir / f"{name}{ext}").is_file() for ext in (".yaml", ".yml")):
+        return ()
+    from generator.spec import load_project
+
+    loaded = load_project([specs_dir], project)
+    spec = loaded.specs.get(name)
+    return tuple(spec.data["tags"]) if spec is not None else ()
+
+
+def read_expectations(podman: Podman, ref: str) -> Expectations:
+    """The embedded spec, read with the init layer bypassed; schema defaults when it is absent."""
+    try:
+        got = podman.run(ref, [EMBEDDED_SPEC], entrypoint="cat", timeout=60)
+    except ToolError:
+        return without_spec()
+    found = parse_embedded(got.stdout) if got.code == 0 else None
+    return found or without_spec()
+
+
+def verify_image(host: Host, ref: str, expectations: Expectations | None = None, *,
+                 podman: Podman | None = None, only: Iterable[str] | None = None,
+                 on_result: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
+    """Run every check (or those named in `only`) against the image; results in table order."""
+    podman = podman or Podman(host)
+    image = podman.inspect_image(ref)
+    if image is None:
+        raise ImageNotFound(f"no image {ref!r} in the storage gen uses")
+    wanted = set(only) if only is not None else None
+    unknown = sorted((wanted or set()) - set(check_names()))
+    if unknown:
+        raise UsageError(f"unknown check {', '.join(unknown)}; checks: {', '.join(check_names())}")
+    expect = expectations or read_expectations(podman, ref)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="gen-verify-") as work:
+        ctx = Context(podman, ref, expect, dict(image.get("Config") or {}), Path(work))
+        try:
+            for name, check in CHECKS:
+                if wanted is not None and name not in wanted:
+                    continue
+                result = _run_check(name, check, ctx)
+                results.append(result)
+                if on_result:
+                    on_result(result)
+        finally:
+            ctx.close()
+    return results
+
+
+def _run_check(name: str, check: Callable[[Context], Verdict], ctx: Context) -> CheckResult:
+    start = time.monotonic()
+    try:
+        verdict = check(ctx)
+    except (GenError, OSError) as exc:  # podman failed or timed out: the check cannot pass
+        verdict = Verdict(Status.FAIL, f"could not run: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    return CheckResult(name, verdict.status, verdict.detail, time.monotonic() - start)

@@ -1,0 +1,510 @@
+"""The checks `gen verify` runs: each starts containers of the image and judges one behaviour.
+
+A check returns a Verdict (status and a one-line detail); verify_image times it and turns it into a
+CheckResult. Checks read output from the app's log directory (copied out of the stopped
+container), not from podman's stdout, because an image may keep logs off stdout by design.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from generator.build.proc import ToolError
+from generator.verify.expectations import Expectations
+from generator.verify.podman import Outcome, Podman, poll
+
+# Bounds of the checks (behaviour bounds from the issues, not performance targets).
+STOP_BOUND_SECONDS = 2.0
+STOP_GRACE_SECONDS = 3  # podman stop --time: past the bound the check fails anyway
+READY_TIMEOUT = 20.0
+REAP_TIMEOUT = 6.0
+RUN_TIMEOUT = 90.0
+LOG_RUN_TIMEOUT = 180.0
+# Log rotation: limits the check sets at run time, and how much output it writes.
+LOG_MAX_SIZE = 100_000
+LOG_KEEP = 3
+LOG_LINES = 30_000  # 100 bytes each: 3 MB
+LOG_LINE_PREFIX = "gen-verify-log "
+LOG_LINE_PAD = "." * 76
+EXIT_CODE = 7
+EXIT_SIGNAL = signal.SIGUSR1
+ARBITRARY_USER = "12345:0"
+# Arguments a shell would split or expand; they must reach the app exactly.
+TRICKY_ARGS = ("two words", "it's", '"double"', "", "$HOME", "*", "back\\slash", "  padded  ")
+APP_MARKER = "gen-verify-app-ran"
+
+
+class Status(str, Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    SKIP = "skip"  # does not apply to this image (e.g. no volumes declared)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: Status
+    detail: str
+
+
+def passed(detail: str) -> Verdict:
+    return Verdict(Status.PASS, detail)
+
+
+def failed(detail: str) -> Verdict:
+    return Verdict(Status.FAIL, detail)
+
+
+def skipped(detail: str) -> Verdict:
+    return Verdict(Status.SKIP, detail)
+
+
+@dataclass
+class Context:
+    """One verification: the image, what it should do, podman, and a scratch directory."""
+
+    podman: Podman
+    ref: str
+    expect: Expectations
+    config: dict  # the image's inspect Config (Entrypoint, Env, Labels)
+    workdir: Path
+    _probe: str | None = None
+    _probe_error: str | None = None
+    _cleanup: list[str] = field(default_factory=list)
+
+    # --- one-shot runs -----------------------------------------------------------------------
+
+    def run_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """Environment for one-shot runs: no timestamps in the log (lines compare exactly), and
+        CMD's exit stops the container even where the spec restarts it."""
+        env = {"GEN_LOG_TIMESTAMP": "none"}
+        if self.expect.restart != "stop":
+            env["GEN_RESTART"] = "stop"
+        env.update(extra or {})
+        return env
+
+    def run_logged(self, args: list[str], options: list[str] | None = None,
+                   env: dict[str, str] | None = None, timeout: float = RUN_TIMEOUT) -> tuple[Outcome, Path]:
+        """Run CMD to its end, then copy the app's log directory out of the stopped container.
+        Returns the run and the local copy (missing when the image has no such directory)."""
+        name = f"gen-verify-{os.urandom(6).hex()}"
+        copy = self.workdir / name
+        try:
+            outcome = self.podman.run(self.ref, args, options=options or [], env=self.run_env(env),
+                                      timeout=timeout, name=name, remove=False)
+            self.podman.copy_out(name, self.expect.log_dir, copy)
+        finally:
+            self.podman.remove(name)
+        return outcome, copy
+
+    def app_lines(self, args: list[str], **kwargs) -> tuple[Outcome, list[str] | None]:
+        """Run CMD; the lines of the log's `current` (None when there is no log)."""
+        outcome, copy = self.run_logged(args, **kwargs)
+        current = copy / "current"
+        if not current.is_file():
+            return outcome, None
+        return outcome, [strip_timestamp(line) for line in current.read_text(errors="replace").splitlines()]
+
+    # --- the shared long-running probe -------------------------------------------------------
+
+    def probe(self) -> str:
+        """A running container whose app recorded its pid and orphaned a short-lived child;
+        started once, shared by the checks that inspect a live container."""
+        if self._probe is None and self._probe_error is None:
+            try:
+                self._probe = self._start_probe()
+            except ToolError as exc:
+                self._probe_error = str(exc)
+        if self._probe is None:
+            raise ToolError(self._probe_error or "probe container did not start")
+        return self._probe
+
+    def _start_probe(self) -> str:
+        script = ("echo $$ > /tmp/gen-verify.app; (sleep 1 & echo $! > /tmp/gen-verify.orphan); "
+                  "exec sleep 600")
+        name = self.podman.start(self.ref, ["sh", "-c", script], env=self.run_env())
+        self._cleanup.append(name)
+        ready = poll(lambda: self.podman.exec(name, ["cat", "/tmp/gen-verify.app", "/tmp/gen-verify.orphan"]).code == 0,
+                     READY_TIMEOUT)
+        if not ready:
+            raise ToolError(f"the app did not start within {READY_TIMEOUT:.0f} s "
+                            f"(running: {self.podman.running(name)})")
+        return name
+
+    def read_in_probe(self, path: str) -> str | None:
+        got = self.podman.exec(self.probe(), ["cat", path])
+        return got.stdout if got.code == 0 else None
+
+    def close(self) -> None:
+        for name in self._cleanup:
+            self.podman.remove(name)
+        self._cleanup.clear()
+
+
+_TIMESTAMP = re.compile(r"^(@[0-9a-f]{24} |\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)? +)")
+
+
+def strip_timestamp(line: str) -> str:
+    """A log line without s6-log's tai64n or ISO 8601 prefix (when an image forces one)."""
+    return _TIMESTAMP.sub("", line, count=1)
+
+
+def _code_detail(outcome: Outcome) -> str:
+    line = outcome.last_error_line()
+    return f"exit {outcome.code}" + (f": {line}" if line else "")
+
+
+# --- the checks -------------------------------------------------------------------------------
+
+
+def check_embedded_spec(ctx: Context) -> Verdict:
+    if ctx.expect.found_spec:
+        return passed(f"/etc/gen/spec.json: {ctx.expect.name or '?'}, init {ctx.expect.init}")
+    return failed("no readable /etc/gen/spec.json (not a gen image?); checking against the schema defaults")
+
+
+def check_entrypoint(ctx: Context) -> Verdict:
+    entrypoint = ctx.config.get("Entrypoint") or []
+    if entrypoint[:1] == ["/init"]:
+        return passed(f"ENTRYPOINT {shlex.join(entrypoint)}")
+    shown = shlex.join(entrypoint) if entrypoint else "none"
+    return failed(f"ENTRYPOINT {shown}: no init layer (expected /init)")
+
+
+def check_pid1(ctx: Context) -> Verdict:
+    comm = ctx.read_in_probe("/proc/1/comm")
+    if comm is None:
+        return failed("cannot read /proc/1/comm in the running container")
+    comm = comm.strip()
+    if comm == "s6-svscan":
+        return passed("PID 1 is s6-svscan")
+    return failed(f"PID 1 is {comm!r}, not the supervisor s6-svscan")
+
+
+def _status_ids(status: str, field_name: str) -> list[int]:
+    for line in status.splitlines():
+        if line.startswith(field_name + ":"):
+            return [int(x) for x in line.split()[1:]]
+    return []
+
+
+def _resolve_id(ctx: Context, flag: str, user: str) -> int | None:
+    got = ctx.podman.exec(ctx.probe(), ["id", flag, user])
+    try:
+        return int(got.stdout.strip()) if got.code == 0 else None
+    except ValueError:
+        return None
+
+
+def check_app_user(ctx: Context) -> Verdict:
+    pid = (ctx.read_in_probe("/tmp/gen-verify.app") or "").strip()
+    status = ctx.read_in_probe(f"/proc/{pid}/status") if pid.isdigit() else None
+    if status is None:
+        return failed("cannot find the app's process in the running container")
+    uids, gids = _status_ids(status, "Uid"), _status_ids(status, "Gid")
+    want_uid = ctx.expect.uid if ctx.expect.uid is not None else _resolve_id(ctx, "-u", ctx.expect.user)
+    want_gid = ctx.expect.gid if ctx.expect.gid is not None else _resolve_id(ctx, "-g", ctx.expect.user)
+    if want_uid is None or want_gid is None:
+        return failed(f"user {ctx.expect.user!r} of the spec does not exist in the image")
+    got = f"uid {uids[1] if len(uids) > 1 else '?'} gid {gids[1] if len(gids) > 1 else '?'}"
+    if uids[:2] == [want_uid, want_uid] and gids[:2] == [want_gid, want_gid]:
+        return passed(f"app runs as {ctx.expect.user} ({got})")
+    return failed(f"app runs as {got}, declared {ctx.expect.user} (uid {want_uid} gid {want_gid})")
+
+
+def _processes(ctx: Context) -> dict[int, tuple[str, int]] | None:
+    """pid -> (state, ppid) of every process in the probe container."""
+    script = 'for f in /proc/[0-9]*/stat; do read -r l < "$f" && echo "$l"; done 2>/dev/null'
+    got = ctx.podman.exec(ctx.probe(), ["sh", "-c", script])
+    if got.code != 0:
+        return None
+    found = {}
+    for line in got.stdout.splitlines():
+        pid, _, rest = line.partition(" (")
+        fields = rest.rpartition(") ")[2].split()
+        if pid.isdigit() and len(fields) >= 2 and fields[1].lstrip("-").isdigit():
+            found[int(pid)] = (fields[0], int(fields[1]))
+    return found
+
+
+def check_reaping(ctx: Context) -> Verdict:
+    orphan = (ctx.read_in_probe("/tmp/gen-verify.orphan") or "").strip()
+    if not orphan.isdigit():
+        return failed("the app could not record its orphaned child")
+    orphan_pid = int(orphan)
+    snapshot: dict[int, tuple[str, int]] = {}
+
+    def reaped() -> bool:
+        nonlocal snapshot
+        snapshot = _processes(ctx) or {}
+        zombies = [pid for pid, (state, _) in snapshot.items() if state == "Z"]
+        return bool(snapshot) and orphan_pid not in snapshot and not zombies
+
+    if poll(reaped, REAP_TIMEOUT, interval=0.25):
+        return passed(f"orphaned child {orphan_pid} was reaped; no zombies")
+    zombies = sorted(pid for pid, (state, _) in snapshot.items() if state == "Z")
+    if zombies:
+        return failed(f"zombies after {REAP_TIMEOUT:.0f} s: pids {', '.join(map(str, zombies))} (nothing reaps orphans)")
+    return failed(f"orphaned child {orphan_pid} still present after {REAP_TIMEOUT:.0f} s")
+
+
+def check_stop_time(ctx: Context) -> Verdict:
+    """An app that exits 0 on SIGTERM: `podman stop` must return well under the bound, exit 0."""
+    script = ('trap "exit 0" TERM; touch /tmp/gen-verify.ready; '
+              'while :; do sleep 1 & wait $!; done')
+    name = ctx.podman.start(ctx.ref, ["sh", "-c", script], env=ctx.run_env())
+    try:
+        if not poll(lambda: ctx.podman.exec(name, ["test", "-e", "/tmp/gen-verify.ready"]).code == 0, READY_TIMEOUT):
+            return failed(f"the app did not start within {READY_TIMEOUT:.0f} s")
+        stopped = ctx.podman.stop(name, STOP_GRACE_SECONDS)
+        code = ctx.podman.wait(name)
+    finally:
+        ctx.podman.remove(name)
+    took = f"stop took {stopped.seconds:.2f} s, exit {code}"
+    if stopped.code != 0:
+        return failed(f"podman stop failed: {_code_detail(stopped)}")
+    if stopped.seconds >= STOP_BOUND_SECONDS:
+        return failed(f"{took}: SIGTERM did not end the container (bound {STOP_BOUND_SECONDS:.0f} s)")
+    if code != 0:
+        return failed(f"{took}: the app exited 0 on SIGTERM, the container did not")
+    return passed(took)
+
+
+def check_exit_code(ctx: Context) -> Verdict:
+    got = ctx.podman.run(ctx.ref, ["sh", "-c", f"exit {EXIT_CODE}"], env=ctx.run_env(), timeout=RUN_TIMEOUT)
+    if got.code == EXIT_CODE:
+        return passed(f"CMD `exit {EXIT_CODE}` -> container exit {got.code}")
+    return failed(f"CMD `exit {EXIT_CODE}` -> container {_code_detail(got)}")
+
+
+def check_exit_signal(ctx: Context) -> Verdict:
+    want = 128 + EXIT_SIGNAL.value
+    got = ctx.podman.run(ctx.ref, ["sh", "-c", f"kill -{EXIT_SIGNAL.name[3:]} $$"], env=ctx.run_env(),
+                         timeout=RUN_TIMEOUT)
+    if got.code == want:
+        return passed(f"CMD killed by {EXIT_SIGNAL.name} -> exit {got.code} (128+{EXIT_SIGNAL.value})")
+    return failed(f"CMD killed by {EXIT_SIGNAL.name} -> {_code_detail(got)}, expected {want}")
+
+
+def _marked(lines: list[str], marker: str) -> list[str]:
+    return [line[len(marker):] for line in lines if line.startswith(marker)]
+
+
+def check_args(ctx: Context) -> Verdict:
+    marker = "gen-verify-arg:"
+    outcome, lines = ctx.app_lines(["printf", f"{marker}[%s]\\n", *TRICKY_ARGS])
+    if outcome.code != 0:
+        return failed(f"printf with quoted arguments: {_code_detail(outcome)}")
+    if lines is None:
+        return failed(f"no {ctx.expect.log_dir}/current to read the app's output from")
+    got = _marked(lines, marker)
+    want = [f"[{arg}]" for arg in TRICKY_ARGS]
+    if got == want:
+        return passed(f"{len(TRICKY_ARGS)} arguments with spaces, quotes, $ and * arrived intact")
+    return failed(f"arguments changed: sent {want}, app saw {got}")
+
+
+def check_environment(ctx: Context) -> Verdict:
+    """CMD sees `-e` variables and the image's ENV, without any wrapper."""
+    marker = "gen-verify-env:"
+    value = "a value with spaces"
+    outcome, lines = ctx.app_lines(["sh", "-c", f'env | sed "s/^/{marker}/"'],
+                                   env={"GEN_VERIFY_VALUE": value})
+    if lines is None or outcome.code != 0:
+        return failed(f"cannot read the app's environment: {_code_detail(outcome)}")
+    seen = dict(line.partition("=")[::2] for line in _marked(lines, marker))
+    image_env = dict(item.partition("=")[::2] for item in ctx.config.get("Env") or [])
+    wanted = {k: v for k, v in image_env.items() if k not in ("PATH", "HOME", "GEN_LOG_TIMESTAMP", "GEN_RESTART")}
+    wanted["GEN_VERIFY_VALUE"] = value
+    missing = sorted(k for k, v in wanted.items() if seen.get(k) != v)
+    if missing:
+        return failed(f"CMD does not see {', '.join(missing)} as set by -e/ENV")
+    return passed(f"CMD sees -e and all {len(wanted) - 1} ENV variable(s)")
+
+
+def check_echo(ctx: Context) -> Verdict:
+    """`podman run IMAGE echo hi`: exactly `hi` on stdout when logs go there, nothing otherwise."""
+    got = ctx.podman.run(ctx.ref, ["echo", "hi"], timeout=RUN_TIMEOUT)
+    want = "hi\n" if ctx.expect.log_stdout else ""
+    where = "logging.stdout on" if ctx.expect.log_stdout else "logging.stdout off"
+    if got.code == 0 and got.stdout == want:
+        return passed(f"stdout {got.stdout!r} ({where})")
+    return failed(f"stdout {got.stdout[:80]!r}, expected {want!r} ({where}); {_code_detail(got)}")
+
+
+def _log_line(n: int) -> str:
+    return f"{LOG_LINE_PREFIX}{n:07d} {LOG_LINE_PAD}"
+
+
+def check_log_rotation(ctx: Context) -> Verdict:
+    """3 MB through the log with a 100 kB limit and keep=3: `current` plus exactly 3 archives,
+    none over the limit, and the newest lines contiguous up to the last one (nothing lost)."""
+    env = {"GEN_LOG_MAX_SIZE": str(LOG_MAX_SIZE), "GEN_LOG_KEEP": str(LOG_KEEP), "GEN_LOG_STDOUT": "0"}
+    if ctx.expect.init == "s6-overlay":
+        env["S6_LOGGING_SCRIPT"] = f"n{LOG_KEEP} s{LOG_MAX_SIZE}"
+    fmt = f"{LOG_LINE_PREFIX}%07.0f {LOG_LINE_PAD}"
+    outcome, copy = ctx.run_logged(["seq", "-f", fmt, "1", str(LOG_LINES)], env=env, timeout=LOG_RUN_TIMEOUT)
+    if outcome.code != 0:
+        return failed(f"writing {LOG_LINES} lines: {_code_detail(outcome)}")
+    if not (copy / "current").is_file():
+        return failed(f"no {ctx.expect.log_dir}/current after the app wrote 3 MB")
+    return judge_log_dir(copy, LOG_MAX_SIZE, LOG_KEEP, LOG_LINES)
+
+
+def judge_log_dir(directory: Path, max_size: int, keep: int, last: int) -> Verdict:
+    archives = sorted(p for p in directory.iterdir() if p.name.startswith("@") and p.is_file())
+    files = [*archives, directory / "current"]
+    too_big = [f"{p.name} {p.stat().st_size} B" for p in files if p.stat().st_size > max_size]
+    sizes = f"current {files[-1].stat().st_size} B + {len(archives)} archive(s)"
+    if len(archives) != keep:
+        return failed(f"{len(archives)} archive(s), expected {keep} ({sizes})")
+    if too_big:
+        return failed(f"over the {max_size} B limit: {', '.join(too_big)}")
+    numbers: list[int] = []
+    for path in files:
+        for line in path.read_text(errors="replace").splitlines():
+            line = strip_timestamp(line)
+            if not line.startswith(LOG_LINE_PREFIX):
+                continue
+            n = line[len(LOG_LINE_PREFIX):len(LOG_LINE_PREFIX) + 7]
+            if not n.isdigit() or line != _log_line(int(n)):
+                return failed(f"damaged line in {path.name}: {line[:60]!r}")
+            numbers.append(int(n))
+    if not numbers or numbers[-1] != last:
+        return failed(f"the newest line is {numbers[-1] if numbers else 'missing'}, expected {last} (output lost)")
+    if numbers != list(range(numbers[0], last + 1)):
+        return failed("the kept lines are not contiguous (lines lost or reordered)")
+    return passed(f"{sizes}, each <= {max_size} B; lines {numbers[0]}..{last} intact")
+
+
+def _one_shot(ctx: Context, options: list[str], script: str, what: str) -> Verdict:
+    got = ctx.podman.run(ctx.ref, ["sh", "-c", script], options=options, env=ctx.run_env(), timeout=RUN_TIMEOUT)
+    if got.code == 0:
+        return passed(f"runs with {' '.join(options)}")
+    return failed(f"{what}: {_code_detail(got)}")
+
+
+def check_read_only(ctx: Context) -> Verdict:
+    return _one_shot(ctx, ["--read-only", "--tmpfs", "/run"], "exit 0", "with --read-only --tmpfs /run")
+
+
+def check_arbitrary_uid(ctx: Context) -> Verdict:
+    uid, gid = ARBITRARY_USER.split(":")
+    script = f'test "$(id -u)" = {uid} && test "$(id -g)" = {gid}'
+    return _one_shot(ctx, ["--user", ARBITRARY_USER], script, f"with --user {ARBITRARY_USER} (app must run as it)")
+
+
+def check_volumes(ctx: Context) -> Verdict:
+    """A root-owned host directory mounted on each declared volume becomes writable by the app."""
+    fixed = [v for v in ctx.expect.volumes if v.fix_ownership]
+    if not fixed:
+        return skipped("no volume with fix_ownership declared")
+    notes = []
+    for volume in fixed:
+        host_dir = ctx.workdir / f"volume-{os.urandom(4).hex()}"
+        host_dir.mkdir(mode=0o755)
+        os.chmod(host_dir, 0o755)
+        probe = host_dir / ".gen-verify-write"
+        got = ctx.podman.run(ctx.ref, ["sh", "-c", 'touch "$1/.gen-verify-write"', "sh", volume.path],
+                             options=["--volume", f"{host_dir}:{volume.path}"], env=ctx.run_env(),
+                             timeout=RUN_TIMEOUT)
+        if got.code != 0 or not probe.exists():
+            return failed(f"{volume.path}: a root-owned bind mount is not writable by the app: {_code_detail(got)}")
+        owner = probe.stat().st_uid
+        if volume.uid is not None and owner != volume.uid:
+            return failed(f"{volume.path}: the app's file is owned by uid {owner}, declared {volume.owner} ({volume.uid})")
+        notes.append(f"{volume.path} (owner uid {host_dir.stat().st_uid})")
+    return passed("root-owned bind mount writable by the app: " + ", ".join(notes))
+
+
+def _sysctl_path(key: str) -> str:
+    return "/proc/sys/" + key.replace(".", "/")
+
+
+def _same_value(a: str, b: str) -> bool:
+    return a.split() == b.split()  # kernel.sem and friends: tab- or space-separated fields
+
+
+def _read_sysctls_script(marker: str) -> str:
+    return f'for k do printf "{marker}%s=%s\\n" "$k" "$(cat "/proc/sys/$(echo "$k" | tr . /)")"; done'
+
+
+def check_sysctls_runtime(ctx: Context) -> Verdict:
+    """Run with the `--sysctl` flags `gen hints` prints; the app must read the declared values."""
+    settable = ctx.expect.settable_sysctls()
+    if not settable:
+        return skipped("no namespaced sysctls declared")
+    marker = "gen-verify-sysctl:"
+    flags = ctx.expect.sysctl_run_flags(ctx.ref)
+    outcome, lines = ctx.app_lines(["sh", "-c", _read_sysctls_script(marker), "sh", *(k for k, _ in settable)],
+                                   options=flags)
+    if outcome.code != 0 or lines is None:
+        return failed(f"with {' '.join(flags)}: {_code_detail(outcome)}")
+    seen = dict(line.partition("=")[::2] for line in _marked(lines, marker))
+    wrong = [f"{k}={seen.get(k, '?')} (declared {v})" for k, v in settable if not _same_value(seen.get(k, ""), v)]
+    if wrong:
+        return failed("app reads " + ", ".join(wrong))
+    return passed(f"app reads {', '.join(f'{k}={v}' for k, v in settable)} with {' '.join(flags)}")
+
+
+def _runtime_defaults(ctx: Context, keys: list[str]) -> dict[str, str]:
+    """Values a container gets without --sysctl, read with the init layer bypassed."""
+    marker = "gen-verify-sysctl:"
+    got = ctx.podman.run(ctx.ref, ["-c", _read_sysctls_script(marker), "sh", *keys], entrypoint="/bin/sh",
+                         timeout=RUN_TIMEOUT)
+    return dict(line.partition("=")[::2] for line in _marked(got.stdout.splitlines(), marker))
+
+
+def check_sysctl_policy(ctx: Context) -> Verdict:
+    """Without --sysctl the hook cannot write /proc/sys: `fail` and `skip-if-equal` must stop the
+    container non-zero naming the key; `warn` must name it and run the app."""
+    if not ctx.expect.sysctls:
+        return skipped("no sysctls declared")
+    policy = ctx.expect.sysctl_policy
+    defaults = _runtime_defaults(ctx, [k for k, _ in ctx.expect.sysctls])
+    differing = [k for k, v in ctx.expect.sysctls if not _same_value(defaults.get(k, ""), v)]
+    if not differing:
+        return skipped("every declared sysctl already has its value without --sysctl")
+    outcome, lines = ctx.app_lines(["sh", "-c", f"echo {APP_MARKER}"])
+    said = "\n".join([outcome.stdout, outcome.stderr, *(lines or [])])
+    ran = APP_MARKER in (lines or []) or APP_MARKER in outcome.stdout.splitlines()
+    named = [k for k in differing if k in said]
+    if not named:
+        return failed(f"policy {policy}: no message names {', '.join(differing)} ({_code_detail(outcome)})")
+    if policy == "warn":
+        if outcome.code == 0 and ran:
+            return passed(f"policy warn: warned about {', '.join(named)}, app ran, exit 0")
+        return failed(f"policy warn: app must still run: ran={ran}, {_code_detail(outcome)}")
+    if outcome.code != 0 and not ran:
+        return passed(f"policy {policy}: exit {outcome.code} before the app, naming {', '.join(named)}")
+    return failed(f"policy {policy}: expected a non-zero exit before the app; ran={ran}, {_code_detail(outcome)}")
+
+
+CheckFunction = Callable[[Context], Verdict]
+
+# Table order: what the image is, then the live container, then one-shot runs.
+CHECKS: tuple[tuple[str, CheckFunction], ...] = (
+    ("embedded spec", check_embedded_spec),
+    ("init entrypoint", check_entrypoint),
+    ("PID 1 supervisor", check_pid1),
+    ("app user", check_app_user),
+    ("orphans reaped", check_reaping),
+    ("SIGTERM stop", check_stop_time),
+    ("exit code", check_exit_code),
+    ("exit on signal", check_exit_signal),
+    ("arguments intact", check_args),
+    ("environment", check_environment),
+    ("echo hi", check_echo),
+    ("log rotation", check_log_rotation),
+    ("read-only root", check_read_only),
+    ("arbitrary uid", check_arbitrary_uid),
+    ("volume ownership", check_volumes),
+    ("sysctls via --sysctl", check_sysctls_runtime),
+    ("sysctl policy", check_sysctl_policy),
+)

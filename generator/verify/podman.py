@@ -1,0 +1,143 @@
+"""The podman calls the checks make, through the build stage's subprocess helper.
+
+Every call is bounded in time, every container gets a unique name and is removed afterwards,
+and the storage and containers.conf are the Host's, as for the build. Tests replace `execute`
+(the subprocess boundary) with a fake podman.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from generator.build.host import Host
+from generator.build.proc import ToolError, run_quiet
+
+Execute = Callable[[list[str], dict[str, str], float], subprocess.CompletedProcess]
+
+
+def run_subprocess(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    return run_quiet(argv, env, timeout=timeout, check=False)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one podman call gave: exit code, output, and how long it took."""
+
+    code: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    def last_error_line(self) -> str:
+        lines = [line for line in self.stderr.splitlines() if line.strip()]
+        return lines[-1].strip() if lines else ""
+
+
+class Podman:
+    """podman for the checks: one-shot runs, detached containers, exec, stop, copy out."""
+
+    def __init__(self, host: Host, execute: Execute = run_subprocess,
+                 clock: Callable[[], float] = time.monotonic):
+        self.host = host
+        self._execute = execute
+        self._clock = clock
+
+    def call(self, args: Iterable[str], timeout: float = 60) -> Outcome:
+        argv = ["podman", *self.host.global_flags(), *args]
+        start = self._clock()
+        proc = self._execute(argv, self.host.env, timeout)
+        return Outcome(proc.returncode, proc.stdout or "", proc.stderr or "", self._clock() - start)
+
+    def inspect_image(self, ref: str) -> dict | None:
+        """The image's inspect data, or None when storage has no such image."""
+        found = self.call(["image", "inspect", ref], timeout=60)
+        if found.code != 0:
+            return None
+        try:
+            data = json.loads(found.stdout)
+        except json.JSONDecodeError:
+            return None
+        return data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else None
+
+    def run(self, image: str, args: Iterable[str] = (), *, options: Iterable[str] = (),
+            env: Mapping[str, str] | None = None, entrypoint: str | None = None,
+            timeout: float = 60, name: str | None = None, remove: bool = True) -> Outcome:
+        """`podman run` in the foreground; the container is removed afterwards unless remove
+        is False (the caller then copies from it and calls remove())."""
+        name = name or new_name()
+        argv = ["run", "--name", name]
+        if remove:
+            argv.append("--rm")
+        argv += [*options, *_env_flags(env)]
+        if entrypoint is not None:
+            argv += ["--entrypoint", entrypoint]
+        argv += [image, *args]
+        try:
+            return self.call(argv, timeout)
+        except ToolError:  # timed out: the container may still run
+            self.remove(name)
+            raise
+
+    def start(self, image: str, args: Iterable[str] = (), *, options: Iterable[str] = (),
+              env: Mapping[str, str] | None = None, timeout: float = 60) -> str:
+        """Start a detached container; returns its name. Raises ToolError if it did not start."""
+        name = new_name()
+        started = self.call(["run", "-d", "--name", name, *options, *_env_flags(env), image, *args], timeout)
+        if started.code != 0:
+            self.remove(name)
+            raise ToolError(f"podman run -d {image} failed (exit {started.code}): {started.last_error_line()}")
+        return name
+
+    def exec(self, name: str, argv: Iterable[str], timeout: float = 30) -> Outcome:
+        return self.call(["exec", name, *argv], timeout)
+
+    def stop(self, name: str, grace: int) -> Outcome:
+        """`podman stop` with a grace time in seconds; Outcome.seconds is the stop time."""
+        return self.call(["stop", "--time", str(grace), name], timeout=grace + 60)
+
+    def wait(self, name: str, timeout: float = 60) -> int | None:
+        """The exit code of a container once it has exited; None if it did not in time."""
+        done = self.call(["wait", name], timeout=timeout)
+        try:
+            return int(done.stdout.strip().splitlines()[-1]) if done.code == 0 else None
+        except (ValueError, IndexError):
+            return None
+
+    def running(self, name: str) -> bool:
+        state = self.call(["container", "inspect", "--format", "{{.State.Running}}", name], timeout=30)
+        return state.code == 0 and state.stdout.strip() == "true"
+
+    def copy_out(self, name: str, path: str, dest: Path) -> Outcome:
+        return self.call(["cp", f"{name}:{path}", str(dest)], timeout=120)
+
+    def remove(self, name: str) -> None:
+        try:
+            self.call(["rm", "--force", "--time", "0", name], timeout=60)
+        except ToolError:
+            pass  # best effort: a leftover container is visible in `podman ps -a`
+
+
+def new_name() -> str:
+    return f"gen-verify-{secrets.token_hex(6)}"
+
+
+def _env_flags(env: Mapping[str, str] | None) -> list[str]:
+    return [f"--env={key}={value}" for key, value in (env or {}).items()]
+
+
+def poll(predicate: Callable[[], bool], timeout: float, interval: float = 0.1,
+         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> bool:
+    """True as soon as predicate() is, False once timeout seconds have passed."""
+    deadline = clock() + timeout
+    while True:
+        if predicate():
+            return True
+        if clock() >= deadline:
+            return False
+        sleep(interval)

@@ -1,0 +1,445 @@
+"""Unit tests of the verify stage: expectations from the embedded spec, the log judge, and every
+check against a fake podman (the subprocess boundary is replaced, nothing runs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from generator.build.host import Host
+from generator.build.proc import ToolError
+from generator.errors import UsageError
+from generator.plan.hints import RuntimeHints
+from generator.plan.sysctl import classify
+from generator.verify import CheckResult, ImageNotFound, Status, resolve_ref, verify_image
+from generator.verify import checks as C
+from generator.verify.checks import Context, judge_log_dir, strip_timestamp
+from generator.verify.expectations import from_spec, parse_embedded, without_spec
+from generator.verify.podman import Podman
+
+SPEC = {
+    "name": "app-base",
+    "tags": ["1.0", "latest"],
+    "init": {"kind": "s6", "restart": "stop"},
+    "logging": {"dir": "/lain/logs/default", "stdout": True},
+    "groups": [{"name": "app", "gid": 1000}],
+    "users": [{"name": "app", "uid": 1000, "group": "app"}, {"name": "svc", "uid": 2000}],
+    "user": "app",
+    "volumes": [{"path": "/data", "owner": "app", "fix_ownership": True}],
+    "sysctls": {"values": {"kernel.shmmax": 68719476736, "kernel.msgmax": 65536, "vm.swappiness": 10},
+                "policy": "warn"},
+}
+
+
+# --- expectations ----------------------------------------------------------------------------
+
+
+def test_expectations_from_embedded_spec() -> None:
+    e = from_spec(SPEC)
+    assert (e.found_spec, e.name, e.init, e.restart) == (True, "app-base", "s6", "stop")
+    assert (e.user, e.uid, e.gid) == ("app", 1000, 1000)
+    assert e.log_dir == "/lain/logs/default" and e.log_stdout
+    assert [(v.path, v.owner, v.uid) for v in e.volumes] == [("/data", "app", 1000)]
+    assert e.sysctls == (("kernel.msgmax", "65536"), ("kernel.shmmax", "68719476736"), ("vm.swappiness", "10"))
+    assert e.sysctl_policy == "warn"
+
+
+def test_implicit_group_and_unknown_user() -> None:
+    e = from_spec({**SPEC, "user": "svc"})
+    assert (e.uid, e.gid) == (2000, 2000)  # implicit primary group: gid = uid
+    e = from_spec({**SPEC, "user": "nobody"})
+    assert (e.uid, e.gid) == (None, None)  # resolved inside the container
+
+
+def test_node_level_sysctls_get_no_run_flag() -> None:
+    e = from_spec(SPEC)
+    assert e.settable_sysctls() == (("kernel.msgmax", "65536"), ("kernel.shmmax", "68719476736"))
+    hints = RuntimeHints("ref", tuple((k, v, classify(k)) for k, v in e.settable_sysctls()), (), ())
+    assert e.sysctl_run_flags("ref") == hints.run_flags()
+    assert e.sysctl_run_flags("ref") == ["--sysctl=kernel.msgmax=65536", "--sysctl=kernel.shmmax=68719476736"]
+
+
+def test_defaults_without_spec_come_from_the_schema() -> None:
+    e = without_spec()
+    assert not e.found_spec
+    assert (e.init, e.log_dir, e.user, e.uid, e.sysctl_policy) == ("s6", "/lain/logs/default", "root", 0, "fail")
+
+
+@pytest.mark.parametrize("text", ["", "not json", "[1, 2]", '"a string"'])
+def test_unreadable_embedded_spec(text: str) -> None:
+    assert parse_embedded(text) is None
+
+
+def test_hostile_embedded_values_do_not_crash() -> None:
+    e = from_spec({"users": ["x", {"name": "a"}], "volumes": [3, {"path": 4}], "sysctls": {"values": []}})
+    assert e.volumes == () and e.sysctls == () and e.uid == 0
+
+
+# --- the log judge ---------------------------------------------------------------------------
+
+
+def _write_log(directory: Path, chunks: list[tuple[str, range]]) -> Path:
+    directory.mkdir()
+    for name, numbers in chunks:
+        (directory / name).write_text("".join(C._log_line(n) + "\n" for n in numbers))
+    (directory / "lock").write_text("")
+    return directory
+
+
+def test_log_judge_passes_current_plus_keep_archives(tmp_path: Path) -> None:
+    d = _write_log(tmp_path / "log", [("@400000000000000000000001.s", range(100, 200)),
+                                      ("@400000000000000000000002.s", range(200, 300)),
+                                      ("@400000000000000000000003.u", range(300, 400)),
+                                      ("current", range(400, 451))])
+    verdict = judge_log_dir(d, 100 * 100, 3, 450)
+    assert verdict.status is Status.PASS, verdict.detail
+    assert "lines 100..450" in verdict.detail
+
+
+@pytest.mark.parametrize("chunks, why", [
+    ([("@1.s", range(1, 10)), ("current", range(10, 21))], "1 archive(s), expected 3"),
+    ([("@1.s", range(1, 5)), ("@2.s", range(5, 9)), ("@3.s", range(9, 13)), ("@4.s", range(13, 17)),
+      ("current", range(17, 21))], "4 archive(s)"),
+    ([("@1.s", range(1, 5)), ("@2.s", range(5, 9)), ("@3.s", range(9, 13)), ("current", range(13, 20))],
+     "newest line is 19"),
+    ([("@1.s", range(1, 5)), ("@2.s", range(6, 9)), ("@3.s", range(9, 13)), ("current", range(13, 21))],
+     "not contiguous"),
+    ([("@1.s", range(1, 5)), ("@2.s", range(5, 9)), ("@3.s", range(9, 200)), ("current", range(200, 201))],
+     "over the"),
+])
+def test_log_judge_failures(tmp_path: Path, chunks, why: str) -> None:
+    verdict = judge_log_dir(_write_log(tmp_path / "log", chunks), 100 * 100, 3, 20 if why != "over the" else 200)
+    assert verdict.status is Status.FAIL
+    assert why in verdict.detail
+
+
+def test_log_judge_rejects_damaged_lines(tmp_path: Path) -> None:
+    d = _write_log(tmp_path / "log", [("@1.s", range(1, 3)), ("@2.s", range(3, 5)), ("@3.s", range(5, 7)),
+                                      ("current", range(7, 9))])
+    (d / "current").write_text(C._log_line(7) + "\n" + C._log_line(8)[:40] + "\n")
+    verdict = judge_log_dir(d, 10_000, 3, 8)
+    assert verdict.status is Status.FAIL and "damaged" in verdict.detail
+
+
+@pytest.mark.parametrize("line", ["@400000006553f1002a3b4c5d hello", "2024-01-02 03:04:05.123456789  hello",
+                                  "2024-01-02T03:04:05 hello", "hello"])
+def test_strip_timestamp(line: str) -> None:
+    assert strip_timestamp(line) == "hello"
+
+
+# --- a fake podman at the subprocess boundary --------------------------------------------------
+
+
+class FakePodman:
+    """Answers podman argv by subcommand; records every call. `logs` maps the CMD's first word to
+    the `current` text a run leaves in the log dir; `clock` advances by `costs[subcommand]`."""
+
+    def __init__(self, **handlers):
+        self.calls: list[list[str]] = []
+        self.handlers = handlers
+        self.now = 0.0
+        self.costs: dict[str, float] = {}
+        self.logs: dict[str, str] = {}
+        self.last_run: list[str] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def __call__(self, argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+        assert argv[0] == "podman"
+        args = argv[1:]
+        self.calls.append(args)
+        sub = args[0]
+        self.now += self.costs.get(sub, 0.01)
+        if sub == "run":
+            self.last_run = args
+        handler = self.handlers.get(sub)
+        if handler is None and sub == "cp":
+            handler = self._copy
+        result = handler(args) if handler else (0, "", "")
+        if isinstance(result, Exception):
+            raise result
+        code, out, err = result
+        return subprocess.CompletedProcess(argv, code, out, err)
+
+    def _copy(self, args: list[str]):
+        dest = Path(args[-1])
+        cmd = _cmd_of(self.last_run)
+        text = self.logs.get(cmd[0] if cmd else "")
+        if text is None:
+            return 125, "", "Error: no such file"
+        dest.mkdir(parents=True)
+        (dest / "current").write_text(text)
+        return 0, "", ""
+
+
+def _cmd_of(run_args: list[str]) -> list[str]:
+    """The CMD words of a recorded `podman run` argv (after the image, which is `img`)."""
+    return run_args[run_args.index("img") + 1:] if "img" in run_args else []
+
+
+def _ctx(tmp_path: Path, fake: FakePodman, spec: dict | None = None, config: dict | None = None) -> Context:
+    podman = Podman(Host(), execute=fake, clock=fake.clock)
+    return Context(podman, "img", from_spec(spec or SPEC), config or {}, tmp_path)
+
+
+def test_exit_code_check(tmp_path: Path) -> None:
+    fake = FakePodman(run=lambda a: (7, "", ""))
+    assert C.check_exit_code(_ctx(tmp_path, fake)).status is Status.PASS
+    assert fake.calls[0][-3:] == ["sh", "-c", "exit 7"] and "--rm" in fake.calls[0]
+    fake = FakePodman(run=lambda a: (0, "", ""))
+    verdict = C.check_exit_code(_ctx(tmp_path, fake))
+    assert verdict.status is Status.FAIL and "exit 0" in verdict.detail
+
+
+def test_exit_on_signal_expects_128_plus_n(tmp_path: Path) -> None:
+    fake = FakePodman(run=lambda a: (138, "", ""))
+    assert C.check_exit_signal(_ctx(tmp_path, fake)).status is Status.PASS
+    assert fake.calls[0][-1] == "kill -USR1 $$"
+    fake = FakePodman(run=lambda a: (0, "", ""))  # phusion's my_init turned this into 0
+    assert C.check_exit_signal(_ctx(tmp_path, fake)).status is Status.FAIL
+
+
+@pytest.mark.parametrize("stdout_on, out, ok", [(True, "hi\n", True), (True, "gen-init: start\nhi\n", False),
+                                                 (False, "", True), (False, "hi\n", False)])
+def test_echo_check(tmp_path: Path, stdout_on: bool, out: str, ok: bool) -> None:
+    fake = FakePodman(run=lambda a: (0, out, ""))
+    spec = {**SPEC, "logging": {"stdout": stdout_on}}
+    assert (C.check_echo(_ctx(tmp_path, fake, spec)).status is Status.PASS) is ok
+
+
+def test_stop_check_measures_podman_stop(tmp_path: Path) -> None:
+    fake = FakePodman(wait=lambda a: (0, "0\n", ""))
+    fake.costs["stop"] = 0.4
+    verdict = C.check_stop_time(_ctx(tmp_path, fake))
+    assert verdict.status is Status.PASS, verdict.detail
+    assert "0.40 s, exit 0" in verdict.detail
+    subs = [c[0] for c in fake.calls]
+    assert subs[0] == "run" and "-d" in fake.calls[0] and "stop" in subs and subs[-1] == "rm"
+
+
+@pytest.mark.parametrize("stop_cost, code, why", [(10.3, 137, "did not end"), (0.3, 111, "did not")])
+def test_stop_check_failures(tmp_path: Path, stop_cost: float, code: int, why: str) -> None:
+    fake = FakePodman(wait=lambda a: (0, f"{code}\n", ""))
+    fake.costs["stop"] = stop_cost
+    verdict = C.check_stop_time(_ctx(tmp_path, fake))
+    assert verdict.status is Status.FAIL and why in verdict.detail
+
+
+def _probe_exec(files: dict[str, str], procs: str = ""):
+    def handler(args: list[str]):
+        argv = args[2:]
+        if argv[0] == "cat":
+            missing = [p for p in argv[1:] if p not in files]
+            return (1, "", "no such file") if missing else (0, "".join(files[p] for p in argv[1:]), "")
+        if argv[:2] == ["sh", "-c"]:
+            return 0, procs, ""
+        if argv[0] == "id":
+            return 0, "1000\n", ""
+        return 0, "", ""
+    return handler
+
+
+STATUS_APP = "Name:\tsleep\nUid:\t1000\t1000\t1000\t1000\nGid:\t1000\t1000\t1000\t1000\n"
+
+
+def test_probe_checks_pass(tmp_path: Path) -> None:
+    files = {"/tmp/gen-verify.app": "42\n", "/tmp/gen-verify.orphan": "57\n", "/proc/1/comm": "s6-svscan\n",
+             "/proc/42/status": STATUS_APP}
+    procs = "1 (s6-svscan) S 0 1\n42 (sleep) S 30 42\n30 (s6-supervise) S 1 30\n"
+    ctx = _ctx(tmp_path, FakePodman(exec=_probe_exec(files, procs)))
+    for check in (C.check_pid1, C.check_app_user, C.check_reaping):
+        verdict = check(ctx)
+        assert verdict.status is Status.PASS, verdict.detail
+    ctx.close()
+    assert ctx.podman._execute.calls[-1][0] == "rm"
+
+
+def test_probe_checks_fail_without_init(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(C, "REAP_TIMEOUT", 0.0)
+    files = {"/tmp/gen-verify.app": "1\n", "/tmp/gen-verify.orphan": "7\n", "/proc/1/comm": "sleep\n",
+             "/proc/1/status": STATUS_APP.replace("1000", "0")}
+    procs = "1 (sleep) S 0 1\n7 (sleep) Z 1 7\n"
+    ctx = _ctx(tmp_path, FakePodman(exec=_probe_exec(files, procs)))
+    assert "'sleep'" in C.check_pid1(ctx).detail
+    user = C.check_app_user(ctx)
+    assert user.status is Status.FAIL and "uid 0 gid 0" in user.detail
+    reap = C.check_reaping(ctx)
+    assert reap.status is Status.FAIL and "zombies" in reap.detail and "7" in reap.detail
+
+
+def test_args_check_reads_the_log(tmp_path: Path) -> None:
+    fake = FakePodman()
+    fake.logs["printf"] = "gen-init: starting\n" + "".join(f"gen-verify-arg:[{a}]\n" for a in C.TRICKY_ARGS)
+    verdict = C.check_args(_ctx(tmp_path, fake))
+    assert verdict.status is Status.PASS, verdict.detail
+    run = next(c for c in fake.calls if c[0] == "run")
+    assert _cmd_of(run)[2:] == list(C.TRICKY_ARGS)  # passed as argv, no shell on the host
+    assert fake.calls[-1][0] == "rm"  # the stopped container is removed after the copy
+    fake.logs["printf"] = "gen-verify-arg:[two]\ngen-verify-arg:[words]\n"
+    assert C.check_args(_ctx(tmp_path, fake)).status is Status.FAIL
+
+
+def test_environment_check(tmp_path: Path) -> None:
+    fake = FakePodman()
+    config = {"Env": ["PATH=/usr/bin", "LANG=C.UTF-8"]}
+    fake.logs["sh"] = "gen-verify-env:LANG=C.UTF-8\ngen-verify-env:GEN_VERIFY_VALUE=a value with spaces\n"
+    assert C.check_environment(_ctx(tmp_path, fake, config=config)).status is Status.PASS
+    fake.logs["sh"] = "gen-verify-env:GEN_VERIFY_VALUE=a value with spaces\n"  # s6-overlay v3 without with-contenv
+    verdict = C.check_environment(_ctx(tmp_path, fake, config=config))
+    assert verdict.status is Status.FAIL and "LANG" in verdict.detail
+
+
+def test_log_rotation_sets_limits_at_run_time(tmp_path: Path) -> None:
+    fake = FakePodman()
+    fake.logs["seq"] = "".join(C._log_line(n) + "\n" for n in range(1, 11))  # no rotation happened
+    verdict = C.check_log_rotation(_ctx(tmp_path, fake))
+    assert verdict.status is Status.FAIL and "0 archive(s)" in verdict.detail
+    run = next(c for c in fake.calls if c[0] == "run")
+    assert "--env=GEN_LOG_MAX_SIZE=100000" in run and "--env=GEN_LOG_KEEP=3" in run
+    assert _cmd_of(run)[-2:] == ["1", "30000"]
+
+
+def test_volume_check_needs_the_app_to_write(tmp_path: Path) -> None:
+    def run(args):
+        mount = args[args.index("--volume") + 1].split(":")[0]
+        Path(mount, ".gen-verify-write").write_text("")
+        return 0, "", ""
+
+    verdict = C.check_volumes(_ctx(tmp_path, FakePodman(run=run), {**SPEC, "users": [], "user": "root"}))
+    assert verdict.status is Status.PASS, verdict.detail
+    verdict = C.check_volumes(_ctx(tmp_path, FakePodman(run=lambda a: (1, "", "touch: Permission denied"))))
+    assert verdict.status is Status.FAIL and "Permission denied" in verdict.detail
+    assert C.check_volumes(_ctx(tmp_path, FakePodman(), {**SPEC, "volumes": []})).status is Status.SKIP
+
+
+def test_sysctl_runtime_check_uses_hint_flags(tmp_path: Path) -> None:
+    fake = FakePodman()
+    fake.logs["sh"] = "gen-verify-sysctl:kernel.msgmax=65536\ngen-verify-sysctl:kernel.shmmax=68719476736\n"
+    verdict = C.check_sysctls_runtime(_ctx(tmp_path, fake))
+    assert verdict.status is Status.PASS, verdict.detail
+    run = next(c for c in fake.calls if c[0] == "run")
+    assert "--sysctl=kernel.shmmax=68719476736" in run and not any("swappiness" in a for a in run)
+    fake.logs["sh"] = "gen-verify-sysctl:kernel.msgmax=8192\ngen-verify-sysctl:kernel.shmmax=68719476736\n"
+    verdict = C.check_sysctls_runtime(_ctx(tmp_path, fake))
+    assert verdict.status is Status.FAIL and "kernel.msgmax=8192" in verdict.detail
+
+
+def _policy_fake(code: int, stderr: str, app_ran: bool) -> FakePodman:
+    def run(args):
+        if "--entrypoint" in args:  # runtime defaults, init bypassed
+            return 0, "gen-verify-sysctl:kernel.msgmax=8192\ngen-verify-sysctl:kernel.shmmax=18446744073692774399\n", ""
+        return code, "", stderr
+
+    fake = FakePodman(run=run)
+    fake.logs["sh"] = f"{C.APP_MARKER}\n" if app_ran else ""
+    return fake
+
+
+@pytest.mark.parametrize("policy, code, stderr, ran, ok", [
+    ("warn", 0, "gen-init: warning: kernel.shmmax: Read-only file system", True, True),
+    ("warn", 111, "gen-init: kernel.shmmax cannot be set", False, False),
+    ("warn", 0, "", True, False),  # silent: nothing names the key
+    ("fail", 111, "gen-init: kernel.shmmax: run with --sysctl kernel.shmmax=...", False, True),
+    ("fail", 0, "gen-init: warning: kernel.shmmax", True, False),
+    ("skip-if-equal", 1, "kernel.msgmax differs", False, True),
+])
+def test_sysctl_policy_check(tmp_path: Path, policy: str, code: int, stderr: str, ran: bool, ok: bool) -> None:
+    spec = {**SPEC, "sysctls": {"values": {"kernel.shmmax": 68719476736, "kernel.msgmax": 65536}, "policy": policy}}
+    verdict = C.check_sysctl_policy(_ctx(tmp_path, _policy_fake(code, stderr, ran), spec))
+    assert (verdict.status is Status.PASS) is ok, verdict.detail
+
+
+def test_sysctl_policy_skips_when_defaults_already_match(tmp_path: Path) -> None:
+    spec = {**SPEC, "sysctls": {"values": {"kernel.msgmax": 8192}, "policy": "fail"}}
+    assert C.check_sysctl_policy(_ctx(tmp_path, _policy_fake(0, "", True), spec)).status is Status.SKIP
+
+
+def test_restart_policy_is_overridden_for_one_shot_runs(tmp_path: Path) -> None:
+    fake = FakePodman(run=lambda a: (7, "", ""))
+    C.check_exit_code(_ctx(tmp_path, fake, {**SPEC, "init": {"restart": "restart"}}))
+    assert "--env=GEN_RESTART=stop" in fake.calls[0]
+
+
+# --- verify_image and resolve_ref ------------------------------------------------------------
+
+
+def _inspect_ok(args):
+    return 0, json.dumps([{"Config": {"Entrypoint": ["/init"], "Env": []}}]), ""
+
+
+def test_verify_image_never_crashes_on_tool_errors() -> None:
+    def run(args):
+        if "--entrypoint" in args:
+            return 0, json.dumps(SPEC), ""
+        return ToolError("podman run timed out after 90 s")
+
+    fake = FakePodman(image=_inspect_ok, run=run)
+    seen: list[CheckResult] = []
+    results = verify_image(Host(), "img", podman=Podman(Host(), execute=fake, clock=fake.clock),
+                           only=["embedded spec", "exit code", "PID 1 supervisor"], on_result=seen.append)
+    assert [r.name for r in results] == ["embedded spec", "PID 1 supervisor", "exit code"] and seen == results
+    assert results[0].passed and not results[1].passed and not results[2].passed
+    assert "timed out" in results[2].detail
+
+
+def test_verify_image_errors() -> None:
+    fake = FakePodman(image=lambda a: (125, "", "Error: no such image"))
+    with pytest.raises(ImageNotFound):
+        verify_image(Host(), "img", podman=Podman(Host(), execute=fake))
+    fake = FakePodman(image=_inspect_ok)
+    with pytest.raises(UsageError, match="unknown check"):
+        verify_image(Host(), "img", podman=Podman(Host(), execute=fake), only=["nope"])
+
+
+def test_resolve_ref_from_rendered_manifest(tmp_path: Path) -> None:
+    out = tmp_path / "output" / "runtime"
+    out.mkdir(parents=True)
+    (out / "Dockerfile").write_text("FROM x\n")
+    (out / "gen-manifest.json").write_text(json.dumps({"name": "runtime", "tags": ["1.0", "latest"], "base": {},
+                                                       "source_date_epoch": 1}))
+    fake = FakePodman(image=_inspect_ok)
+    podman = Podman(Host(), execute=fake)
+    assert resolve_ref("runtime", tmp_path, "localhost/gen", podman) == "localhost/gen/runtime:1.0"
+    assert resolve_ref("quay.io/x/y:1", tmp_path, "localhost/gen", podman) == "quay.io/x/y:1"
+    missing = Podman(Host(), execute=FakePodman(image=lambda a: (125, "", "")))
+    with pytest.raises(ImageNotFound, match="gen build runtime"):
+        resolve_ref("runtime", tmp_path, "localhost/gen", missing)
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def _cli(monkeypatch, results=None, error=None):
+    import generator.verify as verify
+    from generator.cli import app
+
+    def fake_verify(host, ref, **kwargs):
+        if error:
+            raise error
+        return results
+
+    monkeypatch.setattr(verify, "resolve_ref", lambda target, project, prefix, podman: f"{prefix}/{target}:1")
+    monkeypatch.setattr(verify, "verify_image", fake_verify)
+    return app
+
+
+def test_cli_exit_codes_and_table(monkeypatch) -> None:
+    ok = [CheckResult("exit code", Status.PASS, "exit 7", 0.3), CheckResult("volume ownership", Status.SKIP, "none", 0)]
+    bad = ok + [CheckResult("SIGTERM stop", Status.FAIL, "stop took 10.31 s, exit 137", 10.4)]
+    runner = CliRunner()
+    result = runner.invoke(_cli(monkeypatch, ok), ["verify", "runtime"])
+    assert result.exit_code == 0, result.output
+    assert "PASS" in result.output and "all 2 check(s) passed" in result.output
+    result = runner.invoke(_cli(monkeypatch, bad), ["verify", "runtime"])
+    assert result.exit_code == 1
+    assert "FAIL" in result.output and "1 of 3 check(s) failed" in result.output
+    result = runner.invoke(_cli(monkeypatch, bad), ["verify", "runtime", "--json"])
+    assert json.loads(result.stdout)["checks"][2] == {"name": "SIGTERM stop", "status": "fail",
+                                                      "detail": "stop took 10.31 s, exit 137", "seconds": 10.4}
+    result = runner.invoke(_cli(monkeypatch, error=ImageNotFound("no image 'x'")), ["verify", "x"])
+    assert result.exit_code == 2
