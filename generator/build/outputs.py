@@ -62,6 +62,7 @@ def load_outputs(output_dir: Path) -> dict[str, OutputImage]:
     if not output_dir.is_dir():
         raise UsageError(f"{output_dir}: no such directory; run `gen render` first")
     images = {}
+    output_dir = output_dir.absolute()  # builds run with the image directory as cwd
     for child in sorted(output_dir.iterdir()):
         if (child / MANIFEST).is_file():
             image = load_output(child)

@@ -1,0 +1,109 @@
+"""Running an image's generated container-structure-test config against podman.
+
+container-structure-test speaks the Docker API; podman serves it with `podman system service` on
+a unix socket of our own (in a temporary directory, on gen's storage), pointed to by DOCKER_HOST.
+Its tar driver cannot run commands, so the docker driver through podman is the one that checks
+everything the config asks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from generator.build.host import Host
+
+TOOL = "container-structure-test"
+SOCKET_WAIT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class StructureCase:
+    name: str
+    passed: bool
+    errors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StructureReport:
+    passed: bool
+    cases: tuple[StructureCase, ...]
+    detail: str  # one line: counts, or why the tool could not run
+
+    @property
+    def failures(self) -> tuple[StructureCase, ...]:
+        return tuple(c for c in self.cases if not c.passed)
+
+
+def tool_path() -> str | None:
+    return shutil.which(TOOL)
+
+
+@contextlib.contextmanager
+def podman_api_socket(host: Host) -> Iterator[str]:
+    """A podman API service on a private unix socket for the duration; yields its DOCKER_HOST."""
+    with tempfile.TemporaryDirectory(prefix="gen-podman-api-") as directory:
+        socket = Path(directory) / "podman.sock"
+        uri = f"unix://{socket}"
+        argv = ["podman", *host.global_flags(), "system", "service", "--time=0", uri]
+        proc = subprocess.Popen(argv, env=host.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            deadline = time.monotonic() + SOCKET_WAIT_SECONDS
+            while not socket.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    error = proc.stderr.read().strip() if proc.poll() is not None and proc.stderr else "timed out"
+                    raise RuntimeError(f"podman system service did not start: {error}")
+                time.sleep(0.05)
+            yield uri
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def parse_report(text: str) -> StructureReport:
+    """Read container-structure-test's JSON report (--output json)."""
+    data = json.loads(text)
+    cases = tuple(
+        StructureCase(r.get("Name", "?"), bool(r.get("Pass")), tuple(r.get("Errors") or ()))
+        for r in data.get("Results") or ()
+    )
+    passed = data.get("Fail", 1) == 0 and all(c.passed for c in cases)
+    return StructureReport(passed, cases, f"{data.get('Pass', 0)} passed, {data.get('Fail', 0)} failed")
+
+
+def _report_json(stdout: str) -> str:
+    """The JSON object in the tool's stdout (it may print log lines before it)."""
+    start = stdout.find("{")
+    if start < 0:
+        raise ValueError("no JSON report in the output")
+    return stdout[start:]
+
+
+def run_structure_test(host: Host, image: str, config: Path, timeout: float = 600) -> StructureReport:
+    """Run config against image (a reference in host's storage)."""
+    path = tool_path()
+    if path is None:
+        return StructureReport(False, (), f"{TOOL} is not installed (pip install {TOOL})")
+    with podman_api_socket(host) as docker_host:
+        env = dict(host.env, DOCKER_HOST=docker_host)
+        proc = subprocess.run([path, "test", "--image", image, "--config", str(config), "--output", "json",
+                               "--no-color"], env=env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    try:
+        return parse_report(_report_json(proc.stdout))
+    except ValueError:
+        message = (proc.stderr or proc.stdout).strip().splitlines()
+        return StructureReport(False, (), f"{TOOL} failed (exit {proc.returncode}): "
+                                          f"{message[-1] if message else 'no output'}")
