@@ -1,0 +1,271 @@
+"""The init layer of an image: which provider, what it needs, and the defaults it runs with.
+
+Two providers share the same spec fields:
+
+* ``s6``: the distro's s6 and execline packages with gen's own small init on top (the files under
+  templates/init/s6). Everything it reads at run time is an environment variable with a default
+  set here, so `podman run -e` can change it per container.
+* ``s6-overlay``: the pinned release tarballs, fetched in a builder stage and verified against
+  sha256 sums gen knows (generator/data/s6-overlay-checksums.json) or the spec gives.
+
+Python decides everything here; the templates only hold script and Dockerfile text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+
+from generator.errors import GenError
+from generator.model import Image
+
+GITHUB_RELEASES = "https://github.com/just-containers/s6-overlay/releases/download"
+CHECKSUMS_FILE = "s6-overlay-checksums.json"
+NOARCH = "s6-overlay-noarch.tar.xz"
+SYMLINK_FILES = ("s6-overlay-symlinks-noarch.tar.xz", "s6-overlay-symlinks-arch.tar.xz")
+FETCH_OUTPUT_DIR = "/gen-s6-overlay"
+
+# Container platform (TARGETARCH[/variant]) -> s6-overlay's name for it in release file names.
+S6_OVERLAY_ARCH = {
+    "amd64": "x86_64",
+    "arm64": "aarch64",
+    "arm/v7": "armhf",
+    "arm/v6": "arm",
+    "386": "i686",
+    "ppc64le": "powerpc64le",
+    "riscv64": "riscv64",
+    "s390x": "s390x",
+}
+DEFAULT_PLATFORM = "amd64"
+
+# Distro packages each provider needs in the final image, by template family.
+S6_PACKAGES = {"apt": ("execline", "s6"), "apk": ("execline", "s6"), "dnf": ("execline", "s6")}
+# s6-overlay tarballs are .tar.xz: the fetch stage needs xz to unpack them.
+XZ_PACKAGES = {"apt": ("xz-utils",), "apk": ("xz",), "dnf": ("xz",)}
+
+# init.on_hook_failure -> S6_BEHAVIOUR_IF_STAGE2_FAILS (s6-overlay's values and meaning).
+HOOK_FAILURE_BEHAVIOUR = {"continue": "0", "warn": "1", "stop": "2"}
+# Names a spec service cannot take: the CMD's own service, and s6-log's files in the log dir
+# (each service logs to $GEN_LOG_DIR/<name>/).
+RESERVED_SERVICE_NAMES = frozenset({"app", "current", "state", "lock", "processed", "previous"})
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SUM_LINE = re.compile(r"^([0-9a-fA-F]{64})\s+\*?(\S+)\s*$")
+
+
+@dataclass(frozen=True)
+class FetchFile:
+    name: str  # release file name, e.g. s6-overlay-noarch.tar.xz
+    sha256: str
+    arch: str | None  # s6-overlay arch name for per-arch files, None for noarch ones
+
+
+@dataclass(frozen=True)
+class FetchStage:
+    """A builder stage (templates/stages/<name>-fetch.j2) that downloads release files, verifies
+    each against its sha256 and unpacks them into output_dir, which the final stage copies to /."""
+
+    name: str
+    version: str
+    base_url: str  # "" when the files come from a local directory the build serves
+    files: tuple[FetchFile, ...]  # every file gen knows a sum for; per-arch ones are picked at build
+    packages: tuple[str, ...]  # what the stage installs to unpack them
+    output_dir: str
+    family: str
+    default_arch: str  # s6-overlay arch built unless the build passes another
+    local_dir: str | None = None  # init.source when it is a directory on the build host
+
+    @property
+    def noarch_files(self) -> tuple[FetchFile, ...]:
+        return tuple(f for f in self.files if f.arch is None)
+
+    @property
+    def arch_files(self) -> tuple[FetchFile, ...]:
+        return tuple(f for f in self.files if f.arch is not None)
+
+
+@dataclass(frozen=True)
+class InitLayer:
+    packages: tuple[str, ...]  # distro packages the layer needs in the final image
+    template_dir: str  # under templates/: copied to gen-init/ in the context, then to /
+    fetch_stage: FetchStage | None
+    entrypoint: tuple[str, ...]
+
+
+# --- s6-overlay checksums --------------------------------------------------------------------
+
+
+def checksum_table() -> dict[str, dict[str, str]]:
+    """The shipped table: version -> {release file name: sha256}."""
+    text = resources.files("generator").joinpath("data", CHECKSUMS_FILE).read_text()
+    return json.loads(text)
+
+
+def parse_sha256_file(text: str, expected_name: str | None = None) -> tuple[str, str]:
+    """(file name, sha256) from a published `.sha256` file (sha256sum's output format)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) != 1 or not (match := _SUM_LINE.match(lines[0].strip())):
+        raise GenError(f"not a sha256sum line: {text.strip()[:120]!r} (expected '<64 hex digits>  <file name>')")
+    digest, name = match.group(1).lower(), match.group(2).rsplit("/", 1)[-1]
+    if expected_name is not None and name != expected_name:
+        raise GenError(f"{expected_name}.sha256 names {name!r}, not {expected_name!r}")
+    return name, digest
+
+
+def add_version(version: str, sha256_files: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Table entries for one release from its published .sha256 files' texts, keyed by the
+    tarball's name: {version: {file: sha256}}. Pure: fetching the texts is the caller's job."""
+    if not re.fullmatch(r"3(\.[0-9]+){1,4}", version):
+        raise GenError(f"s6-overlay version {version!r}: only the 3.x line is supported (e.g. 3.2.0.2)")
+    entries = dict(parse_sha256_file(text, name) for name, text in sorted(sha256_files.items()))
+    if NOARCH not in entries:
+        raise GenError(f"s6-overlay {version}: {NOARCH}.sha256 is required")
+    if not any(_arch_of(name) for name in entries):
+        raise GenError(f"s6-overlay {version}: at least one s6-overlay-<arch>.tar.xz.sha256 is required")
+    return {version: dict(sorted(entries.items()))}
+
+
+def merge_table(table: Mapping[str, Mapping[str, str]], entries: Mapping[str, Mapping[str, str]]) -> str:
+    """The table file's new text with `entries` added (a known version's sums must not change)."""
+    merged = {v: dict(files) for v, files in table.items()}
+    for version, files in entries.items():
+        for name, digest in files.items():
+            old = merged.get(version, {}).get(name)
+            if old is not None and old != digest:
+                raise GenError(f"s6-overlay {version} {name}: the table has {old}, the new sum is {digest}; "
+                               "a published release never changes, so check where the new one came from")
+        merged.setdefault(version, {}).update(files)
+    ordered = {v: dict(sorted(merged[v].items())) for v in sorted(merged, key=_version_key)}
+    return json.dumps(ordered, indent=2) + "\n"
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+def _arch_of(name: str) -> str | None:
+    if name == NOARCH or name in SYMLINK_FILES:
+        return None
+    match = re.fullmatch(r"s6-overlay-([a-z0-9_]+)\.tar\.xz", name)
+    return match.group(1) if match and match.group(1) in S6_OVERLAY_ARCH.values() else None
+
+
+def s6_overlay_checksums(image: Image) -> dict[str, str]:
+    """The sums one image's build verifies: the shipped table's, overridden by the spec's."""
+    init = image.init
+    if not init.version:
+        raise GenError(f"{image.spec_path}: init.version is required for init.kind s6-overlay (e.g. 3.1.6.2)")
+    sums = dict(checksum_table().get(init.version, {}))
+    sums.update(dict(init.checksums))
+    if not sums:
+        known = ", ".join(sorted(checksum_table(), key=_version_key))
+        raise GenError(
+            f"{image.spec_path}: gen knows no checksums for s6-overlay {init.version} (known: {known}).\n"
+            f"  hint: add them to the spec under init.checksums ({NOARCH}: <sha256>, "
+            "s6-overlay-x86_64.tar.xz: <sha256>) from the release's .sha256 files"
+        )
+    for name, digest in sums.items():
+        if not _SHA256.match(digest):
+            raise GenError(f"{image.spec_path}: init.checksums.{name}: {digest!r} is not a sha256 (64 hex digits)")
+        if name != NOARCH and name not in SYMLINK_FILES and _arch_of(name) is None:
+            raise GenError(f"{image.spec_path}: init.checksums: {name!r} is not an s6-overlay 3.x release file")
+    if NOARCH not in sums:
+        raise GenError(f"{image.spec_path}: no sha256 for {NOARCH} of s6-overlay {init.version}: add init.checksums.{NOARCH}")
+    if not any(_arch_of(n) for n in sums):
+        raise GenError(f"{image.spec_path}: no sha256 for any s6-overlay-<arch>.tar.xz of {init.version}: "
+                       "add init.checksums.s6-overlay-x86_64.tar.xz (or your arch)")
+    return sums
+
+
+def _source(image: Image) -> tuple[str, str | None]:
+    """(base URL, local directory) the tarballs come from."""
+    source = image.init.source
+    if source is None:
+        return f"{GITHUB_RELEASES}/v{image.init.version}", None
+    if source.startswith("file://"):
+        return "", source[len("file://"):]
+    if source.startswith("/"):
+        return "", source
+    return source.rstrip("/"), None
+
+
+def s6_overlay_fetch_stage(image: Image) -> FetchStage:
+    sums = s6_overlay_checksums(image)
+    files = tuple(FetchFile(name, digest, _arch_of(name)) for name, digest in sorted(sums.items()))
+    arches = sorted({f.arch for f in files if f.arch})
+    default_arch = S6_OVERLAY_ARCH[DEFAULT_PLATFORM] if S6_OVERLAY_ARCH[DEFAULT_PLATFORM] in arches else arches[0]
+    base_url, local_dir = _source(image)
+    return FetchStage(
+        name="s6-overlay",
+        version=image.init.version or "",
+        base_url=base_url,
+        files=files,
+        packages=XZ_PACKAGES[image.family],
+        output_dir=FETCH_OUTPUT_DIR,
+        family=image.family,
+        default_arch=default_arch,
+        local_dir=local_dir,
+    )
+
+
+# --- the layer and its run-time defaults ------------------------------------------------------
+
+
+def _check_services(image: Image) -> None:
+    for service in image.services:
+        if service.name in RESERVED_SERVICE_NAMES:
+            raise GenError(
+                f"{image.spec_path}: services: the name {service.name!r} is reserved by the init layer "
+                f"({', '.join(sorted(RESERVED_SERVICE_NAMES))}); rename the service"
+            )
+
+
+def init_layer(image: Image, parent: Image | None) -> InitLayer:
+    """The init layer an image with init.kind s6 or s6-overlay gets. `parent` is accepted for
+    symmetry with the other plan steps: the layer's files are idempotent, so a child restates them."""
+    del parent
+    _check_services(image)
+    kind = image.init.kind
+    if kind == "s6":
+        return InitLayer(S6_PACKAGES[image.family], "init/s6", None, ("/init",))
+    if kind == "s6-overlay":
+        # The overlay brings its own s6 and execline; only the start-up hooks come from gen.
+        return InitLayer((), "init/s6-overlay", s6_overlay_fetch_stage(image), ("/init",))
+    raise GenError(f"{image.spec_path}: init.kind {kind!r} has no init layer")
+
+
+def init_env(image: Image) -> dict[str, str]:
+    """ENV defaults of the init layer, from the spec; `podman run -e` overrides any of them."""
+    init, logging = image.init, image.logging
+    env = {
+        "S6_KILL_GRACETIME": str(init.kill_grace_time),
+        "S6_SERVICES_GRACETIME": str(init.services_grace_time),
+        "S6_BEHAVIOUR_IF_STAGE2_FAILS": HOOK_FAILURE_BEHAVIOUR[init.on_hook_failure],
+        "S6_VERBOSITY": str(init.verbosity),
+    }
+    if init.kind == "s6-overlay":
+        # s6-overlay v3 gives CMD an emptied environment unless told to keep it.
+        env["S6_KEEP_ENV"] = "1"
+        env["S6_LOGGING_SCRIPT"] = logging_script(image)
+        return env
+    env.update(
+        {
+            "GEN_LOG_DIR": logging.dir,
+            "GEN_LOG_MAX_SIZE": str(logging.max_size),
+            "GEN_LOG_KEEP": str(logging.keep),
+            "GEN_LOG_TIMESTAMP": logging.timestamp,
+            "GEN_LOG_STDOUT": "1" if logging.stdout else "0",
+            "GEN_RESTART": init.restart,
+        }
+    )
+    return env
+
+
+def logging_script(image: Image) -> str:
+    """The s6-log directives for the spec's rotation (S6_LOGGING_SCRIPT's syntax)."""
+    logging = image.logging
+    stamp = {"none": "", "tai64n": " t", "iso8601": " T"}[logging.timestamp]
+    return f"n{logging.keep} s{logging.max_size}{stamp}"
