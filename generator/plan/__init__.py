@@ -229,6 +229,9 @@ def _directories(image: Image, parent: Image | None) -> tuple[Directory, ...]:
     wanted: dict[str, Directory] = {}
     if image.init.kind != "none":
         wanted[image.logging.dir] = Directory(image.logging.dir, "root", "root", "2775")
+    if image.init.kind == "s6":
+        # The init's run directory, group-0 writable too (podman copies it into a tmpfs /run).
+        wanted["/run/gen"] = Directory("/run/gen", "root", "root", "2775")
     for v in image.volumes:
         wanted[v.path] = Directory(v.path, v.owner, v.group, v.mode)
     if parent is not None:

@@ -232,6 +232,11 @@ def init_layer(image: Image, parent: Image | None) -> InitLayer:
     if kind == "s6":
         return InitLayer(S6_PACKAGES[image.family], "init/s6", None, ("/init",))
     if kind == "s6-overlay":
+        if image.services:
+            raise GenError(
+                f"{image.spec_path}: services: gen writes services for init.kind s6 only; with s6-overlay, "
+                "ship them as s6-rc definitions under /etc/s6-overlay/s6-rc.d in a rootfs overlay, or use init.kind s6"
+            )
         # The overlay brings its own s6 and execline; only the start-up hooks come from gen.
         return InitLayer((), "init/s6-overlay", s6_overlay_fetch_stage(image), ("/init",))
     raise GenError(f"{image.spec_path}: init.kind {kind!r} has no init layer")
@@ -246,6 +251,8 @@ def init_env(image: Image) -> dict[str, str]:
         "S6_BEHAVIOUR_IF_STAGE2_FAILS": HOOK_FAILURE_BEHAVIOUR[init.on_hook_failure],
         "S6_VERBOSITY": str(init.verbosity),
     }
+    if image.sysctls.values:
+        env["GEN_SYSCTL_POLICY"] = image.sysctls.policy
     if init.kind == "s6-overlay":
         # s6-overlay v3 gives CMD an emptied environment unless told to keep it.
         env["S6_KEEP_ENV"] = "1"

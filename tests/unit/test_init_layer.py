@@ -1,0 +1,202 @@
+"""The init layer's decisions: provider, packages, ENV defaults, s6-overlay checksums and errors."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from generator.errors import GenError
+from generator.model import build_image
+from generator.plan.init_layer import (
+    NOARCH,
+    add_version,
+    checksum_table,
+    init_env,
+    init_layer,
+    merge_table,
+    parse_sha256_file,
+)
+from generator.render.project import render_project
+from generator.spec import load_project
+
+BASE = "base: {distro: debian, release: bookworm, bootstrap: {variant: minbase}}\n"
+SUM = "a" * 64
+
+
+def image_from(tmp_path: Path, body: str, name: str = "img"):
+    specs = tmp_path / "specs"
+    specs.mkdir(exist_ok=True)
+    (specs / f"{name}.yaml").write_text(f"name: {name}\ntags: [latest]\n{BASE}" + textwrap.dedent(body))
+    project = load_project([specs], tmp_path)
+    return build_image(project.specs[name]), project
+
+
+def test_s6_provider_uses_distro_packages_and_gen_init(tmp_path):
+    image, _ = image_from(tmp_path, "init: {kind: s6}\n")
+    layer = init_layer(image, None)
+    assert layer.packages == ("execline", "s6")
+    assert (layer.template_dir, layer.fetch_stage, layer.entrypoint) == ("init/s6", None, ("/init",))
+
+
+def test_env_defaults_come_from_the_spec(tmp_path):
+    image, _ = image_from(tmp_path, """
+        init: {kind: s6, kill_grace_time: 1500, services_grace_time: 2500, on_hook_failure: warn,
+               verbosity: 0, restart: restart}
+        logging: {dir: /var/log/app, max_size: 100000, keep: 5, timestamp: iso8601, stdout: false}
+        sysctls: {values: {kernel.shmmax: 68719476736}, policy: skip-if-equal}
+    """)
+    assert init_env(image) == {
+        "S6_KILL_GRACETIME": "1500",
+        "S6_SERVICES_GRACETIME": "2500",
+        "S6_BEHAVIOUR_IF_STAGE2_FAILS": "1",
+        "S6_VERBOSITY": "0",
+        "GEN_LOG_DIR": "/var/log/app",
+        "GEN_LOG_MAX_SIZE": "100000",
+        "GEN_LOG_KEEP": "5",
+        "GEN_LOG_TIMESTAMP": "iso8601",
+        "GEN_LOG_STDOUT": "0",
+        "GEN_RESTART": "restart",
+        "GEN_SYSCTL_POLICY": "skip-if-equal",
+    }
+
+
+@pytest.mark.parametrize("failure, value", [("stop", "2"), ("warn", "1"), ("continue", "0")])
+def test_hook_failure_maps_to_s6_overlays_values(tmp_path, failure, value):
+    image, _ = image_from(tmp_path, f"init: {{kind: s6, on_hook_failure: {failure}}}\n")
+    assert init_env(image)["S6_BEHAVIOUR_IF_STAGE2_FAILS"] == value
+
+
+def test_reserved_service_name_is_an_error(tmp_path):
+    image, _ = image_from(tmp_path, "services: [{name: current, command: [sleep, '1']}]\n")
+    with pytest.raises(GenError, match="'current' is reserved"):
+        init_layer(image, None)
+
+
+def test_rendered_init_conf_round_trips_hostile_commands(tmp_path):
+    """init.conf is sourced by /init: every argument must come back exactly."""
+    args = ["a b", "it's", "$HOME", "new\nline", "back\\slash", '"q"']
+    image, project = image_from(tmp_path, f"""
+        user: nobody
+        services: [{{name: worker, command: {json.dumps(["printf", *args])}, log_stdout: true}}]
+    """)
+    rendered = render_project(project).images[0]
+    conf = rendered.file("gen-init/etc/gen/init.conf").data.decode()
+    script = conf + '\nservice() { shift 3; for a in "$@"; do printf "[%s]" "$a"; done; }\n' + conf
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out == "[printf]" + "".join(f"[{a}]" for a in args)
+    assert "service worker nobody 1 " in conf and "app_user=nobody" in conf
+
+
+def test_init_scripts_are_rendered_executable(tmp_path):
+    _, project = image_from(tmp_path, "init: {kind: s6}\n")
+    files = {f.path: f.mode for f in render_project(project).images[0].files}
+    assert files["gen-init/init"] == 0o755
+    assert files["gen-init/usr/lib/gen/init/service-run"] == 0o755
+    assert files["gen-init/etc/gen/init.d/10-gen-sysctls"] == 0o755
+
+
+# --- s6-overlay ---------------------------------------------------------------------------------
+
+
+def test_shipped_table_has_the_required_files_per_version():
+    table = checksum_table()
+    assert table
+    for version, files in table.items():
+        assert version.startswith("3.")
+        assert NOARCH in files and any(name.endswith("x86_64.tar.xz") for name in files)
+        assert all(len(d) == 64 and int(d, 16) >= 0 for d in files.values())
+
+
+def test_known_version_gets_a_fetch_stage(tmp_path):
+    image, _ = image_from(tmp_path, "init: {kind: s6-overlay, version: 3.1.6.2}\n")
+    layer = init_layer(image, None)
+    stage = layer.fetch_stage
+    assert layer.packages == () and layer.template_dir == "init/s6-overlay"
+    assert stage.name == "s6-overlay" and stage.default_arch == "x86_64"
+    assert stage.base_url.endswith("/v3.1.6.2") and stage.packages == ("xz-utils",)
+    assert {f.name: f.sha256 for f in stage.files} == checksum_table()["3.1.6.2"]
+    assert init_env(image)["S6_KEEP_ENV"] == "1"
+
+
+def test_unknown_version_without_checksums_is_a_clear_error(tmp_path):
+    image, _ = image_from(tmp_path, "init: {kind: s6-overlay, version: 3.9.9.9}\n")
+    with pytest.raises(GenError, match=r"(?s)knows no checksums for s6-overlay 3\.9\.9\.9.*init\.checksums"):
+        init_layer(image, None)
+
+
+def test_spec_checksums_and_source_override(tmp_path):
+    image, _ = image_from(tmp_path, f"""
+        init:
+          kind: s6-overlay
+          version: 3.9.9.9
+          source: http://127.0.0.1:8000/s6/
+          checksums: {{s6-overlay-noarch.tar.xz: {SUM}, s6-overlay-aarch64.tar.xz: {"b" * 64}}}
+    """)
+    stage = init_layer(image, None).fetch_stage
+    assert stage.base_url == "http://127.0.0.1:8000/s6" and stage.default_arch == "aarch64"
+    assert [(f.name, f.arch) for f in stage.files] == [("s6-overlay-aarch64.tar.xz", "aarch64"), (NOARCH, None)]
+
+
+def test_spec_checksums_need_an_arch_file(tmp_path):
+    image, _ = image_from(tmp_path, f"init: {{kind: s6-overlay, version: 3.9.9.9, checksums: {{{NOARCH}: {SUM}}}}}\n")
+    with pytest.raises(GenError, match="any s6-overlay-<arch>"):
+        init_layer(image, None)
+
+
+def test_local_source_directory_is_passed_to_the_build(tmp_path):
+    image, _ = image_from(tmp_path, "init: {kind: s6-overlay, version: 3.1.6.2, source: /srv/s6}\n")
+    stage = init_layer(image, None).fetch_stage
+    assert (stage.base_url, stage.local_dir) == ("", "/srv/s6")
+
+
+def test_fetch_stage_renders_verification(tmp_path):
+    _, project = image_from(tmp_path, "init: {kind: s6-overlay, version: 3.1.6.2}\ncmd: [echo, hi]\n")
+    text = render_project(project).images[0].file("Dockerfile").data.decode()
+    assert "FROM ${BASE_IMAGE} AS s6-overlay" in text
+    assert "sha256sum -c -" in text and checksum_table()["3.1.6.2"][NOARCH] in text
+    assert "COPY --from=s6-overlay /gen-s6-overlay/ /" in text
+    assert 'ENTRYPOINT ["/init"]' in text
+
+
+def test_s6_overlay_with_services_is_refused(tmp_path):
+    image, _ = image_from(tmp_path, "init: {kind: s6-overlay, version: 3.1.6.2}\nservices: [{name: w, command: [x]}]\n")
+    with pytest.raises(GenError, match="s6-rc"):
+        init_layer(image, None)
+
+
+def test_add_version_parses_published_sha256_files():
+    entries = add_version("3.2.0.2", {
+        NOARCH: f"{SUM}  {NOARCH}\n",
+        "s6-overlay-x86_64.tar.xz": f"{'C' * 64} *s6-overlay-x86_64.tar.xz\n",
+    })
+    assert entries == {"3.2.0.2": {NOARCH: SUM, "s6-overlay-x86_64.tar.xz": "c" * 64}}
+    text = merge_table({"3.1.6.2": {NOARCH: "d" * 64}}, entries)
+    assert list(json.loads(text)) == ["3.1.6.2", "3.2.0.2"]
+
+
+@pytest.mark.parametrize("files, message", [
+    ({NOARCH: "garbage"}, "not a sha256sum line"),
+    ({NOARCH: f"{SUM}  other.tar.xz"}, "names 'other.tar.xz'"),
+    ({"s6-overlay-x86_64.tar.xz": f"{SUM}  s6-overlay-x86_64.tar.xz"}, "noarch.tar.xz.sha256 is required"),
+    ({NOARCH: f"{SUM}  {NOARCH}"}, "at least one s6-overlay-<arch>"),
+])
+def test_add_version_rejects_bad_input(files, message):
+    with pytest.raises(GenError, match=message):
+        add_version("3.2.0.2", files)
+
+
+def test_add_version_refuses_2x_and_changed_sums():
+    with pytest.raises(GenError, match="only the 3.x line"):
+        add_version("2.2.0.3", {})
+    with pytest.raises(GenError, match="never changes"):
+        merge_table({"3.1.6.2": {NOARCH: "d" * 64}}, {"3.1.6.2": {NOARCH: SUM}})
+
+
+def test_parse_sha256_file_takes_the_base_name():
+    assert parse_sha256_file(f"{SUM}  ./dist/{NOARCH}\n") == (NOARCH, SUM)
+    assert shlex.quote(NOARCH) == NOARCH  # file names need no quoting in the fetch stage
