@@ -113,6 +113,12 @@ class Podman:
         state = self.call(["container", "inspect", "--format", "{{.State.Running}}", name], timeout=30)
         return state.code == 0 and state.stdout.strip() == "true"
 
+    def logs_tail(self, name: str, lines: int = 3) -> str:
+        """The container's last output lines, joined: why it exited, in its own words."""
+        got = self.call(["logs", "--tail", str(lines), name], timeout=30)
+        text = (got.stderr + got.stdout) if got.code == 0 else ""
+        return " / ".join(line.strip() for line in text.splitlines() if line.strip())
+
     def copy_out(self, name: str, path: str, dest: Path) -> Outcome:
         return self.call(["cp", f"{name}:{path}", str(dest)], timeout=120)
 

@@ -443,3 +443,42 @@ def test_cli_exit_codes_and_table(monkeypatch) -> None:
                                                       "detail": "stop took 10.31 s, exit 137", "seconds": 10.4}
     result = runner.invoke(_cli(monkeypatch, error=ImageNotFound("no image 'x'")), ["verify", "x"])
     assert result.exit_code == 2
+
+
+def test_read_only_may_fail_with_one_clear_line_then_run(tmp_path: Path) -> None:
+    def run(args):
+        if "/lain/logs/default" in args:  # given the writable log dir it asked for
+            return 0, "", ""
+        return 111, "", "gen-init: log directory /lain/logs/default is not writable: mount a volume there\n"
+
+    fake = FakePodman(run=run)
+    verdict = C.check_read_only(_ctx(tmp_path, fake))
+    assert verdict.status is Status.PASS, verdict.detail
+    assert "--tmpfs /lain/logs/default" in verdict.detail
+    assert fake.calls[1].count("--tmpfs") == 2  # /run was given already; only the log dir added
+
+
+@pytest.mark.parametrize("stderr", ["", "line one\nline two\n"])
+def test_read_only_failure_must_be_one_line(tmp_path: Path, stderr: str) -> None:
+    verdict = C.check_read_only(_ctx(tmp_path, FakePodman(run=lambda a: (1, "", stderr))))
+    assert verdict.status is Status.FAIL and "expected it to run" in verdict.detail
+
+
+def test_arbitrary_uid_still_failing_with_advice_fails(tmp_path: Path) -> None:
+    fake = FakePodman(run=lambda a: (111, "", "gen-init: cannot write /run/gen as uid 12345 gid 0\n"))
+    verdict = C.check_arbitrary_uid(_ctx(tmp_path, fake))
+    assert verdict.status is Status.FAIL and "still exit 111" in verdict.detail
+    assert fake.calls[0][fake.calls[0].index("--user") + 1] == "12345:0"
+
+
+def test_probe_that_exits_early_fails_fast_with_its_message(tmp_path: Path) -> None:
+    fake = FakePodman(exec=lambda a: (125, "", "container is not running"),
+                      container=lambda a: (0, "false\n", ""), wait=lambda a: (0, "1\n", ""),
+                      logs=lambda a: (0, "", "gen-init: start-up hook 10-gen-sysctls failed (exit 1)\n"))
+    ctx = _ctx(tmp_path, fake)
+    with pytest.raises(ToolError, match=r"exited \(1\) before the app started: gen-init: start-up hook"):
+        ctx.probe()
+    with pytest.raises(ToolError):  # remembered: the next probe check does not start another one
+        ctx.probe()
+    assert sum(1 for c in fake.calls if c[:2] == ["run", "-d"]) == 1
+    assert fake.now < 5  # no 20 s wait
