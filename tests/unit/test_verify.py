@@ -449,7 +449,8 @@ def test_read_only_may_fail_with_one_clear_line_then_run(tmp_path: Path) -> None
     def run(args):
         if "/lain/logs/default" in args:  # given the writable log dir it asked for
             return 0, "", ""
-        return 111, "", "gen-init: log directory /lain/logs/default is not writable: mount a volume there\n"
+        return 111, "", ("gen-init: warning: sysctl kernel.shmmax should be 1\n"
+                         "gen-init: log directory /lain/logs/default is not writable: mount a volume there\n")
 
     fake = FakePodman(run=run)
     verdict = C.check_read_only(_ctx(tmp_path, fake))

@@ -1,0 +1,127 @@
+"""Session fixtures of the podman integration tests: the bundled example specs rendered into a
+temporary copy of the project and built once into the session's storage, plus two specs of the
+tests' own: `no-init` (the shell-is-PID-1 baseline) and `app-strict` (app-base with sysctl
+policy `fail`). Every test shares those images; containers run with --rm or are removed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from generator.build.host import Host
+from generator.verify.podman import Podman
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD_TIMEOUT = 1800
+
+# The baseline: built by gen without an init layer, a shell form CMD as PID 1.
+NO_INIT_SPEC = """\
+name: no-init
+tags: ["1.0"]
+description: baseline without an init layer; a shell is PID 1
+base:
+  distro: debian
+  release: bookworm
+  bootstrap:
+    variant: minbase
+    source_date_epoch: 1700000000
+init:
+  kind: none
+cmd: ["sh", "-c", "sleep 60"]
+"""
+
+# app-base's sysctls with the other failure policy: the runtime must set them.
+APP_STRICT_SPEC = """\
+name: app-strict
+tags: ["1.0"]
+description: app-base whose sysctls must be set by the runtime
+extends: app-base
+sysctls:
+  policy: fail
+"""
+
+
+def run_gen(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`gen ARGS` as a user runs it, in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "generator", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="session")
+def gen_cli():
+    """gen_cli(args, env, timeout=300): `gen ARGS` in a subprocess."""
+    return run_gen
+
+
+@pytest.fixture(scope="session")
+def example_project(tmp_path_factory: pytest.TempPathFactory, gen_env: dict[str, str],
+                    bootstrapped_base: str) -> Path:
+    """A copy of the project's specs plus the tests' own, rendered and built (all images)."""
+    project = tmp_path_factory.mktemp("examples")
+    shutil.copytree(ROOT / "specs", project / "specs")
+    (project / "specs" / "no-init.yaml").write_text(NO_INIT_SPEC)
+    (project / "specs" / "app-strict.yaml").write_text(APP_STRICT_SPEC)
+    rendered = run_gen(["render", "-C", str(project)], gen_env)
+    assert rendered.returncode == 0, rendered.stdout + rendered.stderr
+    bases = {json.loads(p.read_text())["base"].get("image") for p in (project / "output").glob("*/gen-manifest.json")
+             if json.loads(p.read_text())["base"].get("kind") == "bootstrap"}
+    if bases != {bootstrapped_base}:
+        # Not an error: `gen build` bootstraps what render asks for; it only costs one more rootfs.
+        warnings.warn(f"the examples' bootstrap {sorted(bases)} is not the session base {bootstrapped_base} "
+                      "(tests/conftest.py SESSION_BASE): the build bootstraps it again", stacklevel=1)
+    built = run_gen(["build", "-C", str(project)], gen_env, timeout=BUILD_TIMEOUT)
+    assert built.returncode == 0, built.stdout + built.stderr[-4000:]
+    return project
+
+
+@pytest.fixture(scope="session")
+def example_images(example_project: Path) -> dict[str, str]:
+    """Image reference of every built example by spec name: <prefix>/<name>:<first tag>."""
+    refs = {}
+    for manifest in sorted((example_project / "output").glob("*/gen-manifest.json")):
+        data = json.loads(manifest.read_text())
+        refs[data["name"]] = f"localhost/gen/{data['name']}:{data['tags'][0]}"
+    return refs
+
+
+@pytest.fixture(scope="session")
+def podman(gen_host: Host) -> Podman:
+    """podman on the session storage, through the verify stage's bounded calls."""
+    return Podman(gen_host)
+
+
+@pytest.fixture(scope="session")
+def hint_flags(example_project: Path, gen_env: dict[str, str]):
+    """hint_flags(name): the `--sysctl` flags `gen hints NAME --json` prints."""
+    cache: dict[str, list[str]] = {}
+
+    def flags(name: str) -> list[str]:
+        if name not in cache:
+            got = run_gen(["hints", name, "-C", str(example_project), "--json"], gen_env)
+            assert got.returncode == 0, got.stderr
+            cache[name] = [f for f in json.loads(got.stdout)["run_flags"] if f.startswith("--sysctl")]
+        return cache[name]
+
+    return flags
+
+
+@pytest.fixture(scope="session")
+def gen_verify(example_project: Path, gen_env: dict[str, str]):
+    """gen_verify(target, *args) -> CompletedProcess of `gen verify`, run once per argument list."""
+    cache: dict[tuple[str, ...], subprocess.CompletedProcess[str]] = {}
+
+    def verify(target: str, *args: str) -> subprocess.CompletedProcess[str]:
+        key = (target, *args)
+        if key not in cache:
+            env = dict(gen_env, COLUMNS="200")
+            cache[key] = run_gen(["verify", target, "-C", str(example_project), *args], env, timeout=600)
+        return cache[key]
+
+    return verify
