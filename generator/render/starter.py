@@ -6,7 +6,9 @@ import os
 import re
 from pathlib import Path
 
-from generator.errors import UsageError
+from generator.errors import GenError, UsageError
+from generator.spec.schema_check import check_against_schema
+from generator.spec.yamlfile import read_spec_file
 from generator.render.templates import TemplateSet
 
 _NAME = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*$")
@@ -31,5 +33,12 @@ def write_starter(project: Path, name: str, extends: str | None, force: bool) ->
     schema = Path(schema_pkg).parent / "spec.schema.json"
     text = starter_text(name, extends, os.path.relpath(schema, specs.resolve()) if specs.exists() else str(schema))
     specs.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    draft = path.with_name(f".{path.name}.new")
+    draft.write_text(text, encoding="utf-8")
+    spec, problems = read_spec_file(draft, str(path))
+    problems += check_against_schema(spec) if spec is not None else []
+    if problems:  # the template is ours: a starter that does not validate is gen's bug
+        draft.unlink()
+        raise GenError("the starter spec does not validate:\n" + "\n".join(p.format() for p in problems))
+    draft.replace(path)
     return path

@@ -66,11 +66,11 @@ class TemplateSet:
         )
         self.env.filters.update(shell_quote=shlex.quote, dockerfile_quote=dockerfile_quote, exec_form=exec_form)
 
-    def render(self, name: str, **context: object) -> str:
+    def render(self, template: str, **context: object) -> str:
         try:
-            return self.env.get_template(name).render(**context)
+            return self.env.get_template(template).render(**context)
         except jinja2.TemplateError as exc:
-            where = getattr(exc, "filename", None) or name
+            where = getattr(exc, "filename", None) or template
             line = getattr(exc, "lineno", None)
             raise GenError(f"template {where}{':' + str(line) if line else ''}: {exc}") from exc
 

@@ -1,0 +1,90 @@
+"""The `gen` command line as users run it: exit codes, messages, and that bad input changes nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def gen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "generator", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    shutil.copytree(ROOT / "specs", tmp_path / "specs")
+    return tmp_path
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_render_is_deterministic_and_check_passes_then_fails_with_a_diff(project):
+    assert gen("render", cwd=project).returncode == 0
+    first = snapshot(project / "output")
+    shutil.rmtree(project / "output")
+    assert gen("render", cwd=project).returncode == 0
+    assert snapshot(project / "output") == first
+    assert gen("render", "--check", cwd=project).returncode == 0
+    spec = project / "specs" / "runtime.yaml"
+    spec.write_text(spec.read_text().replace("procps", "procps\n  - less"))
+    check = gen("render", "--check", cwd=project)
+    assert check.returncode == 1
+    assert "+        less \\" in check.stdout + check.stderr
+    assert snapshot(project / "output") == first  # --check writes nothing
+
+
+def test_broken_spec_exits_2_prints_every_problem_and_changes_nothing(project):
+    assert gen("render", cwd=project).returncode == 0
+    before = snapshot(project / "output")
+    spec = project / "specs" / "app-base.yaml"
+    spec.write_text(spec.read_text().replace("uid: 1000", "uidd: 1000").replace("keep: 3", "keep: x")
+                    + "tagz: [x]\n")
+    result = gen("render", cwd=project)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert any("specs/app-base.yaml:" in line and "$.users[0].uidd: unknown field 'uidd'" in line for line in lines)
+    assert any("$.tagz: unknown field 'tagz'" in line for line in lines)
+    assert "did you mean 'tags'?" in result.stderr
+    assert snapshot(project / "output") == before
+
+
+def test_validate_graph_and_schema(project):
+    result = gen("validate", cwd=project)
+    assert result.returncode == 0 and "debian-s6, runtime, app-base" in result.stdout
+    graph = json.loads(gen("graph", "--format", "json", cwd=project).stdout)
+    assert [n["name"] for n in graph["nodes"]] == ["debian-s6", "runtime", "app-base"]
+    assert 'digraph' in gen("graph", "--format", "dot", cwd=project).stdout
+    schema = json.loads(gen("schema", cwd=project).stdout)
+    assert schema["$schema"].endswith("2020-12/schema")
+
+
+def test_new_writes_a_spec_that_validates_and_refuses_to_overwrite(project):
+    assert gen("new", "myapp", "--extends", "runtime", cwd=project).returncode == 0
+    text = (project / "specs" / "myapp.yaml").read_text()
+    assert text.startswith("# yaml-language-server: $schema=")
+    assert gen("validate", cwd=project).returncode == 0
+    again = gen("new", "myapp", cwd=project)
+    assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_usage_errors_exit_2(project):
+    assert gen("render", "--no-such-flag", cwd=project).returncode == 2
+    assert gen("render", "specs/missing.yaml", cwd=project).returncode == 2
+    assert gen("hints", "no-such-image", cwd=project).returncode == 2
+
+
+def test_version_and_help(project):
+    assert gen("--version", cwd=project).stdout.startswith("gen ")
+    for command in ("render", "validate", "graph", "schema", "new", "build", "hints"):
+        result = gen(command, "--help", cwd=project)
+        assert result.returncode == 0 and "Usage" in result.stdout, command
