@@ -203,3 +203,48 @@ def test_overlay_modes_are_normalized(tmp_path):
 
 def test_every_step_kind_has_a_rank():
     assert len(set(STEP_ORDER)) == len(STEP_ORDER)
+
+
+DIGEST = "@sha256:" + "a" * 64
+FAMILY_SPECS = {
+    "apk": f"""
+        name: alp
+        tags: [v1]
+        base: {{distro: alpine, release: "3.20", image: "docker.io/library/alpine:3.20{DIGEST}"}}
+        packages: [tzdata, curl]
+        groups: [{{name: web, gid: 2000}}]
+        users: [{{name: app, uid: 1000, groups: [web]}}]
+        """,
+    "dnf": f"""
+        name: fed
+        tags: [v1]
+        base: {{distro: fedora, release: "40", image: "registry.fedoraproject.org/fedora:40{DIGEST}"}}
+        packages: [tzdata, curl]
+        users: [{{name: app, uid: 1000}}]
+        """,
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_SPECS))
+def test_other_families_render_their_own_package_and_account_steps(tmp_path, family):
+    name = "alp" if family == "apk" else "fed"
+    write_specs(tmp_path, **{name: FAMILY_SPECS[family]})
+    text = dockerfile(render(tmp_path), name)
+    assert "ARG BASE_IMAGE=" in text and DIGEST in text
+    if family == "apk":
+        assert "apk add --no-cache" in text and "apt-get" not in text
+        assert "adduser -D -u 1000 -G app" in text and "addgroup app web" in text
+    else:
+        assert "dnf install -y --setopt=install_weak_deps=False" in text and "dnf clean all" in text
+        assert "useradd --no-log-init --uid 1000 --gid app" in text
+    block = text.split("--no-cache \\\n" if family == "apk" else "tsflags=nodocs \\\n", 1)[1].split("    ;", 1)[0]
+    assert [line.strip(" \\") for line in block.splitlines()] == ["curl", "execline", "s6", "tzdata"]
+    hadolint = shutil.which("hadolint")
+    assert hadolint, "hadolint is installed by the test extra"
+    path = tmp_path / "output" / "Dockerfile"
+    path.parent.mkdir()
+    path.write_text(text)
+    import subprocess
+
+    result = subprocess.run([hadolint, "--no-color", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout
