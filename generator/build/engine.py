@@ -49,6 +49,7 @@ class BuildOptions:
     jobs: int = 1
     backend: str = "buildah"
     dry_run: bool = False
+    no_cache: bool = False  # rebuild every layer (the registry stage's refresh for newer packages)
 
 
 @dataclass(frozen=True)
@@ -293,6 +294,8 @@ class Builder:
         tool = self.options.backend
         argv = [tool, *self.host.global_flags(), "bud" if tool == "buildah" else "build",
                 "--isolation", "chroot", "--layers", "--format", "oci", "--pull=never"]
+        if self.options.no_cache:
+            argv.append("--no-cache")
         version = tool_version(tool, self.host.env).version or (0,)
         if tool == "buildah" and version >= SOURCE_DATE_EPOCH_FLAGS_SINCE:
             argv += ["--source-date-epoch", epoch, "--rewrite-timestamp"]
