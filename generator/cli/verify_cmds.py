@@ -56,13 +56,14 @@ def register(app: typer.Typer) -> None:
         try:
             ref = resolve_ref(target, project, prefix.rstrip("/"), podman)
             if as_json:
-                results = verify_image(host, ref, podman=podman, only=check)
+                results = verify_image(host, ref, podman=podman, only=check, output_dir=project / "output")
             else:
                 with err.status(f"verifying {ref}") as status:
                     def progress(result) -> None:
                         status.update(f"verifying {ref}: {result.name} done")
 
-                    results = verify_image(host, ref, podman=podman, only=check, on_result=progress)
+                    results = verify_image(host, ref, podman=podman, only=check, on_result=progress,
+                                           output_dir=project / "output")
         except GenError as exc:
             err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
             raise typer.Exit(exc.exit_code) from None

@@ -209,6 +209,8 @@ def _base(image: Image, parent: Image | None, bootstrap_key: str) -> tuple[str, 
 
 def _new_packages(image: Image, parent: Image | None, layer: InitLayer | None) -> tuple[str, ...]:
     wanted = set(image.packages) | set(layer.packages if layer else ())
+    if parent is None and image.base.bootstrap is not None:  # already in the bootstrapped rootfs
+        wanted -= {p.split("=", 1)[0] for p in image.base.bootstrap.include} | set(image.base.bootstrap.include)
     if parent is not None:
         wanted -= set(parent.packages)
         wanted -= set(init_layer(parent, None).packages if parent.init.kind != "none" else ())

@@ -19,6 +19,7 @@ from pathlib import Path
 from generator.build.host import Host
 from generator.build.proc import ToolError
 from generator.errors import GenError, UsageError
+from generator.render import STRUCTURE_TEST
 from generator.verify.checks import CHECKS, Context, Status, Verdict
 from generator.verify.expectations import EMBEDDED_SPEC, Expectations, parse_embedded, without_spec
 from generator.verify.podman import Podman
@@ -98,8 +99,10 @@ def read_expectations(podman: Podman, ref: str) -> Expectations:
 
 def verify_image(host: Host, ref: str, expectations: Expectations | None = None, *,
                  podman: Podman | None = None, only: Iterable[str] | None = None,
-                 on_result: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
-    """Run every check (or those named in `only`) against the image; results in table order."""
+                 on_result: Callable[[CheckResult], None] | None = None,
+                 output_dir: Path | None = None) -> list[CheckResult]:
+    """Run every check (or those named in `only`) against the image; results in table order.
+    output_dir (the project's output/) holds the image's generated structure test, if any."""
     podman = podman or Podman(host)
     image = podman.inspect_image(ref)
     if image is None:
@@ -111,7 +114,8 @@ def verify_image(host: Host, ref: str, expectations: Expectations | None = None,
     expect = expectations or read_expectations(podman, ref)
     results = []
     with tempfile.TemporaryDirectory(prefix="gen-verify-") as work:
-        ctx = Context(podman, ref, expect, dict(image.get("Config") or {}), Path(work))
+        config = dict(image.get("Config") or {})
+        ctx = Context(podman, ref, expect, config, Path(work), structure_config_for(output_dir, config))
         try:
             for name, check in CHECKS:
                 if wanted is not None and name not in wanted:
@@ -123,6 +127,15 @@ def verify_image(host: Host, ref: str, expectations: Expectations | None = None,
         finally:
             ctx.close()
     return results
+
+
+def structure_config_for(output_dir: Path | None, config: dict) -> Path | None:
+    """output/<title>/structure-test.yaml for an image whose OCI title label names a rendered image."""
+    title = ((config.get("Labels") or {}).get("org.opencontainers.image.title") or "")
+    if output_dir is None or not title or "/" in title or title.startswith("."):
+        return None
+    path = output_dir / title / STRUCTURE_TEST
+    return path if path.is_file() else None
 
 
 def _run_check(name: str, check: Callable[[Context], Verdict], ctx: Context) -> CheckResult:

@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 
 from generator.build.proc import ToolError
+from generator.verify import structure
 from generator.verify.expectations import Expectations
 from generator.verify.podman import Outcome, Podman, poll
 
@@ -74,6 +75,7 @@ class Context:
     expect: Expectations
     config: dict  # the image's inspect Config (Entrypoint, Env, Labels)
     workdir: Path
+    structure_config: Path | None = None  # output/<name>/structure-test.yaml, when rendered here
     _probe: str | None = None
     _probe_error: str | None = None
     _cleanup: list[str] = field(default_factory=list)
@@ -515,6 +517,22 @@ def check_sysctl_policy(ctx: Context) -> Verdict:
     return failed(f"policy {policy}: expected a non-zero exit before the app; ran={ran}, {_code_detail(outcome)}")
 
 
+def check_structure(ctx: Context) -> Verdict:
+    """The image's generated container-structure-test config (accounts, volumes, packages, metadata)."""
+    if ctx.structure_config is None or not ctx.structure_config.is_file():
+        return skipped("no structure-test.yaml for this image under output/ (gen render writes one)")
+    if structure.tool_path() is None:
+        return skipped(f"{structure.TOOL} is not installed (pip install {structure.TOOL})")
+    report = structure.run_structure_test(ctx.podman.host, ctx.ref, ctx.structure_config)
+    if report.passed:
+        return passed(f"{report.detail} ({ctx.structure_config.parent.name}/{ctx.structure_config.name})")
+    if not report.cases:
+        return failed(report.detail)
+    first = report.failures[0]
+    return failed(f"{report.detail}: {', '.join(c.name for c in report.failures)}; "
+                  f"{first.errors[0] if first.errors else ''}".rstrip("; "))
+
+
 CheckFunction = Callable[[Context], Verdict]
 
 # Table order: what the image is, then the live container, then one-shot runs.
@@ -536,4 +554,5 @@ CHECKS: tuple[tuple[str, CheckFunction], ...] = (
     ("volume ownership", check_volumes),
     ("sysctls via --sysctl", check_sysctls_runtime),
     ("sysctl policy", check_sysctl_policy),
+    ("structure test", check_structure),
 )

@@ -31,6 +31,7 @@ base:
   release: bookworm
   bootstrap:
     variant: minbase
+    include: [execline, s6]  # the session's shared rootfs; nothing of it is used
     source_date_epoch: 1700000000
 init:
   kind: none
