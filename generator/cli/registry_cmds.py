@@ -1,0 +1,278 @@
+"""`gen push`, `gen pull`, `gen retag`, `gen lock`, `gen sbom`, `gen rebuild`, `gen ci`: the registry
+stage's commands.
+
+Exit codes: 0 ok (for rebuild: nothing to do); 3 rebuild rebuilt images; 1 an operation failed;
+2 bad input (unknown image, bad registry, --insecure-registry for a non-loopback host).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from generator.build import DEFAULT_PREFIX, Host
+from generator.errors import GenError
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+NamesArgument = Annotated[Optional[list[str]], typer.Argument(help="Images (default: all rendered).",
+                                                               show_default=False)]
+ProjectOption = Annotated[
+    Path, typer.Option("--project", "-C", help="Project root holding specs/ and output/.", envvar="GEN_PROJECT")
+]
+StorageOption = Annotated[
+    Optional[Path],
+    typer.Option("--storage-root", help="Isolated containers storage (and gen's state) in DIR.",
+                 envvar="GEN_STORAGE_ROOT", show_default=False),
+]
+PrefixOption = Annotated[
+    str, typer.Option("--prefix", help="Local name prefix the images were built under.", envvar="GEN_PREFIX")
+]
+RegistryOption = Annotated[
+    str, typer.Option("--registry", "-r", help="Registry and organization, HOST[:PORT]/ORG.", envvar="GEN_REGISTRY",
+                      metavar="HOST/ORG")
+]
+InsecureOption = Annotated[
+    bool, typer.Option("--insecure-registry", help="Plain HTTP / unverified TLS; loopback registries only.")
+]
+SinceOption = Annotated[
+    Optional[str], typer.Option("--since", help="Only images whose spec, templates or overlays changed in "
+                                "(REV, HEAD], and their dependents.", metavar="REV")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def _fail(exc: GenError) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    return typer.Exit(exc.exit_code)
+
+
+def _progress(line: str) -> None:
+    err.print(f"[dim]{line}[/]", markup=True, highlight=False)
+
+
+def _print_transfers(done, as_json: bool, verb: str) -> None:
+    if as_json:
+        out.print_json(json.dumps([{"name": t.name, "tags": list(t.tags), "digest": t.digest,
+                                    "image_id": t.image_id or None, "from": t.source, "to": t.destination}
+                                   for t in done]))
+        return
+    for t in done:
+        out.print(f"{verb} {t.name} {t.digest} -> {t.destination}:{{{','.join(t.tags)}}}", markup=False)
+    if not done:
+        out.print("no image selected")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def push(
+        names: NamesArgument = None,
+        registry: RegistryOption = "",
+        insecure_registry: InsecureOption = False,
+        since: SinceOption = None,
+        project: ProjectOption = Path("."),
+        storage_root: StorageOption = None,
+        prefix: PrefixOption = DEFAULT_PREFIX,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Push built images with every tag, the build-id tag gen-<key> included, to HOST/ORG/NAME.
+        Credentials come from the containers auth file (`podman login`, REGISTRY_AUTH_FILE)."""
+        from generator.registry import parse_registry, push_images, select_images
+
+        try:
+            target = parse_registry(_required(registry), insecure_registry)
+            images, chosen = select_images(project, list(names or []), since)
+            done = push_images(Host.from_env(storage_root, project), images, chosen, prefix.rstrip("/"), target,
+                               _progress)
+        except GenError as exc:
+            raise _fail(exc) from None
+        _print_transfers(done, as_json, "pushed")
+
+    @app.command()
+    def pull(
+        names: NamesArgument = None,
+        registry: RegistryOption = "",
+        insecure_registry: InsecureOption = False,
+        since: SinceOption = None,
+        project: ProjectOption = Path("."),
+        storage_root: StorageOption = None,
+        prefix: PrefixOption = DEFAULT_PREFIX,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Pull images from HOST/ORG into gen's storage under --prefix, with their build-id tags, so
+        `gen build` sees them as up to date."""
+        from generator.registry import parse_registry, pull_images, select_images
+
+        try:
+            target = parse_registry(_required(registry), insecure_registry)
+            images, chosen = select_images(project, list(names or []), since)
+            done = pull_images(Host.from_env(storage_root, project), images, chosen, prefix.rstrip("/"), target,
+                               _progress)
+        except GenError as exc:
+            raise _fail(exc) from None
+        _print_transfers(done, as_json, "pulled")
+
+    @app.command()
+    def retag(
+        names: NamesArgument = None,
+        source: Annotated[str, typer.Option("--from", help="Source HOST[:PORT]/ORG.", metavar="HOST/ORG")] = "",
+        destination: Annotated[str, typer.Option("--to", help="Destination HOST[:PORT]/ORG.", metavar="HOST/ORG")] = "",
+        insecure_registry: InsecureOption = False,
+        since: SinceOption = None,
+        project: ProjectOption = Path("."),
+        storage_root: StorageOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Copy every tag of the images from one organization (or registry) to another, registry to
+        registry; manifests are copied byte for byte, so digests stay the same."""
+        from generator.registry import parse_registry, retag_images, select_images
+        from generator.errors import UsageError
+
+        try:
+            src = parse_registry(_required(source, "--from"), insecure_registry, "--from")
+            dst = parse_registry(_required(destination, "--to"), insecure_registry, "--to")
+            if src == dst:
+                raise UsageError(f"--from and --to are both {src}; give two different organizations")
+            images, chosen = select_images(project, list(names or []), since)
+            done = retag_images(Host.from_env(storage_root, project), images, chosen, src, dst, _progress)
+        except GenError as exc:
+            raise _fail(exc) from None
+        _print_transfers(done, as_json, "copied")
+
+    @app.command()
+    def lock(
+        update: Annotated[bool, typer.Option("--update", help="Refresh gen.lock from the images in storage "
+                                             "(and their digests in --registry, when given).")] = False,
+        registry: RegistryOption = "",
+        insecure_registry: InsecureOption = False,
+        project: ProjectOption = Path("."),
+        storage_root: StorageOption = None,
+        prefix: PrefixOption = DEFAULT_PREFIX,
+    ) -> None:
+        """Show gen.lock, or with --update record for every built image its base and rootfs ids, image
+        id, registry digest, init artifacts' checksums and installed package versions."""
+        from generator.registry import parse_registry, select_images
+        from generator.registry.lock import lock_path, locked_image, read_lock, write_lock
+
+        try:
+            current = read_lock(project)
+            if not update:
+                if not lock_path(project).is_file():
+                    err.print("no gen.lock yet; run `gen lock --update` after `gen build`")
+                    raise typer.Exit(1)
+                out.print(current.to_json(), markup=False, end="")
+                return
+            target = parse_registry(registry, insecure_registry) if registry.strip() else None
+            host = Host.from_env(storage_root, project)
+            images, chosen = select_images(project, [], None)
+            skopeo = None
+            for name in chosen:
+                digest = ""
+                if target is not None:
+                    from generator.registry import Skopeo
+
+                    skopeo = skopeo or Skopeo(host)
+                    digest = skopeo.digest(f"{target.repository(name)}:{images[name].tags[0]}", target.tls_verify) or ""
+                elif name in current.images:
+                    digest = current.images[name].digest
+                current.images[name] = locked_image(host, images, name, prefix.rstrip("/"), digest)
+                _progress(f"locked {name}")
+            for gone in set(current.images) - set(images):
+                del current.images[gone]
+            if target is not None:
+                current.registry = str(target)
+            changed = write_lock(project, current)
+        except GenError as exc:
+            raise _fail(exc) from None
+        out.print(f"{'wrote' if changed else 'unchanged:'} {lock_path(project)} ({len(current.images)} image(s))")
+
+    @app.command()
+    def sbom(
+        names: NamesArgument = None,
+        project: ProjectOption = Path("."),
+        storage_root: StorageOption = None,
+        prefix: PrefixOption = DEFAULT_PREFIX,
+    ) -> None:
+        """Write a CycloneDX 1.6 JSON SBOM of each built image to output/NAME.sbom.cdx.json: its dpkg
+        packages with versions and licenses (where machine-readable), its base and init artifacts."""
+        from generator.registry import select_images
+        from generator.registry.lock import locked_image, read_lock
+        from generator.registry.packages import installed_packages
+        from generator.registry.sbom import write_sbom
+        from generator.registry.updates import root_of
+
+        try:
+            host = Host.from_env(storage_root, project)
+            images, chosen = select_images(project, list(names or []), None)
+            current = read_lock(project)
+            for name in chosen:
+                pre = prefix.rstrip("/")
+                digest = current.images[name].digest if name in current.images else ""
+                entry = locked_image(host, images, name, pre, digest)
+                root = root_of(images, name)
+                path = write_sbom(project / "output", images[name], entry,
+                                  installed_packages(host, f"{pre}/{name}:{images[name].tags[0]}"),
+                                  str(root.base.get("distro", "")), str(root.base.get("release", "")))
+                out.print(f"wrote {path}", markup=False)
+        except GenError as exc:
+            raise _fail(exc) from None
+
+    @app.command(epilog="Exit codes: 0 nothing to do; 3 images were rebuilt (or adopted); 1 a step failed; "
+                        "2 bad input. A report goes to --report-dir as rebuild-report.json and .md.")
+    def rebuild(
+        registry: RegistryOption = "",
+        insecure_registry: InsecureOption = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the decision and why; change nothing.")] = False,
+        no_package_check: Annotated[bool, typer.Option("--no-package-check",
+                                    help="Skip (b): resolving installed packages against the package index.")] = False,
+        skip_verify: Annotated[bool, typer.Option("--skip-verify", help="Do not run `gen verify` on rebuilt images.")] = False,
+        report_dir: Annotated[Optional[Path], typer.Option("--report-dir", help="Where the reports go "
+                              "(default: .gen/ of the project).", show_default=False)] = None,
+        project: ProjectOption = Path("."),
+        storage_root: StorageOption = None,
+        prefix: PrefixOption = DEFAULT_PREFIX,
+        as_json: JsonOption = False,
+    ) -> None:
+        """The scheduled job: find stale images ((a) base changed in the registry, (b) newer packages
+        in the index, (c) spec/templates/overlays changed, (d) parent rebuilt), rebuild exactly those
+        parents first, verify, push to --registry, update gen.lock, write a JSON and Markdown report.
+
+        Exit code 0: nothing to do; 3: images were rebuilt; 1: a step failed; 2: bad input."""
+        from generator.build.outputs import load_outputs
+        from generator.registry import parse_registry
+        from generator.registry.rebuild import RebuildContext, rebuild as run, report_markdown, write_report
+
+        try:
+            target = parse_registry(registry, insecure_registry) if registry.strip() else None
+            if insecure_registry and target is None:
+                from generator.errors import UsageError
+
+                raise UsageError("--insecure-registry needs --registry HOST/ORG")
+            host = Host.from_env(storage_root, project)
+            ctx = RebuildContext(host, project, load_outputs(project / "output"), prefix.rstrip("/"), target,
+                                 check_packages=not no_package_check, verify=not skip_verify, progress=_progress)
+            data = run(ctx, dry_run)
+            paths = write_report(report_dir or project / ".gen", data) if not dry_run else ()
+        except GenError as exc:
+            raise _fail(exc) from None
+        if as_json:
+            out.print_json(json.dumps(data))
+        else:
+            out.print(report_markdown(data), markup=False)
+        for path in paths:
+            err.print(f"report: {path}", markup=False)
+        raise typer.Exit(data["exit_code"])
+
+
+def _required(value: str, option: str = "--registry") -> str:
+    from generator.errors import UsageError
+
+    if not value.strip():
+        hint = " (or set GEN_REGISTRY)" if option == "--registry" else ""
+        raise UsageError(f"{option} HOST/ORG is required{hint}, e.g. {option} registry.example.com/team")
+    return value

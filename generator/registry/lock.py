@@ -1,0 +1,160 @@
+"""The lock file `gen.lock` (JSON, in the project root): what each built image was made from and of.
+
+Per image: its build id and content key inputs (rendered files hash), image id and registry digest,
+its base (bootstrapped rootfs image id, registry base digest, or parent image id and digest), the
+init layer (s6-overlay version and the sha256 of each tarball; for the distro's s6 the packages say
+it), and every installed package with its version, read from the image's dpkg database.
+
+It lives beside specs/, not in output/<name>/: files there are build inputs (the content key
+hashes them) and `gen render` owns them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from generator.build import storage
+from generator.build.host import Host
+from generator.build.outputs import OutputImage, files_sha256
+from generator.errors import UsageError
+from generator.registry.packages import installed_packages
+
+LOCK_FILE = "gen.lock"
+LOCK_VERSION = 1
+EMBEDDED_SPEC = "etc/gen/spec.json"  # under the rendered gen-spec/ context directory
+
+
+@dataclass
+class LockedImage:
+    name: str
+    parent: str | None
+    tags: list[str]
+    build_id: str
+    image_id: str
+    digest: str  # manifest digest in the registry; "" until pushed
+    files_sha256: str
+    base: dict
+    init: dict
+    packages: dict[str, str] = field(default_factory=dict)  # name[:arch] -> version
+
+
+@dataclass
+class Lock:
+    registry: str = ""
+    images: dict[str, LockedImage] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        data = {"lock_version": LOCK_VERSION, "registry": self.registry,
+                "images": {n: asdict(self.images[n]) for n in sorted(self.images)}}
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def lock_path(project: Path) -> Path:
+    return project / LOCK_FILE
+
+
+def read_lock(project: Path) -> Lock:
+    """The project's lock; an empty one when there is none yet."""
+    path = lock_path(project)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return Lock()
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); "
+                         "restore it from git or run `gen lock --update`") from None
+    if data.get("lock_version") != LOCK_VERSION:
+        raise UsageError(f"{path}: lock_version {data.get('lock_version')!r} is not {LOCK_VERSION}; "
+                         "run `gen lock --update` with this gen")
+    try:
+        images = {name: LockedImage(**entry) for name, entry in (data.get("images") or {}).items()}
+    except TypeError as exc:
+        raise UsageError(f"{path}: an image entry has unexpected fields ({exc}); run `gen lock --update`") from None
+    return Lock(str(data.get("registry") or ""), images)
+
+
+def write_lock(project: Path, lock: Lock) -> bool:
+    """Write atomically, only when the text changes (so git and mtimes see no churn). True if written."""
+    path = lock_path(project)
+    text = lock.to_json()
+    if path.is_file() and path.read_text() == text:
+        return False
+    fd, tmp = tempfile.mkstemp(dir=project, prefix=".gen.lock.")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return True
+
+
+def init_entry(image: OutputImage) -> dict:
+    """The init layer's pinned artifacts, from the spec rendered into the image's context."""
+    spec_file = image.directory / "gen-spec" / EMBEDDED_SPEC
+    try:
+        init = dict(json.loads(spec_file.read_text()).get("init") or {})
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {"kind": "unknown"}
+    entry = {"kind": str(init.get("kind", ""))}
+    if entry["kind"] == "s6-overlay":
+        table = json.loads(resources.files("generator").joinpath("data", "s6-overlay-checksums.json").read_text())
+        version = str(init.get("version", ""))
+        sums = dict(table.get(version, {}))
+        sums.update(init.get("checksums") or {})
+        entry.update(version=version, checksums=dict(sorted(sums.items())))
+    return entry
+
+
+def base_entry(host: Host, image: OutputImage, prefix: str, parent_tags: tuple[str, ...] = ()) -> dict:
+    """What the image was built on: the parent's image id, the bootstrapped rootfs image id, or
+    the registry base's pinned digest (and its id in storage)."""
+    kind = image.base_kind
+    if image.parent:
+        ref = f"{prefix}/{image.parent}:{parent_tags[0]}" if parent_tags else str(image.base.get("image", ""))
+        found = storage.inspect(host, ref)
+        return {"kind": "parent", "name": image.parent, "image_id": found.id if found else ""}
+    ref = str(image.base.get("image", ""))
+    found = storage.inspect(host, ref)
+    entry = {"kind": kind, "ref": ref, "image_id": found.id if found else ""}
+    if kind == "image" and "@" in ref:
+        entry["digest"] = ref.split("@", 1)[1]
+    return entry
+
+
+def locked_image(host: Host, images: dict[str, OutputImage], name: str, prefix: str, digest: str = "") -> LockedImage:
+    """The lock entry of an image as it is in storage now (it must be built)."""
+    from generator.registry.transfer import stored_tags
+
+    image = images[name]
+    found, tags = stored_tags(host, prefix, image)
+    build_ids = [t for t in tags if t.startswith("gen-")]
+    parent_tags = images[image.parent].tags if image.parent else ()
+    packages = installed_packages(host, f"{prefix}/{name}:{image.tags[0]}")
+    return LockedImage(
+        name=name, parent=image.parent, tags=list(image.tags), build_id=build_ids[-1] if build_ids else "",
+        image_id=found.id, digest=digest, files_sha256=files_sha256(image.directory),
+        base=base_entry(host, image, prefix, parent_tags), init=init_entry(image),
+        packages=package_versions(packages),
+    )
+
+
+def package_versions(packages) -> dict[str, str]:
+    """name -> version; name:arch for a package installed for several architectures."""
+    counts: dict[str, int] = {}
+    for p in packages:
+        counts[p.name] = counts.get(p.name, 0) + 1
+    return {(p.name if counts[p.name] == 1 else f"{p.name}:{p.architecture}"): p.version for p in packages}
+
+
+def package_changes(old: dict[str, str], new: dict[str, str]) -> list[dict[str, str]]:
+    """Added, removed and changed packages between two lock entries, by name."""
+    changes = []
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name), new.get(name)
+        if before != after:
+            changes.append({"package": name, "old": before or "", "new": after or ""})
+    return changes

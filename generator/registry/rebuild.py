@@ -1,0 +1,347 @@
+"""`gen rebuild`: the scheduled job. Decide which images are stale and why, rebuild exactly those in
+dependency order, verify, push, update the lock, report.
+
+Stale because
+  (a) base-moved: the image it is built on changed in the registry (a parent published there by
+      someone else under the same tag is adopted: pulled, not rebuilt; a registry base's tag moved);
+  (b) packages: the package index offers newer versions of installed packages;
+  (c) changed: its rendered spec, templates or overlays differ from the lock (an image not in
+      the lock yet is recorded as it is, not rebuilt);
+  (d) parent-rebuilt: its parent is rebuilt or adopted in this run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from generator.build import storage
+from generator.build.engine import Builder, BuildOptions
+from generator.build.host import Host
+from generator.build.outputs import OutputImage, files_sha256, topological_order
+from generator.build.proc import Cancel
+from generator.errors import GenError
+from generator.registry.lock import Lock, LockedImage, locked_image, package_changes, read_lock, write_lock
+from generator.registry.packages import installed_packages
+from generator.registry.sbom import write_sbom
+from generator.registry.skopeo import Skopeo
+from generator.registry.target import Registry, is_loopback
+from generator.registry.transfer import push_image
+from generator.registry.updates import apt_source, available_updates, root_of
+
+BASE_MOVED, PACKAGES, CHANGED, PARENT_REBUILT = "base-moved", "packages", "changed", "parent-rebuilt"
+EXIT_NOTHING, EXIT_REBUILT, EXIT_FAILED = 0, 3, 1
+
+
+@dataclass
+class Verdict:
+    """One image's decision: rebuild (reasons non-empty), adopt (pull a changed registry image), or keep."""
+
+    name: str
+    reasons: list[dict] = field(default_factory=list)  # {"code": ..., "detail": ...}
+    updates: list[dict] = field(default_factory=list)
+    adopt_digest: str = ""
+
+    @property
+    def stale(self) -> bool:
+        return bool(self.reasons)
+
+    def add(self, code: str, detail: str) -> None:
+        self.reasons.append({"code": code, "detail": detail})
+
+    @property
+    def codes(self) -> set[str]:
+        return {r["code"] for r in self.reasons}
+
+
+@dataclass
+class Outcome:
+    name: str
+    action: str  # rebuilt, adopted, failed, skipped-after-failure
+    reasons: list[dict]
+    old_digest: str
+    new_digest: str
+    old_image_id: str
+    new_image_id: str
+    verify: str  # passed, failed: ..., unavailable, skipped
+    package_changes: list[dict] = field(default_factory=list)
+    error: str = ""
+
+
+@dataclass
+class RebuildContext:
+    host: Host
+    project: Path
+    images: dict[str, OutputImage]
+    prefix: str
+    registry: Registry | None
+    check_packages: bool = True
+    verify: bool = True
+    progress: Callable[[str], None] = lambda line: None
+    cancel: Cancel = field(default_factory=Cancel)
+
+
+def _registry_digest(ctx: RebuildContext, skopeo: Skopeo, name: str) -> str | None:
+    assert ctx.registry is not None
+    image = ctx.images[name]
+    return skopeo.digest(f"{ctx.registry.repository(name)}:{image.tags[0]}", ctx.registry.tls_verify)
+
+
+def _base_tag_digest(ctx: RebuildContext, skopeo: Skopeo, ref: str) -> str | None:
+    """The digest a pinned registry base's tag points at now (ref is repo:tag@sha256:...)."""
+    by_tag = ref.split("@", 1)[0]
+    host = by_tag.split("/", 1)[0]
+    insecure = ctx.registry is not None and not ctx.registry.tls_verify and is_loopback(host)
+    return skopeo.digest(by_tag, not insecure)
+
+
+def assess(ctx: RebuildContext, lock: Lock) -> list[Verdict]:
+    """Verdicts for every rendered image, parents first."""
+    skopeo = Skopeo(ctx.host)
+    verdicts: dict[str, Verdict] = {}
+    lists_cache = ctx.host.cache_dir / "apt-lists"
+    for name in topological_order(ctx.images):
+        image, verdict = ctx.images[name], Verdict(name)
+        verdicts[name] = verdict
+        locked = lock.images.get(name)
+        local = storage.inspect(ctx.host, f"{ctx.prefix}/{name}:{image.tags[0]}")
+        # (c) rendered inputs
+        if locked is not None and locked.files_sha256 != files_sha256(image.directory):
+            verdict.add(CHANGED, "spec, templates or overlays changed since the lock")
+        # (a) the registry
+        if ctx.registry is not None and locked is not None and locked.digest:
+            now = _registry_digest(ctx, skopeo, name)
+            if now and now != locked.digest and not verdict.stale:
+                verdict.adopt_digest = now
+        if not image.parent and image.base_kind == "image" and locked is not None:
+            pinned = str(locked.base.get("digest", ""))
+            now = _base_tag_digest(ctx, skopeo, str(image.base.get("image", "")))
+            if now and pinned and now != pinned:
+                verdict.add(BASE_MOVED, f"base tag {str(image.base['image']).split('@')[0]} now names {now}, "
+                                        f"the spec pins {pinned}: update base.image in {image.spec}")
+        # (d) the parent
+        parent = verdicts.get(image.parent or "")
+        if parent is not None and parent.adopt_digest:
+            verdict.add(BASE_MOVED, f"parent {parent.name} changed in the registry: "
+                                    f"{lock.images[parent.name].digest} -> {parent.adopt_digest}")
+        elif parent is not None and parent.stale:
+            verdict.add(PARENT_REBUILT, f"parent {parent.name} is rebuilt")
+        if local is None and not verdict.stale and not verdict.adopt_digest:
+            verdict.add(CHANGED, f"{ctx.prefix}/{name}:{image.tags[0]} is not in the storage gen uses")
+        # (b) packages, only where nothing else already forces the rebuild
+        if ctx.check_packages and not verdict.stale and not verdict.adopt_digest and local is not None:
+            source = apt_source(ctx.project, ctx.images, name, ctx.host.env)
+            if source is not None:
+                ctx.progress(f"checking {name} for package updates")
+                updates = available_updates(ctx.host, f"{ctx.prefix}/{name}:{image.tags[0]}", source, lists_cache)
+                if updates:
+                    security = sum(u.security for u in updates)
+                    verdict.updates = [asdict(u) | {"security": u.security} for u in updates]
+                    verdict.add(PACKAGES, f"{len(updates)} package update(s), {security} security: "
+                                          + ", ".join(f"{u.package} {u.old} -> {u.new}" for u in updates[:8])
+                                          + (" ..." if len(updates) > 8 else ""))
+    return [verdicts[n] for n in topological_order(ctx.images)]
+
+
+def _verify(ctx: RebuildContext, ref: str) -> str:
+    if not ctx.verify:
+        return "skipped"
+    try:
+        from generator.verify import verify_image
+    except ImportError:
+        return "verify unavailable"
+    results = verify_image(ctx.host, ref)
+    failed = [r for r in results if not r.passed]
+    if failed:
+        return "failed: " + "; ".join(f"{r.name}: {r.detail}" for r in failed)
+    return "passed"
+
+
+def _adopt(ctx: RebuildContext, name: str, digest: str) -> str:
+    """Pull the registry's image under the first tag into storage with the spec's tags; its id."""
+    assert ctx.registry is not None
+    image = ctx.images[name]
+    first = f"{ctx.prefix}/{name}:{image.tags[0]}"
+    Skopeo(ctx.host).pull_ref(f"{ctx.registry.repository(name)}@{digest}", ctx.registry.tls_verify, first)
+    found = storage.inspect(ctx.host, first)
+    if found is None:
+        raise GenError(f"{name}: {first} missing right after pulling {digest}")
+    storage.tag(ctx.host, found.id, [f"{ctx.prefix}/{name}:{t}" for t in image.tags[1:]])
+    return found.id
+
+
+def _force_fresh(ctx: RebuildContext, name: str, locked: LockedImage | None) -> None:
+    """Make the build stage build this image again with the same inputs (for newer packages): drop
+    its build-id tag, and for a bootstrapped root the rootfs tag too, so it is bootstrapped anew."""
+    image = ctx.images[name]
+    if locked and locked.build_id:
+        ref = f"{ctx.prefix}/{name}:{locked.build_id}"
+        found = storage.inspect(ctx.host, ref)
+        if found is not None:
+            storage.untag(ctx.host, found.id, ref)
+    if not image.parent and image.base_kind == "bootstrap":
+        ref = str(image.base["image"])
+        found = storage.inspect(ctx.host, ref)
+        if found is not None:
+            storage.untag(ctx.host, found.id, ref)
+
+
+def run_rebuild(ctx: RebuildContext, verdicts: list[Verdict], lock: Lock) -> list[Outcome]:
+    """Adopt and rebuild per the verdicts, parents first; stop a branch at its first failure."""
+    builders = {flag: Builder(ctx.host, ctx.project / "output", ctx.project,
+                              BuildOptions(prefix=ctx.prefix, no_cache=flag), cancel=ctx.cancel)
+                for flag in (False, True)}
+    outcomes: list[Outcome] = []
+    failed: set[str] = set()
+    ids: dict[str, str] = {}
+    for verdict in verdicts:
+        name, image = verdict.name, ctx.images[verdict.name]
+        locked = lock.images.get(name)
+        old_digest, old_id = (locked.digest, locked.image_id) if locked else ("", "")
+        if image.parent in failed:
+            failed.add(name)
+            outcomes.append(Outcome(name, "skipped-after-failure", verdict.reasons, old_digest, "", old_id, "",
+                                    "skipped", error=f"parent {image.parent} failed"))
+            continue
+        if verdict.adopt_digest:
+            ctx.progress(f"adopting {name} {verdict.adopt_digest} from the registry")
+            ids[name] = _adopt(ctx, name, verdict.adopt_digest)
+            lock.images[name] = locked_image(ctx.host, ctx.images, name, ctx.prefix, verdict.adopt_digest)
+            outcomes.append(Outcome(name, "adopted", [{"code": BASE_MOVED, "detail": "published in the registry "
+                                    "under the same tag"}], old_digest, verdict.adopt_digest, old_id, ids[name],
+                                    "skipped", package_changes(locked.packages if locked else {},
+                                                               lock.images[name].packages)))
+            continue
+        if not verdict.stale:
+            continue
+        try:
+            outcomes.append(_rebuild_one(ctx, builders, verdict, lock, ids))
+        except GenError as exc:
+            failed.add(name)
+            outcomes.append(Outcome(name, "failed", verdict.reasons, old_digest, "", old_id, "", "skipped",
+                                    error=str(exc)))
+    return outcomes
+
+
+def _rebuild_one(ctx: RebuildContext, builders: dict[bool, Builder], verdict: Verdict, lock: Lock,
+                 ids: dict[str, str]) -> Outcome:
+    name, image = verdict.name, ctx.images[verdict.name]
+    locked = lock.images.get(name)
+    old_digest, old_id = (locked.digest, locked.image_id) if locked else ("", "")
+    fresh = verdict.codes == {PACKAGES}
+    if fresh:
+        _force_fresh(ctx, name, locked)
+    if any(r["code"] == BASE_MOVED and not image.parent for r in verdict.reasons):
+        raise GenError(verdict.reasons[0]["detail"])
+    parent_id = ""
+    if image.parent:
+        parent_id = ids.get(image.parent) or _stored_id(ctx, image.parent)
+    ctx.progress(f"rebuilding {name}: {', '.join(r['code'] for r in verdict.reasons)}")
+    built = builders[fresh].build_one(name, parent_id)
+    ids[name] = built.image_id
+    ref = f"{ctx.prefix}/{name}:{image.tags[0]}"
+    ctx.progress(f"verifying {name}")
+    verified = _verify(ctx, ref)
+    if verified.startswith("failed"):
+        raise GenError(f"{name}: rebuilt as {built.image_id[:12]} but verify {verified}")
+    digest = ""
+    if ctx.registry is not None:
+        ctx.progress(f"pushing {name}")
+        digest = push_image(ctx.host, image, ctx.prefix, ctx.registry).digest
+    entry = locked_image(ctx.host, ctx.images, name, ctx.prefix, digest)
+    lock.images[name] = entry
+    _sbom(ctx, name, entry)
+    if built.action == "built":
+        action = "rebuilt"
+    else:  # the build stage found it built already (by hand, or a reproducible parent rebuild)
+        action = "unchanged" if (built.image_id, digest) == (old_id, old_digest or digest) else "updated"
+    return Outcome(name, action, verdict.reasons, old_digest, digest, old_id, built.image_id, verified,
+                   package_changes(locked.packages if locked else {}, entry.packages))
+
+
+def _stored_id(ctx: RebuildContext, name: str) -> str:
+    ref = f"{ctx.prefix}/{name}:{ctx.images[name].tags[0]}"
+    found = storage.inspect(ctx.host, ref)
+    if found is None:
+        raise GenError(f"{ref} is not in the storage gen uses; run `gen build` or `gen pull` first")
+    return found.id
+
+
+def _sbom(ctx: RebuildContext, name: str, entry: LockedImage) -> None:
+    root = root_of(ctx.images, name)
+    packages = installed_packages(ctx.host, f"{ctx.prefix}/{name}:{ctx.images[name].tags[0]}")
+    write_sbom(ctx.project / "output", ctx.images[name], entry, packages, str(root.base.get("distro", "")),
+               str(root.base.get("release", "")))
+
+
+def exit_code(outcomes: list[Outcome]) -> int:
+    if any(o.action in ("failed", "skipped-after-failure") for o in outcomes):
+        return EXIT_FAILED
+    return EXIT_REBUILT if any(o.action in ("rebuilt", "adopted", "updated") for o in outcomes) else EXIT_NOTHING
+
+
+def report_data(verdicts: list[Verdict], outcomes: list[Outcome], dry_run: bool, registry: Registry | None,
+                started: float) -> dict:
+    return {
+        "dry_run": dry_run,
+        "registry": str(registry) if registry else None,
+        "seconds": round(time.monotonic() - started, 1),
+        "decisions": [{"name": v.name, "stale": v.stale, "adopt": v.adopt_digest or None, "reasons": v.reasons,
+                       "package_updates": v.updates} for v in verdicts],
+        "results": [asdict(o) for o in outcomes],
+        "exit_code": exit_code(outcomes) if not dry_run else (
+            EXIT_REBUILT if any(v.stale or v.adopt_digest for v in verdicts) else EXIT_NOTHING),
+    }
+
+
+def report_markdown(data: dict) -> str:
+    lines = ["# gen rebuild report", ""]
+    lines.append(f"Registry: {data['registry'] or 'none (nothing pushed)'}; "
+                 f"{'dry run; ' if data['dry_run'] else ''}took {data['seconds']} s.")
+    lines += ["", "| image | decision | why |", "| --- | --- | --- |"]
+    for d in data["decisions"]:
+        decision = "adopt" if d["adopt"] else ("rebuild" if d["stale"] else "up to date")
+        why = "; ".join(f"({r['code']}) {r['detail']}" for r in d["reasons"]) or "-"
+        lines.append(f"| {d['name']} | {decision} | {why.replace('|', '/')} |")
+    if data["results"]:
+        lines += ["", "## Results", "", "| image | action | old digest | new digest | verify |",
+                  "| --- | --- | --- | --- | --- |"]
+        for r in data["results"]:
+            lines.append(f"| {r['name']} | {r['action']} | {r['old_digest'] or '-'} | {r['new_digest'] or '-'} "
+                         f"| {r['verify']} |")
+        for r in data["results"]:
+            if r["package_changes"]:
+                lines += ["", f"### Package changes in {r['name']}", "", "| package | old | new |",
+                          "| --- | --- | --- |"]
+                lines += [f"| {c['package']} | {c['old'] or '-'} | {c['new'] or '-'} |" for c in r["package_changes"]]
+            if r["error"]:
+                lines += ["", f"### {r['name']} failed", "", "```", r["error"], "```"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(directory: Path, data: dict) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = directory / "rebuild-report.json", directory / "rebuild-report.md"
+    json_path.write_text(json.dumps(data, indent=2) + "\n")
+    md_path.write_text(report_markdown(data))
+    return json_path, md_path
+
+
+def rebuild(ctx: RebuildContext, dry_run: bool) -> dict:
+    """The whole job; returns the report data (its exit_code says what happened)."""
+    started = time.monotonic()
+    lock = read_lock(ctx.project)
+    verdicts = assess(ctx, lock)
+    outcomes: list[Outcome] = []
+    if not dry_run:
+        outcomes = run_rebuild(ctx, verdicts, lock)
+        if ctx.registry is not None:
+            lock.registry = str(ctx.registry)
+        for name in topological_order(ctx.images):  # first run: record what is there
+            if name not in lock.images and storage.exists(ctx.host, f"{ctx.prefix}/{name}:{ctx.images[name].tags[0]}"):
+                lock.images[name] = locked_image(ctx.host, ctx.images, name, ctx.prefix)
+        write_lock(ctx.project, lock)
+    return report_data(verdicts, outcomes, dry_run, ctx.registry, started)

@@ -1,0 +1,114 @@
+"""A CycloneDX 1.6 JSON SBOM per built image, written with cyclonedx-python-lib.
+
+Components: every installed dpkg package (purl pkg:deb, version, architecture, source package,
+licenses where its copyright file is machine-readable), the base the image was built on (image id
+as a hash; the registry digest for a registry base), and the s6-overlay tarballs with their
+sha256 when the init layer uses them. Same image, same SBOM: the serial number derives from the
+image id and the timestamp is the image's SOURCE_DATE_EPOCH.
+
+Written to output/<name>.sbom.cdx.json, beside the rendered directory rather than in it: files
+inside output/<name>/ are build inputs and belong to `gen render`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cyclonedx.exception.factory import InvalidSpdxLicenseException
+from cyclonedx.factory.license import LicenseFactory
+from cyclonedx.model import HashAlgorithm, HashType, Property
+from cyclonedx.model.bom import Bom, BomMetaData
+from cyclonedx.model.component import Component, ComponentType
+from cyclonedx.output.json import JsonV1Dot6
+from packageurl import PackageURL
+
+from generator.build.outputs import OutputImage
+from generator.registry.lock import LockedImage
+from generator.registry.packages import Package
+
+SBOM_SUFFIX = ".sbom.cdx.json"
+_NAMESPACE = uuid.UUID("6f1c2b2e-7d1a-4f0e-9a51-3c0d6b1f9e42")  # gen's namespace for serial numbers
+
+
+def sbom_path(output_dir: Path, name: str) -> Path:
+    return output_dir / f"{name}{SBOM_SUFFIX}"
+
+
+def _sha256(hex_digest: str) -> HashType:
+    return HashType(alg=HashAlgorithm.SHA_256, content=hex_digest.removeprefix("sha256:"))
+
+
+def _package_component(package: Package, distro: str, release: str, licenses: LicenseFactory) -> Component:
+    qualifiers = {"arch": package.architecture, "distro": f"{distro}-{release}"}
+    if package.source != package.name or package.source_version != package.version:
+        qualifiers["upstream"] = f"{package.source}@{package.source_version}"
+    purl = PackageURL(type="deb", namespace=distro, name=package.name, version=package.version, qualifiers=qualifiers)
+    return Component(
+        name=package.name, version=package.version, type=ComponentType.LIBRARY, purl=purl,
+        bom_ref=f"deb:{package.name}:{package.architecture}",
+        licenses=[_license(licenses, name) for name in package.licenses],
+        properties=[Property(name="dev.gen:source", value=f"{package.source} {package.source_version}")],
+    )
+
+
+def _license(factory: LicenseFactory, name: str):
+    """An SPDX license by id where the name is one, else a named license (never an expression, so
+    several licenses of one package can stand side by side)."""
+    try:
+        return factory.make_with_id(name)
+    except InvalidSpdxLicenseException:
+        return factory.make_with_name(name)
+
+
+def _base_component(image: OutputImage, locked: LockedImage) -> Component:
+    base = locked.base
+    name = base.get("name") or base.get("ref") or "base"
+    hashes = [_sha256(base["image_id"])] if base.get("image_id") else []
+    properties = [Property(name="dev.gen:base-kind", value=str(base.get("kind", "")))]
+    if base.get("digest"):
+        properties.append(Property(name="dev.gen:manifest-digest", value=str(base["digest"])))
+    return Component(name=str(name), type=ComponentType.CONTAINER, bom_ref="base", hashes=hashes,
+                     properties=properties, description="the image this one is built on (hash: its image id)")
+
+
+def _init_components(locked: LockedImage) -> list[Component]:
+    init = locked.init
+    if init.get("kind") != "s6-overlay":
+        return []
+    return [Component(name=file, version=str(init.get("version", "")), type=ComponentType.FILE,
+                      bom_ref=f"s6-overlay:{file}", hashes=[_sha256(digest)])
+            for file, digest in sorted((init.get("checksums") or {}).items())]
+
+
+def build_sbom(image: OutputImage, locked: LockedImage, packages: list[Package], distro: str, release: str) -> Bom:
+    licenses = LicenseFactory()
+    subject = Component(name=image.name, version=locked.build_id or None, type=ComponentType.CONTAINER,
+                        bom_ref=f"image:{image.name}", hashes=[_sha256(locked.image_id)],
+                        properties=[Property(name="dev.gen:tag", value=t) for t in image.tags]
+                        + ([Property(name="dev.gen:manifest-digest", value=locked.digest)] if locked.digest else []))
+    metadata = BomMetaData(component=subject,
+                           timestamp=datetime.fromtimestamp(image.source_date_epoch, tz=timezone.utc))
+    components = [_base_component(image, locked), *_init_components(locked)]
+    components += [_package_component(p, distro, release, licenses) for p in packages]
+    serial = uuid.uuid5(_NAMESPACE, f"{image.name}:{locked.image_id}")
+    bom = Bom(components=components, metadata=metadata, serial_number=serial)
+    bom.register_dependency(subject, components)
+    return bom
+
+
+def sbom_json(bom: Bom) -> str:
+    return JsonV1Dot6(bom).output_as_string(indent=2) + "\n"
+
+
+def write_sbom(output_dir: Path, image: OutputImage, locked: LockedImage, packages: list[Package],
+               distro: str, release: str) -> Path:
+    """Write the SBOM when its text changed; its path."""
+    path = sbom_path(output_dir, image.name)
+    text = sbom_json(build_sbom(image, locked, packages, distro, release))
+    if not path.is_file() or path.read_text() != text:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return path

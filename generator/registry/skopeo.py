@@ -1,0 +1,118 @@
+"""skopeo calls: copy between containers storage and registries, inspect a tag's digest, list tags.
+
+Credentials: skopeo finds them itself in the standard containers auth file (REGISTRY_AUTH_FILE,
+${XDG_RUNTIME_DIR}/containers/auth.json, ~/.docker/config.json); gen never passes, reads or
+prints them, and scrubs anything credential-shaped from error text before showing it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+
+from generator.build.host import Host
+from generator.build.proc import ToolError, run_quiet
+from generator.errors import GenError
+from generator.registry.target import Registry
+
+COPY_TIMEOUT = 1800.0
+QUERY_TIMEOUT = 120.0
+_USERINFO = re.compile(r"(://)[^/@\s]+@")
+_SECRET_FIELD = re.compile(r"(?i)((?:password|passwd|token|auth|secret|creds)[\"']?\s*[:=]\s*)\S+")
+_NOT_FOUND = ("manifest unknown", "name unknown", "not found", "404")
+
+
+class RegistryError(GenError):
+    """A registry operation failed (exit 1); the message says which image and what to check."""
+
+
+def scrub(text: str) -> str:
+    """text without user:password@ in URLs or values of credential-like fields."""
+    return _SECRET_FIELD.sub(r"\1<redacted>", _USERINFO.sub(r"\1<redacted>@", text))
+
+
+def tls_flag(name: str, verify: bool) -> list[str]:
+    return [f"--{name}={'true' if verify else 'false'}"]
+
+
+class Skopeo:
+    """skopeo with gen's environment; every call is bounded in time."""
+
+    def __init__(self, host: Host):
+        self.host = host
+
+    def _run(self, argv: list[str], timeout: float, what: str):
+        try:
+            return run_quiet(["skopeo", *argv], self.host.env, timeout=timeout)
+        except ToolError as exc:
+            raise RegistryError(f"{what}: {scrub(str(exc).splitlines()[0] if str(exc) else 'skopeo failed')}"
+                                f"{_hint(str(exc))}") from None
+
+    def push(self, local_ref: str, registry: Registry, name: str, tag: str) -> str:
+        """Copy an image from gen's storage to registry/name:tag; its manifest digest."""
+        with tempfile.TemporaryDirectory(prefix="gen-push-") as tmp:
+            digestfile = Path(tmp) / "digest"
+            self._run(["copy", "--quiet", *tls_flag("dest-tls-verify", registry.tls_verify),
+                       "--digestfile", str(digestfile), self.host.skopeo_ref(local_ref), registry.ref(name, tag)],
+                      COPY_TIMEOUT, f"pushing {local_ref} to {registry.repository(name)}:{tag}")
+            return digestfile.read_text().strip()
+
+    def copy_tag(self, src: Registry, src_tag: str, dst: Registry, dst_tag: str, name: str) -> str:
+        """Registry to registry, manifest byte for byte (--preserve-digests); its digest."""
+        with tempfile.TemporaryDirectory(prefix="gen-copy-") as tmp:
+            digestfile = Path(tmp) / "digest"
+            self._run(["copy", "--quiet", "--preserve-digests", *tls_flag("src-tls-verify", src.tls_verify),
+                       *tls_flag("dest-tls-verify", dst.tls_verify), "--digestfile", str(digestfile),
+                       src.ref(name, src_tag), dst.ref(name, dst_tag)],
+                      COPY_TIMEOUT, f"copying {src.repository(name)}:{src_tag} to {dst.repository(name)}:{dst_tag}")
+            return digestfile.read_text().strip()
+
+    def pull(self, registry: Registry, name: str, tag: str, local_ref: str) -> None:
+        """Copy registry/name:tag into gen's storage as local_ref (image id = config digest, kept)."""
+        self._run(["copy", "--quiet", *tls_flag("src-tls-verify", registry.tls_verify), registry.ref(name, tag),
+                   self.host.skopeo_ref(local_ref)],
+                  COPY_TIMEOUT, f"pulling {registry.repository(name)}:{tag}")
+
+    def pull_ref(self, remote: str, tls_verify: bool, local_ref: str) -> None:
+        """Copy any registry reference (repo:tag or repo@digest) into gen's storage as local_ref."""
+        self._run(["copy", "--quiet", *tls_flag("src-tls-verify", tls_verify), f"docker://{remote}",
+                   self.host.skopeo_ref(local_ref)], COPY_TIMEOUT, f"pulling {remote}")
+
+    def digest(self, remote: str, tls_verify: bool) -> str | None:
+        """The manifest digest a registry reference (repo:tag) points at; None when it does not exist."""
+        argv = ["inspect", "--no-tags", *tls_flag("tls-verify", tls_verify), "--format", "{{.Digest}}",
+                f"docker://{remote}"]
+        proc = run_quiet(["skopeo", *argv], self.host.env, timeout=QUERY_TIMEOUT, check=False)
+        if proc.returncode == 0:
+            return proc.stdout.strip()
+        if any(marker in proc.stderr.lower() for marker in _NOT_FOUND):
+            return None
+        raise RegistryError(f"inspecting {remote}: {scrub(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'skopeo failed')}"
+                            f"{_hint(proc.stderr)}")
+
+    def tags(self, registry: Registry, name: str) -> list[str]:
+        """Tags of registry/name; [] when the repository does not exist."""
+        argv = ["list-tags", *tls_flag("tls-verify", registry.tls_verify), f"docker://{registry.repository(name)}"]
+        proc = run_quiet(["skopeo", *argv], self.host.env, timeout=QUERY_TIMEOUT, check=False)
+        if proc.returncode == 0:
+            return sorted(json.loads(proc.stdout).get("Tags") or [])
+        if any(marker in proc.stderr.lower() for marker in _NOT_FOUND):
+            return []
+        raise RegistryError(f"listing tags of {registry.repository(name)}: "
+                            f"{scrub(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'skopeo failed')}"
+                            f"{_hint(proc.stderr)}")
+
+
+def _hint(text: str) -> str:
+    lower = text.lower()
+    if "http response to https client" in lower:
+        return ("\n  the registry speaks plain HTTP: for a loopback registry add --insecure-registry; "
+                "otherwise give it TLS")
+    if "unauthorized" in lower or "authentication required" in lower or "denied" in lower:
+        return ("\n  log in first (`skopeo login HOST` or `podman login HOST`, which write the standard auth "
+                "file), or point REGISTRY_AUTH_FILE at an auth file")
+    if "connection refused" in lower or "no such host" in lower or "i/o timeout" in lower:
+        return "\n  the registry is not reachable: check the host and port"
+    return ""

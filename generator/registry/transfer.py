@@ -1,0 +1,160 @@
+"""`gen push`, `gen pull`, `gen retag`: every tag of each image, the build-id tag `gen-<key>` included.
+
+An image goes from storage to the registry once, under its build-id tag; its other tags are
+registry-side copies of that manifest (--preserve-digests), so every tag has the same digest and
+no layer is compressed twice. A pull copies one tag and gives the rest in storage, so the image
+id (the config digest) is the one the build made and `gen build` recognises it as up to date.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from generator.build import storage
+from generator.build.host import Host
+from generator.build.outputs import OutputImage
+from generator.registry.skopeo import RegistryError, Skopeo
+from generator.registry.target import Registry
+
+BUILD_ID_PREFIX = "gen-"
+
+
+@dataclass(frozen=True)
+class Transferred:
+    """One image moved: its tags (build-id tags last), manifest digest and image id."""
+
+    name: str
+    tags: tuple[str, ...]
+    digest: str
+    image_id: str
+    source: str
+    destination: str
+
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def local_ref(prefix: str, name: str, tag: str) -> str:
+    return f"{prefix}/{name}:{tag}"
+
+
+def stored_tags(host: Host, prefix: str, image: OutputImage) -> tuple[storage.StoredImage, list[str]]:
+    """The image under its first spec tag in storage, and its tags to carry: the spec's tags, then
+    the build-id tags that name the same image."""
+    ref = local_ref(prefix, image.name, image.tags[0])
+    found = storage.inspect(host, ref)
+    if found is None:
+        raise RegistryError(f"{image.name}: {ref} is not in the storage gen uses; run `gen build {image.name}` "
+                            "(or `gen pull`) first")
+    repo = f"{prefix}/{image.name}:"
+    build_ids = sorted(n[len(repo):] for n in found.names
+                       if n.startswith(repo) and n[len(repo):].startswith(BUILD_ID_PREFIX))
+    return found, [*image.tags, *build_ids]
+
+
+def push_image(host: Host, image: OutputImage, prefix: str, registry: Registry,
+               skopeo: Skopeo | None = None) -> Transferred:
+    skopeo = skopeo or Skopeo(host)
+    found, tags = stored_tags(host, prefix, image)
+    first = next((t for t in tags if t.startswith(BUILD_ID_PREFIX)), tags[0])
+    digest = skopeo.push(local_ref(prefix, image.name, first), registry, image.name, first)
+    for tag in tags:
+        if tag == first:
+            continue
+        copied = skopeo.copy_tag(registry, first, registry, tag, image.name)
+        if copied != digest:
+            raise RegistryError(f"{image.name}: {registry.repository(image.name)}:{tag} got digest {copied}, "
+                                f"not {digest} like {first}; the registry rewrote the manifest")
+    ordered = tuple(sorted(tags, key=lambda t: t.startswith(BUILD_ID_PREFIX)))
+    return Transferred(image.name, ordered, digest, found.id, f"{prefix}/{image.name}",
+                       registry.repository(image.name))
+
+
+def push_images(host: Host, images: dict[str, OutputImage], names: list[str], prefix: str,
+                registry: Registry, progress: Progress = _quiet) -> list[Transferred]:
+    """Push names (parents first) with all their tags."""
+    skopeo = Skopeo(host)
+    done = []
+    for name in names:
+        progress(f"pushing {name} to {registry.repository(name)}")
+        done.append(push_image(host, images[name], prefix, registry, skopeo))
+    return done
+
+
+def registry_tags(skopeo: Skopeo, registry: Registry, image: OutputImage) -> tuple[str, list[str]]:
+    """The digest of the image's first spec tag in the registry and its tags to carry: the spec's
+    tags and the build-id tags with that same digest."""
+    repository = registry.repository(image.name)
+    digest = skopeo.digest(f"{repository}:{image.tags[0]}", registry.tls_verify)
+    if digest is None:
+        raise RegistryError(f"{image.name}: {repository}:{image.tags[0]} does not exist; push it first "
+                            f"(`gen push {image.name} --registry {registry}`)")
+    tags = list(image.tags)
+    for tag in skopeo.tags(registry, image.name):
+        if tag.startswith(BUILD_ID_PREFIX) and skopeo.digest(f"{repository}:{tag}", registry.tls_verify) == digest:
+            tags.append(tag)
+    return digest, tags
+
+
+def pull_image(host: Host, image: OutputImage, prefix: str, registry: Registry,
+               skopeo: Skopeo | None = None) -> Transferred:
+    skopeo = skopeo or Skopeo(host)
+    digest, tags = registry_tags(skopeo, registry, image)
+    missing = [t for t in image.tags if t != image.tags[0] and
+               skopeo.digest(f"{registry.repository(image.name)}:{t}", registry.tls_verify) != digest]
+    if missing:
+        raise RegistryError(f"{image.name}: tag(s) {', '.join(missing)} in {registry.repository(image.name)} "
+                            f"do not name the same image as {image.tags[0]}; push the image again")
+    first = local_ref(prefix, image.name, image.tags[0])
+    skopeo.pull(registry, image.name, image.tags[0], first)
+    found = storage.inspect(host, first)
+    if found is None:
+        raise RegistryError(f"{image.name}: {first} missing right after the pull")
+    storage.tag(host, found.id, [local_ref(prefix, image.name, t) for t in tags[1:]])
+    return Transferred(image.name, tuple(tags), digest, found.id, registry.repository(image.name),
+                       f"{prefix}/{image.name}")
+
+
+def pull_images(host: Host, images: dict[str, OutputImage], names: list[str], prefix: str,
+                registry: Registry, progress: Progress = _quiet) -> list[Transferred]:
+    skopeo = Skopeo(host)
+    done = []
+    for name in names:
+        progress(f"pulling {name} from {registry.repository(name)}")
+        done.append(pull_image(host, images[name], prefix, registry, skopeo))
+    return done
+
+
+def retag_image(host: Host, image: OutputImage, source: Registry, destination: Registry,
+                skopeo: Skopeo | None = None) -> Transferred:
+    """Copy every tag of the image's repository from source to destination, digests unchanged."""
+    skopeo = skopeo or Skopeo(host)
+    tags = skopeo.tags(source, image.name)
+    if not tags:
+        raise RegistryError(f"{image.name}: {source.repository(image.name)} has no tags; push it there first")
+    digests = {}
+    for tag in tags:
+        before = skopeo.digest(f"{source.repository(image.name)}:{tag}", source.tls_verify)
+        after = skopeo.copy_tag(source, tag, destination, tag, image.name)
+        if before != after:
+            raise RegistryError(f"{image.name}:{tag}: digest changed in the copy ({before} -> {after})")
+        digests[tag] = after
+    first = image.tags[0] if image.tags[0] in digests else tags[0]
+    ordered = tuple(sorted(tags, key=lambda t: (t.startswith(BUILD_ID_PREFIX), t)))
+    return Transferred(image.name, ordered, digests[first], "", source.repository(image.name),
+                       destination.repository(image.name))
+
+
+def retag_images(host: Host, images: dict[str, OutputImage], names: list[str], source: Registry,
+                 destination: Registry, progress: Progress = _quiet) -> list[Transferred]:
+    skopeo = Skopeo(host)
+    done = []
+    for name in names:
+        progress(f"copying {source.repository(name)} to {destination.repository(name)}")
+        done.append(retag_image(host, images[name], source, destination, skopeo))
+    return done
