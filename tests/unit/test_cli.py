@@ -88,3 +88,9 @@ def test_version_and_help(project):
     for command in ("render", "validate", "graph", "schema", "new", "build", "hints"):
         result = gen(command, "--help", cwd=project)
         assert result.returncode == 0 and "Usage" in result.stdout, command
+
+
+def test_hints_flags_are_one_shell_line(project):
+    result = gen("hints", "app-base", "--flags", cwd=project)
+    assert result.returncode == 0
+    assert result.stdout.split() == ["--sysctl=kernel.msgmax=65536", "--sysctl=kernel.shmmax=68719476736"]
