@@ -1,0 +1,224 @@
+"""Unit tests of the registry stage's pure parts: targets, TLS policy, scrubbing, dpkg and DEP-5
+parsing, apt simulation parsing, the lock file, SBOM content and the rebuild report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from generator.build.outputs import OutputImage
+from generator.errors import UsageError
+from generator.registry.lock import Lock, LockedImage, package_changes, read_lock, write_lock
+from generator.registry.packages import Package, dep5_licenses, parse_status, to_spdx
+from generator.registry.rebuild import (
+    EXIT_FAILED, EXIT_NOTHING, EXIT_REBUILT, Outcome, Verdict, exit_code, report_data, report_markdown,
+)
+from generator.registry.sbom import build_sbom, sbom_json
+from generator.registry.skopeo import scrub
+from generator.registry.target import is_loopback, parse_registry
+from generator.registry.updates import parse_simulation
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:5000", "localhost:5000", "localhost", "[::1]:5000", "127.1.2.3"])
+def test_insecure_allowed_for_loopback(host):
+    registry = parse_registry(f"{host}/team", insecure=True)
+    assert registry.tls_verify is False
+    assert is_loopback(registry.host)
+
+
+@pytest.mark.parametrize("host", ["registry.example.com", "10.0.0.5:5000", "192.168.1.1:443", "[2001:db8::1]:5000",
+                                  "localhost.example.com:5000"])
+def test_insecure_refused_elsewhere(host):
+    with pytest.raises(UsageError) as info:
+        parse_registry(f"{host}/team", insecure=True)
+    assert info.value.exit_code == 2
+    assert "loopback" in str(info.value)
+
+
+def test_tls_on_by_default_and_refs():
+    registry = parse_registry("registry.example.com:443/org/sub")
+    assert registry.tls_verify is True
+    assert registry.ref("app", "1.0") == "docker://registry.example.com:443/org/sub/app:1.0"
+    assert str(registry) == "registry.example.com:443/org/sub"
+
+
+@pytest.mark.parametrize("text", ["team", "", "registry.example.com/Team", "registry.example.com/a//b", "a b/c"])
+def test_bad_targets_are_usage_errors(text):
+    with pytest.raises(UsageError):
+        parse_registry(text)
+
+
+def test_scrub_removes_credentials():
+    text = 'Get "https://user:s3cret@registry.example.com/v2/": password=hunter2 "auth": "dXNlcjpwYXNz"'
+    cleaned = scrub(text)
+    for secret in ("s3cret", "hunter2", "dXNlcjpwYXNz", "user:"):
+        assert secret not in cleaned
+    assert "registry.example.com" in cleaned
+
+
+STATUS = """\
+Package: libc6
+Status: install ok installed
+Architecture: amd64
+Source: glibc
+Version: 2.36-9+deb12u4
+Description: GNU C Library
+ long text
+
+Package: removed-one
+Status: deinstall ok config-files
+Architecture: amd64
+Version: 1.0
+
+Package: bash
+Status: install ok installed
+Architecture: amd64
+Source: bash (5.2.15-2)
+Version: 5.2.15-2+b2
+"""
+
+
+def test_parse_status_keeps_installed_with_source_versions():
+    packages = parse_status(STATUS)
+    assert [p.name for p in packages] == ["bash", "libc6"]
+    bash, libc = packages
+    assert (bash.source, bash.source_version, bash.version) == ("bash", "5.2.15-2", "5.2.15-2+b2")
+    assert (libc.source, libc.source_version) == ("glibc", "2.36-9+deb12u4")
+
+
+DEP5 = """\
+Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: thing
+
+Files: *
+Copyright: 2020 Someone
+License: GPL-2+
+
+Files: lib/*
+Copyright: 2021 Other
+License: Expat or BSD-3-clause
+
+License: GPL-2+
+ This program is free software...
+"""
+
+
+def test_dep5_licenses_mapped_to_spdx():
+    assert dep5_licenses(DEP5) == ("GPL-2.0-or-later", "MIT", "BSD-3-Clause")
+
+
+def test_free_text_copyright_gives_no_license():
+    assert dep5_licenses("This package was debianized by someone.\nIt is GPL licensed.\n") == ()
+
+
+@pytest.mark.parametrize("name,spdx", [("GPL-3", "GPL-3.0-only"), ("LGPL-2.1+", "LGPL-2.1-or-later"),
+                                       ("Apache-2.0", "Apache-2.0"), ("custom-thing", "custom-thing")])
+def test_to_spdx(name, spdx):
+    assert to_spdx(name) == spdx
+
+
+SIMULATION = """\
+Reading package lists...
+Inst tzdata [2024a-0+deb12u1] (2025b-0+deb12u1 Debian:12.11/stable [all])
+Inst libc6 [2.36-9+deb12u4] (2.36-9+deb12u10 Debian-Security:12/stable-security [amd64]) []
+Conf tzdata (2025b-0+deb12u1 Debian:12.11/stable [all])
+"""
+
+
+def test_simulation_parsed_security_first():
+    updates = parse_simulation(SIMULATION)
+    assert [(u.package, u.old, u.new, u.security) for u in updates] == [
+        ("libc6", "2.36-9+deb12u4", "2.36-9+deb12u10", True),
+        ("tzdata", "2024a-0+deb12u1", "2025b-0+deb12u1", False),
+    ]
+
+
+def test_simulation_without_updates():
+    assert parse_simulation("Reading package lists...\n0 upgraded, 0 newly installed\n") == []
+
+
+def _locked(name="app", **overrides) -> LockedImage:
+    fields = dict(name=name, parent=None, tags=["1.0"], build_id="gen-0123456789abcdef", image_id="a" * 64,
+                  digest="sha256:" + "b" * 64, files_sha256="c" * 64,
+                  base={"kind": "bootstrap", "ref": "localhost/gen/rootfs:x", "image_id": "d" * 64},
+                  init={"kind": "s6-overlay", "version": "3.1.6.2", "checksums": {"s6-overlay-noarch.tar.xz": "e" * 64}},
+                  packages={"libc6": "2.36-9", "bash": "5.2"})
+    fields.update(overrides)
+    return LockedImage(**fields)
+
+
+def test_lock_round_trip_and_no_rewrite(tmp_path: Path):
+    lock = Lock("127.0.0.1:5000/team", {"app": _locked()})
+    assert write_lock(tmp_path, lock) is True
+    mtime = (tmp_path / "gen.lock").stat().st_mtime_ns
+    assert write_lock(tmp_path, read_lock(tmp_path)) is False
+    assert (tmp_path / "gen.lock").stat().st_mtime_ns == mtime
+    again = read_lock(tmp_path)
+    assert again.images["app"] == lock.images["app"] and again.registry == lock.registry
+
+
+def test_missing_lock_is_empty_and_broken_lock_is_bad_input(tmp_path: Path):
+    assert read_lock(tmp_path).images == {}
+    (tmp_path / "gen.lock").write_text('{"lock_version": 1,\n "images": [}')
+    with pytest.raises(UsageError) as info:
+        read_lock(tmp_path)
+    assert "gen.lock:2:" in str(info.value)
+
+
+def test_package_changes():
+    assert package_changes({"a": "1", "b": "2"}, {"a": "1", "b": "3", "c": "1"}) == [
+        {"package": "b", "old": "2", "new": "3"}, {"package": "c", "old": "", "new": "1"}]
+
+
+def test_sbom_has_packages_licenses_base_and_init(tmp_path: Path):
+    image = OutputImage("app", tmp_path, ("1.0",), None, {"kind": "bootstrap"}, 1700000000, "specs/app.yaml", ())
+    packages = [Package("bash", "5.2", "amd64", "bash", "5.2", ("GPL-3.0-or-later", "GPL-3+ with Bison exception")),
+                Package("libc6", "2.36-9", "amd64", "glibc", "2.36-9")]
+    text = sbom_json(build_sbom(image, _locked(), packages, "debian", "bookworm"))
+    data = json.loads(text)
+    assert data["bomFormat"] == "CycloneDX" and data["specVersion"] == "1.6"
+    by_name = {c["name"]: c for c in data["components"]}
+    assert by_name["bash"]["purl"] == "pkg:deb/debian/bash@5.2?arch=amd64&distro=debian-bookworm"
+    assert [lic["license"].get("id") or lic["license"].get("name") for lic in by_name["bash"]["licenses"]] == [
+        "GPL-3.0-or-later", "GPL-3+ with Bison exception"]
+    assert "licenses" not in by_name["libc6"]
+    assert "upstream=glibc" in by_name["libc6"]["purl"]
+    assert by_name["s6-overlay-noarch.tar.xz"]["hashes"] == [{"alg": "SHA-256", "content": "e" * 64}]
+    assert by_name["localhost/gen/rootfs:x"]["hashes"][0]["content"] == "d" * 64
+    assert data["metadata"]["timestamp"].startswith("2023-11-14T22:13:20")
+    # Same image, same SBOM.
+    assert text == sbom_json(build_sbom(image, _locked(), packages, "debian", "bookworm"))
+
+
+def _outcome(action: str) -> Outcome:
+    return Outcome("app", action, [], "", "", "", "", "passed")
+
+
+@pytest.mark.parametrize("actions,code", [([], EXIT_NOTHING), (["unchanged"], EXIT_NOTHING),
+                                          (["rebuilt"], EXIT_REBUILT), (["adopted"], EXIT_REBUILT),
+                                          (["rebuilt", "failed"], EXIT_FAILED),
+                                          (["skipped-after-failure"], EXIT_FAILED)])
+def test_exit_codes(actions, code):
+    assert exit_code([_outcome(a) for a in actions]) == code
+
+
+def test_report_names_reasons_and_package_changes():
+    verdict = Verdict("runtime")
+    verdict.add("base-moved", "parent debian-s6 changed in the registry: sha256:1 -> sha256:2")
+    outcome = Outcome("runtime", "rebuilt", verdict.reasons, "sha256:old", "sha256:new", "i1", "i2", "passed",
+                      [{"package": "libc6", "old": "1", "new": "2"}])
+    data = report_data([verdict, Verdict("leaf")], [outcome], False, parse_registry("127.0.0.1:5000/t", True), 0.0)
+    assert data["exit_code"] == EXIT_REBUILT
+    text = report_markdown(data)
+    assert "| runtime | rebuild | (base-moved) parent debian-s6 changed" in text
+    assert "| leaf | up to date | - |" in text
+    assert "| libc6 | 1 | 2 |" in text and "sha256:old" in text and "sha256:new" in text
+
+
+def test_dry_run_report_exit_code_says_what_would_happen():
+    stale = Verdict("a")
+    stale.add("changed", "spec changed")
+    assert report_data([stale], [], True, None, 0.0)["exit_code"] == EXIT_REBUILT
+    assert report_data([Verdict("a")], [], True, None, 0.0)["exit_code"] == EXIT_NOTHING
