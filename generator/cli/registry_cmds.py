@@ -268,6 +268,34 @@ def register(app: typer.Typer) -> None:
             err.print(f"report: {path}", markup=False)
         raise typer.Exit(data["exit_code"])
 
+    @app.command()
+    def ci(
+        platform: Annotated[str, typer.Argument(help="github or gitlab.")],
+        registry: RegistryOption = "",
+        cron: Annotated[str, typer.Option("--cron", help="When the scheduled rebuild runs (5 cron fields, UTC).")] = "17 3 * * *",
+        install: Annotated[str, typer.Option("--install", help="Shell command that installs gen on a runner.")] = "pip install gen",
+        output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write (default: "
+                          ".github/workflows/gen-rebuild.yml or .gitlab-ci.yml); - for stdout.", show_default=False)] = None,
+        project: ProjectOption = Path("."),
+    ) -> None:
+        """Emit a scheduled CI pipeline: a plan job computes the stale set with `gen rebuild --dry-run`,
+        then one matrix job per image and DAG level pulls its parent from the registry, builds,
+        verifies and pushes; a last job updates gen.lock."""
+        from generator.build.outputs import load_outputs
+        from generator.registry import parse_registry
+        from generator.registry.ci import render_pipeline, write_pipeline
+
+        try:
+            target = parse_registry(_required(registry))
+            text = render_pipeline(platform, load_outputs(project / "output"), str(target), cron, install)
+            if output is not None and str(output) == "-":
+                out.print(text, markup=False, end="")
+                return
+            path = write_pipeline(project, platform, text, output)
+        except GenError as exc:
+            raise _fail(exc) from None
+        out.print(f"wrote {path}", markup=False)
+
 
 def _required(value: str, option: str = "--registry") -> str:
     from generator.errors import UsageError

@@ -1,0 +1,68 @@
+"""`gen ci github|gitlab`: a scheduled pipeline that runs the rebuild on CI runners.
+
+Python decides the shape (DAG levels from the rendered images, which job needs which, the cron
+line, the install command); the templates under templates/ci/ hold the YAML text. Each level is a
+matrix of one job per image; a job skips itself unless the plan job found its image stale, takes
+its parent from the registry, builds, verifies and pushes, so the next level pulls it from there.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jinja2
+
+from generator.build.outputs import OutputImage, ancestors, topological_order
+from generator.errors import UsageError
+
+PLATFORMS = {"github": "ci/github.yml.j2", "gitlab": "ci/gitlab.yml.j2"}
+DEFAULT_PATHS = {"github": ".github/workflows/gen-rebuild.yml", "gitlab": ".gitlab-ci.yml"}
+DEFAULT_CRON = "17 3 * * *"
+DEFAULT_INSTALL = "pip install gen"
+_CRON = re.compile(r"^(\S+\s+){4}\S+$")
+
+
+def dag_levels(images: dict[str, OutputImage]) -> list[list[str]]:
+    """Images grouped by depth: roots first; every image's parent is in an earlier level."""
+    levels: dict[int, list[str]] = {}
+    for name in topological_order(images):
+        levels.setdefault(len(ancestors(images, name)), []).append(name)
+    return [sorted(levels[d]) for d in sorted(levels)]
+
+
+def render_pipeline(platform: str, images: dict[str, OutputImage], registry: str, cron: str = DEFAULT_CRON,
+                    install: str = DEFAULT_INSTALL) -> str:
+    if platform not in PLATFORMS:
+        raise UsageError(f"unknown CI platform {platform!r}; use {' or '.join(PLATFORMS)}")
+    if not _CRON.match(cron.strip()):
+        raise UsageError(f"--cron {cron!r}: give five cron fields, e.g. {DEFAULT_CRON!r}")
+    if not images:
+        raise UsageError("no rendered images in output/; run `gen render` first")
+    levels = []
+    for index, names in enumerate(dag_levels(images)):
+        needs = ["plan"] + ([f"level-{index - 1}"] if index else [])
+        levels.append({"images": names, "needs": needs, "gitlab_needs": _gitlab_needs(index)})
+    last = len(levels) - 1
+    from generator.render.templates import bundled_dir
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(bundled_dir())), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    return env.get_template(PLATFORMS[platform]).render(
+        cron=cron.strip(), registry=registry, install=install, levels=levels,
+        last_needs=["plan", f"level-{last}"], last_gitlab_needs=[f"level-{last}"])
+
+
+def _gitlab_needs(index: int) -> list[str]:
+    needs = ['{job: plan, artifacts: true}']
+    if index:
+        needs.append(f"level-{index - 1}")
+    return needs
+
+
+def write_pipeline(project: Path, platform: str, text: str, path: Path | None = None) -> Path:
+    target = path or project / DEFAULT_PATHS[platform]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.is_file() or target.read_text() != text:
+        target.write_text(text)
+    return target

@@ -1,0 +1,71 @@
+"""`gen ci github|gitlab`: the emitted pipelines follow the DAG and validate against the vendored
+GitHub-workflow and GitLab-CI schemas of check-jsonschema."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from generator.build.outputs import OutputImage
+from generator.errors import UsageError
+from generator.registry.ci import dag_levels, render_pipeline
+
+SCHEMAS = {"github": "vendor.github-workflows", "gitlab": "vendor.gitlab-ci"}
+
+
+def _images(tmp_path: Path) -> dict[str, OutputImage]:
+    def image(name, parent):
+        return OutputImage(name, tmp_path / name, ("1.0",), parent, {"kind": "parent" if parent else "bootstrap"},
+                           1700000000, f"specs/{name}.yaml", ())
+    return {"base": image("base", None), "runtime": image("runtime", "base"), "app": image("app", "runtime"),
+            "tools": image("tools", "base"), "other-root": image("other-root", None)}
+
+
+def test_levels_follow_the_dag(tmp_path: Path):
+    assert dag_levels(_images(tmp_path)) == [["base", "other-root"], ["runtime", "tools"], ["app"]]
+
+
+@pytest.mark.parametrize("platform", ["github", "gitlab"])
+def test_pipeline_validates_against_schema(platform: str, tmp_path: Path):
+    text = render_pipeline(platform, _images(tmp_path), "registry.example.com/team")
+    path = tmp_path / f"{platform}.yml"
+    path.write_text(text)
+    tool = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or shutil.which("check-jsonschema")
+    if tool is None:
+        pytest.skip("check-jsonschema is not installed (test extra)")
+    got = subprocess.run([tool, "--builtin-schema", SCHEMAS[platform], str(path)], capture_output=True, text=True,
+                         timeout=120)
+    assert got.returncode == 0, got.stdout + got.stderr
+
+
+def test_github_matrix_per_level_and_schedule(tmp_path: Path):
+    data = YAML(typ="safe").load(render_pipeline("github", _images(tmp_path), "registry.example.com/team",
+                                                 cron="5 4 * * 1"))
+    assert data["on"]["schedule"] == [{"cron": "5 4 * * 1"}]
+    jobs = data["jobs"]
+    assert jobs["level-0"]["strategy"]["matrix"]["image"] == ["base", "other-root"]
+    assert jobs["level-1"]["needs"] == ["plan", "level-0"]
+    assert jobs["level-2"]["strategy"]["matrix"]["image"] == ["app"]
+    assert jobs["lock"]["needs"] == ["plan", "level-2"]
+    script = jobs["level-1"]["steps"][-1]["run"]
+    assert script.index("gen pull") < script.index("gen build") < script.index("gen verify") < script.index("gen push")
+    assert data["env"]["GEN_REGISTRY"] == "registry.example.com/team"
+
+
+def test_gitlab_stages_per_level(tmp_path: Path):
+    data = YAML(typ="safe").load(render_pipeline("gitlab", _images(tmp_path), "registry.example.com/team"))
+    assert data["stages"] == ["plan", "level-0", "level-1", "level-2", "lock"]
+    assert data["level-1"]["parallel"]["matrix"] == [{"IMAGE": ["runtime", "tools"]}]
+    assert data["level-1"]["needs"] == [{"job": "plan", "artifacts": True}, "level-0"]
+
+
+def test_bad_input(tmp_path: Path):
+    with pytest.raises(UsageError):
+        render_pipeline("jenkins", _images(tmp_path), "r.example.com/t")
+    with pytest.raises(UsageError):
+        render_pipeline("github", _images(tmp_path), "r.example.com/t", cron="daily")
