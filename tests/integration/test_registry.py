@@ -1,0 +1,192 @@
+"""The registry stage against a real registry: Debian's docker-registry on 127.0.0.1 with a free
+port and a temporary storage dir (never a mock). The example chain is built under a prefix of this
+module's own, so moving its tags cannot disturb the other tests' images.
+
+    push -> lock -> rebuild (nothing) -> retag -> pull -> changed parent published -> rebuild
+    (dependents only) -> rebuild (nothing) -> spec change of the leaf -> rebuild (leaf only)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from generator.build.host import Host
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+REGISTRY_BINARY = "/usr/bin/docker-registry"
+PREFIX = "localhost/gen-regtest"
+STARTUP_TIMEOUT = 30.0
+CHAIN = ("debian-s6", "runtime", "app-base")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def local_registry(tmp_path_factory: pytest.TempPathFactory):
+    """HOST:PORT of a docker-registry serving plain HTTP on loopback for this session."""
+    if not Path(REGISTRY_BINARY).is_file():
+        pytest.skip(f"{REGISTRY_BINARY} is not installed (Debian package docker-registry)")
+    work = tmp_path_factory.mktemp("registry")
+    port = _free_port()
+    (work / "config.yml").write_text(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {work / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n")
+    log = (work / "registry.log").open("w")
+    proc = subprocess.Popen([REGISTRY_BINARY, "serve", str(work / "config.yml")], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"docker-registry did not start: {(work / 'registry.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+    log.close()
+
+
+def _skopeo_digest(env: dict[str, str], ref: str) -> str:
+    got = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--no-tags", "--format", "{{.Digest}}",
+                          f"docker://{ref}"], env=env, capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0, got.stderr
+    return got.stdout.strip()
+
+
+def _tags(env: dict[str, str], repository: str) -> list[str]:
+    got = subprocess.run(["skopeo", "list-tags", "--tls-verify=false", f"docker://{repository}"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0, got.stderr
+    return sorted(json.loads(got.stdout)["Tags"])
+
+
+@pytest.fixture(scope="module")
+def chain_project(tmp_path_factory, gen_env, bootstrapped_base, gen_cli) -> Path:
+    """The example specs rendered and built under PREFIX in the session storage."""
+    project = tmp_path_factory.mktemp("registry-project")
+    shutil.copytree(ROOT / "specs", project / "specs")
+    rendered = gen_cli(["render", "-C", str(project)], gen_env)
+    assert rendered.returncode == 0, rendered.stderr
+    built = gen_cli(["build", "-C", str(project), "--prefix", PREFIX], gen_env, timeout=1800)
+    assert built.returncode == 0, built.stdout + built.stderr[-3000:]
+    return project
+
+
+def _gen(gen_cli, env, project: Path, *args: str, timeout: float = 900):
+    return gen_cli([*args, "-C", str(project), "--prefix", PREFIX], env, timeout=timeout)
+
+
+def _rebuild(gen_cli, env, project: Path, registry: str):
+    # Verify runs the init-layer checks of another stage; here the registry stage's decisions are
+    # under test, and package checks would depend on the live Debian index.
+    got = _gen(gen_cli, env, project, "rebuild", "--registry", registry, "--insecure-registry", "--skip-verify",
+               "--no-package-check", "--json")
+    assert got.returncode in (0, 3), got.stdout[-3000:] + got.stderr[-3000:]
+    return got.returncode, json.loads(got.stdout)
+
+
+def test_registry_round_trip_and_rebuild(chain_project: Path, local_registry: str, gen_env, gen_host: Host,
+                                         gen_cli, tmp_path: Path):
+    org = f"{local_registry}/team"
+    # Push: every tag, build-id tag included, all with one digest.
+    pushed = _gen(gen_cli, gen_env, chain_project, "push", "--registry", org, "--insecure-registry", "--json")
+    assert pushed.returncode == 0, pushed.stderr
+    results = {r["name"]: r for r in json.loads(pushed.stdout)}
+    assert set(results) == set(CHAIN)
+    for name, result in results.items():
+        tags = _tags(gen_env, f"{org}/{name}")
+        assert any(t.startswith("gen-") for t in tags), tags
+        assert {_skopeo_digest(gen_env, f"{org}/{name}:{t}") for t in tags} == {result["digest"]}
+
+    # Without --insecure-registry the plain-HTTP loopback registry is refused (TLS is the default).
+    refused = _gen(gen_cli, gen_env, chain_project, "push", "runtime", "--registry", org)
+    assert refused.returncode == 1 and "--insecure-registry" in refused.stderr
+
+    locked = _gen(gen_cli, gen_env, chain_project, "lock", "--update", "--registry", org, "--insecure-registry")
+    assert locked.returncode == 0, locked.stderr
+    lock = json.loads((chain_project / "gen.lock").read_text())
+    assert {n: lock["images"][n]["digest"] for n in CHAIN} == {n: results[n]["digest"] for n in CHAIN}
+    assert "s6" in lock["images"]["debian-s6"]["packages"]
+    assert lock["images"]["debian-s6"]["base"]["kind"] == "bootstrap" and lock["images"]["debian-s6"]["base"]["image_id"]
+
+    code, report = _rebuild(gen_cli, gen_env, chain_project, org)
+    assert code == 0 and not report["results"], report
+
+    # Retag: every tag to another organization, digests unchanged.
+    other = f"{local_registry}/other"
+    moved = gen_cli(["retag", "-C", str(chain_project), "--from", org, "--to", other, "--insecure-registry"], gen_env)
+    assert moved.returncode == 0, moved.stderr
+    for name in CHAIN:
+        tags = _tags(gen_env, f"{org}/{name}")
+        assert _tags(gen_env, f"{other}/{name}") == tags
+        for tag in tags:
+            assert _skopeo_digest(gen_env, f"{other}/{name}:{tag}") == _skopeo_digest(gen_env, f"{org}/{name}:{tag}")
+
+    # Someone publishes a changed debian-s6 under the same tag: its dependents are rebuilt on it.
+    flags = gen_host.global_flags()
+    container = subprocess.run(["buildah", *flags, "from", f"{PREFIX}/debian-s6:bookworm"], env=gen_env,
+                               capture_output=True, text=True, timeout=120, check=True).stdout.strip()
+    subprocess.run(["buildah", *flags, "config", "--label", "published.by=someone-else", container], env=gen_env,
+                   check=True, timeout=60)
+    subprocess.run(["buildah", *flags, "commit", "-q", "--format", "oci", "--rm", container,
+                    "localhost/regtest-upstream/debian-s6:changed"], env=gen_env, check=True, timeout=300,
+                   capture_output=True)
+    subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false",
+                    gen_host.skopeo_ref("localhost/regtest-upstream/debian-s6:changed"),
+                    f"docker://{org}/debian-s6:bookworm"], env=gen_env, check=True, timeout=300)
+    published = _skopeo_digest(gen_env, f"{org}/debian-s6:bookworm")
+
+    code, report = _rebuild(gen_cli, gen_env, chain_project, org)
+    actions = {r["name"]: r["action"] for r in report["results"]}
+    assert code == 3 and actions == {"debian-s6": "adopted", "runtime": "rebuilt", "app-base": "rebuilt"}, report
+    reasons = {d["name"]: [r["code"] for r in d["reasons"]] for d in report["decisions"]}
+    assert reasons["runtime"] == ["base-moved"] and reasons["app-base"] == ["parent-rebuilt"]
+    new_lock = json.loads((chain_project / "gen.lock").read_text())
+    assert new_lock["images"]["debian-s6"]["digest"] == published
+    for name in ("runtime", "app-base"):
+        result = next(r for r in report["results"] if r["name"] == name)
+        assert result["old_digest"] == results[name]["digest"] != result["new_digest"]
+        assert _skopeo_digest(gen_env, f"{org}/{name}:latest") == result["new_digest"]
+        assert new_lock["images"][name]["digest"] == result["new_digest"]
+    markdown = (chain_project / ".gen" / "rebuild-report.md").read_text()
+    assert "parent debian-s6 changed in the registry" in markdown
+
+    code, report = _rebuild(gen_cli, gen_env, chain_project, org)
+    assert code == 0 and report["results"] == [], report
+
+    # A spec-only change of the leaf rebuilds the leaf alone.
+    spec = chain_project / "specs" / "app-base.yaml"
+    spec.write_text(spec.read_text().replace("workdir: /home/app", "workdir: /home/app\nenv:\n  REGTEST: \"1\""))
+    rendered = gen_cli(["render", "-C", str(chain_project)], gen_env)
+    assert rendered.returncode == 0, rendered.stderr
+    code, report = _rebuild(gen_cli, gen_env, chain_project, org)
+    assert code == 3 and [(r["name"], r["action"]) for r in report["results"]] == [("app-base", "rebuilt")], report
+    assert [r["code"] for d in report["decisions"] if d["name"] == "app-base" for r in d["reasons"]] == ["changed"]
+
+
+def test_insecure_registry_refused_for_remote_host(chain_project: Path, gen_env, gen_cli):
+    got = _gen(gen_cli, gen_env, chain_project, "push", "--registry", "registry.example.com/team",
+               "--insecure-registry")
+    assert got.returncode == 2 and "loopback" in got.stderr
