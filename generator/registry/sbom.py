@@ -16,8 +16,8 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cyclonedx.exception.factory import InvalidSpdxLicenseException
-from cyclonedx.factory.license import LicenseFactory
+from cyclonedx.contrib.license.exceptions import InvalidSpdxLicenseException
+from cyclonedx.contrib.license.factories import LicenseFactory
 from cyclonedx.model import HashAlgorithm, HashType, Property
 from cyclonedx.model.bom import Bom, BomMetaData
 from cyclonedx.model.component import Component, ComponentType

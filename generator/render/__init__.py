@@ -90,6 +90,14 @@ def canonical_json(data: object) -> str:
     return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
+def templates_used(plan: Plan) -> tuple[str, ...]:
+    """The template files and directories render_image reads for this plan."""
+    parts = ["Dockerfile.j2", "dockerignore.j2", f"family/{plan.family}.j2", "features/", "stages/"]
+    if plan.init is not None:
+        parts.append(f"{plan.init.template_dir}/")
+    return tuple(parts)
+
+
 def render_image(plan: Plan, templates: TemplateSet, manifest_fields: dict) -> RenderedImage:
     """Render one plan: Dockerfile, context files, .dockerignore and the manifest."""
     dockerfile = templates.render(f"family/{plan.family}.j2", plan=plan)

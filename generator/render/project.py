@@ -15,7 +15,7 @@ from generator.errors import Diagnostic, GenError, SpecError
 from generator.model import Image, build_image
 from generator.plan import make_plan
 from generator.plan.sysctl import node_level_keys
-from generator.render import RenderedImage, canonical_json, render_image
+from generator.render import RenderedImage, canonical_json, render_image, templates_used
 from generator.render.templates import TemplateSet
 from generator.spec import Project, ResolvedSpec
 
@@ -132,7 +132,7 @@ def render_project(project: Project, templates_dir: Path | None = None) -> Proje
             "spec": spec_file,
             "spec_sha256": hashlib.sha256(spec_bytes).hexdigest(),
             "resolved_spec_sha256": hashlib.sha256(canonical_json(spec.data).encode()).hexdigest(),
-            "templates_sha256": templates.digest(),
+            "templates_sha256": templates.digest(templates_used(plan)),
             "parent": spec.parent,
             "base": _base_manifest(image, plan.base_kind, plan.base_image),
             "source_date_epoch": plan.source_date_epoch,

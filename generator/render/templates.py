@@ -83,14 +83,17 @@ class TemplateSet:
                 found[path.relative_to(root / prefix).as_posix()] = path
         return sorted(found.items())
 
-    def digest(self) -> str:
-        """sha256 over every template file's name, mode bit and bytes, user files included."""
+    def digest(self, parts: tuple[str, ...]) -> str:
+        """sha256 over the name, mode bit and bytes of the template files an output uses, user
+        files included. parts are file names or, ending in "/", directories (relative to a root);
+        templates an output does not use (another family, CI pipelines) do not change it."""
         h = hashlib.sha256()
         for label, root in (("bundled", bundled_dir()), ("user", self.user_dir)):
             if root is None:
                 continue
             for path in _files_under(root):
-                if path.suffix == ".py":
+                rel = path.relative_to(root).as_posix()
+                if not any(rel == part or (part.endswith("/") and rel.startswith(part)) for part in parts):
                     continue
                 h.update(f"{label}/{path.relative_to(root).as_posix()}\0{_is_executable(path)}\0".encode())
                 h.update(path.read_bytes())
