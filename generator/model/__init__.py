@@ -147,6 +147,7 @@ class Image:
     expose: tuple[str, ...]
     workdir: str | None
     templates: Path | None
+    platforms: tuple[str, ...] | None = None  # None: the build host's own platform
 
     @property
     def family(self) -> str:
@@ -291,4 +292,5 @@ def build_image(spec: ResolvedSpec) -> Image:
         expose=tuple(sorted({str(p) if "/" in str(p) else f"{p}/tcp" for p in data["expose"]})),
         workdir=data.get("workdir"),
         templates=(spec_dir / spec.own["templates"]).resolve() if spec.own.get("templates") else None,
+        platforms=_optional_tuple(data.get("platforms")),
     )

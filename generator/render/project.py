@@ -137,6 +137,7 @@ def render_project(project: Project, templates_dir: Path | None = None) -> Proje
             "base": _base_manifest(image, plan.base_kind, plan.base_image),
             "source_date_epoch": plan.source_date_epoch,
             "overlays": [_relative(o.src, project.root) for o in image.rootfs],
+            "platforms": list(image.platforms) if image.platforms else None,
         }
         try:
             rendered.append(render_image(plan, templates, manifest))

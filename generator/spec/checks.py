@@ -72,6 +72,23 @@ def _check_init(spec: ResolvedSpec, parent_init_kind: str | None) -> Iterator[Di
                                   "leave init.kind unset, or extend a parent without an init layer")
 
 
+def _check_platforms(spec: ResolvedSpec, parent: ResolvedSpec | None) -> Iterator[Diagnostic]:
+    own = spec.own.get("platforms")
+    if parent is None or own is None:
+        return
+    inherited = parent.data.get("platforms")
+    if inherited is None:
+        yield spec.diagnostic(("platforms",), f"parent {parent.name!r} builds only for the build host's "
+                              "platform, so a child cannot choose others", f"set platforms on {parent.name!r} "
+                              "first (a child may then narrow that list)", key=True)
+        return
+    for index, platform in enumerate(own):
+        if platform not in inherited:
+            yield spec.diagnostic(("platforms", index), f"{platform} is not built for parent {parent.name!r} "
+                                  f"({', '.join(inherited)}): a child may narrow its parent's platforms, never "
+                                  "widen them", f"add {platform} to {parent.name!r}'s platforms, or remove it here")
+
+
 def _duplicates(items: list[dict], key: str) -> Iterator[tuple[int, object]]:
     seen: dict[object, int] = {}
     for index, item in enumerate(items):
@@ -176,4 +193,5 @@ def check_spec(spec: ResolvedSpec, parent: ResolvedSpec | None) -> list[Diagnost
     parent_kind = parent.data["init"]["kind"] if parent is not None else None
     if "base" not in spec.data:  # nothing else can be judged without knowing the distro
         return list(_check_base(spec))
-    return [*_check_init(spec, parent_kind)] + [d for check in CHECKS for d in check(spec)]
+    return [*_check_init(spec, parent_kind), *_check_platforms(spec, parent)] + [
+        d for check in CHECKS for d in check(spec)]

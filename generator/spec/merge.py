@@ -17,7 +17,8 @@ MERGED_MAPS = ("init", "logging", "sysctls", "env", "labels")
 APPENDED_LISTS = ("packages", "expose")
 KEYED_LISTS = {"users": "name", "groups": "name", "services": "name", "volumes": "path"}
 OWN_ONLY = ("rootfs",)
-# Everything else (base, healthcheck, cmd, entrypoint, user, workdir, stopsignal) is replaced whole.
+# Everything else (base, platforms, healthcheck, cmd, entrypoint, user, workdir, stopsignal) is replaced whole;
+# checks.py keeps a child's platforms within its parent's.
 
 # Where a merged list entry came from: (index of the spec in the chain, path in that spec's own data).
 Origin = tuple[int, JsonPath]

@@ -257,3 +257,18 @@ def test_child_rules(tmp_path):
 
 def test_family_map_covers_the_schema():
     assert set(FAMILY_BY_DISTRO) == set(spec_schema()["properties"]["base"]["properties"]["distro"]["enum"])
+
+
+def test_platforms_are_inherited_and_may_only_narrow(tmp_path):
+    parent = BASE + "platforms: [linux/amd64, linux/arm64]\n"
+    project = load(tmp_path, base=parent, child="name: child\ntags: [x]\nextends: base\n")
+    assert project.specs["child"].data["platforms"] == ["linux/amd64", "linux/arm64"]
+    narrowed = load(tmp_path, base=parent, child="name: child\ntags: [x]\nextends: base\nplatforms: [linux/arm64]\n")
+    assert narrowed.specs["child"].data["platforms"] == ["linux/arm64"]
+    wider = errors(tmp_path, base=parent, child="name: child\ntags: [x]\nextends: base\n"
+                                                "platforms: [linux/arm64, linux/s390x]\n")
+    diag = only(wider, "linux/s390x is not built for parent")
+    assert (diag.file, diag.line, diag.column) == ("specs/child.yaml", 4, 26)
+    only(errors(tmp_path, base=BASE, child="name: child\ntags: [x]\nextends: base\nplatforms: [linux/arm64]\n"),
+         "builds only for the build host's platform")
+    assert "$.platforms[0]" in [d.path for d in errors(tmp_path, base=BASE + "platforms: [windows/amd64]\n")]
