@@ -40,6 +40,19 @@ class SpecError(GenError):
         return "\n".join(d.format() for d in self.diagnostics)
 
 
+class SpecFieldError(GenError):
+    """A later stage found a spec field unusable (e.g. an s6-overlay version gen has no checksums
+    for); render turns it into a Diagnostic at that field's line, exit 2."""
+
+    exit_code = 2
+
+    def __init__(self, path: tuple[str | int, ...], message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+        self.hint = hint
+
+
 class UsageError(GenError):
     """Bad command-line input (unknown image name, bad option combination)."""
 

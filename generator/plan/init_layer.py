@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 
-from generator.errors import GenError
+from generator.errors import GenError, SpecFieldError
 from generator.model import Image
 
 GITHUB_RELEASES = "https://github.com/just-containers/s6-overlay/releases/download"
@@ -157,26 +157,27 @@ def s6_overlay_checksums(image: Image) -> dict[str, str]:
     """The sums one image's build verifies: the shipped table's, overridden by the spec's."""
     init = image.init
     if not init.version:
-        raise GenError(f"{image.spec_path}: init.version is required for init.kind s6-overlay (e.g. 3.1.6.2)")
+        raise SpecFieldError(("init", "kind"), "init.kind s6-overlay needs init.version", "e.g. version: 3.1.6.2")
     sums = dict(checksum_table().get(init.version, {}))
     sums.update(dict(init.checksums))
     if not sums:
         known = ", ".join(sorted(checksum_table(), key=_version_key))
-        raise GenError(
-            f"{image.spec_path}: gen knows no checksums for s6-overlay {init.version} (known: {known}).\n"
-            f"  hint: add them to the spec under init.checksums ({NOARCH}: <sha256>, "
-            "s6-overlay-x86_64.tar.xz: <sha256>) from the release's .sha256 files"
-        )
+        raise SpecFieldError(
+            ("init", "version"), f"gen knows no checksums for s6-overlay {init.version} (known: {known})",
+            f"add them under init.checksums ({NOARCH}: <sha256>, s6-overlay-x86_64.tar.xz: <sha256>) from the "
+            "release's .sha256 files, or pick a known version")
     for name, digest in sums.items():
         if not _SHA256.match(digest):
-            raise GenError(f"{image.spec_path}: init.checksums.{name}: {digest!r} is not a sha256 (64 hex digits)")
+            raise SpecFieldError(("init", "checksums", name), f"{digest!r} is not a sha256", "64 hex digits")
         if name != NOARCH and name not in SYMLINK_FILES and _arch_of(name) is None:
-            raise GenError(f"{image.spec_path}: init.checksums: {name!r} is not an s6-overlay 3.x release file")
+            raise SpecFieldError(("init", "checksums", name), f"{name!r} is not an s6-overlay 3.x release file",
+                                 f"e.g. {NOARCH} or s6-overlay-x86_64.tar.xz")
     if NOARCH not in sums:
-        raise GenError(f"{image.spec_path}: no sha256 for {NOARCH} of s6-overlay {init.version}: add init.checksums.{NOARCH}")
+        raise SpecFieldError(("init", "checksums"), f"no sha256 for {NOARCH} of s6-overlay {init.version}",
+                             f"add init.checksums.{NOARCH}")
     if not any(_arch_of(n) for n in sums):
-        raise GenError(f"{image.spec_path}: no sha256 for any s6-overlay-<arch>.tar.xz of {init.version}: "
-                       "add init.checksums.s6-overlay-x86_64.tar.xz (or your arch)")
+        raise SpecFieldError(("init", "checksums"), f"no sha256 for any s6-overlay-<arch>.tar.xz of {init.version}",
+                             "add init.checksums.s6-overlay-x86_64.tar.xz (or your arch)")
     return sums
 
 
@@ -217,10 +218,9 @@ def s6_overlay_fetch_stage(image: Image) -> FetchStage:
 def _check_services(image: Image) -> None:
     for service in image.services:
         if service.name in RESERVED_SERVICE_NAMES:
-            raise GenError(
-                f"{image.spec_path}: services: the name {service.name!r} is reserved by the init layer "
-                f"({', '.join(sorted(RESERVED_SERVICE_NAMES))}); rename the service"
-            )
+            index = image.services.index(service)
+            raise SpecFieldError(("services", index, "name"), f"the name {service.name!r} is reserved by the init "
+                                 f"layer ({', '.join(sorted(RESERVED_SERVICE_NAMES))})", "rename the service")
 
 
 def init_layer(image: Image, parent: Image | None) -> InitLayer:
@@ -233,10 +233,9 @@ def init_layer(image: Image, parent: Image | None) -> InitLayer:
         return InitLayer(S6_PACKAGES[image.family], "init/s6", None, ("/init",))
     if kind == "s6-overlay":
         if image.services:
-            raise GenError(
-                f"{image.spec_path}: services: gen writes services for init.kind s6 only; with s6-overlay, "
-                "ship them as s6-rc definitions under /etc/s6-overlay/s6-rc.d in a rootfs overlay, or use init.kind s6"
-            )
+            raise SpecFieldError(("services",), "gen writes services for init.kind s6 only",
+                                 "with s6-overlay, ship them as s6-rc definitions under /etc/s6-overlay/s6-rc.d in a "
+                                 "rootfs overlay, or use init.kind s6")
         # The overlay brings its own s6 and execline; only the start-up hooks come from gen.
         return InitLayer((), "init/s6-overlay", s6_overlay_fetch_stage(image), ("/init",))
     raise GenError(f"{image.spec_path}: init.kind {kind!r} has no init layer")

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.errors import Diagnostic, GenError, SpecError
+from generator.errors import Diagnostic, GenError, SpecError, SpecFieldError
 from generator.model import Image, build_image
 from generator.plan import make_plan
 from generator.plan.sysctl import node_level_keys
@@ -119,13 +119,17 @@ def render_project(project: Project, templates_dir: Path | None = None) -> Proje
         parent = images.get(spec.parent) if spec.parent else None
         spec_bytes = spec.path.read_bytes()
         spec_file = _relative(spec.path, project.root)
-        plan = make_plan(
-            image,
-            parent,
-            spec_file=spec_file,
-            resolved_spec_json=canonical_json(spec.data),
-            bootstrap_key=bootstrap_key(image),
-        )
+        try:
+            plan = make_plan(
+                image,
+                parent,
+                spec_file=spec_file,
+                resolved_spec_json=canonical_json(spec.data),
+                bootstrap_key=bootstrap_key(image),
+            )
+        except SpecFieldError as exc:
+            errors.append(spec.diagnostic(exc.path, exc.message, exc.hint))
+            continue
         manifest = {
             "name": name,
             "tags": list(image.tags),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.errors import GenError
+from generator.errors import GenError, SpecFieldError
 from generator.model import build_image
 from generator.plan.init_layer import (
     NOARCH,
@@ -125,8 +125,9 @@ def test_known_version_gets_a_fetch_stage(tmp_path):
 
 def test_unknown_version_without_checksums_is_a_clear_error(tmp_path):
     image, _ = image_from(tmp_path, "init: {kind: s6-overlay, version: 3.9.9.9}\n")
-    with pytest.raises(GenError, match=r"(?s)knows no checksums for s6-overlay 3\.9\.9\.9.*init\.checksums"):
+    with pytest.raises(SpecFieldError, match=r"knows no checksums for s6-overlay 3\.9\.9\.9") as info:
         init_layer(image, None)
+    assert info.value.path == ("init", "version") and "init.checksums" in info.value.hint
 
 
 def test_spec_checksums_and_source_override(tmp_path):
@@ -165,8 +166,9 @@ def test_fetch_stage_renders_verification(tmp_path):
 
 def test_s6_overlay_with_services_is_refused(tmp_path):
     image, _ = image_from(tmp_path, "init: {kind: s6-overlay, version: 3.1.6.2}\nservices: [{name: w, command: [x]}]\n")
-    with pytest.raises(GenError, match="s6-rc"):
+    with pytest.raises(SpecFieldError) as info:
         init_layer(image, None)
+    assert info.value.path == ("services",) and "s6-rc" in info.value.hint
 
 
 def test_add_version_parses_published_sha256_files():

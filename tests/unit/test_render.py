@@ -248,3 +248,12 @@ def test_other_families_render_their_own_package_and_account_steps(tmp_path, fam
 
     result = subprocess.run([hadolint, "--no-color", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout
+
+
+def test_unknown_s6_overlay_version_is_a_spec_error_at_its_line(tmp_path):
+    write_specs(tmp_path, base=BASE + "init: {kind: s6-overlay, version: 3.9.9.9}\n")
+    with pytest.raises(SpecError) as info:
+        render(tmp_path)
+    diag = info.value.diagnostics[0]
+    assert (diag.file, diag.line, diag.path) == ("specs/base.yaml", 6, "$.init.version")
+    assert "knows no checksums for s6-overlay 3.9.9.9" in diag.message and "init.checksums" in diag.hint
