@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "integration" in item.keywords:
             item.add_marker(skip)
+
+
+def _mounts_under(directory: Path) -> list[str]:
+    """Mount points below directory (overlay layers containers storage left mounted), deepest first."""
+    prefix = str(directory.resolve()) + "/"
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point.startswith(prefix):
+            points.append(point)
+    return sorted(points, key=len, reverse=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _unmount_storage_at_exit(tmp_path_factory: pytest.TempPathFactory):
+    """Containers storage keeps overlay mounts under the tests' temporary directories; unmount
+    them at the end so pytest can delete old runs (it warns "Device or resource busy" otherwise)."""
+    yield
+    for point in _mounts_under(tmp_path_factory.getbasetemp()):
+        subprocess.run(["umount", "-l", point], capture_output=True, timeout=30)
 
 
 @pytest.fixture(scope="session")
