@@ -1,0 +1,98 @@
+"""Rendered output reading: manifests, content hashes (no mtimes), dependency order."""
+
+import json
+import os
+
+import pytest
+
+from generator.build.outputs import (
+    build_id_tag,
+    content_key,
+    dependents,
+    files_sha256,
+    load_outputs,
+    select,
+    topological_order,
+)
+from generator.errors import UsageError
+
+
+@pytest.fixture
+def chain(tmp_path, write_output):
+    out = tmp_path / "output"
+    write_output(out, "base", "RUN true\n", files={"rootfs/etc/a": "a\n"})
+    write_output(out, "mid", "COPY rootfs/ /\n", parent="base", files={"rootfs/etc/m": "m\n"})
+    write_output(out, "leaf", "CMD [\"x\"]\n", parent="mid")
+    write_output(out, "other", "RUN true\n", parent="base")
+    write_output(out, "alone", "RUN true\n")
+    return out
+
+
+def test_topological_order_puts_parents_first_and_is_stable(chain):
+    images = load_outputs(chain)
+    order = topological_order(images)
+    assert order.index("base") < order.index("mid") < order.index("leaf")
+    assert order.index("base") < order.index("other")
+    assert order == topological_order(load_outputs(chain))
+
+
+def test_select_unknown_name_is_bad_input(chain):
+    with pytest.raises(UsageError) as caught:
+        select(load_outputs(chain), ["nope"])
+    assert caught.value.exit_code == 2 and "nope" in str(caught.value) and "base" in str(caught.value)
+
+
+def test_dependents_cover_descendants_only(chain):
+    images = load_outputs(chain)
+    assert dependents(images, {"mid"}) == {"mid", "leaf"}
+    assert dependents(images, {"base"}) == {"base", "mid", "leaf", "other"}
+
+
+def test_missing_parent_and_bad_manifest_are_bad_input(tmp_path, write_output):
+    out = tmp_path / "output"
+    write_output(out, "child", "RUN true\n", parent="gone")
+    with pytest.raises(UsageError, match="gone"):
+        load_outputs(out)
+    (out / "child" / "gen-manifest.json").write_text("{ not json")
+    with pytest.raises(UsageError, match="gen-manifest.json:1:3"):
+        load_outputs(out)
+
+
+def test_files_hash_ignores_mtime_but_not_bytes_mode_or_names(chain):
+    mid = chain / "mid"
+    before = files_sha256(mid)
+    os.utime(mid / "rootfs/etc/m", (1, 1))
+    assert files_sha256(mid) == before
+    (mid / "rootfs/etc/m").write_text("m2\n")
+    changed = files_sha256(mid)
+    assert changed != before
+    (mid / "rootfs/etc/m").chmod(0o600)
+    assert files_sha256(mid) != changed
+    (mid / "rootfs/etc/m").chmod(0o644)
+    (mid / "rootfs/etc/m").write_text("m\n")
+    assert files_sha256(mid) == before
+    (mid / "rootfs/etc/m").rename(mid / "rootfs/etc/n")
+    assert files_sha256(mid) != before
+
+
+def test_files_hash_counts_empty_dirs_and_symlinks(chain):
+    mid = chain / "mid"
+    before = files_sha256(mid)
+    (mid / "rootfs/var").mkdir()
+    with_dir = files_sha256(mid)
+    assert with_dir != before
+    (mid / "rootfs/etc/link").symlink_to("m")
+    assert files_sha256(mid) != with_dir
+
+
+def test_content_key_depends_on_every_input():
+    key = content_key("f", "p", "b")
+    assert len({key, content_key("f2", "p", "b"), content_key("f", "p2", "b"), content_key("f", "p", "b2")}) == 4
+    assert content_key("f", "p", "b") == key
+    assert build_id_tag(key) == f"gen-{key[:16]}"
+
+
+def test_manifest_fields_read(chain):
+    mid = load_outputs(chain)["mid"]
+    assert mid.parent == "base" and mid.tags == ("latest",) and mid.base_kind == "parent"
+    assert json.loads((chain / "mid" / "gen-manifest.json").read_text())["name"] == "mid"
