@@ -7,10 +7,12 @@ podman call (they accept the same global flags; skopeo takes a `containers-stora
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -19,6 +21,7 @@ STORAGE_ROOT_ENV = "GEN_STORAGE_ROOT"
 # overlay is several times faster than vfs for layered builds here (see bench/ and the report in
 # the build README section); vfs stays selectable for hosts whose filesystem cannot hold overlay.
 DEFAULT_DRIVER = "overlay"
+MAX_RUNROOT = 50  # podman's limit on --runroot's length
 
 
 def gen_containers_conf() -> Path:
@@ -62,15 +65,26 @@ class Host:
             return []
         return [
             "--root", str(self.storage_root / "storage"),
-            "--runroot", str(self.storage_root / "run"),
+            "--runroot", str(self.runroot),
             "--storage-driver", self.driver,
         ]
+
+    @property
+    def runroot(self) -> Path:
+        """storage_root/run, or a short path derived from it: podman refuses run roots longer than
+        50 characters ("the specified runroot is longer than 50 characters")."""
+        assert self.storage_root is not None
+        wanted = self.storage_root / "run"
+        if len(str(wanted)) <= MAX_RUNROOT:
+            return wanted
+        digest = hashlib.sha256(str(self.storage_root).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"gen-run-{digest}"
 
     def skopeo_ref(self, image: str) -> str:
         """A skopeo transport reference for an image in this storage."""
         if self.storage_root is None:
             return f"containers-storage:{image}"
-        store = f"{self.driver}@{self.storage_root / 'storage'}+{self.storage_root / 'run'}"
+        store = f"{self.driver}@{self.storage_root / 'storage'}+{self.runroot}"
         return f"containers-storage:[{store}]{image}"
 
     @property

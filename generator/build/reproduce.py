@@ -85,6 +85,7 @@ def reset_storage(host: Host) -> None:
     if host.storage_root.exists():
         run_quiet(["podman", *host.global_flags(), "system", "reset", "--force"], host.env, check=False)
         shutil.rmtree(host.storage_root, ignore_errors=True)
+        shutil.rmtree(host.runroot, ignore_errors=True)  # may live outside the root (a short path)
 
 
 def export_oci(host: Host, ref: str, dest: Path) -> Path:

@@ -11,8 +11,8 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
+import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -76,7 +76,7 @@ def spec_text(url: str, sums: dict[str, str]) -> str:
 
 
 def gen(args: list[str], project: Path, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([shutil.which("gen") or "gen", *args, "-C", str(project)], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "generator", *args, "-C", str(project)], env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,15 @@ def test_manifest_fields_read(chain):
     mid = load_outputs(chain)["mid"]
     assert mid.parent == "base" and mid.tags == ("latest",) and mid.base_kind == "parent"
     assert json.loads((chain / "mid" / "gen-manifest.json").read_text())["name"] == "mid"
+
+
+def test_long_storage_roots_get_a_short_runroot_podman_accepts():
+    from generator.build.host import MAX_RUNROOT, Host
+
+    short = Host(storage_root=Path("/tmp/s"))
+    assert short.runroot == Path("/tmp/s/run")
+    long_root = Path("/tmp/" + "x" * 60)
+    runroot = Host(storage_root=long_root).runroot
+    assert len(str(runroot)) <= MAX_RUNROOT and runroot == Host(storage_root=long_root).runroot
+    assert runroot != Host(storage_root=Path(str(long_root) + "y")).runroot
+    assert f"+{runroot}]" in Host(storage_root=long_root).skopeo_ref("x")
