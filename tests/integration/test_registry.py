@@ -144,6 +144,17 @@ def test_registry_round_trip_and_rebuild(chain_project: Path, local_registry: st
         for tag in tags:
             assert _skopeo_digest(gen_env, f"{other}/{name}:{tag}") == _skopeo_digest(gen_env, f"{org}/{name}:{tag}")
 
+    # Pull into an empty storage: same image ids, so gen build there has nothing to do.
+    fresh = dict(gen_env, GEN_STORAGE_ROOT=str(tmp_path / "fresh-storage"))
+    pulled = _gen(gen_cli, fresh, chain_project, "pull", "--registry", org, "--insecure-registry")
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    fresh_host = Host.from_env(tmp_path / "fresh-storage", env=fresh)
+    for name in CHAIN:
+        ids = [subprocess.run(["podman", *h.global_flags(), "image", "inspect", "--format", "{{.Id}}",
+                               f"{PREFIX}/{name}:latest"], env=e, capture_output=True, text=True, timeout=60).stdout
+               for h, e in ((gen_host, gen_env), (fresh_host, fresh))]
+        assert ids[0] == ids[1] != "", (name, ids)
+
     # Someone publishes a changed debian-s6 under the same tag: its dependents are rebuilt on it.
     flags = gen_host.global_flags()
     container = subprocess.run(["buildah", *flags, "from", f"{PREFIX}/debian-s6:bookworm"], env=gen_env,
