@@ -199,7 +199,7 @@ def _register_stage_commands() -> None:
     import importlib
 
     for module in ("generator.cli.build_cmds", "generator.cli.verify_cmds", "generator.cli.hints_cmds",
-                   "generator.cli.registry_cmds"):
+                   "generator.cli.registry_cmds", "generator.cli.init_cmds"):
         try:
             importlib.import_module(module).register(app)
         except ModuleNotFoundError as exc:

@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 from generator.errors import GenError, SpecFieldError
 from generator.model import Image
@@ -98,10 +99,14 @@ class InitLayer:
 # --- s6-overlay checksums --------------------------------------------------------------------
 
 
+def table_path() -> Path:
+    """The shipped table's file (in a source checkout or editable install: the repository's)."""
+    return Path(str(resources.files("generator").joinpath("data", CHECKSUMS_FILE)))
+
+
 def checksum_table() -> dict[str, dict[str, str]]:
     """The shipped table: version -> {release file name: sha256}."""
-    text = resources.files("generator").joinpath("data", CHECKSUMS_FILE).read_text()
-    return json.loads(text)
+    return json.loads(table_path().read_text())
 
 
 def parse_sha256_file(text: str, expected_name: str | None = None) -> tuple[str, str]:

@@ -1,0 +1,68 @@
+"""`gen s6-overlay add-version`: a release's .sha256 files, from a directory or a loopback mirror."""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from generator.errors import GenError
+from generator.registry.release_sums import fetch_sha256_files
+
+NOARCH_SUM, X86_SUM, ARM_SUM = "1" * 64, "2" * 64, "3" * 64
+
+
+def release_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "v3.9.0.1"
+    directory.mkdir()
+    for name, digest in (("s6-overlay-noarch.tar.xz", NOARCH_SUM), ("s6-overlay-x86_64.tar.xz", X86_SUM),
+                         ("s6-overlay-aarch64.tar.xz", ARM_SUM)):
+        (directory / f"{name}.sha256").write_text(f"{digest}  {name}\n")
+    return directory
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_reads_what_the_release_publishes_from_a_loopback_mirror(tmp_path):
+    directory = release_dir(tmp_path)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(directory)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        found = fetch_sha256_files("3.9.0.1", f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert set(found) == {"s6-overlay-noarch.tar.xz", "s6-overlay-x86_64.tar.xz", "s6-overlay-aarch64.tar.xz"}
+
+
+def test_missing_noarch_is_an_error(tmp_path):
+    directory = release_dir(tmp_path)
+    (directory / "s6-overlay-noarch.tar.xz.sha256").unlink()
+    with pytest.raises(GenError, match="no s6-overlay-noarch.tar.xz.sha256"):
+        fetch_sha256_files("3.9.0.1", str(directory))
+
+
+def test_add_version_command_updates_a_table_and_refuses_changed_sums(tmp_path):
+    directory = release_dir(tmp_path)
+    table = tmp_path / "table.json"
+    table.write_text("{}\n")
+    run = [sys.executable, "-m", "generator", "s6-overlay", "add-version", "3.9.0.1", "--source", str(directory),
+           "--table", str(table)]
+    got = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(table.read_text()) == {"3.9.0.1": {"s6-overlay-aarch64.tar.xz": ARM_SUM,
+                                                         "s6-overlay-noarch.tar.xz": NOARCH_SUM,
+                                                         "s6-overlay-x86_64.tar.xz": X86_SUM}}
+    (directory / "s6-overlay-x86_64.tar.xz.sha256").write_text(f"{'4' * 64}  s6-overlay-x86_64.tar.xz\n")
+    again = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "never changes" in again.stderr
