@@ -1,7 +1,7 @@
 """Which package mirror a bootstrap uses: the spec's, else GEN_MIRROR, else the host's apt sources.
 
 The mirror is a build input, never part of output/, so the same output/ builds on any machine with
-a reachable mirror. Snapshots follow the snapshot.debian.org layout: `<mirror>/<YYYYMMDDThhmmssZ>/`
+a reachable mirror. Snapshots follow the Debian snapshot archive's layout: `<mirror>/<YYYYMMDDThhmmssZ>/`
 appended to a snapshot service's archive URL (e.g. GEN_MIRROR=<service>/archive/debian gives
 `<service>/archive/debian/20240101T000000Z/`).
 """
@@ -154,5 +154,5 @@ def resolve_mirror(spec_mirror: str | None, distro: str, suite: str,
 
 
 def snapshot_url(mirror: str, snapshot: str | None) -> str:
-    """The archive URL for a pinned snapshot (snapshot.debian.org layout), or the mirror itself."""
+    """The archive URL for a pinned snapshot (the Debian snapshot archive's layout), or the mirror itself."""
     return f"{mirror.rstrip('/')}/{snapshot}" if snapshot else mirror.rstrip("/")

@@ -117,3 +117,15 @@ def test_bundled_chain_is_reproducible_from_empty_storage(tmp_path, gen_env):
     checked = gen(["build", "--check-reproducible", "runtime"], project, gen_env, timeout=1500)
     assert checked.returncode == 0, checked.stdout + checked.stderr[-3000:]
     assert "reproducible debian-s6" in checked.stdout and "reproducible runtime" in checked.stdout
+
+
+def test_rendered_dockerfile_builds_unchanged_with_podman(chain, gen_env, gen_host, bootstrapped_base):
+    context = chain / "output" / "top"
+    built = subprocess.run(["podman", *gen_host.global_flags(), "build", "--format", "oci", "--layers",
+                            "--build-arg", f"BASE_IMAGE={bootstrapped_base}", "-t", "localhost/gen-podman-check/top:1",
+                            "-f", str(context / "Dockerfile"), str(context)],
+                           env=gen_env, capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    ran = subprocess.run(["podman", *gen_host.global_flags(), "run", "--rm", "localhost/gen-podman-check/top:1",
+                          "echo", "hi"], env=gen_env, capture_output=True, text=True, timeout=120)
+    assert (ran.returncode, ran.stdout) == (0, "hi\n"), ran.stderr
