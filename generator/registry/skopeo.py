@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import time
 from pathlib import Path
 
 from generator.build.host import Host
@@ -22,6 +23,14 @@ QUERY_TIMEOUT = 120.0
 _USERINFO = re.compile(r"(://)[^/@\s]+@")
 _SECRET_FIELD = re.compile(r"(?i)((?:password|passwd|token|auth|secret|creds)[\"']?\s*[:=]\s*)\S+")
 _NOT_FOUND = ("manifest unknown", "name unknown", "not found", "404")
+# Registries answer 5xx now and then (seen: docker-registry's "500 Internal Server Error" while
+# reusing a blob across repositories); copies are idempotent, so these are retried.
+_TRANSIENT = re.compile(r"\b50[0234]\b|connection reset|broken pipe|i/o timeout|TLS handshake timeout|EOF\b")
+TRANSIENT_ATTEMPTS = 3
+
+
+def is_transient(message: str) -> bool:
+    return _TRANSIENT.search(message) is not None
 
 
 class RegistryError(GenError):
@@ -44,11 +53,17 @@ class Skopeo:
         self.host = host
 
     def _run(self, argv: list[str], timeout: float, what: str):
-        try:
-            return run_quiet(["skopeo", *argv], self.host.env, timeout=timeout)
-        except ToolError as exc:
-            raise RegistryError(f"{what}: {scrub(str(exc).splitlines()[0] if str(exc) else 'skopeo failed')}"
-                                f"{_hint(str(exc))}") from None
+        for attempt in range(TRANSIENT_ATTEMPTS):
+            try:
+                return run_quiet(["skopeo", "--command-timeout", f"{int(timeout)}s", *argv], self.host.env,
+                                 timeout=timeout + 30)
+            except ToolError as exc:
+                if attempt + 1 < TRANSIENT_ATTEMPTS and is_transient(str(exc)):
+                    time.sleep(2 ** attempt)  # a registry's 5xx or a dropped connection: try again
+                    continue
+                raise RegistryError(f"{what}: {scrub(str(exc).splitlines()[0] if str(exc) else 'skopeo failed')}"
+                                    f"{_hint(str(exc))}") from None
+        raise AssertionError("unreachable")
 
     def push(self, local_ref: str, registry: Registry, name: str, tag: str) -> str:
         """Copy an image from gen's storage to registry/name:tag; its manifest digest."""

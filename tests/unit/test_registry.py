@@ -222,3 +222,12 @@ def test_dry_run_report_exit_code_says_what_would_happen():
     stale.add("changed", "spec changed")
     assert report_data([stale], [], True, None, 0.0)["exit_code"] == EXIT_REBUILT
     assert report_data([Verdict("a")], [], True, None, 0.0)["exit_code"] == EXIT_NOTHING
+
+
+def test_transient_registry_errors_are_recognised():
+    from generator.registry.skopeo import is_transient
+
+    assert is_transient("failed to read from destination repository other/app: 500 (Internal Server Error)")
+    assert is_transient("read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer")
+    assert not is_transient("manifest unknown: manifest unknown")
+    assert not is_transient("unauthorized: authentication required (401)")
