@@ -68,6 +68,20 @@ def _print_transfers(done, as_json: bool, verb: str) -> None:
         out.print("no image selected")
 
 
+def _transfer(operation, verb: str, names, registry: str, insecure_registry: bool, since, project: Path,
+              storage_root, prefix: str, as_json: bool) -> None:
+    """push or pull: the images chosen by names/--since, between gen's storage and the registry."""
+    from generator.registry import parse_registry, select_images
+
+    try:
+        target = parse_registry(_required(registry), insecure_registry)
+        images, chosen = select_images(project, list(names or []), since)
+        done = operation(Host.from_env(storage_root, project), images, chosen, prefix.rstrip("/"), target, _progress)
+    except GenError as exc:
+        raise _fail(exc) from None
+    _print_transfers(done, as_json, verb)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def push(
@@ -82,16 +96,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Push built images with every tag, the build-id tag gen-<key> included, to HOST/ORG/NAME.
         Credentials come from the containers auth file (`podman login`, REGISTRY_AUTH_FILE)."""
-        from generator.registry import parse_registry, push_images, select_images
+        from generator.registry import push_images
 
-        try:
-            target = parse_registry(_required(registry), insecure_registry)
-            images, chosen = select_images(project, list(names or []), since)
-            done = push_images(Host.from_env(storage_root, project), images, chosen, prefix.rstrip("/"), target,
-                               _progress)
-        except GenError as exc:
-            raise _fail(exc) from None
-        _print_transfers(done, as_json, "pushed")
+        _transfer(push_images, "pushed", names, registry, insecure_registry, since, project, storage_root, prefix,
+                  as_json)
 
     @app.command()
     def pull(
@@ -106,16 +114,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pull images from HOST/ORG into gen's storage under --prefix, with their build-id tags, so
         `gen build` sees them as up to date."""
-        from generator.registry import parse_registry, pull_images, select_images
+        from generator.registry import pull_images
 
-        try:
-            target = parse_registry(_required(registry), insecure_registry)
-            images, chosen = select_images(project, list(names or []), since)
-            done = pull_images(Host.from_env(storage_root, project), images, chosen, prefix.rstrip("/"), target,
-                               _progress)
-        except GenError as exc:
-            raise _fail(exc) from None
-        _print_transfers(done, as_json, "pulled")
+        _transfer(pull_images, "pulled", names, registry, insecure_registry, since, project, storage_root, prefix,
+                  as_json)
 
     @app.command()
     def retag(
