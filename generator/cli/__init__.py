@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.console import Console
 
 from generator import __version__
@@ -60,9 +61,9 @@ def print_diagnostics(diagnostics: list[Diagnostic]) -> None:
         style = "bold red" if d.severity == "error" else "bold yellow"
         where = f"{d.file}:{d.line}:{d.column}" if d.line else d.file
         path = f"{d.path}: " if d.path else ""
-        err.print(f"[{style}]{d.severity}[/]: [bold]{where}[/]: {path}{d.message}", markup=True)
+        err.print(f"[{style}]{d.severity}[/]: [bold]{escape(where)}[/]: {escape(path)}{escape(d.message)}", markup=True)
         if d.hint:
-            err.print(f"  [dim]hint:[/] {d.hint}", markup=True)
+            err.print(f"  [dim]hint:[/] {escape(d.hint)}", markup=True)
 
 
 def _load(project: Path, specs: list[Path] | None):
@@ -221,7 +222,7 @@ def main() -> None:
         err.print(f"[bold red]{errors} error(s)[/]; nothing was changed.", markup=True)
         sys.exit(2)
     except GenError as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

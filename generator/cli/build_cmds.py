@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -78,7 +79,7 @@ def _signals_cancel(cancel: Cancel) -> Iterator[None]:
 
 
 def _fail(exc: GenError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
     return typer.Exit(exc.exit_code)
 
 
@@ -108,7 +109,7 @@ class _Display:
             self._finish(event.image, f"[green]built[/] {event.image} {event.message[:12]} "
                                       f"({event.elapsed:.1f} s)")
         elif event.phase == Phase.SKIPPED:
-            self._finish(event.image, f"[dim]skipped[/] {event.image}: {event.message}")
+            self._finish(event.image, f"[dim]skipped[/] {event.image}: {escape(event.message)}")
         elif event.phase == Phase.FAILED:
             self._finish(event.image, f"[bold red]failed[/] {event.image}")
 
@@ -131,7 +132,7 @@ def _print_plan(planned, as_json: bool) -> None:
         return
     for p in planned:
         verb = {"build": "[bold]build[/]", "skip": "[dim]skip[/]", "retag": "[bold]retag[/]"}[p.action]
-        out.print(f"{verb} {p.name}: {', '.join(p.reasons)}", markup=True, highlight=False)
+        out.print(f"{verb} {p.name}: {escape(', '.join(p.reasons))}", markup=True, highlight=False)
     count = sum(p.action != "skip" for p in planned)
     out.print(f"{count} of {len(planned)} image(s) would be built or retagged" if count
               else "nothing to build: every image is up to date")
@@ -231,7 +232,7 @@ def register(app: typer.Typer) -> None:
         marks = {"ok": "[green]ok[/]", "problem": "[bold red]PROBLEM[/]", "warning": "[yellow]warning[/]",
                  "info": "[blue]info[/]"}
         for check in checks:
-            out.print(f"{marks[check.status]:>8} {check.name}: {check.detail}", markup=True, highlight=False)
+            out.print(f"{marks[check.status]:>8} {check.name}: {escape(check.detail)}", markup=True, highlight=False)
             if check.fix and check.status != "ok":
                 out.print(f"         fix: {check.fix}", markup=False, highlight=False)
         problems = [c for c in checks if c.problem]
@@ -258,7 +259,7 @@ def _print_report(report, as_json: bool) -> None:
         if not built and report.ok:
             out.print("nothing to build: every image is up to date")
     for failure in report.failed:
-        err.print(f"[bold red]error:[/] {failure}", markup=True, highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(failure))}", markup=True, highlight=False)
     for name in report.skipped_after_failure:
         err.print(f"not built: {name} (a parent failed)")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.console import Console
 
 from generator.build import DEFAULT_PREFIX, Host
@@ -48,12 +49,12 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JS
 
 
 def _fail(exc: GenError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
     return typer.Exit(exc.exit_code)
 
 
 def _progress(line: str) -> None:
-    err.print(f"[dim]{line}[/]", markup=True, highlight=False)
+    err.print(f"[dim]{escape(line)}[/]", markup=True, highlight=False)
 
 
 def _print_transfers(done, as_json: bool, verb: str) -> None:

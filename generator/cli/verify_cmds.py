@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.console import Console
 from rich.table import Table
 
@@ -26,7 +27,7 @@ MARKS = {"pass": "[green]PASS[/]", "fail": "[bold red]FAIL[/]", "skip": "[dim]sk
 def results_table(ref: str, results) -> Table:
     table = Table("check", "result", "detail", "time", title=f"gen verify {ref}", title_justify="left")
     for r in results:
-        table.add_row(r.name, MARKS[r.status.value], r.detail, f"{r.duration:.1f} s")
+        table.add_row(r.name, MARKS[r.status.value], escape(r.detail), f"{r.duration:.1f} s")
     return table
 
 
@@ -65,7 +66,7 @@ def register(app: typer.Typer) -> None:
                     results = verify_image(host, ref, podman=podman, only=check, on_result=progress,
                                            output_dir=project / "output")
         except GenError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
             raise typer.Exit(exc.exit_code) from None
         failures = [r for r in results if not r.passed]
         if as_json:

@@ -94,3 +94,21 @@ def test_hints_flags_are_one_shell_line(project):
     result = gen("hints", "app-base", "--flags", cwd=project)
     assert result.returncode == 0
     assert result.stdout.split() == ["--sysctl=kernel.msgmax=65536", "--sysctl=kernel.shmmax=68719476736"]
+
+
+def test_bracketed_text_in_errors_is_printed_not_taken_for_markup():
+    import io
+
+    import generator.cli as cli
+    from generator.errors import Diagnostic
+
+    buffer = io.StringIO()
+    saved = cli.err.file
+    cli.err.file = buffer
+    try:
+        cli.print_diagnostics([Diagnostic("specs/a.yaml", 1, 2, "$.x", "copy containers-storage:[overlay@/s+/r]img",
+                                          "see [bold]this[/bold]")])
+    finally:
+        cli.err.file = saved
+    assert "containers-storage:[overlay@/s+/r]img" in buffer.getvalue()
+    assert "[bold]this[/bold]" in buffer.getvalue()
