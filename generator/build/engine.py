@@ -29,6 +29,7 @@ from generator.build.outputs import (
     topological_order,
 )
 from generator.build.proc import Cancel, Interrupted, ToolError, run_logged
+from generator.build.serve import served_directories
 from generator.errors import GenError
 
 DEFAULT_PREFIX = "localhost/gen"
@@ -289,7 +290,8 @@ class Builder:
                               "check registry access or use a bootstrap/local base; run `gen doctor`",
                               tail, log_path)
 
-    def build_argv(self, image: OutputImage, base_id: str, iidfile: Path) -> list[str]:
+    def build_argv(self, image: OutputImage, base_id: str, iidfile: Path,
+                   extra_args: list[str] | None = None) -> list[str]:
         epoch = str(image.source_date_epoch)
         tool = self.options.backend
         argv = [tool, *self.host.global_flags(), "bud" if tool == "buildah" else "build",
@@ -302,7 +304,7 @@ class Builder:
         else:
             argv += ["--timestamp", epoch]
         argv += ["--build-arg", f"BASE_IMAGE={base_id}", "--build-arg", f"BASE_DIGEST=sha256:{base_id}",
-                 "--build-arg", f"SOURCE_DATE_EPOCH={epoch}", "--iidfile", str(iidfile),
+                 "--build-arg", f"SOURCE_DATE_EPOCH={epoch}", *(extra_args or []), "--iidfile", str(iidfile),
                  "-f", str(image.directory / "Dockerfile"), str(image.directory)]
         return argv
 
@@ -321,8 +323,8 @@ class Builder:
                 step = line
                 self._emit(image.name, Phase.STEP, line, time.monotonic() - started)
 
-        with log_path.open("w") as log:
-            code, tail = run_logged(self.build_argv(image, base_id, iidfile), self.host.env, log,
+        with log_path.open("w") as log, served_directories(image.served_dirs, self.project_root) as served:
+            code, tail = run_logged(self.build_argv(image, base_id, iidfile, served), self.host.env, log,
                                     self.cancel, on_line=on_line, cwd=image.directory)
         if code != 0 or not iidfile.is_file():
             raise BuildFailed(image.name, step, _failure_message(image.name, step, code, tail, log_path),

@@ -26,6 +26,9 @@ class OutputImage:
     source_date_epoch: int
     spec: str
     overlays: tuple[str, ...]
+    # Build arguments whose value is a directory of the build host that gen serves on 127.0.0.1
+    # for the build's duration (s6-overlay tarballs from init.source: offline builds).
+    served_dirs: tuple[tuple[str, str], ...] = ()
 
     @property
     def base_kind(self) -> str:
@@ -54,6 +57,7 @@ def load_output(directory: Path) -> OutputImage:
         source_date_epoch=int(data["source_date_epoch"]),
         spec=str(data.get("spec", "")),
         overlays=tuple(data.get("overlays", ())),
+        served_dirs=tuple(sorted((data.get("served_dirs") or {}).items())),
     )
 
 

@@ -143,6 +143,8 @@ def render_project(project: Project, templates_dir: Path | None = None) -> Proje
             "overlays": [_relative(o.src, project.root) for o in image.rootfs],
             "platforms": list(image.platforms) if image.platforms else None,
         }
+        if plan.init is not None and plan.init.fetch_stage is not None and plan.init.fetch_stage.local_dir:
+            manifest["served_dirs"] = {"S6_OVERLAY_BASE_URL": plan.init.fetch_stage.local_dir}
         try:
             rendered.append(render_image(plan, templates, manifest))
         except GenError as exc:

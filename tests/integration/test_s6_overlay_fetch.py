@@ -160,3 +160,26 @@ def test_full_s6_overlay_image_builds_and_verifies(tmp_path, gen_env, gen_host, 
         server.server_close()
     verified = gen(["verify", "overlay"], project, dict(gen_env, COLUMNS="200"), timeout=600)
     assert verified.returncode == 0, verified.stdout
+
+
+def test_local_directory_source_is_served_to_the_build(tmp_path, gen_env, gen_host, bootstrapped_base):
+    releases = tmp_path / "offline"
+    releases.mkdir()
+    sums = {
+        "s6-overlay-noarch.tar.xz": write_tarball(releases / "s6-overlay-noarch.tar.xz", "etc/gen-test/noarch",
+                                                  "offline noarch\n"),
+        "s6-overlay-x86_64.tar.xz": write_tarball(releases / "s6-overlay-x86_64.tar.xz", "etc/gen-test/arch",
+                                                  "offline x86_64\n"),
+    }
+    project = tmp_path / "project"
+    (project / "specs").mkdir(parents=True)
+    (project / "specs" / "overlay.yaml").write_text(spec_text(str(releases), sums).replace("tags: [\"1\"]",
+                                                                                         "tags: [\"offline\"]"))
+    assert gen(["render"], project, gen_env).returncode == 0
+    assert "ARG S6_OVERLAY_BASE_URL\n" in (project / "output" / "overlay" / "Dockerfile").read_text()
+    built = gen(["build"], project, gen_env)
+    assert built.returncode == 0, built.stdout + built.stderr[-3000:]
+    read = subprocess.run(["podman", *gen_host.global_flags(), "run", "--rm", "--entrypoint", "cat",
+                           "localhost/gen/overlay:offline", "/etc/gen-test/noarch"], env=gen_env,
+                          capture_output=True, text=True, timeout=120)
+    assert read.stdout == "offline noarch\n", read.stderr

@@ -109,3 +109,23 @@ def test_long_storage_roots_get_a_short_runroot_podman_accepts():
     assert len(str(runroot)) <= MAX_RUNROOT and runroot == Host(storage_root=long_root).runroot
     assert runroot != Host(storage_root=Path(str(long_root) + "y")).runroot
     assert f"+{runroot}]" in Host(storage_root=long_root).skopeo_ref("x")
+
+
+def test_served_directories_answer_on_loopback_and_stop_after(tmp_path):
+    import urllib.request
+
+    from generator.build.serve import served_directories
+    from generator.errors import UsageError
+
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "a.txt").write_text("A")
+    with served_directories((("URL_ARG", "files"),), tmp_path) as flags:
+        assert flags[0] == "--build-arg" and flags[1].startswith("URL_ARG=http://127.0.0.1:")
+        url = flags[1].split("=", 1)[1]
+        with urllib.request.urlopen(f"{url}/a.txt", timeout=10) as response:
+            assert response.read() == b"A"
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/a.txt", timeout=5)
+    with pytest.raises(UsageError, match="is not a directory"):
+        with served_directories((("URL_ARG", "missing"),), tmp_path):
+            pass
