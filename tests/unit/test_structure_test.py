@@ -72,3 +72,21 @@ def test_report_parsing_reads_failures():
     assert not report.passed and [c.name for c in report.failures] == ["b"]
     assert report.failures[0].errors == ("uid 0, want 1000",)
     assert parse_report(json.dumps({"Pass": 2, "Fail": 0, "Results": []})).passed
+
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from generator.render import yaml_lines
+
+_scalars = st.one_of(st.text(), st.integers(), st.booleans(), st.none())
+_keys = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12)
+_documents = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                            st.dictionaries(_keys, inner, max_size=4)), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_keys, _documents, min_size=1, max_size=5))
+def test_yaml_emitter_round_trips_through_a_yaml_parser(data):
+    text = "".join(line + "\n" for line in yaml_lines(data))
+    assert YAML(typ="safe", pure=True).load(text) == data
