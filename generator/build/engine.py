@@ -22,7 +22,6 @@ from generator.build.host import Host, tool_version
 from generator.build.outputs import (
     OutputImage,
     ancestors,
-    build_id_tag,
     files_sha256,
     load_outputs,
     select,
@@ -65,6 +64,7 @@ class PlannedImage:
     build_id: str | None
     tags: tuple[str, ...]  # full references
     parent: str | None
+    image_id: str | None = None  # the stored image a skip or retag reuses
 
 
 @dataclass(frozen=True)
@@ -135,24 +135,33 @@ class Builder:
             chosen.update(ancestors(self.images, name))
         return [n for n in topological_order(self.images) if n in chosen]
 
-    def base_id(self, image: OutputImage) -> str | None:
+    def base_id(self, image: OutputImage, index: storage.NameIndex | None = None) -> str | None:
         """The id of a root image's base in storage; None when it must be bootstrapped or pulled."""
-        found = storage.inspect(self.host, str(image.base["image"]))
+        return self._stored_id(str(image.base["image"]), index)
+
+    def _stored_id(self, ref: str, index: storage.NameIndex | None) -> str | None:
+        if index is not None and (found_id := index.id_of(ref)):
+            return found_id
+        found = storage.inspect(self.host, ref)
         return found.id if found else None
 
-    def _decide(self, image: OutputImage, parent_id: str | None) -> Decision:
+    def _decide(self, image: OutputImage, parent_id: str | None,
+                index: storage.NameIndex | None = None) -> Decision:
         if image.parent:
             base_id: str | None = ""
         else:
-            parent_id, base_id = "", self.base_id(image)
+            parent_id, base_id = "", self.base_id(image, index)
         prefix = self.options.prefix
         tags = full_tags(image, prefix)
 
         def build_id_exists(tag: str) -> bool:
-            return storage.exists(self.host, f"{prefix}/{image.name}:{tag}")
+            return self._stored_id(f"{prefix}/{image.name}:{tag}", index) is not None
 
         def tags_in_place(tag: str) -> bool:
-            found = storage.inspect(self.host, f"{prefix}/{image.name}:{tag}")
+            ref = f"{prefix}/{image.name}:{tag}"
+            if index is not None and (found_id := index.id_of(ref)) and set(tags) <= set(index.names[found_id]):
+                return True
+            found = storage.inspect(self.host, ref)
             return found is not None and set(tags) <= set(found.names)
 
         record = read_record(self.host.state_dir, image.name)
@@ -163,22 +172,21 @@ class Builder:
 
     def plan(self, names: list[str]) -> list[PlannedImage]:
         """What a build of names would do, without building; ancestors that are up to date are
-        listed as skipped so the plan shows the whole chain."""
+        listed as skipped so the plan shows the whole chain. Storage is read once for all."""
+        index = storage.name_index(self.host)
         planned: dict[str, PlannedImage] = {}
         ids: dict[str, str | None] = {}
         for name in self.closure(names):
             image = self.images[name]
             parent_id = ids.get(image.parent) if image.parent else ""
-            decision = self._decide(image, parent_id)
-            ids[name] = self._id_of(image, decision) if decision.action != "build" else None
+            decision = self._decide(image, parent_id, index)
+            ids[name] = None
+            if decision.action != "build":
+                ids[name] = self._stored_id(f"{self.options.prefix}/{image.name}:{decision.build_id}", index)
             planned[name] = PlannedImage(name, decision.action, decision.reasons, decision.key,
                                          decision.build_id, full_tags(image, self.options.prefix),
-                                         image.parent)
+                                         image.parent, ids[name])
         return list(planned.values())
-
-    def _id_of(self, image: OutputImage, decision: Decision) -> str | None:
-        found = storage.inspect(self.host, f"{self.options.prefix}/{image.name}:{decision.build_id}")
-        return found.id if found else None
 
     # -- building ------------------------------------------------------------------------------
 
@@ -186,8 +194,10 @@ class Builder:
         """Build names and their missing or stale ancestors, up to options.jobs at a time.
         Raises Interrupted on cancel, after running tools are stopped."""
         order = self.closure(names)
+        planned = {p.name: p for p in self.plan(names)}
         report = BuildReport()
         done: dict[str, str] = {}  # name -> image id
+        unchanged: set[str] = set()  # skipped as planned, so children may be too
         failed: set[str] = set()
         pending = list(order)
         running: dict[Future, str] = {}
@@ -202,7 +212,11 @@ class Builder:
                         self._emit(name, Phase.SKIPPED, message=f"parent {parent} failed")
                     elif (not parent or parent in done) and not self.cancel.is_set:
                         pending.remove(name)
-                        running[pool.submit(self.build_one, name, done.get(parent or "", ""))] = name
+                        if self._up_to_date(planned[name], unchanged):
+                            unchanged.add(name)
+                            done[name] = self._skip(planned[name], report)
+                        else:
+                            running[pool.submit(self.build_one, name, done.get(parent or "", ""))] = name
                 if not running:
                     break
                 finished, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -228,6 +242,19 @@ class Builder:
             raise Interrupted("interrupted: images finished before the signal keep their new tags; "
                               "the rest keep their previous ones")
         return report
+
+    @staticmethod
+    def _up_to_date(planned: PlannedImage, unchanged: set[str]) -> bool:
+        """The plan's skip still holds when the parent was skipped too (its id is the planned one)."""
+        return (planned.action == "skip" and planned.image_id is not None
+                and (planned.parent is None or planned.parent in unchanged))
+
+    def _skip(self, planned: PlannedImage, report: BuildReport) -> str:
+        assert planned.image_id is not None
+        self._emit(planned.name, Phase.SKIPPED, message=", ".join(planned.reasons))
+        report.built.append(BuiltImage(planned.name, "skipped", planned.reasons, planned.image_id,
+                                       planned.build_id, planned.tags, 0.0, None))
+        return planned.image_id
 
     def build_one(self, name: str, parent_id: str) -> BuiltImage:
         image = self.images[name]

@@ -53,6 +53,33 @@ def inspect(host: Host, ref: str) -> StoredImage | None:
     )
 
 
+@dataclass(frozen=True)
+class NameIndex:
+    """Every name in storage and its image id, read with one podman call, so a plan over hundreds
+    of images costs one process instead of several per image. A name missing here may just be
+    spelled differently by podman (short names); callers look a miss up again with inspect."""
+
+    ids: dict[str, str]  # name -> image id
+    names: dict[str, tuple[str, ...]]  # image id -> names
+
+    def id_of(self, ref: str) -> str | None:
+        return self.ids.get(ref)
+
+
+def name_index(host: Host) -> NameIndex:
+    # buildah, not podman: `podman images` computes sizes and history (1.4 s for 200 images here,
+    # against 0.35 s).
+    proc = run_quiet(_buildah(host, "images", "--json", "--no-trunc"), host.env)
+    ids: dict[str, str] = {}
+    names: dict[str, tuple[str, ...]] = {}
+    for entry in json.loads(proc.stdout or "[]"):
+        image_id = str(entry["id"]).removeprefix("sha256:")
+        entry_names = tuple(entry.get("names") or ())
+        names[image_id] = names.get(image_id, ()) + entry_names
+        ids.update((name, image_id) for name in entry_names)
+    return NameIndex(ids, names)
+
+
 def exists(host: Host, ref: str) -> bool:
     return run_quiet(_podman(host, "image", "exists", ref), host.env, check=False).returncode == 0
 

@@ -1,0 +1,123 @@
+"""The builder's storage traffic: a plan reads storage once, and a no-op build runs no build and
+asks storage nothing per image (100 images decided in well under a second). Storage is faked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from generator.build import engine, storage
+from generator.build.engine import Builder, BuildOptions
+from generator.build.host import Host
+from generator.render import write_outputs
+from generator.render.project import render_project
+from generator.spec import load_project
+
+BASE_REF = "localhost/test/base:1"
+BASE_ID = "b" * 64
+
+
+class FakeStorage:
+    """Names -> ids, as buildah would keep them; counts the per-image queries."""
+
+    def __init__(self) -> None:
+        self.ids = {BASE_REF: BASE_ID}
+        self.per_image_queries = 0
+        self.builds = 0
+
+    def index(self, host) -> storage.NameIndex:
+        names: dict[str, tuple[str, ...]] = {}
+        for name, image_id in self.ids.items():
+            names[image_id] = names.get(image_id, ()) + (name,)
+        return storage.NameIndex(dict(self.ids), names)
+
+    def inspect(self, host, ref):
+        self.per_image_queries += 1
+        image_id = self.ids.get(ref)
+        if image_id is None:
+            return None
+        names = tuple(n for n, i in self.ids.items() if i == image_id)
+        return storage.StoredImage(image_id, "", names, 0, 1, {}, "")
+
+    def exists(self, host, ref):
+        return self.inspect(host, ref) is not None
+
+    def tag(self, host, image_id, refs):
+        self.ids.update((ref, image_id) for ref in refs)
+
+    def run_build(self, image) -> tuple[str, Path]:
+        self.builds += 1
+        return f"{self.builds:064x}", Path("/dev/null")
+
+
+@pytest.fixture
+def fake(monkeypatch) -> FakeStorage:
+    fake = FakeStorage()
+    monkeypatch.setattr(storage, "name_index", fake.index)
+    monkeypatch.setattr(storage, "inspect", fake.inspect)
+    monkeypatch.setattr(storage, "exists", fake.exists)
+    monkeypatch.setattr(storage, "tag", fake.tag)
+    monkeypatch.setattr(engine.Builder, "_run_build", lambda _self, image, _base, _started: fake.run_build(image))
+    return fake
+
+
+def project(tmp_path: Path) -> Builder:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "root.yaml").write_text(textwrap.dedent(f"""\
+        name: root
+        tags: ["1"]
+        base: {{distro: debian, release: bookworm, local: {BASE_REF}}}
+        init: {{kind: none}}
+        """))
+    for i in range(5):
+        (specs / f"leaf{i}.yaml").write_text(f'name: leaf{i}\ntags: ["1"]\nextends: root\nenv: {{N: "{i}"}}\n')
+    write_outputs(tmp_path / "output", render_project(load_project([specs], tmp_path)).images, prune=True)
+    host = Host.from_env(tmp_path / "storage")
+    return Builder(host, tmp_path / "output", tmp_path, BuildOptions(prefix="localhost/gen"))
+
+
+def test_no_op_build_asks_storage_nothing_per_image(tmp_path, fake):
+    builder = project(tmp_path)
+    first = builder.build([])
+    assert first.ok and fake.builds == 6 and {b.action for b in first.built} == {"built"}
+    fake.per_image_queries = fake.builds = 0
+    again = Builder(builder.host, builder.output_dir, tmp_path, builder.options).build([])
+    assert again.ok and fake.builds == 0 and {b.action for b in again.built} == {"skipped"}
+    assert fake.per_image_queries == 0
+    assert [b.image_id for b in again.built] == [b.image_id for b in first.built]
+
+
+def test_a_changed_leaf_rebuilds_only_itself(tmp_path, fake):
+    builder = project(tmp_path)
+    builder.build([])
+    (tmp_path / "output" / "leaf3" / "extra").write_text("new context file\n")
+    fake.builds = 0
+    report = Builder(builder.host, builder.output_dir, tmp_path, builder.options).build([])
+    assert {b.name for b in report.built if b.action == "built"} == {"leaf3"} and fake.builds == 1
+
+
+def test_moved_base_rebuilds_everything(tmp_path, fake):
+    builder = project(tmp_path)
+    builder.build([])
+    fake.ids[BASE_REF] = "c" * 64
+    plan = Builder(builder.host, builder.output_dir, tmp_path, builder.options).plan([])
+    assert [p.action for p in plan] == ["build"] * 6
+
+
+def test_name_index_reads_buildah_json(monkeypatch):
+    listing = [{"id": "sha256:" + "a" * 64, "names": ["localhost/x:1", "localhost/x:gen-1"]},
+               {"id": "sha256:" + "d" * 64, "names": None}]
+
+    def fake_run(argv, env, check=True):
+        assert argv[0] == "buildah" and "--json" in argv
+        return subprocess.CompletedProcess(argv, 0, json.dumps(listing), "")
+
+    monkeypatch.setattr(storage, "run_quiet", fake_run)
+    index = storage.name_index(Host.from_env(Path("/nonexistent")))
+    assert index.id_of("localhost/x:gen-1") == "a" * 64 and index.id_of("localhost/y:1") is None
+    assert index.names["a" * 64] == ("localhost/x:1", "localhost/x:gen-1") and index.names["d" * 64] == ()
