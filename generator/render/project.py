@@ -117,7 +117,6 @@ def render_project(project: Project, templates_dir: Path | None = None) -> Proje
         user_dir = templates_dir or image.templates
         templates = template_sets.setdefault(user_dir, TemplateSet(user_dir))
         parent = images.get(spec.parent) if spec.parent else None
-        spec_bytes = spec.path.read_bytes()
         spec_file = _relative(spec.path, project.root)
         try:
             plan = make_plan(
@@ -134,7 +133,6 @@ def render_project(project: Project, templates_dir: Path | None = None) -> Proje
             "name": name,
             "tags": list(image.tags),
             "spec": spec_file,
-            "spec_sha256": hashlib.sha256(spec_bytes).hexdigest(),
             "resolved_spec_sha256": hashlib.sha256(canonical_json(spec.data).encode()).hexdigest(),
             "templates_sha256": templates.digest(templates_used(plan)),
             "parent": spec.parent,

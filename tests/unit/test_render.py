@@ -181,6 +181,17 @@ def test_write_only_changes_and_check(tmp_path):
     assert "-        zlib1g" in diff and "+        zstd" in diff
 
 
+def test_comments_and_formatting_change_no_output(tmp_path):
+    """Only what a spec means reaches output/, so a comment or reflow rebuilds nothing."""
+    write_specs(tmp_path, base=BASE)
+    out = tmp_path / "output"
+    write_outputs(out, render(tmp_path), prune=True)
+    reflowed = "# reviewed by ops\n" + BASE.replace("packages: [zlib1g, curl, curl]",
+                                                      "packages:\n  - zlib1g  # compression\n  - curl\n  - curl")
+    (tmp_path / "specs" / "base.yaml").write_text(reflowed)
+    assert diff_against(out, render(tmp_path), prune=True) == ""
+
+
 def test_prune_removes_output_of_deleted_specs(tmp_path):
     write_specs(tmp_path, base=BASE, other=BASE.replace("name: base", "name: other"))
     out = tmp_path / "output"
