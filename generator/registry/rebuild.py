@@ -24,6 +24,7 @@ from generator.build.host import Host
 from generator.build.outputs import OutputImage, files_sha256, topological_order
 from generator.build.proc import Cancel
 from generator.errors import GenError
+from generator.registry.attach import attach_sbom
 from generator.registry.lock import Lock, LockedImage, locked_image, package_changes, read_lock, write_lock
 from generator.registry.packages import installed_packages
 from generator.registry.sbom import write_sbom
@@ -254,6 +255,8 @@ def _rebuild_one(ctx: RebuildContext, builders: dict[bool, Builder], verdict: Ve
     entry = locked_image(ctx.host, ctx.images, name, ctx.prefix, digest)
     lock.images[name] = entry
     _sbom(ctx, name, entry)
+    if ctx.registry is not None:
+        attach_sbom(Skopeo(ctx.host), ctx.project / "output", name, built.image_id, digest, ctx.registry)
     if built.action == "built":
         action = "rebuilt"
     else:  # the build stage found it built already (by hand, or a reproducible parent rebuild)

@@ -84,6 +84,16 @@ class Skopeo:
                       COPY_TIMEOUT, f"copying {src.repository(name)}:{src_tag} to {dst.repository(name)}:{dst_tag}")
             return digestfile.read_text().strip()
 
+    def push_layout(self, layout: Path, registry: Registry, name: str, tag: str) -> str:
+        """Copy the one manifest of an OCI layout directory to registry/name:tag, byte for byte (an
+        artifact such as an SBOM must keep its media types); its manifest digest."""
+        with tempfile.TemporaryDirectory(prefix="gen-attach-") as tmp:
+            digestfile = Path(tmp) / "digest"
+            self._run(["copy", "--quiet", "--preserve-digests", *tls_flag("dest-tls-verify", registry.tls_verify),
+                       "--digestfile", str(digestfile), f"oci:{layout}", registry.ref(name, tag)],
+                      COPY_TIMEOUT, f"pushing {layout.name} to {registry.repository(name)}:{tag}")
+            return digestfile.read_text().strip()
+
     def pull(self, registry: Registry, name: str, tag: str, local_ref: str) -> None:
         """Copy registry/name:tag into gen's storage as local_ref (image id = config digest, kept)."""
         self._run(["copy", "--quiet", *tls_flag("src-tls-verify", registry.tls_verify), registry.ref(name, tag),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from generator.build import storage
 from generator.build.host import Host
 from generator.build.outputs import OutputImage
+from generator.registry.attach import attach_sbom
 from generator.registry.skopeo import RegistryError, Skopeo
 from generator.registry.target import Registry
 
@@ -30,6 +31,7 @@ class Transferred:
     image_id: str
     source: str
     destination: str
+    sbom_tag: str | None = None  # where its SBOM was attached, when it had one for this build
 
 
 Progress = Callable[[str], None]
@@ -71,8 +73,9 @@ def push_image(host: Host, image: OutputImage, prefix: str, registry: Registry,
             raise RegistryError(f"{image.name}: {registry.repository(image.name)}:{tag} got digest {copied}, "
                                 f"not {digest} like {first}; the registry rewrote the manifest")
     ordered = tuple(sorted(tags, key=lambda t: t.startswith(BUILD_ID_PREFIX)))
+    attached = attach_sbom(skopeo, image.directory.parent, image.name, found.id, digest, registry)
     return Transferred(image.name, ordered, digest, found.id, f"{prefix}/{image.name}",
-                       registry.repository(image.name))
+                       registry.repository(image.name), attached.tag if attached else None)
 
 
 def push_images(host: Host, images: dict[str, OutputImage], names: list[str], prefix: str,

@@ -82,6 +82,16 @@ def _tags(env: dict[str, str], repository: str) -> list[str]:
     return sorted(json.loads(got.stdout)["Tags"])
 
 
+def _artifact_payload(env: dict[str, str], ref: str, directory: Path) -> bytes:
+    """The only layer of a registry artifact, fetched with skopeo."""
+    subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"dir:{directory}"],
+                   env=env, check=True, timeout=120)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    (layer,) = manifest["layers"]
+    assert layer["mediaType"] == "application/vnd.cyclonedx+json"
+    return (directory / layer["digest"].split(":")[1]).read_bytes()
+
+
 @pytest.fixture(scope="module")
 def chain_project(tmp_path_factory, gen_env, bootstrapped_base, gen_cli) -> Path:
     """The example specs rendered and built under PREFIX in the session storage."""
@@ -134,6 +144,16 @@ def test_registry_round_trip_and_rebuild(chain_project: Path, local_registry: st
     code, report = _rebuild(gen_cli, gen_env, chain_project, org)
     assert code == 0 and not report["results"], report
 
+    # The SBOM goes beside its image under cosign's tag scheme, byte for byte.
+    assert _gen(gen_cli, gen_env, chain_project, "sbom", "runtime").returncode == 0
+    again = _gen(gen_cli, gen_env, chain_project, "push", "runtime", "--registry", org, "--insecure-registry",
+                 "--json")
+    assert again.returncode == 0, again.stderr
+    sbom_tag = json.loads(again.stdout)[0]["sbom_tag"]
+    assert sbom_tag == f"sha256-{results['runtime']['digest'].split(':')[1]}.sbom"
+    assert _artifact_payload(gen_env, f"{org}/runtime:{sbom_tag}", tmp_path / "sbom") == \
+        (chain_project / "output" / "runtime.sbom.cdx.json").read_bytes()
+
     # Retag: every tag to another organization, digests unchanged.
     other = f"{local_registry}/other"
     moved = gen_cli(["retag", "-C", str(chain_project), "--from", org, "--to", other, "--insecure-registry"], gen_env)
@@ -181,6 +201,8 @@ def test_registry_round_trip_and_rebuild(chain_project: Path, local_registry: st
         assert result["old_digest"] == results[name]["digest"] != result["new_digest"]
         assert _skopeo_digest(gen_env, f"{org}/{name}:latest") == result["new_digest"]
         assert new_lock["images"][name]["digest"] == result["new_digest"]
+    rebuilt_runtime = next(r for r in report["results"] if r["name"] == "runtime")["new_digest"]
+    assert f"sha256-{rebuilt_runtime.split(':')[1]}.sbom" in _tags(gen_env, f"{org}/runtime")
     markdown = (chain_project / ".gen" / "rebuild-report.md").read_text()
     assert "parent debian-s6 changed in the registry" in markdown
 

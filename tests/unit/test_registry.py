@@ -231,3 +231,44 @@ def test_transient_registry_errors_are_recognised():
     assert is_transient("read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer")
     assert not is_transient("manifest unknown: manifest unknown")
     assert not is_transient("unauthorized: authentication required (401)")
+
+
+# -- SBOM attached beside its image ------------------------------------------------------------
+
+
+def test_sbom_artifact_layout_is_content_addressed(tmp_path):
+    import hashlib
+
+    from generator.registry.attach import SBOM_MEDIA_TYPE, sbom_tag, write_layout
+
+    digest = write_layout(tmp_path / "layout", b'{"bomFormat": "CycloneDX"}', SBOM_MEDIA_TYPE, {"k": "v"})
+    blobs = tmp_path / "layout" / "blobs" / "sha256"
+    for blob in blobs.iterdir():
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+    index = json.loads((tmp_path / "layout" / "index.json").read_text())
+    assert index["manifests"][0]["digest"] == digest
+    manifest = json.loads((blobs / digest.split(":")[1]).read_text())
+    assert [layer["mediaType"] for layer in manifest["layers"]] == [SBOM_MEDIA_TYPE]
+    assert (blobs / manifest["layers"][0]["digest"].split(":")[1]).read_bytes() == b'{"bomFormat": "CycloneDX"}'
+    assert sbom_tag("sha256:" + "ab" * 32) == "sha256-" + "ab" * 32 + ".sbom"
+
+
+def test_only_an_sbom_of_this_build_is_attached(tmp_path):
+    from generator.registry.attach import attach_sbom
+    from generator.registry.target import Registry
+
+    class RecordingSkopeo:
+        pushed: list[str] = []
+
+        def push_layout(self, layout, registry, name, tag):
+            self.pushed.append(tag)
+            return "sha256:" + "cd" * 32
+
+    sbom = {"metadata": {"component": {"hashes": [{"alg": "SHA-256", "content": "1" * 64}]}}}
+    (tmp_path / "app.sbom.cdx.json").write_text(json.dumps(sbom))
+    skopeo, registry = RecordingSkopeo(), Registry("127.0.0.1:5000", "org", tls_verify=False)
+    assert attach_sbom(skopeo, tmp_path, "app", "2" * 64, "sha256:" + "ef" * 32, registry) is None
+    assert attach_sbom(skopeo, tmp_path, "other", "1" * 64, "sha256:" + "ef" * 32, registry) is None
+    attached = attach_sbom(skopeo, tmp_path, "app", "1" * 64, "sha256:" + "ef" * 32, registry)
+    assert attached is not None and attached.tag == "sha256-" + "ef" * 32 + ".sbom"
+    assert skopeo.pushed == [attached.tag]
