@@ -36,6 +36,9 @@ BACKENDS = ("buildah", "podman")
 # buildah 1.41 added --source-date-epoch and --rewrite-timestamp (which also clamps file times
 # inside layers); older versions only fix the config and history times with --timestamp.
 SOURCE_DATE_EPOCH_FLAGS_SINCE = (1, 41)
+# buildah 1.28 (Debian 12) pushes --cache-to entries but never finds --cache-from ones after an ARG
+# step (buildah#4315, closed after 1.28), and every gen Dockerfile declares ARGs after FROM.
+REMOTE_CACHE_AFTER_ARG_SINCE = (1, 29)
 _STEP = re.compile(r"^STEP \d+(/\d+)?: ")
 # Output that points at the host rather than the Dockerfile.
 _HOST_PROBLEMS = ("rlimit", "no space left", "permission denied", "operation not permitted",
@@ -50,6 +53,8 @@ class BuildOptions:
     backend: str = "buildah"
     dry_run: bool = False
     no_cache: bool = False  # rebuild every layer (the registry stage's refresh for newer packages)
+    layer_cache: str | None = None  # HOST/REPO whose cached layers builds read and extend (CI runners)
+    layer_cache_tls_verify: bool = True
 
 
 @dataclass(frozen=True)
@@ -317,6 +322,16 @@ class Builder:
                               "check registry access or use a bootstrap/local base; run `gen doctor`",
                               tail, log_path)
 
+    def layer_cache_warning(self) -> str | None:
+        """Why --layer-cache will only fill the cache on this host, or None."""
+        if not self.options.layer_cache or self.options.backend != "buildah":
+            return None
+        found = tool_version("buildah", self.host.env)
+        if found.version is not None and found.version < REMOTE_CACHE_AFTER_ARG_SINCE:
+            return (f"buildah {'.'.join(map(str, found.version))} writes the layer cache but does not read it "
+                    "back after ARG steps (buildah#4315); builds here fill the cache for newer buildah runners")
+        return None
+
     def build_argv(self, image: OutputImage, base_id: str, iidfile: Path,
                    extra_args: list[str] | None = None) -> list[str]:
         epoch = str(image.source_date_epoch)
@@ -325,6 +340,10 @@ class Builder:
                 "--isolation", "chroot", "--layers", "--format", "oci", "--pull=never"]
         if self.options.no_cache:
             argv.append("--no-cache")
+        elif self.options.layer_cache:
+            # Steps another machine already ran come from the registry; new ones go back to it.
+            argv += ["--cache-from", self.options.layer_cache, "--cache-to", self.options.layer_cache,
+                     f"--tls-verify={'true' if self.options.layer_cache_tls_verify else 'false'}"]
         version = tool_version(tool, self.host.env).version or (0,)
         if tool == "buildah" and version >= SOURCE_DATE_EPOCH_FLAGS_SINCE:
             argv += ["--source-date-epoch", epoch, "--rewrite-timestamp"]

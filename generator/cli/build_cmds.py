@@ -84,11 +84,23 @@ def _fail(exc: GenError) -> typer.Exit:
 
 
 def _builder(project: Path, storage_root: Path | None, prefix: str, jobs: int = 1,
-             backend: str = "buildah", on_event=None, cancel: Cancel | None = None) -> Builder:
+             backend: str = "buildah", on_event=None, cancel: Cancel | None = None,
+             layer_cache: str | None = None, insecure_registry: bool = False) -> Builder:
     if jobs < 1:
         raise UsageError(f"--jobs {jobs}: give 1 or more")
     host = Host.from_env(storage_root, project)
-    options = BuildOptions(prefix=prefix.rstrip("/"), jobs=jobs, backend=backend)
+    cache, verify = None, True
+    if layer_cache:
+        from generator.registry.target import parse_registry
+
+        target = parse_registry(layer_cache, insecure_registry, option="--layer-cache")
+        if not target.org:
+            raise UsageError(f"--layer-cache {layer_cache!r}: name a repository, e.g. {target.host}/team/gen-cache")
+        cache, verify = f"{target.host}/{target.org}", target.tls_verify
+    elif insecure_registry:
+        raise UsageError("--insecure-registry applies to --layer-cache; give --layer-cache HOST/REPO too")
+    options = BuildOptions(prefix=prefix.rstrip("/"), jobs=jobs, backend=backend, layer_cache=cache,
+                           layer_cache_tls_verify=verify)
     kwargs = {"on_event": on_event} if on_event else {}
     return Builder(host, project / "output", project, options, cancel=cancel, **kwargs)
 
@@ -155,6 +167,12 @@ def register(app: typer.Typer) -> None:
         check_reproducible: Annotated[bool, typer.Option(
             "--check-reproducible", help="Build twice from empty storage; compare digests, name differing files.")] = False,
         format: Annotated[OutputFormat, typer.Option("--format", help="Plan/result format.")] = OutputFormat.text,
+        layer_cache: Annotated[Optional[str], typer.Option(
+            "--layer-cache", envvar="GEN_LAYER_CACHE", metavar="HOST/REPO",
+            help="Registry repository of cached build steps: read before running a step, written after "
+                 "(buildah --cache-from/--cache-to), so CI runners share layers.")] = None,
+        insecure_registry: Annotated[bool, typer.Option(
+            "--insecure-registry", help="Plain HTTP for --layer-cache; loopback registries only.")] = False,
     ) -> None:
         """Build rendered images (and missing or stale parents) with buildah, parents first,
         skipping what is up to date; tag each under --prefix plus an immutable gen-<id> tag."""
@@ -163,7 +181,10 @@ def register(app: typer.Typer) -> None:
             with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TextColumn("{task.fields[step]}"),
                           TimeElapsedColumn(), console=err, transient=True) as progress:
                 display = _Display(progress)
-                builder = _builder(project, storage_root, prefix, jobs, backend.value, display, cancel)
+                builder = _builder(project, storage_root, prefix, jobs, backend.value, display, cancel,
+                                   layer_cache, insecure_registry)
+                if (limitation := builder.layer_cache_warning()) and not dry_run:
+                    err.print(f"[yellow]warning:[/] {escape(limitation)}", markup=True, highlight=False)
                 wanted = list(names or [])
                 if since:
                     chosen = affected_images(builder.images, changed_paths(project, since))

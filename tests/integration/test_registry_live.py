@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from generator.build.host import Host
+from generator.build.engine import REMOTE_CACHE_AFTER_ARG_SINCE
+from generator.build.host import Host, tool_version
 
 pytestmark = pytest.mark.integration
 
@@ -223,3 +224,29 @@ def test_insecure_registry_refused_for_remote_host(chain_project: Path, gen_env,
     got = _gen(gen_cli, gen_env, chain_project, "push", "--registry", "registry.example.com/team",
                "--insecure-registry")
     assert got.returncode == 2 and "loopback" in got.stderr
+
+
+def test_layer_cache_is_shared_through_the_registry(chain_project: Path, local_registry: str, gen_env, gen_cli,
+                                                    tmp_path: Path):
+    """Two runners with empty storages: the second takes the first's build steps from the registry."""
+    org = f"{local_registry}/cachetest"
+    pushed = _gen(gen_cli, gen_env, chain_project, "push", "debian-s6", "--registry", org, "--insecure-registry")
+    assert pushed.returncode == 0, pushed.stderr
+    ids, logs = [], []
+    for runner in ("first", "second"):
+        env = dict(gen_env, GEN_STORAGE_ROOT=str(tmp_path / runner))
+        pulled = _gen(gen_cli, env, chain_project, "pull", "debian-s6", "--registry", org, "--insecure-registry")
+        assert pulled.returncode == 0, pulled.stderr
+        built = _gen(gen_cli, env, chain_project, "build", "runtime", "--layer-cache", f"{org}/gen-layer-cache",
+                     "--insecure-registry", "--format", "json")
+        assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+        ids.append(next(b["id"] for b in json.loads(built.stdout)["images"] if b["name"] == "runtime"))
+        logs.append((Host.from_env(tmp_path / runner, env=env).logs_dir / "runtime.log").read_text())
+    assert ids[0] == ids[1]
+    assert "Setting up " in logs[0], "the first runner installed the packages itself"
+    cached = _tags(gen_env, f"{org}/gen-layer-cache")
+    assert len(cached) >= 5, cached  # one entry per build step
+    if tool_version("buildah").version >= REMOTE_CACHE_AFTER_ARG_SINCE:
+        assert "Setting up " not in logs[1] and "Using cache" in logs[1], logs[1][-3000:]
+    else:  # the warning says why the second runner ran the steps again
+        assert "buildah#4315" in built.stderr

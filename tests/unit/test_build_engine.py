@@ -121,3 +121,18 @@ def test_name_index_reads_buildah_json(monkeypatch):
     index = storage.name_index(Host.from_env(Path("/nonexistent")))
     assert index.id_of("localhost/x:gen-1") == "a" * 64 and index.id_of("localhost/y:1") is None
     assert index.names["a" * 64] == ("localhost/x:1", "localhost/x:gen-1") and index.names["d" * 64] == ()
+
+
+def test_layer_cache_reads_and_writes_the_registry_repository(tmp_path, fake):
+    builder = project(tmp_path)
+    image = builder.images["leaf0"]
+    plain = builder.build_argv(image, BASE_ID, tmp_path / "iid")
+    assert "--cache-from" not in plain
+    cached = Builder(builder.host, builder.output_dir, tmp_path,
+                     BuildOptions(layer_cache="127.0.0.1:5000/team/cache", layer_cache_tls_verify=False))
+    argv = cached.build_argv(image, BASE_ID, tmp_path / "iid")
+    assert argv[argv.index("--cache-from") + 1] == argv[argv.index("--cache-to") + 1] == "127.0.0.1:5000/team/cache"
+    assert "--tls-verify=false" in argv
+    fresh = Builder(builder.host, builder.output_dir, tmp_path,
+                    BuildOptions(layer_cache="127.0.0.1:5000/team/cache", no_cache=True))
+    assert "--cache-from" not in fresh.build_argv(image, BASE_ID, tmp_path / "iid")

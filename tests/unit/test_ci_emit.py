@@ -65,6 +65,7 @@ def test_github_matrix_per_level_and_schedule(tmp_path: Path):
     assert jobs["lock"]["needs"] == ["plan", "level-2"]
     script = jobs["level-1"]["steps"][-1]["run"]
     assert script.index("gen pull") < script.index("gen build") < script.index("gen verify") < script.index("gen push")
+    assert "--layer-cache \"$GEN_REGISTRY/gen-layer-cache\"" in script
     assert data["env"]["GEN_REGISTRY"] == "registry.example.com/team"
 
 

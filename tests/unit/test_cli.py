@@ -83,6 +83,17 @@ def test_usage_errors_exit_2(project):
     assert gen("hints", "no-such-image", cwd=project).returncode == 2
 
 
+def test_layer_cache_options_are_checked_before_anything_builds(project):
+    assert gen("render", cwd=project).returncode == 0
+    remote = gen("build", "--dry-run", "--layer-cache", "registry.example.com/team/cache", "--insecure-registry",
+                 cwd=project)
+    assert remote.returncode == 2 and "loopback" in remote.stderr
+    alone = gen("build", "--dry-run", "--insecure-registry", cwd=project)
+    assert alone.returncode == 2 and "--layer-cache" in alone.stderr
+    no_repo = gen("build", "--dry-run", "--layer-cache", "127.0.0.1:5000", cwd=project)
+    assert no_repo.returncode == 2 and "name a repository" in no_repo.stderr.replace("\n", " ")
+
+
 def test_version_and_help(project):
     assert gen("--version", cwd=project).stdout.startswith("gen ")
     for command in ("render", "validate", "graph", "schema", "new", "build", "hints"):
