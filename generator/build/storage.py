@@ -55,9 +55,9 @@ def inspect(host: Host, ref: str) -> StoredImage | None:
 
 @dataclass(frozen=True)
 class NameIndex:
-    """Every name in storage and its image id, read with one podman call, so a plan over hundreds
+    """Every name in storage and its image id, read with one buildah call, so a plan over hundreds
     of images costs one process instead of several per image. A name missing here may just be
-    spelled differently by podman (short names); callers look a miss up again with inspect."""
+    spelled differently (short names); callers look a miss up again with inspect."""
 
     ids: dict[str, str]  # name -> image id
     names: dict[str, tuple[str, ...]]  # image id -> names
