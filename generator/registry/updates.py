@@ -2,8 +2,11 @@
 
 A throwaway container of the image (--rm, root, the image's entrypoint bypassed) gets the mirror
 gen builds with (spec > GEN_MIRROR > host apt sources, passed in at run time, never written into
-the project), runs `apt-get update` and `apt-get -s upgrade`, and gen reads the `Inst` lines of
-the simulation. Downloaded indexes go to a cache directory shared by every image of the run.
+the project) in place of the bootstrap's sources.list, keeps the repositories the image's own
+layers added under sources.list.d (a vendor's repository is checked too), runs `apt-get update`
+and `apt-get -s upgrade`, and gen reads the `Inst` lines of the simulation. It runs on the host's
+network, as buildah's chroot builds do, so it reaches exactly the repositories a rebuild would.
+Downloaded indexes go to a cache directory shared by every image of the run.
 """
 
 from __future__ import annotations
@@ -25,8 +28,7 @@ CHECK_TIMEOUT = 600.0
 _INST = re.compile(r"^Inst (\S+) \[([^\]]+)\] \((\S+) ([^\[)]*?)\s*(?:\[[^\]]*\])?\)")
 # The sh -c program of the check container; mirror and suite come in as environment variables.
 CHECK_SCRIPT = (
-    'set -e; rm -f /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; '
-    'echo "deb $GEN_APT_URL $GEN_APT_SUITE $GEN_APT_COMPONENTS" > /etc/apt/sources.list; '
+    'set -e; echo "deb $GEN_APT_URL $GEN_APT_SUITE $GEN_APT_COMPONENTS" > /etc/apt/sources.list; '
     'apt-get -qq -o Acquire::Check-Valid-Until=false update >&2; '
     'apt-get -s -o Debug::NoLocking=1 upgrade'
 )
@@ -74,7 +76,8 @@ def apt_source(project: Path, images: dict[str, OutputImage], name: str, env: di
 def available_updates(host: Host, ref: str, source: tuple[str, str, str], lists_cache: Path) -> list[Update]:
     url, suite, components = source
     lists_cache.mkdir(parents=True, exist_ok=True)
-    argv = ["podman", *host.global_flags(), "run", "--rm", "--user", "0", "--entrypoint", "sh",
+    argv = ["podman", *host.global_flags(), "run", "--rm", "--network", "host", "--user", "0",
+            "--entrypoint", "sh",
             "-e", f"GEN_APT_URL={url}", "-e", f"GEN_APT_SUITE={suite}", "-e", f"GEN_APT_COMPONENTS={components}",
             "-v", f"{lists_cache}:/var/lib/apt/lists", ref, "-c", CHECK_SCRIPT]
     proc = run_quiet(argv, host.env, timeout=CHECK_TIMEOUT, check=False)
