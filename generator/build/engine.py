@@ -36,9 +36,7 @@ BACKENDS = ("buildah", "podman")
 # buildah 1.41 added --source-date-epoch and --rewrite-timestamp (which also clamps file times
 # inside layers); older versions only fix the config and history times with --timestamp.
 SOURCE_DATE_EPOCH_FLAGS_SINCE = (1, 41)
-# buildah 1.28 (Debian 12) pushes --cache-to entries but never finds --cache-from ones after an ARG
-# step (buildah#4315, closed after 1.28), and every gen Dockerfile declares ARGs after FROM.
-REMOTE_CACHE_AFTER_ARG_SINCE = (1, 29)
+BASE_DIGEST_LABEL = "org.opencontainers.image.base.digest"
 _STEP = re.compile(r"^STEP \d+(/\d+)?: ")
 # Output that points at the host rather than the Dockerfile.
 _HOST_PROBLEMS = ("rlimit", "no space left", "permission denied", "operation not permitted",
@@ -225,7 +223,8 @@ class Builder:
                 if not running:
                     break
                 finished, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
-                for future in finished:
+                # In dependency order, so the report does not depend on thread timing.
+                for future in sorted(finished, key=lambda f: order.index(running[f])):
                     name = running.pop(future)
                     try:
                         result = future.result()
@@ -322,16 +321,6 @@ class Builder:
                               "check registry access or use a bootstrap/local base; run `gen doctor`",
                               tail, log_path)
 
-    def layer_cache_warning(self) -> str | None:
-        """Why --layer-cache will only fill the cache on this host, or None."""
-        if not self.options.layer_cache or self.options.backend != "buildah":
-            return None
-        found = tool_version("buildah", self.host.env)
-        if found.version is not None and found.version < REMOTE_CACHE_AFTER_ARG_SINCE:
-            return (f"buildah {'.'.join(map(str, found.version))} writes the layer cache but does not read it "
-                    "back after ARG steps (buildah#4315); builds here fill the cache for newer buildah runners")
-        return None
-
     def build_argv(self, image: OutputImage, base_id: str, iidfile: Path,
                    extra_args: list[str] | None = None) -> list[str]:
         epoch = str(image.source_date_epoch)
@@ -349,8 +338,11 @@ class Builder:
             argv += ["--source-date-epoch", epoch, "--rewrite-timestamp"]
         else:
             argv += ["--timestamp", epoch]
-        argv += ["--build-arg", f"BASE_IMAGE={base_id}", "--build-arg", f"BASE_DIGEST=sha256:{base_id}",
-                 "--build-arg", f"SOURCE_DATE_EPOCH={epoch}", *(extra_args or []), "--iidfile", str(iidfile),
+        # The base digest is a --label, not a Dockerfile ARG: buildah before 1.29 reads no registry
+        # layer cache after an ARG step (buildah#4315), and a partly cached build records the cache's
+        # name in its history, so only a build cached whole gives the image the first runner made.
+        argv += ["--build-arg", f"BASE_IMAGE={base_id}", "--label", f"{BASE_DIGEST_LABEL}=sha256:{base_id}",
+                 *(extra_args or []), "--iidfile", str(iidfile),
                  "-f", str(image.directory / "Dockerfile"), str(image.directory)]
         return argv
 

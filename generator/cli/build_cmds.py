@@ -183,8 +183,6 @@ def register(app: typer.Typer) -> None:
                 display = _Display(progress)
                 builder = _builder(project, storage_root, prefix, jobs, backend.value, display, cancel,
                                    layer_cache, insecure_registry)
-                if (limitation := builder.layer_cache_warning()) and not dry_run:
-                    err.print(f"[yellow]warning:[/] {escape(limitation)}", markup=True, highlight=False)
                 wanted = list(names or [])
                 if since:
                     chosen = affected_images(builder.images, changed_paths(project, since))

@@ -41,13 +41,6 @@ OCI = "org.opencontainers.image"
 
 
 @dataclass(frozen=True)
-class BuildArgRef:
-    """A value the build fills in through a build argument (e.g. the base image's digest)."""
-
-    name: str
-
-
-@dataclass(frozen=True)
 class InstallPackages:
     packages: tuple[str, ...]  # sorted, de-duplicated
     kind: str = "packages"
@@ -110,7 +103,7 @@ class SetEnv:
 
 @dataclass(frozen=True)
 class SetLabels:
-    pairs: tuple[tuple[str, str | BuildArgRef], ...]
+    pairs: tuple[tuple[str, str], ...]
     kind: str = "labels"
 
 
@@ -243,12 +236,12 @@ def _directories(image: Image, parent: Image | None) -> tuple[Directory, ...]:
     return tuple(sorted(wanted.values(), key=lambda d: d.path))
 
 
-def _labels(image: Image, base_name: str, spec_sha256: str) -> tuple[tuple[str, str | BuildArgRef], ...]:
-    labels: dict[str, str | BuildArgRef] = {
+def _labels(image: Image, base_name: str, spec_sha256: str) -> tuple[tuple[str, str], ...]:
+    # org.opencontainers.image.base.digest is known at build time only: the build stage adds it.
+    labels: dict[str, str] = {
         f"{OCI}.title": image.name,
         f"{OCI}.version": image.tags[0],
         f"{OCI}.base.name": base_name,
-        f"{OCI}.base.digest": BuildArgRef("BASE_DIGEST"),
         "dev.gen.spec.sha256": spec_sha256,
         "dev.gen.init": image.init.kind,
     }

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from generator.model import Image
-from generator.plan import SPEC_PATH, SPEC_PRINTER, BuildArgRef, Plan, SetEnv, SetLabels
+from generator.plan import SPEC_PATH, SPEC_PRINTER, Plan, SetEnv, SetLabels
 from generator.spec.checks import base_accounts
 
 SCHEMA_VERSION = "2.0.0"
@@ -107,7 +107,7 @@ def _metadata_test(plan: Plan) -> dict[str, Any]:
     meta = plan.steps[-1]
     test: dict[str, Any] = {
         "envVars": [{"key": k, "value": v} for k, v in env],
-        "labels": [{"key": k, "value": v} for k, v in labels if not isinstance(v, BuildArgRef)],
+        "labels": [{"key": k, "value": v} for k, v in labels],
         "entrypoint": list(meta.entrypoint or ()),
         "cmd": list(meta.cmd or ()),
         "exposedPorts": list(meta.expose),

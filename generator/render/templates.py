@@ -18,7 +18,6 @@ from pathlib import Path
 import jinja2
 
 from generator.errors import GenError
-from generator.plan import BuildArgRef
 
 
 def bundled_dir() -> Path:
@@ -29,8 +28,6 @@ def dockerfile_quote(value: object) -> str:
     """A double-quoted word for ENV and LABEL: no spec value can expand or end the line.
 
     Newlines and control characters are rejected by the schema before this point."""
-    if isinstance(value, BuildArgRef):
-        return '"${' + value.name + '}"'
     text = str(value)
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
         raise GenError(f"refusing to render a control character into a Dockerfile: {text!r}")

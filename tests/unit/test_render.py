@@ -268,3 +268,32 @@ def test_unknown_s6_overlay_version_is_a_spec_error_at_its_line(tmp_path):
     diag = info.value.diagnostics[0]
     assert (diag.file, diag.line, diag.path) == ("specs/base.yaml", 6, "$.init.version")
     assert "knows no checksums for s6-overlay 3.9.9.9" in diag.message and "init.checksums" in diag.hint
+
+
+def _final_stage(text: str) -> list[str]:
+    lines = [line for line in text.splitlines() if line and not line.startswith((" ", "#"))]
+    last_from = max(i for i, line in enumerate(lines) if line.startswith("FROM "))
+    return lines[last_from + 1:]
+
+
+@pytest.mark.parametrize("family", ["apt", *sorted(FAMILY_SPECS)])
+def test_final_stage_declares_no_arg(tmp_path, family):
+    """buildah < 1.29 reads no registry layer cache after an ARG step, and a partly cached build is
+    not the image the first runner made: the final stage has no ARG, RUNs export SOURCE_DATE_EPOCH."""
+    if family == "apt":
+        write_specs(tmp_path, base=BASE, app="""
+            name: app
+            tags: [v1]
+            extends: base
+            packages: [tzdata]
+            users: [{name: app, uid: 1000}]
+            volumes: [{path: /data, owner: app}]
+            """)
+        name = "app"
+    else:
+        name = "alp" if family == "apk" else "fed"
+        write_specs(tmp_path, **{name: FAMILY_SPECS[family]})
+    stage = _final_stage(dockerfile(render(tmp_path), name))
+    assert not [line for line in stage if line.startswith("ARG ")], stage
+    runs = [line for line in stage if line.startswith("RUN ")]
+    assert runs and all("export SOURCE_DATE_EPOCH=" in line for line in runs)

@@ -12,7 +12,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from generator.errors import GenError
-from generator.plan import BuildArgRef
 from generator.render.templates import dockerfile_quote, exec_form
 
 one_line = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="".join(map(chr, range(32))) + "\x7f"))
@@ -51,9 +50,8 @@ def test_control_characters_are_refused(value):
         dockerfile_quote(value)
 
 
-def test_build_arg_reference_is_the_only_expansion():
-    assert dockerfile_quote(BuildArgRef("BASE_DIGEST")) == '"${BASE_DIGEST}"'
-    assert dockerfile_quote("${BASE_DIGEST}") == '"\\${BASE_DIGEST}"'
+def test_nothing_a_spec_gives_expands():
+    assert dockerfile_quote("${BASE_IMAGE}") == '"\\${BASE_IMAGE}"'
 
 
 @given(st.lists(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0")), min_size=1))
