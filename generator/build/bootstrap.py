@@ -58,6 +58,8 @@ def spec_mirror(project_root: Path, image: OutputImage) -> str | None:
 def mmdebstrap_argv(base: dict, mirror_url: str, tarball: Path) -> list[str]:
     """The mmdebstrap command line for a manifest's bootstrap base."""
     argv = ["mmdebstrap", f"--variant={base.get('variant', 'minbase')}", "--format=tar"]
+    if base.get("arch"):  # a foreign architecture: its maintainer scripts run under qemu
+        argv.append(f"--architectures={debian_arch(base)}")
     components = base.get("components") or ["main"]
     argv.append(f"--components={','.join(components)}")
     if base.get("include"):
@@ -68,6 +70,23 @@ def mmdebstrap_argv(base: dict, mirror_url: str, tarball: Path) -> list[str]:
     argv += [f"--customize-hook={hook}" for hook in CUSTOMIZE_HOOKS]
     argv += [str(base["release"]), str(tarball), mirror_url]
     return argv
+
+
+# OCI architecture[/variant] -> Debian's name for it, where they differ.
+_DEBIAN_ARCH = {"arm/v7": "armhf", "arm/v5": "armel", "386": "i386", "ppc64le": "ppc64el"}
+
+
+def debian_arch(base: dict) -> str:
+    oci = "/".join(p for p in (str(base["arch"]), str(base.get("arch_variant") or "")) if p)
+    return _DEBIAN_ARCH.get(oci, str(base["arch"]))
+
+
+def import_platform_flags(base: dict) -> list[str]:
+    """podman import records the host's platform unless told the rootfs is another's."""
+    if not base.get("arch"):
+        return []
+    flags = ["--os", "linux", "--arch", str(base["arch"])]
+    return flags + (["--variant", str(base["arch_variant"])] if base.get("arch_variant") else [])
 
 
 def bootstrap_base(host: Host, image: OutputImage, project_root: Path, cancel: Cancel,
@@ -109,8 +128,8 @@ def bootstrap_base(host: Host, image: OutputImage, project_root: Path, cancel: C
         os.utime(partial, (epoch, epoch))
         partial.replace(tarball)
         emit("import", ref)
-        code, tail = run_logged(["podman", *host.global_flags(), "import", str(tarball), ref], host.env,
-                                log, cancel)
+        code, tail = run_logged(["podman", *host.global_flags(), "import", *import_platform_flags(base),
+                                 str(tarball), ref], host.env, log, cancel)
     if code != 0:
         raise ToolError(f"{image.name}: importing {tarball} as {ref} failed (exit {code}); run `gen doctor`",
                         tail, log_path)

@@ -85,12 +85,13 @@ def why_changed(record: BuildRecord | None, files_hash: str, parent_id: str | No
 
 
 def decide(files_hash: str, parent_id: str | None, base_id: str | None, record: BuildRecord | None,
-           build_id_exists: Callable[[str], bool], tags_in_place: Callable[[str], bool]) -> Decision:
+           build_id_exists: Callable[[str], bool], tags_in_place: Callable[[str], bool],
+           platform: str = "") -> Decision:
     """The decision for one image (ids as in why_changed). build_id_exists(tag) and
-    tags_in_place(tag) answer from storage."""
+    tags_in_place(tag) answer from storage; platform is set for one platform of several."""
     if parent_id is None or base_id is None:
         return Decision("build", why_changed(record, files_hash, parent_id, base_id), None)
-    key = content_key(files_hash, parent_id, base_id)
+    key = content_key(files_hash, parent_id, base_id, platform)
     tag = build_id_tag(key)
     if build_id_exists(tag):
         if tags_in_place(tag):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.build.host import Host, gen_containers_conf, tool_version
+from generator.build.host import Host, gen_containers_conf, host_platform, tool_version
 from generator.build.mirror import MirrorNotFound, resolve_mirror
+from generator.build.outputs import load_outputs
+from generator.errors import GenError
 
 REQUIRED_TOOLS = {
     "buildah": "apt-get install buildah",
@@ -113,16 +116,56 @@ def check_mirror(host: Host, distro: str = "debian", release: str = "bookworm") 
     return Check("mirror", "ok", f"{distro} {release}: {mirror} (from {source})")
 
 
-def check_binfmt(binfmt_dir: Path = Path("/proc/sys/fs/binfmt_misc")) -> Check:
-    """Foreign-architecture builds need qemu-user-static registered with binfmt_misc (info only)."""
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+# OCI architecture[/variant] -> qemu's name for it (binfmt handler qemu-<name>, qemu-<name>-static).
+QEMU_ARCH = {"amd64": "x86_64", "arm64": "aarch64", "arm/v7": "arm", "arm/v6": "arm", "386": "i386",
+             "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
+QEMU_INSTALL = "apt-get install qemu-user-static binfmt-support"
+
+
+def check_binfmt(binfmt_dir: Path = BINFMT_DIR) -> Check:
+    """Which foreign architectures this host can run (info when no spec needs one)."""
     handlers = sorted(p.name for p in binfmt_dir.glob("qemu-*")) if binfmt_dir.is_dir() else []
     if handlers:
         return Check("binfmt", "info", f"foreign architectures: {', '.join(handlers)}")
     return Check("binfmt", "info", "no qemu binfmt handlers: native-architecture builds only",
-                 "apt-get install qemu-user-static binfmt-support (only for other architectures)")
+                 f"{QEMU_INSTALL} (only for other architectures)")
 
 
-def run_checks(host: Host, probe_image: str | None = None) -> list[Check]:
+def check_emulation(platform: str, binfmt_dir: Path = BINFMT_DIR) -> Check:
+    """A spec builds for a foreign platform: its RUN steps, bootstrap scripts and `gen verify` run
+    under qemu user emulation, which needs the static qemu registered with binfmt_misc with the F
+    flag (the interpreter is opened at registration, so it works inside containers and chroots)."""
+    name = f"qemu {platform}"
+    qemu = QEMU_ARCH.get(platform.split("/", 1)[1])
+    if qemu is None:
+        return Check(name, "problem", f"gen knows no qemu emulator for {platform}", "build it on a native host")
+    if shutil.which(f"qemu-{qemu}-static") is None:
+        return Check(name, "problem", f"qemu-{qemu}-static is not installed", QEMU_INSTALL)
+    if not (binfmt_dir / "register").exists():
+        return Check(name, "problem", f"binfmt_misc is not mounted at {binfmt_dir}",
+                     f"mount -t binfmt_misc binfmt_misc {binfmt_dir}; update-binfmts --enable qemu-{qemu}")
+    handler = binfmt_dir / f"qemu-{qemu}"
+    lines = handler.read_text().splitlines() if handler.is_file() else []
+    if not lines or lines[0] != "enabled" or _read(binfmt_dir / "status") != "enabled":
+        return Check(name, "problem", f"no enabled binfmt handler qemu-{qemu}",
+                     f"update-binfmts --enable qemu-{qemu} (and echo 1 > {binfmt_dir}/status)")
+    flags = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("flags:")), "")
+    if "F" not in flags:
+        return Check(name, "problem", f"qemu-{qemu} is registered without the F flag: containers cannot use it",
+                     f"update-binfmts --disable qemu-{qemu}; apt-get install --reinstall qemu-user-static")
+    return Check(name, "ok", f"qemu-{qemu} registered (flags {flags})")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def run_checks(host: Host, probe_image: str | None = None, foreign_platforms: tuple[str, ...] = ()) -> list[Check]:
+    """Every check; foreign_platforms are the ones rendered specs build that the host cannot run."""
     checks = check_tools(host)
     tools_ok = all(not c.problem for c in checks if c.name == "podman")
     if tools_ok:
@@ -130,6 +173,7 @@ def run_checks(host: Host, probe_image: str | None = None) -> list[Check]:
         checks.append(check_rlimits(host, probe_image))
     checks.append(check_mirror(host))
     checks.append(check_binfmt())
+    checks += [check_emulation(p) for p in foreign_platforms]
     return checks
 
 
@@ -144,3 +188,13 @@ def probe_image(host: Host) -> str | None:
     names = [n for n in proc.stdout.split() if not n.startswith("<none>")]
     preferred = [n for n in names if "/gen/rootfs-" in n]
     return (preferred or names or [None])[0]
+
+
+def foreign_platforms(output_dir: Path) -> tuple[str, ...]:
+    """Platforms the rendered images build that are not the host's own (none before a render)."""
+    try:
+        images = load_outputs(output_dir)
+    except GenError:
+        return ()
+    native = host_platform()
+    return tuple(sorted({p for image in images.values() for p in image.platforms or () if p != native}))

@@ -18,10 +18,11 @@ from generator.build import storage
 from generator.build.bootstrap import bootstrap_base
 from generator.build.decide import BuildRecord, Decision, decide, read_record, write_record
 from generator.build.events import BuildEvent, EventHandler, Phase, ignore_event
-from generator.build.host import Host, tool_version
+from generator.build.host import Host, host_platform, tool_version
 from generator.build.outputs import (
     OutputImage,
     ancestors,
+    expand_platforms,
     files_sha256,
     load_outputs,
     select,
@@ -103,7 +104,7 @@ class BuildReport:
 
 
 def full_tags(image: OutputImage, prefix: str) -> tuple[str, ...]:
-    return tuple(f"{prefix}/{image.name}:{tag}" for tag in image.tags)
+    return tuple(f"{prefix}/{image.repo}:{tag}" for tag in image.tags)
 
 
 class Builder:
@@ -120,7 +121,8 @@ class Builder:
         self.options = options
         self.on_event = on_event
         self.cancel = cancel or Cancel()
-        self.images = load_outputs(output_dir)
+        self.host_platform = host_platform()
+        self.images = expand_platforms(load_outputs(output_dir), self.host_platform)
         self._bootstrap_lock = threading.Lock()
         self._files: dict[str, str] = {}
 
@@ -132,8 +134,9 @@ class Builder:
         return self._files[name]
 
     def closure(self, names: list[str]) -> list[str]:
-        """The named images (all when none) and their ancestors, parents first."""
-        chosen = set(select(self.images, names))
+        """The named images (all when none; every platform of each) and their ancestors, parents first."""
+        by_image = {n: [u for u, image in self.images.items() if image.repo == n] for n in names}
+        chosen = set(select(self.images, [u for n in names for u in (by_image[n] or [n])]))
         for name in list(chosen):
             chosen.update(ancestors(self.images, name))
         return [n for n in topological_order(self.images) if n in chosen]
@@ -158,10 +161,10 @@ class Builder:
         tags = full_tags(image, prefix)
 
         def build_id_exists(tag: str) -> bool:
-            return self._stored_id(f"{prefix}/{image.name}:{tag}", index) is not None
+            return self._stored_id(f"{prefix}/{image.repo}:{tag}", index) is not None
 
         def tags_in_place(tag: str) -> bool:
-            ref = f"{prefix}/{image.name}:{tag}"
+            ref = f"{prefix}/{image.repo}:{tag}"
             if index is not None and (found_id := index.id_of(ref)) and set(tags) <= set(index.names[found_id]):
                 return True
             found = storage.inspect(self.host, ref)
@@ -169,7 +172,7 @@ class Builder:
 
         record = read_record(self.host.state_dir, image.name)
         return decide(self.files_hash(image.name), parent_id, base_id, record, build_id_exists,
-                      tags_in_place)
+                      tags_in_place, image.platform)
 
     # -- planning ------------------------------------------------------------------------------
 
@@ -185,7 +188,7 @@ class Builder:
             decision = self._decide(image, parent_id, index)
             ids[name] = None
             if decision.action != "build":
-                ids[name] = self._stored_id(f"{self.options.prefix}/{image.name}:{decision.build_id}", index)
+                ids[name] = self._stored_id(f"{self.options.prefix}/{image.repo}:{decision.build_id}", index)
             planned[name] = PlannedImage(name, decision.action, decision.reasons, decision.key,
                                          decision.build_id, full_tags(image, self.options.prefix),
                                          image.parent, ids[name])
@@ -268,7 +271,7 @@ class Builder:
         decision = self._decide(image, parent_id if image.parent else "")
         assert decision.key is not None and decision.build_id is not None
         tags = full_tags(image, self.options.prefix)
-        build_ref = f"{self.options.prefix}/{name}:{decision.build_id}"
+        build_ref = f"{self.options.prefix}/{image.repo}:{decision.build_id}"
         self._emit(name, Phase.PLANNED, message=f"{decision.action}: {', '.join(decision.reasons)}")
         if decision.action == "skip":
             found = storage.inspect(self.host, build_ref)
@@ -299,6 +302,10 @@ class Builder:
     def _ensure_base(self, image: OutputImage) -> None:
         kind = image.base_kind
         ref = str(image.base.get("image", ""))
+        if kind != "bootstrap" and image.platform and image.platform != self.host_platform:
+            raise GenError(f"{image.name}: building {image.platform} needs a bootstrapped base: a registry or "
+                           f"local base is used as stored, for one platform; set base.bootstrap in {image.spec} "
+                           "or build this image for the host's platform only")
         if kind == "bootstrap":
             with self._bootstrap_lock:
                 bootstrap_base(self.host, image, self.project_root, self.cancel,
@@ -338,6 +345,10 @@ class Builder:
             argv += ["--source-date-epoch", epoch, "--rewrite-timestamp"]
         else:
             argv += ["--timestamp", epoch]
+        if image.platform:
+            # A foreign platform's RUN steps execute under qemu user emulation (`gen doctor`).
+            argv += ["--platform", image.platform]
+            argv += [f"--build-arg={k}={v}" for k, v in image.build_args_for(image.platform)]
         # The base digest is a --label, not a Dockerfile ARG: buildah before 1.29 reads no registry
         # layer cache after an ARG step (buildah#4315), and a partly cached build records the cache's
         # name in its history, so only a build cached whole gives the image the first runner made.

@@ -96,6 +96,20 @@ class Host:
         return self.state_dir / "cache"
 
 
+# platform.machine() -> the OCI platform containers of this host run natively.
+_MACHINE_PLATFORMS = {"x86_64": "linux/amd64", "amd64": "linux/amd64", "aarch64": "linux/arm64",
+                      "arm64": "linux/arm64", "armv7l": "linux/arm/v7", "i686": "linux/386",
+                      "ppc64le": "linux/ppc64le", "s390x": "linux/s390x", "riscv64": "linux/riscv64"}
+
+
+def host_platform() -> str:
+    """The build host's own OCI platform (os/arch[/variant])."""
+    import platform
+
+    machine = platform.machine()
+    return _MACHINE_PLATFORMS.get(machine, f"linux/{machine}")
+
+
 @dataclass(frozen=True)
 class ToolVersion:
     name: str

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from generator.errors import UsageError
@@ -29,10 +29,25 @@ class OutputImage:
     # Build arguments whose value is a directory of the build host that gen serves on 127.0.0.1
     # for the build's duration (s6-overlay tarballs from init.source: offline builds).
     served_dirs: tuple[tuple[str, str], ...] = ()
+    # The spec's platforms (None: the build host's own) and, per platform, build arguments the
+    # Dockerfile takes for it (the s6-overlay tarball's architecture name).
+    platforms: tuple[str, ...] | None = None
+    platform_build_args: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    # Set on the per-platform build units expand_platforms() makes: the platform built and the
+    # image's own name (the repository its tags go under; `name` is then unique per platform).
+    platform: str = ""
+    repository: str = ""
 
     @property
     def base_kind(self) -> str:
         return str(self.base.get("kind", ""))
+
+    @property
+    def repo(self) -> str:
+        return self.repository or self.name
+
+    def build_args_for(self, platform: str) -> tuple[tuple[str, str], ...]:
+        return dict(self.platform_build_args).get(platform, ())
 
 
 def load_output(directory: Path) -> OutputImage:
@@ -58,6 +73,9 @@ def load_output(directory: Path) -> OutputImage:
         spec=str(data.get("spec", "")),
         overlays=tuple(data.get("overlays", ())),
         served_dirs=tuple(sorted((data.get("served_dirs") or {}).items())),
+        platforms=tuple(data["platforms"]) if data.get("platforms") else None,
+        platform_build_args=tuple(sorted((p, tuple(sorted(args.items())))
+                                         for p, args in (data.get("platform_build_args") or {}).items())),
     )
 
 
@@ -161,11 +179,65 @@ def _entries(directory: Path) -> list[Path]:
     return sorted(found)
 
 
-def content_key(files_hash: str, parent_digest: str, base_digest: str) -> str:
-    """The build id's source: the rendered directory, the parent's digest, the base's digest."""
-    text = json.dumps({"files": files_hash, "parent": parent_digest, "base": base_digest}, sort_keys=True)
+def content_key(files_hash: str, parent_digest: str, base_digest: str, platform: str = "") -> str:
+    """The build id's source: the rendered directory, the parent's digest, the base's digest, and
+    for an image with several platforms the platform (each has its own key)."""
+    inputs = {"files": files_hash, "parent": parent_digest, "base": base_digest}
+    if platform:
+        inputs["platform"] = platform
+    text = json.dumps(inputs, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def build_id_tag(key: str) -> str:
     return f"gen-{key[:16]}"
+
+
+# --- platforms --------------------------------------------------------------------------------
+
+
+def platform_suffix(platform: str) -> str:
+    """The tag suffix of a platform's own image: linux/arm64 -> arm64, linux/arm/v7 -> arm-v7."""
+    return platform.split("/", 1)[1].replace("/", "-")
+
+
+def primary_platform(image: OutputImage, host: str) -> str:
+    """The platform whose image holds the spec's plain tags in local storage: the host's when the
+    image is built for it (containers run natively), else the first the spec lists."""
+    platforms = image.platforms or (host,)
+    return host if host in platforms else platforms[0]
+
+
+def unit_name(image: OutputImage, platform: str, host: str) -> str:
+    return image.name if platform == primary_platform(image, host) else f"{image.name}@{platform_suffix(platform)}"
+
+
+def expand_platforms(images: dict[str, OutputImage], host: str) -> dict[str, OutputImage]:
+    """One build unit per image and platform. An image without `platforms` is one unit, unchanged.
+    Otherwise the primary platform's unit keeps the image's name and tags; each other platform's is
+    NAME@SUFFIX with tags TAG-SUFFIX, built FROM its parent's unit of the same platform on a base
+    bootstrapped for that architecture."""
+    units: dict[str, OutputImage] = {}
+    for image in images.values():
+        if image.platforms is None:
+            units[image.name] = image
+            continue
+        primary = primary_platform(image, host)
+        for platform in image.platforms:
+            name = unit_name(image, platform, host)
+            suffix = "" if platform == primary else f"-{platform_suffix(platform)}"
+            parent = unit_name(images[image.parent], platform, host) if image.parent else None
+            units[name] = replace(image, name=name, repository=image.name, platform=platform, parent=parent,
+                                  tags=tuple(f"{t}{suffix}" for t in image.tags),
+                                  base=_platform_base(image.base, platform, host))
+    return units
+
+
+def _platform_base(base: dict, platform: str, host: str) -> dict:
+    """A root image's base for one platform: a bootstrapped rootfs per architecture (the host's
+    keeps the plain name); a registry or local base is resolved per platform by the build."""
+    if base.get("kind") != "bootstrap" or platform == host:
+        return base
+    arch = platform.split("/")
+    return dict(base, image=f"{base['image']}-{platform_suffix(platform)}", platform=platform,
+                arch=arch[1], arch_variant=arch[2] if len(arch) > 2 else "")

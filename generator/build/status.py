@@ -19,15 +19,17 @@ class ImageStatus:
     size: int | None
     layers: int | None
     build_id: str | None
+    platform: str  # os/arch of this row's image: one row per platform of an image with several
 
 
 def image_statuses(builder: Builder) -> list[ImageStatus]:
-    """One row per rendered image, in build order; an image never built has id None."""
+    """One row per rendered image and platform, in build order; an image never built has id None."""
     rows = []
     for planned in builder.plan([]):
+        image = builder.images[planned.name]
         current = None
         if planned.build_id and planned.action != "build":
-            current = storage.inspect(builder.host, f"{builder.options.prefix}/{planned.name}:{planned.build_id}")
+            current = storage.inspect(builder.host, f"{builder.options.prefix}/{image.repo}:{planned.build_id}")
         if current is None:
             current = storage.inspect(builder.host, planned.tags[0])
         build_id = None
@@ -45,6 +47,7 @@ def image_statuses(builder: Builder) -> list[ImageStatus]:
             size=current.size if current else None,
             layers=current.layers if current else None,
             build_id=build_id,
+            platform=image.platform or builder.host_platform,
         ))
     return rows
 

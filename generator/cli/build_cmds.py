@@ -228,13 +228,14 @@ def register(app: typer.Typer) -> None:
             out.print_json(json.dumps([{
                 "name": r.name, "tags": list(r.tags), "id": r.id, "digest": r.digest, "up_to_date": r.up_to_date,
                 "reasons": list(r.reasons), "size": r.size, "layers": r.layers, "build_id": r.build_id,
+                "platform": r.platform,
             } for r in rows]))
             return
-        table = Table("image", "tags", "id", "size", "layers", "build id", "status")
+        table = Table("image", "platform", "tags", "id", "size", "layers", "build id", "status")
         for r in rows:
             status = "[green]up to date[/]" if r.up_to_date else f"[yellow]{', '.join(r.reasons)}[/]"
             size = f"{r.size / 1e6:.1f} MB" if r.size is not None else "-"
-            table.add_row(r.name, " ".join(t.rsplit(":", 1)[1] for t in r.tags) or "-", (r.id or "-")[:12],
+            table.add_row(r.name, r.platform, " ".join(t.rsplit(":", 1)[1] for t in r.tags) or "-", (r.id or "-")[:12],
                           size, str(r.layers or "-"), r.build_id or "-", status)
         out.print(table)
 
@@ -244,10 +245,10 @@ def register(app: typer.Typer) -> None:
         storage_root: StorageOption = None,
     ) -> None:
         """Check what gen needs on this host; print each problem with the exact fix (exit 1 if any)."""
-        from generator.build.doctor import probe_image, run_checks
+        from generator.build.doctor import foreign_platforms, probe_image, run_checks
 
         host = Host.from_env(storage_root, project)
-        checks = run_checks(host, probe_image(host))
+        checks = run_checks(host, probe_image(host), foreign_platforms(project / "output"))
         marks = {"ok": "[green]ok[/]", "problem": "[bold red]PROBLEM[/]", "warning": "[yellow]warning[/]",
                  "info": "[blue]info[/]"}
         for check in checks:

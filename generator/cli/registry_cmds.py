@@ -61,11 +61,13 @@ def _print_transfers(done, as_json: bool, verb: str) -> None:
     if as_json:
         out.print_json(json.dumps([{"name": t.name, "tags": list(t.tags), "digest": t.digest,
                                     "image_id": t.image_id or None, "from": t.source, "to": t.destination,
-                                    "sbom_tag": t.sbom_tag}
+                                    "sbom_tag": t.sbom_tag, "platforms": dict(t.platforms) or None}
                                    for t in done]))
         return
     for t in done:
         out.print(f"{verb} {t.name} {t.digest} -> {t.destination}:{{{','.join(t.tags)}}}", markup=False)
+        for platform, digest in t.platforms:
+            out.print(f"  {platform}: {digest}", markup=False)
         if t.sbom_tag:
             out.print(f"  SBOM attached as {t.destination}:{t.sbom_tag}", markup=False)
     if not done:

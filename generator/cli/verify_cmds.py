@@ -45,6 +45,9 @@ def register(app: typer.Typer) -> None:
                                             envvar="GEN_PREFIX")] = DEFAULT_PREFIX,
         check: Annotated[Optional[list[str]], typer.Option(
             "--check", help="Run only this check (repeatable); see the table's names.", show_default=False)] = None,
+        platform: Annotated[str, typer.Option(
+            "--platform", help="For a spec name: verify its image for this platform (e.g. linux/arm64), run "
+                               "under qemu emulation when foreign.", metavar="OS/ARCH")] = "",
         as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     ) -> None:
         """Run the image with podman and check its init layer: PID 1, log rotation, exit codes,
@@ -55,7 +58,7 @@ def register(app: typer.Typer) -> None:
         host = Host.from_env(storage_root, project)
         podman = Podman(host)
         try:
-            ref = resolve_ref(target, project, prefix.rstrip("/"), podman)
+            ref = resolve_ref(target, project, prefix.rstrip("/"), podman, platform)
             if as_json:
                 results = verify_image(host, ref, podman=podman, only=check, output_dir=project / "output")
             else:

@@ -78,6 +78,8 @@ class FetchStage:
     family: str
     default_arch: str  # s6-overlay arch built unless the build passes another
     local_dir: str | None = None  # init.source when it is a directory on the build host
+    # (platform, s6-overlay arch) for each platform the spec lists: the build passes it per platform.
+    platform_archs: tuple[tuple[str, str], ...] = ()
 
     @property
     def noarch_files(self) -> tuple[FetchFile, ...]:
@@ -204,6 +206,7 @@ def s6_overlay_fetch_stage(image: Image) -> FetchStage:
     arches = sorted({f.arch for f in files if f.arch})
     default_arch = S6_OVERLAY_ARCH[DEFAULT_PLATFORM] if S6_OVERLAY_ARCH[DEFAULT_PLATFORM] in arches else arches[0]
     base_url, local_dir = _source(image)
+    platform_archs = tuple((p, _platform_arch(p, arches)) for p in image.platforms or ())
     return FetchStage(
         name="s6-overlay",
         version=image.init.version or "",
@@ -214,7 +217,18 @@ def s6_overlay_fetch_stage(image: Image) -> FetchStage:
         family=image.family,
         default_arch=default_arch,
         local_dir=local_dir,
+        platform_archs=platform_archs,
     )
+
+
+def _platform_arch(platform: str, known: list[str]) -> str:
+    """s6-overlay's arch name for an OCI platform; an error when no release sum covers it."""
+    arch = S6_OVERLAY_ARCH.get(platform.split("/", 1)[1])
+    if arch is None or arch not in known:
+        name = f"s6-overlay-{arch or '<arch>'}.tar.xz"
+        raise SpecFieldError(("platforms",), f"no sha256 known for {name}, which {platform} needs",
+                             f"add init.checksums.{name} (from its release's .sha256 file) or drop {platform}")
+    return arch
 
 
 # --- the layer and its run-time defaults ------------------------------------------------------

@@ -78,7 +78,8 @@ class Skopeo:
         """Registry to registry, manifest byte for byte (--preserve-digests); its digest."""
         with tempfile.TemporaryDirectory(prefix="gen-copy-") as tmp:
             digestfile = Path(tmp) / "digest"
-            self._run(["copy", "--quiet", "--preserve-digests", *tls_flag("src-tls-verify", src.tls_verify),
+            # --all: an index moves with every platform's image, byte for byte.
+            self._run(["copy", "--quiet", "--all", "--preserve-digests", *tls_flag("src-tls-verify", src.tls_verify),
                        *tls_flag("dest-tls-verify", dst.tls_verify), "--digestfile", str(digestfile),
                        src.ref(name, src_tag), dst.ref(name, dst_tag)],
                       COPY_TIMEOUT, f"copying {src.repository(name)}:{src_tag} to {dst.repository(name)}:{dst_tag}")

@@ -9,12 +9,13 @@ id (the config digest) is the one the build made and `gen build` recognises it a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from generator.build import storage
-from generator.build.host import Host
-from generator.build.outputs import OutputImage
+from generator.build.host import Host, host_platform
+from generator.build.outputs import OutputImage, expand_platforms, platform_suffix, primary_platform, unit_name
 from generator.registry.attach import attach_sbom
+from generator.registry.index import index_build_id, push_index
 from generator.registry.skopeo import RegistryError, Skopeo
 from generator.registry.target import Registry
 
@@ -32,6 +33,7 @@ class Transferred:
     source: str
     destination: str
     sbom_tag: str | None = None  # where its SBOM was attached, when it had one for this build
+    platforms: tuple[tuple[str, str], ...] = ()  # (platform, digest) of each image an index joins
 
 
 Progress = Callable[[str], None]
@@ -48,12 +50,12 @@ def local_ref(prefix: str, name: str, tag: str) -> str:
 def stored_tags(host: Host, prefix: str, image: OutputImage) -> tuple[storage.StoredImage, list[str]]:
     """The image under its first spec tag in storage, and its tags to carry: the spec's tags, then
     the build-id tags that name the same image."""
-    ref = local_ref(prefix, image.name, image.tags[0])
+    ref = local_ref(prefix, image.repo, image.tags[0])
     found = storage.inspect(host, ref)
     if found is None:
-        raise RegistryError(f"{image.name}: {ref} is not in the storage gen uses; run `gen build {image.name}` "
+        raise RegistryError(f"{image.name}: {ref} is not in the storage gen uses; run `gen build {image.repo}` "
                             "(or `gen pull`) first")
-    repo = f"{prefix}/{image.name}:"
+    repo = f"{prefix}/{image.repo}:"
     build_ids = sorted(n[len(repo):] for n in found.names
                        if n.startswith(repo) and n[len(repo):].startswith(BUILD_ID_PREFIX))
     return found, [*image.tags, *build_ids]
@@ -61,21 +63,58 @@ def stored_tags(host: Host, prefix: str, image: OutputImage) -> tuple[storage.St
 
 def push_image(host: Host, image: OutputImage, prefix: str, registry: Registry,
                skopeo: Skopeo | None = None) -> Transferred:
+    """Push one image with all its tags (an index of its platforms' images when the spec names them)."""
     skopeo = skopeo or Skopeo(host)
+    if image.platforms:
+        return _push_platforms(host, image, prefix, registry, skopeo)
     found, tags = stored_tags(host, prefix, image)
     first = next((t for t in tags if t.startswith(BUILD_ID_PREFIX)), tags[0])
-    digest = skopeo.push(local_ref(prefix, image.name, first), registry, image.name, first)
-    for tag in tags:
-        if tag == first:
-            continue
-        copied = skopeo.copy_tag(registry, first, registry, tag, image.name)
-        if copied != digest:
-            raise RegistryError(f"{image.name}: {registry.repository(image.name)}:{tag} got digest {copied}, "
-                                f"not {digest} like {first}; the registry rewrote the manifest")
+    digest = skopeo.push(local_ref(prefix, image.repo, first), registry, image.repo, first)
+    _copy_tags(skopeo, registry, image.repo, first, digest, [t for t in tags if t != first])
     ordered = tuple(sorted(tags, key=lambda t: t.startswith(BUILD_ID_PREFIX)))
-    attached = attach_sbom(skopeo, image.directory.parent, image.name, found.id, digest, registry)
-    return Transferred(image.name, ordered, digest, found.id, f"{prefix}/{image.name}",
-                       registry.repository(image.name), attached.tag if attached else None)
+    attached = attach_sbom(skopeo, image.directory.parent, image.repo, found.id, digest, registry)
+    return Transferred(image.name, ordered, digest, found.id, f"{prefix}/{image.repo}",
+                       registry.repository(image.repo), attached.tag if attached else None)
+
+
+def _copy_tags(skopeo: Skopeo, registry: Registry, name: str, first: str, digest: str, tags: list[str]) -> None:
+    """Registry-side copies of name:first under tags, each checked to keep the digest."""
+    for tag in tags:
+        copied = skopeo.copy_tag(registry, first, registry, tag, name)
+        if copied != digest:
+            raise RegistryError(f"{name}: {registry.repository(name)}:{tag} got digest {copied}, "
+                                f"not {digest} like {first}; the registry rewrote the manifest")
+
+
+def _push_platforms(host: Host, image: OutputImage, prefix: str, registry: Registry, skopeo: Skopeo) -> Transferred:
+    """Each platform's image under its own tags, then one index of them all under the spec's tags
+    and the index's build-id tag (module index)."""
+    build_ids, digests, ids = [], [], []
+    for unit in platform_units(image):
+        found, tags = stored_tags(host, prefix, unit)
+        build_id = next(t for t in tags if t.startswith(BUILD_ID_PREFIX))
+        digest = skopeo.push(local_ref(prefix, image.name, build_id), registry, image.name, build_id)
+        # Every platform's image also under TAG-SUFFIX; the plain tags are the index's alone.
+        _copy_tags(skopeo, registry, image.name, build_id, digest,
+                   [f"{t}-{platform_suffix(unit.platform)}" for t in image.tags])
+        build_ids.append(build_id)
+        digests.append(digest)
+        ids.append(found.id)
+    first = index_build_id(build_ids)
+    index_digest = push_index(host, registry, image.name, digests, first)
+    _copy_tags(skopeo, registry, image.name, first, index_digest, list(image.tags))
+    primary = primary_platform(image, host_platform())
+    at = list(image.platforms or ()).index(primary)
+    attached = attach_sbom(skopeo, image.directory.parent, image.name, ids[at], digests[at], registry)
+    return Transferred(image.name, (*image.tags, first), index_digest, ids[at], f"{prefix}/{image.name}",
+                       registry.repository(image.name), attached.tag if attached else None,
+                       tuple(zip(image.platforms or (), digests)))
+
+
+def platform_units(image: OutputImage) -> list[OutputImage]:
+    """The per-platform build units of one image with several platforms, in the spec's order."""
+    units = expand_platforms({image.name: replace(image, parent=None)}, host_platform())
+    return [units[unit_name(image, p, host_platform())] for p in image.platforms or ()]
 
 
 def push_images(host: Host, images: dict[str, OutputImage], names: list[str], prefix: str,

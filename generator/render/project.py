@@ -141,8 +141,11 @@ def render_project(project: Project, templates_dir: Path | None = None) -> Proje
             "overlays": [_relative(o.src, project.root) for o in image.rootfs],
             "platforms": list(image.platforms) if image.platforms else None,
         }
-        if plan.init is not None and plan.init.fetch_stage is not None and plan.init.fetch_stage.local_dir:
-            manifest["served_dirs"] = {"S6_OVERLAY_BASE_URL": plan.init.fetch_stage.local_dir}
+        fetch = plan.init.fetch_stage if plan.init is not None else None
+        if fetch is not None and fetch.local_dir:
+            manifest["served_dirs"] = {"S6_OVERLAY_BASE_URL": fetch.local_dir}
+        if fetch is not None and fetch.platform_archs:
+            manifest["platform_build_args"] = {p: {"S6_OVERLAY_ARCH": a} for p, a in fetch.platform_archs}
         try:
             rendered.append(render_image(plan, templates, manifest))
         except GenError as exc:

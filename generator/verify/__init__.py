@@ -51,20 +51,36 @@ def check_names() -> tuple[str, ...]:
     return tuple(name for name, _ in CHECKS)
 
 
-def resolve_ref(target: str, project: Path, prefix: str, podman: Podman) -> str:
-    """A spec name becomes `<prefix>/<name>:<first tag>` (as `gen build` tags it); anything else
-    is taken as an image reference. Raises ImageNotFound when storage has no such image."""
+def resolve_ref(target: str, project: Path, prefix: str, podman: Podman, platform: str = "") -> str:
+    """A spec name becomes `<prefix>/<name>:<first tag>` (as `gen build` tags it; for one platform
+    of several, the tag of that platform's image); anything else is taken as an image reference.
+    Raises ImageNotFound when storage has no such image."""
     ref = target
     if _looks_like_name(target):
         tags = _spec_tags(project, target)
         if tags:
             from generator.plan import image_ref
 
-            ref = image_ref(target, tags[0], prefix)
+            ref = image_ref(target, _platform_tag(project, target, tags[0], platform), prefix)
     if podman.inspect_image(ref) is None:
         hint = f"run `gen build {target}` first" if ref != target else "check the name with `podman images`"
         raise ImageNotFound(f"no image {ref!r} in the storage gen uses; {hint}")
     return ref
+
+
+def _platform_tag(project: Path, name: str, tag: str, platform: str) -> str:
+    """The tag `gen build` gives the image of one platform: TAG for the primary one, TAG-SUFFIX else."""
+    if not platform:
+        return tag
+    from generator.build.host import host_platform
+    from generator.build.outputs import load_output, platform_suffix, primary_platform
+
+    image = load_output(project / "output" / name)
+    built = image.platforms or (host_platform(),)
+    if platform not in built:
+        raise UsageError(f"{name} is not built for {platform} (its platforms: {', '.join(built)}); "
+                         "choose one of those or add it to the spec's platforms")
+    return tag if platform == primary_platform(image, host_platform()) else f"{tag}-{platform_suffix(platform)}"
 
 
 def _looks_like_name(target: str) -> bool:
@@ -107,6 +123,7 @@ def verify_image(host: Host, ref: str, expectations: Expectations | None = None,
     image = podman.inspect_image(ref)
     if image is None:
         raise ImageNotFound(f"no image {ref!r} in the storage gen uses")
+    podman.run_platform = foreign_platform(image)
     wanted = set(only) if only is not None else None
     unknown = sorted((wanted or set()) - set(check_names()))
     if unknown:
@@ -127,6 +144,15 @@ def verify_image(host: Host, ref: str, expectations: Expectations | None = None,
         finally:
             ctx.close()
     return results
+
+
+def foreign_platform(image: dict) -> str:
+    """os/arch[/variant] of an image (podman's inspect data) when it is not the host's, else ""."""
+    from generator.build.host import host_platform
+
+    parts = [str(image.get(k) or "") for k in ("Os", "Architecture", "Variant")]
+    platform = "/".join(p for p in parts if p)
+    return platform if parts[0] and parts[1] and platform != host_platform() else ""
 
 
 def structure_config_for(output_dir: Path | None, config: dict) -> Path | None:

@@ -47,6 +47,10 @@ class Podman:
         self.host = host
         self._execute = execute
         self._clock = clock
+        # os/arch[/variant] of a foreign image under test, passed to every run: podman otherwise
+        # warns on stderr that the image's platform is not the host's, which checks of stderr would
+        # take for the image's own output.
+        self.run_platform = ""
 
     def call(self, args: Iterable[str], timeout: float = 60) -> Outcome:
         argv = ["podman", *self.host.global_flags(), *args]
@@ -65,6 +69,9 @@ class Podman:
             return None
         return data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else None
 
+    def platform_flags(self) -> list[str]:
+        return ["--platform", self.run_platform] if self.run_platform else []
+
     def run(self, image: str, args: Iterable[str] = (), *, options: Iterable[str] = (),
             env: Mapping[str, str] | None = None, entrypoint: str | None = None,
             timeout: float = 60, name: str | None = None, remove: bool = True) -> Outcome:
@@ -74,7 +81,7 @@ class Podman:
         argv = ["run", "--name", name]
         if remove:
             argv.append("--rm")
-        argv += [*options, *_env_flags(env)]
+        argv += [*self.platform_flags(), *options, *_env_flags(env)]
         if entrypoint is not None:
             argv += ["--entrypoint", entrypoint]
         argv += [image, *args]
@@ -88,7 +95,8 @@ class Podman:
               env: Mapping[str, str] | None = None, timeout: float = 60) -> str:
         """Start a detached container; returns its name. Raises ToolError if it did not start."""
         name = new_name()
-        started = self.call(["run", "-d", "--name", name, *options, *_env_flags(env), image, *args], timeout)
+        started = self.call(["run", "-d", "--name", name, *self.platform_flags(), *options, *_env_flags(env),
+                             image, *args], timeout)
         if started.code != 0:
             self.remove(name)
             raise ToolError(f"podman run -d {image} failed (exit {started.code}): {started.last_error_line()}")

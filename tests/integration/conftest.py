@@ -2,14 +2,17 @@
 temporary copy of the project and built once into the session's storage, plus two specs of the
 tests' own: `no-init` (the shell-is-PID-1 baseline) and `app-strict` (app-base with sysctl
 policy `fail`). Every test shares those images; containers run with --rm or are removed.
+`local_registry` is Debian's docker-registry on a free loopback port for the session.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -126,3 +129,47 @@ def gen_verify(example_project: Path, gen_env: dict[str, str]):
         return cache[key]
 
     return verify
+
+
+REGISTRY_BINARY = "/usr/bin/docker-registry"
+REGISTRY_STARTUP_TIMEOUT = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def local_registry(tmp_path_factory: pytest.TempPathFactory):
+    """HOST:PORT of a docker-registry serving plain HTTP on loopback for this session."""
+    if not Path(REGISTRY_BINARY).is_file():
+        pytest.skip(f"{REGISTRY_BINARY} is not installed (Debian package docker-registry)")
+    work = tmp_path_factory.mktemp("registry")
+    port = _free_port()
+    (work / "config.yml").write_text(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {work / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n")
+    log = (work / "registry.log").open("w")
+    proc = subprocess.Popen([REGISTRY_BINARY, "serve", str(work / "config.yml")], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + REGISTRY_STARTUP_TIMEOUT
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"docker-registry did not start: {(work / 'registry.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+    log.close()

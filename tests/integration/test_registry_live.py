@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -22,50 +20,8 @@ from generator.build.host import Host
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-REGISTRY_BINARY = "/usr/bin/docker-registry"
 PREFIX = "localhost/gen-regtest"
-STARTUP_TIMEOUT = 30.0
 CHAIN = ("debian-s6", "runtime", "app-base")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def local_registry(tmp_path_factory: pytest.TempPathFactory):
-    """HOST:PORT of a docker-registry serving plain HTTP on loopback for this session."""
-    if not Path(REGISTRY_BINARY).is_file():
-        pytest.skip(f"{REGISTRY_BINARY} is not installed (Debian package docker-registry)")
-    work = tmp_path_factory.mktemp("registry")
-    port = _free_port()
-    (work / "config.yml").write_text(
-        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
-        f"    rootdirectory: {work / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n")
-    log = (work / "registry.log").open("w")
-    proc = subprocess.Popen([REGISTRY_BINARY, "serve", str(work / "config.yml")], stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"docker-registry did not start: {(work / 'registry.log').read_text()[-2000:]}")
-            time.sleep(0.1)
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-    log.close()
 
 
 def _skopeo_digest(env: dict[str, str], ref: str) -> str:

@@ -423,7 +423,7 @@ def _cli(monkeypatch, results=None, error=None):
             raise error
         return results
 
-    monkeypatch.setattr(verify, "resolve_ref", lambda target, project, prefix, podman: f"{prefix}/{target}:1")
+    monkeypatch.setattr(verify, "resolve_ref", lambda target, project, prefix, podman, platform="": f"{prefix}/{target}:1")
     monkeypatch.setattr(verify, "verify_image", fake_verify)
     return app
 

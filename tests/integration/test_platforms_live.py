@@ -1,0 +1,117 @@
+"""One spec, two platforms, end to end: the bundled base spec with `platforms: [linux/amd64,
+linux/arm64]` is bootstrapped and built for both (arm64 under qemu user emulation), verified on
+arm64, pushed to a local registry as one OCI index, and each platform pulled back and run.
+
+    build (both) -> uname per platform -> verify --platform linux/arm64 -> push (index) ->
+    pull each platform into empty storage, uname -> push again (same index) -> a field used by both
+    platforms changes -> exactly both rebuilt
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from generator.build.doctor import check_emulation
+from generator.build.host import Host, host_platform
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFIX = "localhost/gen-platforms"
+PLATFORMS = ("linux/amd64", "linux/arm64")
+UNAME = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
+
+
+@pytest.fixture(scope="module")
+def platforms_project(tmp_path_factory, gen_env, gen_cli, bootstrapped_base) -> Path:
+    if host_platform() != "linux/amd64":
+        pytest.skip("written for an amd64 build host (arm64 emulated)")
+    emulation = check_emulation("linux/arm64")
+    if emulation.problem:
+        pytest.fail(f"arm64 emulation: {emulation.detail}; fix: {emulation.fix} (.ci/install-deps does it)")
+    project = tmp_path_factory.mktemp("platforms-project")
+    (project / "specs").mkdir()
+    spec = (ROOT / "specs" / "debian-s6.yaml").read_text()
+    (project / "specs" / "debian-s6.yaml").write_text(
+        spec.replace('tags: ["bookworm", "latest"]\n', 'tags: ["bookworm", "latest"]\nplatforms: [linux/amd64, linux/arm64]\n'))
+    rendered = gen_cli(["render", "-C", str(project)], gen_env)
+    assert rendered.returncode == 0, rendered.stderr
+    return project
+
+
+def _gen(gen_cli, env, project: Path, *args: str, timeout: float = 1800):
+    return gen_cli([*args, "-C", str(project), "--prefix", PREFIX], env, timeout=timeout)
+
+
+def _build(gen_cli, env, project: Path) -> dict[str, dict]:
+    built = _gen(gen_cli, env, project, "build", "--format", "json")
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    return {b["name"]: b for b in json.loads(built.stdout)["images"]}
+
+
+def _uname(host: Host, env, ref: str) -> str:
+    proc = subprocess.run(["podman", *host.global_flags(), "run", "--rm", "--entrypoint", "uname", ref, "-m"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_base_spec_for_amd64_and_arm64_is_one_index(platforms_project, local_registry, gen_env, gen_host, gen_cli,
+                                                    tmp_path):
+    project = platforms_project
+    first = _build(gen_cli, gen_env, project)
+    assert {n: b["action"] for n, b in first.items()} == {"debian-s6": "built", "debian-s6@arm64": "built"}
+    assert _uname(gen_host, gen_env, f"{PREFIX}/debian-s6:latest") == "x86_64"
+    assert _uname(gen_host, gen_env, f"{PREFIX}/debian-s6:latest-arm64") == "aarch64"
+    listed = _gen(gen_cli, gen_env, project, "images", "--format", "json")
+    assert {r["name"]: (r["platform"], r["up_to_date"]) for r in json.loads(listed.stdout)} == {
+        "debian-s6": ("linux/amd64", True), "debian-s6@arm64": ("linux/arm64", True)}
+
+    verified = _gen(gen_cli, gen_env, project, "verify", "debian-s6", "--platform", "linux/arm64", "--json",
+                    timeout=900)
+    report = json.loads(verified.stdout)
+    assert verified.returncode == 0 and report["ok"], verified.stdout[-3000:]
+    assert report["image"] == f"{PREFIX}/debian-s6:bookworm-arm64"
+    passed = {c["name"] for c in report["checks"] if c["status"] == "pass"}
+    assert {"SIGTERM stop", "exit code", "orphans reaped", "log rotation"} <= passed
+
+    org = f"{local_registry}/platforms"
+    pushed = _gen(gen_cli, gen_env, project, "push", "--registry", org, "--insecure-registry", "--json")
+    assert pushed.returncode == 0, pushed.stderr
+    result = json.loads(pushed.stdout)[0]
+    assert list(result["platforms"]) == list(PLATFORMS)
+    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{org}/debian-s6:latest"],
+                         env=gen_env, capture_output=True, text=True, timeout=120, check=True).stdout
+    index = json.loads(raw)
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert [f"{m['platform']['os']}/{m['platform']['architecture']}" for m in index["manifests"]] == list(PLATFORMS)
+    assert [m["digest"] for m in index["manifests"]] == [result["platforms"][p] for p in PLATFORMS]
+
+    # Each platform pulled from the one tag into empty storage runs as that machine.
+    fresh = Host.from_env(tmp_path / "pulled", env=gen_env)
+    for platform in PLATFORMS:
+        arch = platform.split("/")[1]
+        subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", "--override-arch", arch,
+                        f"docker://{org}/debian-s6:latest", fresh.skopeo_ref(f"localhost/pulled:{arch}")],
+                       env=gen_env, check=True, timeout=600)
+        assert _uname(fresh, gen_env, f"localhost/pulled:{arch}") == UNAME[platform]
+
+    # The same images give the same index.
+    again = _gen(gen_cli, gen_env, project, "push", "--registry", f"{org}2", "--insecure-registry", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)[0]["digest"] == result["digest"]
+
+    # A field both platforms use: both are rebuilt, nothing else.
+    spec = project / "specs" / "debian-s6.yaml"
+    spec.write_text(spec.read_text().replace("org.opencontainers.image.vendor: gen examples",
+                                             "org.opencontainers.image.vendor: gen platform test"))
+    assert gen_cli(["render", "-C", str(project)], gen_env).returncode == 0
+    second = _build(gen_cli, gen_env, project)
+    assert {n: b["action"] for n, b in second.items()} == {"debian-s6": "built", "debian-s6@arm64": "built"}
+    assert all(second[n]["id"] != first[n]["id"] for n in second)
+    third = _build(gen_cli, gen_env, project)
+    assert {b["action"] for b in third.values()} == {"skipped"}

@@ -1,0 +1,203 @@
+"""Several platforms from one spec: build units, per-platform keys and bases, s6-overlay arch names,
+gen doctor's emulation checks, verify's per-platform tags, the index's build id."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from generator.build import doctor
+from generator.build.bootstrap import import_platform_flags, mmdebstrap_argv
+from generator.build.outputs import content_key, expand_platforms, load_outputs, platform_suffix
+from generator.errors import SpecError, UsageError
+from generator.registry.index import index_build_id
+from generator.render import write_outputs
+from generator.render.project import render_project
+from generator.spec import load_project
+from generator.verify import _platform_tag
+
+AMD64, ARM64 = "linux/amd64", "linux/arm64"
+ROOT_SPEC = """\
+name: root
+tags: ["1", latest]
+platforms: [linux/amd64, linux/arm64]
+base: {distro: debian, release: bookworm, bootstrap: {variant: minbase}}
+"""
+CHILD_SPEC = """\
+name: child
+tags: ["2"]
+extends: root
+"""
+NARROW_SPEC = """\
+name: narrow
+tags: ["3"]
+extends: root
+platforms: [linux/arm64]
+"""
+
+
+def _render(tmp_path: Path, **specs: str) -> Path:
+    (tmp_path / "specs").mkdir(exist_ok=True)
+    for name, text in specs.items():
+        (tmp_path / "specs" / f"{name}.yaml").write_text(textwrap.dedent(text))
+    write_outputs(tmp_path / "output", render_project(load_project([tmp_path / "specs"], tmp_path)).images,
+                  prune=True)
+    return tmp_path / "output"
+
+
+@pytest.fixture
+def outputs(tmp_path):
+    return load_outputs(_render(tmp_path, root=ROOT_SPEC, child=CHILD_SPEC, narrow=NARROW_SPEC))
+
+
+def test_each_platform_is_a_unit_built_on_its_parents_unit(outputs):
+    units = expand_platforms(outputs, AMD64)
+    assert set(units) == {"root", "root@arm64", "child", "child@arm64", "narrow"}
+    assert units["root"].tags == ("1", "latest") and units["root@arm64"].tags == ("1-arm64", "latest-arm64")
+    assert units["child@arm64"].parent == "root@arm64" and units["child"].parent == "root"
+    assert {u.repo for n, u in units.items() if n.startswith("child")} == {"child"}
+    # A child built only for arm64 keeps its plain tags there, on the parent's arm64 unit.
+    assert units["narrow"].platform == ARM64 and units["narrow"].parent == "root@arm64"
+    assert units["narrow"].tags == ("3",)
+
+
+def test_foreign_bootstrap_gets_its_own_rootfs_and_arch(outputs):
+    units = expand_platforms(outputs, AMD64)
+    native, foreign = units["root"].base, units["root@arm64"].base
+    assert "arch" not in native
+    assert foreign["image"] == f"{native['image']}-arm64" and foreign["arch"] == "arm64"
+    argv = mmdebstrap_argv(foreign, "http://mirror.invalid/debian", Path("/tmp/x.tar"))
+    assert "--architectures=arm64" in argv and "--variant=minbase" in argv
+    assert "--architectures=arm64" not in mmdebstrap_argv(native, "http://mirror.invalid/debian", Path("/x"))
+    assert import_platform_flags(foreign) == ["--os", "linux", "--arch", "arm64"]
+    assert import_platform_flags(dict(foreign, arch="arm", arch_variant="v7"))[-2:] == ["--variant", "v7"]
+    # On an arm64 host the arm64 rootfs is the native one.
+    assert "arch" not in expand_platforms(outputs, ARM64)["root"].base
+
+
+def test_an_image_without_platforms_is_one_unchanged_unit(tmp_path):
+    plain = load_outputs(_render(tmp_path, root=ROOT_SPEC.replace("platforms: [linux/amd64, linux/arm64]\n", "")))
+    assert expand_platforms(plain, AMD64) == plain
+
+
+def test_every_platform_has_its_own_content_key():
+    keys = {content_key("f", "p", "b", platform) for platform in ("", AMD64, ARM64)}
+    assert len(keys) == 3
+    assert content_key("f", "p", "b") == content_key("f", "p", "b", "")
+
+
+def test_platform_suffixes():
+    assert [platform_suffix(p) for p in (AMD64, ARM64, "linux/arm/v7")] == ["amd64", "arm64", "arm-v7"]
+
+
+S6_OVERLAY_SPEC = """\
+name: ov
+tags: ["1"]
+platforms: [linux/amd64, linux/arm64]
+base: {distro: debian, release: bookworm, bootstrap: {variant: minbase}}
+init:
+  kind: s6-overlay
+  version: 3.2.0.2
+  checksums:
+    s6-overlay-noarch.tar.xz: "%s"
+    s6-overlay-x86_64.tar.xz: "%s"
+    s6-overlay-aarch64.tar.xz: "%s"
+""" % ("a" * 64, "b" * 64, "c" * 64)
+
+
+def test_s6_overlay_gets_each_platforms_tarball_arch(tmp_path):
+    manifest = json.loads((_render(tmp_path, ov=S6_OVERLAY_SPEC) / "ov" / "gen-manifest.json").read_text())
+    assert manifest["platform_build_args"] == {AMD64: {"S6_OVERLAY_ARCH": "x86_64"},
+                                               ARM64: {"S6_OVERLAY_ARCH": "aarch64"}}
+    unit = expand_platforms(load_outputs(tmp_path / "output"), AMD64)["ov@arm64"]
+    assert unit.build_args_for(ARM64) == (("S6_OVERLAY_ARCH", "aarch64"),)
+
+
+def test_a_platform_without_an_s6_overlay_sum_is_a_spec_error(tmp_path):
+    spec = S6_OVERLAY_SPEC.replace(f'    s6-overlay-aarch64.tar.xz: "{"c" * 64}"\n', "")
+    with pytest.raises(SpecError) as caught:
+        _render(tmp_path, ov=spec)
+    text = str(caught.value)
+    assert "s6-overlay-aarch64.tar.xz" in text and "linux/arm64" in text and "ov.yaml:3:" in text
+
+
+def _binfmt(tmp_path: Path, handler: str | None = "enabled\ninterpreter /q\nflags: PF\n",
+            status: str = "enabled\n") -> Path:
+    directory = tmp_path / "binfmt"
+    directory.mkdir()
+    (directory / "register").write_text("")
+    (directory / "status").write_text(status)
+    if handler is not None:
+        (directory / "qemu-aarch64").write_text(handler)
+    return directory
+
+
+@pytest.mark.parametrize("handler, status, problem", [
+    ("enabled\ninterpreter /q\nflags: PF\n", "enabled\n", None),
+    (None, "enabled\n", "update-binfmts --enable qemu-aarch64"),
+    ("disabled\nflags: PF\n", "enabled\n", "update-binfmts --enable qemu-aarch64"),
+    ("enabled\nflags: P\n", "enabled\n", "--reinstall qemu-user-static"),
+])
+def test_doctor_checks_emulation_of_foreign_platforms(tmp_path, monkeypatch, handler, status, problem):
+    monkeypatch.setattr(doctor.shutil, "which", lambda name: f"/usr/bin/{name}")
+    check = doctor.check_emulation(ARM64, _binfmt(tmp_path, handler, status))
+    assert check.status == ("problem" if problem else "ok")
+    assert problem is None or problem in check.fix
+
+
+def test_doctor_says_how_to_install_and_mount(tmp_path, monkeypatch):
+    monkeypatch.setattr(doctor.shutil, "which", lambda name: None)
+    assert doctor.check_emulation(ARM64, _binfmt(tmp_path)).fix == doctor.QEMU_INSTALL
+    monkeypatch.setattr(doctor.shutil, "which", lambda name: f"/usr/bin/{name}")
+    unmounted = doctor.check_emulation(ARM64, tmp_path / "nothing")
+    assert unmounted.problem and unmounted.fix.startswith("mount -t binfmt_misc")
+
+
+def test_doctor_lists_the_rendered_foreign_platforms(tmp_path, monkeypatch):
+    _render(tmp_path, root=ROOT_SPEC)
+    monkeypatch.setattr(doctor, "host_platform", lambda: AMD64)
+    assert doctor.foreign_platforms(tmp_path / "output") == (ARM64,)
+    assert doctor.foreign_platforms(tmp_path / "missing") == ()
+
+
+def test_verify_names_each_platforms_image(tmp_path, monkeypatch):
+    _render(tmp_path, root=ROOT_SPEC)
+    monkeypatch.setattr("generator.build.host.host_platform", lambda: AMD64)
+    assert _platform_tag(tmp_path, "root", "1", "") == "1"
+    assert _platform_tag(tmp_path, "root", "1", AMD64) == "1"
+    assert _platform_tag(tmp_path, "root", "1", ARM64) == "1-arm64"
+    with pytest.raises(UsageError, match="not built for linux/s390x"):
+        _platform_tag(tmp_path, "root", "1", "linux/s390x")
+
+
+def test_index_build_id_follows_its_platforms_in_order():
+    assert index_build_id(["gen-a", "gen-b"]) == index_build_id(["gen-a", "gen-b"])
+    assert index_build_id(["gen-a", "gen-b"]) != index_build_id(["gen-b", "gen-a"])
+    assert index_build_id(["gen-a"]).startswith("gen-") and len(index_build_id(["gen-a"])) == 20
+
+
+def test_verify_runs_a_foreign_image_as_its_platform(monkeypatch):
+    from generator.verify import foreign_platform
+
+    monkeypatch.setattr("generator.build.host.host_platform", lambda: AMD64)
+    assert foreign_platform({"Os": "linux", "Architecture": "arm64"}) == ARM64
+    assert foreign_platform({"Os": "linux", "Architecture": "arm", "Variant": "v7"}) == "linux/arm/v7"
+    assert foreign_platform({"Os": "linux", "Architecture": "amd64"}) == ""
+    assert foreign_platform({}) == ""
+
+
+def test_a_foreign_platform_needs_a_bootstrapped_base(tmp_path, monkeypatch):
+    from generator.build import engine
+    from generator.build.host import Host
+    from generator.errors import GenError
+
+    monkeypatch.setattr(engine, "host_platform", lambda: AMD64)
+    local = ROOT_SPEC.replace("bootstrap: {variant: minbase}", "local: localhost/test/base:1")
+    output = _render(tmp_path, root=local)
+    builder = engine.Builder(Host.from_env(tmp_path / "storage"), output, tmp_path, engine.BuildOptions())
+    assert set(builder.images) == {"root", "root@arm64"}
+    with pytest.raises(GenError, match="linux/arm64 needs a bootstrapped base"):
+        builder._ensure_base(builder.images["root@arm64"])
