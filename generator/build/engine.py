@@ -27,6 +27,7 @@ from generator.build.outputs import (
     load_outputs,
     select,
     topological_order,
+    units_of,
 )
 from generator.build.proc import Cancel, Interrupted, ToolError, run_logged
 from generator.build.serve import served_directories
@@ -135,8 +136,10 @@ class Builder:
 
     def closure(self, names: list[str]) -> list[str]:
         """The named images (all when none; every platform of each) and their ancestors, parents first."""
-        by_image = {n: [u for u, image in self.images.items() if image.repo == n] for n in names}
-        chosen = set(select(self.images, [u for n in names for u in (by_image[n] or [n])]))
+        per_name = {n: units_of(self.images, n) for n in names}
+        # An unknown name stays as given, so select() reports it.
+        wanted = [u.name for n in names for u in per_name[n]] + [n for n in names if not per_name[n]]
+        chosen = set(select(self.images, wanted))
         for name in list(chosen):
             chosen.update(ancestors(self.images, name))
         return [n for n in topological_order(self.images) if n in chosen]

@@ -233,6 +233,18 @@ def expand_platforms(images: dict[str, OutputImage], host: str) -> dict[str, Out
     return units
 
 
+def units_of(units: dict[str, OutputImage], name: str) -> list[OutputImage]:
+    """The build units of image `name` among expand_platforms()'s, in its spec's platform order."""
+    chosen = [u for u in units.values() if u.repo == name]
+    order = list(chosen[0].platforms or ()) if chosen else []
+    return sorted(chosen, key=lambda u: order.index(u.platform) if u.platform in order else 0)
+
+
+def image_units(image: OutputImage, host: str) -> list[OutputImage]:
+    """One image's build units on its own (its parent is not needed to name them)."""
+    return units_of(expand_platforms({image.name: replace(image, parent=None)}, host), image.name)
+
+
 def _platform_base(base: dict, platform: str, host: str) -> dict:
     """A root image's base for one platform: a bootstrapped rootfs per architecture (the host's
     keeps the plain name); a registry or local base is resolved per platform by the build."""

@@ -209,24 +209,17 @@ def register(app: typer.Typer) -> None:
         """Write a CycloneDX 1.6 JSON SBOM of each built image to output/NAME.sbom.cdx.json: its dpkg
         packages with versions and licenses (where machine-readable), its base and init artifacts."""
         from generator.registry import select_images
-        from generator.registry.lock import locked_image, read_lock
-        from generator.registry.packages import installed_packages
-        from generator.registry.sbom import write_sbom
-        from generator.registry.updates import root_of
+        from generator.registry.lock import read_lock
+        from generator.registry.sbom import write_sboms
 
         try:
             host = Host.from_env(storage_root, project)
             images, chosen = select_images(project, list(names or []), None)
             current = read_lock(project)
             for name in chosen:
-                pre = prefix.rstrip("/")
                 digest = current.images[name].digest if name in current.images else ""
-                entry = locked_image(host, images, name, pre, digest)
-                root = root_of(images, name)
-                path = write_sbom(project / "output", images[name], entry,
-                                  installed_packages(host, f"{pre}/{name}:{images[name].tags[0]}"),
-                                  str(root.base.get("distro", "")), str(root.base.get("release", "")))
-                out.print(f"wrote {path}", markup=False)
+                for path in write_sboms(host, project / "output", images, name, prefix.rstrip("/"), digest):
+                    out.print(f"wrote {path}", markup=False)
         except GenError as exc:
             raise _fail(exc) from None
 

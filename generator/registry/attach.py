@@ -67,10 +67,10 @@ def write_layout(directory: Path, payload: bytes, media_type: str, annotations: 
 
 
 def attach_sbom(skopeo: Skopeo, output_dir: Path, name: str, image_id: str, image_digest: str,
-                registry: Registry) -> Attached | None:
-    """Push output/<name>.sbom.cdx.json next to the image when it describes image_id; None when
-    there is no SBOM for this build (run `gen sbom` first)."""
-    path = sbom_path(output_dir, name)
+                registry: Registry, unit: str = "") -> Attached | None:
+    """Push output/<unit or name>.sbom.cdx.json next to the image in repository `name` when it
+    describes image_id; None when there is no SBOM for this build (run `gen sbom` first)."""
+    path = sbom_path(output_dir, unit or name)
     if not path.is_file() or sbom_subject(path) != image_id:
         return None
     tag = sbom_tag(image_digest)

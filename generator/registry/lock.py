@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
 from generator.build import storage
-from generator.build.host import Host
-from generator.build.outputs import OutputImage, files_sha256
+from generator.build.host import Host, host_platform
+from generator.build.outputs import OutputImage, expand_platforms, files_sha256, units_of
 from generator.errors import UsageError
 from generator.registry.packages import installed_packages
 
@@ -41,6 +41,9 @@ class LockedImage:
     base: dict
     init: dict
     packages: dict[str, str] = field(default_factory=dict)  # name[:arch] -> version
+    # An image built for several platforms: per platform (os/arch) its build id, image id, base
+    # and packages; the fields above are the host's platform's, `digest` the index's.
+    platforms: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,14 +112,15 @@ def init_entry(image: OutputImage) -> dict:
     return entry
 
 
-def base_entry(host: Host, image: OutputImage, prefix: str, parent_tags: tuple[str, ...] = ()) -> dict:
+def base_entry(host: Host, image: OutputImage, prefix: str, parent: OutputImage | None = None) -> dict:
     """What the image was built on: the parent's image id, the bootstrapped rootfs image id, or
     the registry base's pinned digest (and its id in storage)."""
     kind = image.base_kind
     if image.parent:
-        ref = f"{prefix}/{image.parent}:{parent_tags[0]}" if parent_tags else str(image.base.get("image", ""))
+        ref = f"{prefix}/{parent.repo}:{parent.tags[0]}" if parent else str(image.base.get("image", ""))
         found = storage.inspect(host, ref)
-        return {"kind": "parent", "name": image.parent, "image_id": found.id if found else ""}
+        return {"kind": "parent", "name": parent.repo if parent else image.parent,
+                "image_id": found.id if found else ""}
     ref = str(image.base.get("image", ""))
     found = storage.inspect(host, ref)
     entry = {"kind": kind, "ref": ref, "image_id": found.id if found else ""}
@@ -126,19 +130,37 @@ def base_entry(host: Host, image: OutputImage, prefix: str, parent_tags: tuple[s
 
 
 def locked_image(host: Host, images: dict[str, OutputImage], name: str, prefix: str, digest: str = "") -> LockedImage:
-    """The lock entry of an image as it is in storage now (it must be built)."""
+    """The lock entry of an image as it is in storage now (it must be built): for an image with
+    several platforms, the primary platform's entry with every platform's under `platforms`."""
+    units = locked_units(host, images, name, prefix)
+    if len(units) == 1 and not images[name].platforms:
+        return replace(units[0][1], digest=digest)
+    primary = next(entry for unit, entry in units if unit.name == name)
+    per_platform = {unit.platform: {"build_id": e.build_id, "image_id": e.image_id, "base": e.base,
+                                    "packages": e.packages} for unit, e in units}
+    return replace(primary, digest=digest, platforms=per_platform)
+
+
+def locked_units(host: Host, images: dict[str, OutputImage], name: str,
+                 prefix: str) -> list[tuple[OutputImage, LockedImage]]:
+    """Each platform's build unit of the image (one for an image without platforms) with its own
+    lock entry, in the spec's platform order."""
+    units = expand_platforms(images, host_platform())
+    return [(unit, _locked_unit(host, units, unit, prefix)) for unit in units_of(units, name)]
+
+
+def _locked_unit(host: Host, units: dict[str, OutputImage], image: OutputImage, prefix: str) -> LockedImage:
     from generator.registry.transfer import stored_tags
 
-    image = images[name]
     found, tags = stored_tags(host, prefix, image)
     build_ids = [t for t in tags if t.startswith("gen-")]
-    parent_tags = images[image.parent].tags if image.parent else ()
-    packages = installed_packages(host, f"{prefix}/{name}:{image.tags[0]}")
+    parent = units[image.parent] if image.parent else None
+    packages = installed_packages(host, f"{prefix}/{image.repo}:{image.tags[0]}")
     return LockedImage(
-        name=name, parent=image.parent, tags=list(image.tags), build_id=build_ids[-1] if build_ids else "",
-        image_id=found.id, digest=digest, files_sha256=files_sha256(image.directory),
-        base=base_entry(host, image, prefix, parent_tags), init=init_entry(image),
-        packages=package_versions(packages),
+        name=image.repo, parent=parent.repo if parent else None, tags=list(image.tags),
+        build_id=build_ids[-1] if build_ids else "", image_id=found.id, digest="",
+        files_sha256=files_sha256(image.directory), base=base_entry(host, image, prefix, parent),
+        init=init_entry(image), packages=package_versions(packages),
     )
 
 

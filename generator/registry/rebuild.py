@@ -21,17 +21,16 @@ from pathlib import Path
 from generator.build import storage
 from generator.build.engine import Builder, BuildOptions
 from generator.build.host import Host
-from generator.build.outputs import OutputImage, files_sha256, topological_order
+from generator.build.outputs import OutputImage, files_sha256, topological_order, units_of
 from generator.build.proc import Cancel
 from generator.errors import GenError
 from generator.registry.attach import attach_sbom
 from generator.registry.lock import Lock, LockedImage, locked_image, package_changes, read_lock, write_lock
-from generator.registry.packages import installed_packages
-from generator.registry.sbom import write_sbom
+from generator.registry.sbom import write_sboms
 from generator.registry.skopeo import Skopeo
 from generator.registry.target import Registry, is_loopback
 from generator.registry.transfer import push_image
-from generator.registry.updates import apt_source, available_updates, root_of
+from generator.registry.updates import apt_source, available_updates
 
 BASE_MOVED, PACKAGES, CHANGED, PARENT_REBUILT = "base-moved", "packages", "changed", "parent-rebuilt"
 EXIT_NOTHING, EXIT_REBUILT, EXIT_FAILED = 0, 3, 1
@@ -174,17 +173,14 @@ def _adopt(ctx: RebuildContext, name: str, digest: str) -> str:
     return found.id
 
 
-def _force_fresh(ctx: RebuildContext, name: str, locked: LockedImage | None) -> None:
+def _force_fresh(ctx: RebuildContext, units: list[OutputImage], locked: LockedImage | None) -> None:
     """Make the build stage build this image again with the same inputs (for newer packages): drop
-    its build-id tag, and for a bootstrapped root the rootfs tag too, so it is bootstrapped anew."""
-    image = ctx.images[name]
-    if locked and locked.build_id:
-        ref = f"{ctx.prefix}/{name}:{locked.build_id}"
-        found = storage.inspect(ctx.host, ref)
-        if found is not None:
-            storage.untag(ctx.host, found.id, ref)
-    if not image.parent and image.base_kind == "bootstrap":
-        ref = str(image.base["image"])
+    its build-id tags (every platform's), and for a bootstrapped root the rootfs tags too, so each
+    platform's rootfs is bootstrapped anew."""
+    build_ids = [locked.build_id, *(p.get("build_id", "") for p in locked.platforms.values())] if locked else []
+    refs = [f"{ctx.prefix}/{units[0].repo}:{b}" for b in build_ids if b]
+    refs += [str(u.base["image"]) for u in units if not u.parent and u.base_kind == "bootstrap"]
+    for ref in refs:
         found = storage.inspect(ctx.host, ref)
         if found is not None:
             storage.untag(ctx.host, found.id, ref)
@@ -233,30 +229,36 @@ def _rebuild_one(ctx: RebuildContext, builders: dict[bool, Builder], verdict: Ve
     locked = lock.images.get(name)
     old_digest, old_id = (locked.digest, locked.image_id) if locked else ("", "")
     fresh = verdict.codes == {PACKAGES}
+    builder = builders[fresh]
+    units = units_of(builder.images, name)  # itself, or one per platform
     if fresh:
-        _force_fresh(ctx, name, locked)
+        _force_fresh(ctx, units, locked)
     if any(r["code"] == BASE_MOVED and not image.parent for r in verdict.reasons):
         raise GenError(verdict.reasons[0]["detail"])
-    parent_id = ""
-    if image.parent:
-        parent_id = ids.get(image.parent) or _stored_id(ctx, image.parent)
     ctx.progress(f"rebuilding {name}: {', '.join(r['code'] for r in verdict.reasons)}")
-    built = builders[fresh].build_one(name, parent_id)
-    ids[name] = built.image_id
-    ref = f"{ctx.prefix}/{name}:{image.tags[0]}"
-    ctx.progress(f"verifying {name}")
-    verified = _verify(ctx, ref)
-    if verified.startswith("failed"):
-        raise GenError(f"{name}: rebuilt as {built.image_id[:12]} but verify {verified}")
-    digest = ""
+    for unit in units:  # every platform's image, each FROM its parent's of the same platform
+        parent_id = (ids.get(unit.parent) or _stored_id(ctx, builder.images[unit.parent])) if unit.parent else ""
+        unit_built = builder.build_one(unit.name, parent_id)
+        ids[unit.name] = unit_built.image_id
+        if unit.name == name:
+            built = unit_built
+    for unit in units:  # a foreign platform's image is verified under emulation
+        ctx.progress(f"verifying {unit.name}")
+        verified = _verify(ctx, f"{ctx.prefix}/{unit.repo}:{unit.tags[0]}")
+        if verified.startswith("failed"):
+            raise GenError(f"{unit.name}: rebuilt as {ids[unit.name][:12]} but verify {verified}")
+    digest, platform_digests = "", {}
     if ctx.registry is not None:
         ctx.progress(f"pushing {name}")
-        digest = push_image(ctx.host, image, ctx.prefix, ctx.registry).digest
+        pushed = push_image(ctx.host, image, ctx.prefix, ctx.registry)
+        digest, platform_digests = pushed.digest, dict(pushed.platforms)
     entry = locked_image(ctx.host, ctx.images, name, ctx.prefix, digest)
     lock.images[name] = entry
     _sbom(ctx, name, entry)
-    if ctx.registry is not None:
-        attach_sbom(Skopeo(ctx.host), ctx.project / "output", name, built.image_id, digest, ctx.registry)
+    if ctx.registry is not None:  # each SBOM beside its own image: per platform when there are several
+        for unit in units:
+            attach_sbom(Skopeo(ctx.host), ctx.project / "output", name, ids[unit.name],
+                        platform_digests.get(unit.platform, digest), ctx.registry, unit.name)
     if built.action == "built":
         action = "rebuilt"
     else:  # the build stage found it built already (by hand, or a reproducible parent rebuild)
@@ -265,8 +267,8 @@ def _rebuild_one(ctx: RebuildContext, builders: dict[bool, Builder], verdict: Ve
                    package_changes(locked.packages if locked else {}, entry.packages))
 
 
-def _stored_id(ctx: RebuildContext, name: str) -> str:
-    ref = f"{ctx.prefix}/{name}:{ctx.images[name].tags[0]}"
+def _stored_id(ctx: RebuildContext, image: OutputImage) -> str:
+    ref = f"{ctx.prefix}/{image.repo}:{image.tags[0]}"
     found = storage.inspect(ctx.host, ref)
     if found is None:
         raise GenError(f"{ref} is not in the storage gen uses; run `gen build` or `gen pull` first")
@@ -274,10 +276,7 @@ def _stored_id(ctx: RebuildContext, name: str) -> str:
 
 
 def _sbom(ctx: RebuildContext, name: str, entry: LockedImage) -> None:
-    root = root_of(ctx.images, name)
-    packages = installed_packages(ctx.host, f"{ctx.prefix}/{name}:{ctx.images[name].tags[0]}")
-    write_sbom(ctx.project / "output", ctx.images[name], entry, packages, str(root.base.get("distro", "")),
-               str(root.base.get("release", "")))
+    write_sboms(ctx.host, ctx.project / "output", ctx.images, name, ctx.prefix, entry.digest)
 
 
 def exit_code(outcomes: list[Outcome]) -> int:

@@ -7,12 +7,15 @@ sha256 when the init layer uses them. Same image, same SBOM: the serial number d
 image id and the timestamp is the image's SOURCE_DATE_EPOCH.
 
 Written to output/<name>.sbom.cdx.json, beside the rendered directory rather than in it: files
-inside output/<name>/ are build inputs and belong to `gen render`.
+inside output/<name>/ are build inputs and belong to `gen render`. An image built for several
+platforms has one SBOM per platform: the host's under that name, the others' as
+output/<name>@<arch>.sbom.cdx.json (its build unit's name).
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,9 +27,11 @@ from cyclonedx.model.component import Component, ComponentType
 from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
+from generator.build.host import Host
 from generator.build.outputs import OutputImage
-from generator.registry.lock import LockedImage
-from generator.registry.packages import Package
+from generator.registry.lock import LockedImage, locked_units
+from generator.registry.packages import Package, installed_packages
+from generator.registry.updates import root_of
 
 SBOM_SUFFIX = ".sbom.cdx.json"
 _NAMESPACE = uuid.UUID("6f1c2b2e-7d1a-4f0e-9a51-3c0d6b1f9e42")  # gen's namespace for serial numbers
@@ -84,10 +89,11 @@ def _init_components(locked: LockedImage) -> list[Component]:
 
 def build_sbom(image: OutputImage, locked: LockedImage, packages: list[Package], distro: str, release: str) -> Bom:
     licenses = LicenseFactory()
-    subject = Component(name=image.name, version=locked.build_id or None, type=ComponentType.CONTAINER,
+    subject = Component(name=image.repo, version=locked.build_id or None, type=ComponentType.CONTAINER,
                         bom_ref=f"image:{image.name}", hashes=[_sha256(locked.image_id)],
                         properties=[Property(name="dev.gen:tag", value=t) for t in image.tags]
-                        + ([Property(name="dev.gen:manifest-digest", value=locked.digest)] if locked.digest else []))
+                        + ([Property(name="dev.gen:manifest-digest", value=locked.digest)] if locked.digest else [])
+                        + ([Property(name="dev.gen:platform", value=image.platform)] if image.platform else []))
     metadata = BomMetaData(component=subject,
                            timestamp=datetime.fromtimestamp(image.source_date_epoch, tz=timezone.utc))
     components = [_base_component(image, locked), *_init_components(locked)]
@@ -112,3 +118,17 @@ def write_sbom(output_dir: Path, image: OutputImage, locked: LockedImage, packag
         tmp.write_text(text)
         tmp.replace(path)
     return path
+
+
+def write_sboms(host: Host, output_dir: Path, images: dict[str, OutputImage], name: str, prefix: str,
+                digest: str = "") -> list[Path]:
+    """The SBOM of each platform's image of `name` as it is in storage; digest is the registry's
+    (an index's, for several platforms) and goes into the primary one."""
+    root = root_of(images, name)
+    distro, release = str(root.base.get("distro", "")), str(root.base.get("release", ""))
+    paths = []
+    for unit, entry in locked_units(host, images, name, prefix):
+        packages = installed_packages(host, f"{prefix}/{unit.repo}:{unit.tags[0]}")
+        locked = replace(entry, digest=digest if unit.name == name else "")
+        paths.append(write_sbom(output_dir, unit, locked, packages, distro, release))
+    return paths

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from generator.build import storage
 from generator.build.host import Host, host_platform
-from generator.build.outputs import OutputImage, expand_platforms, platform_suffix, primary_platform, unit_name
+from generator.build.outputs import OutputImage, image_units, platform_suffix, primary_platform
 from generator.registry.attach import attach_sbom
 from generator.registry.index import index_build_id, push_index
 from generator.registry.skopeo import RegistryError, Skopeo
@@ -89,32 +89,27 @@ def _copy_tags(skopeo: Skopeo, registry: Registry, name: str, first: str, digest
 def _push_platforms(host: Host, image: OutputImage, prefix: str, registry: Registry, skopeo: Skopeo) -> Transferred:
     """Each platform's image under its own tags, then one index of them all under the spec's tags
     and the index's build-id tag (module index)."""
-    build_ids, digests, ids = [], [], []
-    for unit in platform_units(image):
+    build_ids, digests, ids, sboms = [], [], [], []
+    for unit in image_units(image, host_platform()):
         found, tags = stored_tags(host, prefix, unit)
         build_id = next(t for t in tags if t.startswith(BUILD_ID_PREFIX))
         digest = skopeo.push(local_ref(prefix, image.name, build_id), registry, image.name, build_id)
         # Every platform's image also under TAG-SUFFIX; the plain tags are the index's alone.
         _copy_tags(skopeo, registry, image.name, build_id, digest,
                    [f"{t}-{platform_suffix(unit.platform)}" for t in image.tags])
+        # Each platform's SBOM beside its own image (cosign's scheme is per image digest).
+        sboms.append(attach_sbom(skopeo, image.directory.parent, image.name, found.id, digest, registry, unit.name))
         build_ids.append(build_id)
         digests.append(digest)
         ids.append(found.id)
     first = index_build_id(build_ids)
     index_digest = push_index(host, registry, image.name, digests, first)
     _copy_tags(skopeo, registry, image.name, first, index_digest, list(image.tags))
-    primary = primary_platform(image, host_platform())
-    at = list(image.platforms or ()).index(primary)
-    attached = attach_sbom(skopeo, image.directory.parent, image.name, ids[at], digests[at], registry)
+    at = list(image.platforms or ()).index(primary_platform(image, host_platform()))
+    attached = sboms[at]
     return Transferred(image.name, (*image.tags, first), index_digest, ids[at], f"{prefix}/{image.name}",
                        registry.repository(image.name), attached.tag if attached else None,
                        tuple(zip(image.platforms or (), digests)))
-
-
-def platform_units(image: OutputImage) -> list[OutputImage]:
-    """The per-platform build units of one image with several platforms, in the spec's order."""
-    units = expand_platforms({image.name: replace(image, parent=None)}, host_platform())
-    return [units[unit_name(image, p, host_platform())] for p in image.platforms or ()]
 
 
 def push_images(host: Host, images: dict[str, OutputImage], names: list[str], prefix: str,
@@ -131,13 +126,13 @@ def push_images(host: Host, images: dict[str, OutputImage], names: list[str], pr
 def registry_tags(skopeo: Skopeo, registry: Registry, image: OutputImage) -> tuple[str, list[str]]:
     """The digest of the image's first spec tag in the registry and its tags to carry: the spec's
     tags and the build-id tags with that same digest."""
-    repository = registry.repository(image.name)
+    repository = registry.repository(image.repo)
     digest = skopeo.digest(f"{repository}:{image.tags[0]}", registry.tls_verify)
     if digest is None:
         raise RegistryError(f"{image.name}: {repository}:{image.tags[0]} does not exist; push it first "
-                            f"(`gen push {image.name} --registry {registry}`)")
+                            f"(`gen push {image.repo} --registry {registry}`)")
     tags = list(image.tags)
-    for tag in skopeo.tags(registry, image.name):
+    for tag in skopeo.tags(registry, image.repo):
         if tag.startswith(BUILD_ID_PREFIX) and skopeo.digest(f"{repository}:{tag}", registry.tls_verify) == digest:
             tags.append(tag)
     return digest, tags
@@ -145,21 +140,46 @@ def registry_tags(skopeo: Skopeo, registry: Registry, image: OutputImage) -> tup
 
 def pull_image(host: Host, image: OutputImage, prefix: str, registry: Registry,
                skopeo: Skopeo | None = None) -> Transferred:
+    """Pull one image with all its tags; for an image with several platforms, each platform's image
+    (from its TAG-SUFFIX tags) under the tags `gen build` gives it."""
     skopeo = skopeo or Skopeo(host)
-    digest, tags = registry_tags(skopeo, registry, image)
-    missing = [t for t in image.tags if t != image.tags[0] and
-               skopeo.digest(f"{registry.repository(image.name)}:{t}", registry.tls_verify) != digest]
+    if image.platforms:
+        return _pull_platforms(host, image, prefix, registry, skopeo)
+    digest, image_id, tags = _pull_tags(host, skopeo, registry, image, image.tags, prefix)
+    return Transferred(image.name, tuple(tags), digest, image_id, registry.repository(image.name),
+                       f"{prefix}/{image.name}")
+
+
+def _pull_platforms(host: Host, image: OutputImage, prefix: str, registry: Registry, skopeo: Skopeo) -> Transferred:
+    pulled = []
+    for unit in image_units(image, host_platform()):
+        remote = tuple(f"{t}-{platform_suffix(unit.platform)}" for t in image.tags)
+        digest, image_id, _ = _pull_tags(host, skopeo, registry, unit, remote, prefix)
+        pulled.append((unit, digest, image_id))
+    index = skopeo.digest(f"{registry.repository(image.name)}:{image.tags[0]}", registry.tls_verify) or ""
+    primary = next((p for p in pulled if p[0].name == image.name), pulled[0])
+    return Transferred(image.name, image.tags, index, primary[2], registry.repository(image.name),
+                       f"{prefix}/{image.name}", None, tuple((u.platform, d) for u, d, _ in pulled))
+
+
+def _pull_tags(host: Host, skopeo: Skopeo, registry: Registry, image: OutputImage, remote_tags: tuple[str, ...],
+               prefix: str) -> tuple[str, str, list[str]]:
+    """Pull the image the registry has under remote_tags (checked to be one) into storage under the
+    image's own tags and the build-id tags naming it there: (digest, image id, tags carried)."""
+    digest, tags = registry_tags(skopeo, registry, replace(image, tags=remote_tags))
+    repository = registry.repository(image.repo)
+    missing = [t for t in remote_tags[1:] if skopeo.digest(f"{repository}:{t}", registry.tls_verify) != digest]
     if missing:
-        raise RegistryError(f"{image.name}: tag(s) {', '.join(missing)} in {registry.repository(image.name)} "
-                            f"do not name the same image as {image.tags[0]}; push the image again")
-    first = local_ref(prefix, image.name, image.tags[0])
-    skopeo.pull(registry, image.name, image.tags[0], first)
+        raise RegistryError(f"{image.name}: tag(s) {', '.join(missing)} in {repository} do not name the same "
+                            f"image as {remote_tags[0]}; push the image again")
+    first = local_ref(prefix, image.repo, image.tags[0])
+    skopeo.pull(registry, image.repo, remote_tags[0], first)
     found = storage.inspect(host, first)
     if found is None:
         raise RegistryError(f"{image.name}: {first} missing right after the pull")
-    storage.tag(host, found.id, [local_ref(prefix, image.name, t) for t in tags[1:]])
-    return Transferred(image.name, tuple(tags), digest, found.id, registry.repository(image.name),
-                       f"{prefix}/{image.name}")
+    build_ids = [t for t in tags if t.startswith(BUILD_ID_PREFIX)]
+    storage.tag(host, found.id, [local_ref(prefix, image.repo, t) for t in [*image.tags[1:], *build_ids]])
+    return digest, found.id, [*image.tags, *build_ids]
 
 
 def pull_images(host: Host, images: dict[str, OutputImage], names: list[str], prefix: str,

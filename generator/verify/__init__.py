@@ -73,14 +73,14 @@ def _platform_tag(project: Path, name: str, tag: str, platform: str) -> str:
     if not platform:
         return tag
     from generator.build.host import host_platform
-    from generator.build.outputs import load_output, platform_suffix, primary_platform
+    from generator.build.outputs import image_units, load_output
 
     image = load_output(project / "output" / name)
     built = image.platforms or (host_platform(),)
     if platform not in built:
         raise UsageError(f"{name} is not built for {platform} (its platforms: {', '.join(built)}); "
                          "choose one of those or add it to the spec's platforms")
-    return tag if platform == primary_platform(image, host_platform()) else f"{tag}-{platform_suffix(platform)}"
+    return next((u.tags[0] for u in image_units(image, host_platform()) if u.platform == platform), tag)
 
 
 def _looks_like_name(target: str) -> bool:

@@ -3,8 +3,8 @@ linux/arm64]` is bootstrapped and built for both (arm64 under qemu user emulatio
 arm64, pushed to a local registry as one OCI index, and each platform pulled back and run.
 
     build (both) -> uname per platform -> verify --platform linux/arm64 -> push (index) ->
-    pull each platform into empty storage, uname -> push again (same index) -> a field used by both
-    platforms changes -> exactly both rebuilt
+    pull each platform into empty storage (skopeo and gen pull), uname -> lock and SBOM per platform -> push again (same
+    index, both SBOMs) -> a field used by both platforms changes -> rebuild: exactly both
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 
 from generator.build.doctor import check_emulation
 from generator.build.host import Host, host_platform
+from generator.build.storage import inspect
 
 pytestmark = pytest.mark.integration
 
@@ -99,19 +100,52 @@ def test_base_spec_for_amd64_and_arm64_is_one_index(platforms_project, local_reg
                         f"docker://{org}/debian-s6:latest", fresh.skopeo_ref(f"localhost/pulled:{arch}")],
                        env=gen_env, check=True, timeout=600)
         assert _uname(fresh, gen_env, f"localhost/pulled:{arch}") == UNAME[platform]
+    # gen pull brings every platform's image back under the tags gen build gives it, ids kept.
+    pulled_env = dict(gen_env, GEN_STORAGE_ROOT=str(tmp_path / "gen-pulled"))
+    got = _gen(gen_cli, pulled_env, project, "pull", "--registry", org, "--insecure-registry")
+    assert got.returncode == 0, got.stdout + got.stderr
+    pulled_host = Host.from_env(tmp_path / "gen-pulled", env=pulled_env)
+    for unit, tag in (("debian-s6", "latest"), ("debian-s6@arm64", "latest-arm64")):
+        found = inspect(pulled_host, f"{PREFIX}/debian-s6:{tag}")
+        assert found is not None and found.id == first[unit]["id"], (unit, found)
 
-    # The same images give the same index.
+    # Lock and SBOM per platform; each SBOM goes beside its platform's image.
+    locked = _gen(gen_cli, gen_env, project, "lock", "--update", "--registry", org, "--insecure-registry")
+    assert locked.returncode == 0, locked.stderr
+    entry = json.loads((project / "gen.lock").read_text())["images"]["debian-s6"]
+    assert entry["digest"] == result["digest"] and list(entry["platforms"]) == list(PLATFORMS)
+    assert entry["platforms"]["linux/arm64"]["image_id"] == first["debian-s6@arm64"]["id"]
+    assert entry["platforms"]["linux/amd64"]["image_id"] == entry["image_id"] == first["debian-s6"]["id"]
+    assert "s6" in entry["platforms"]["linux/arm64"]["packages"]
+    assert _gen(gen_cli, gen_env, project, "sbom", "debian-s6").returncode == 0
+    arm_sbom = json.loads((project / "output" / "debian-s6@arm64.sbom.cdx.json").read_text())
+    assert {"name": "dev.gen:platform", "value": "linux/arm64"} in arm_sbom["metadata"]["component"]["properties"]
+    assert any("arch=arm64" in c.get("purl", "") for c in arm_sbom["components"])
+
+    # The same images give the same index; now with both SBOMs attached.
     again = _gen(gen_cli, gen_env, project, "push", "--registry", f"{org}2", "--insecure-registry", "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)[0]["digest"] == result["digest"]
+    tags = json.loads(subprocess.run(["skopeo", "list-tags", "--tls-verify=false", f"docker://{org}2/debian-s6"],
+                                     env=gen_env, capture_output=True, text=True, timeout=120, check=True).stdout)
+    for platform in PLATFORMS:
+        assert f"sha256-{result['platforms'][platform].split(':')[1]}.sbom" in tags["Tags"], tags
 
-    # A field both platforms use: both are rebuilt, nothing else.
+    # A field both platforms use: the scheduled job rebuilds both platforms' images and pushes a
+    # new index; then nothing is left to build.
     spec = project / "specs" / "debian-s6.yaml"
     spec.write_text(spec.read_text().replace("org.opencontainers.image.vendor: gen examples",
                                              "org.opencontainers.image.vendor: gen platform test"))
     assert gen_cli(["render", "-C", str(project)], gen_env).returncode == 0
-    second = _build(gen_cli, gen_env, project)
-    assert {n: b["action"] for n, b in second.items()} == {"debian-s6": "built", "debian-s6@arm64": "built"}
-    assert all(second[n]["id"] != first[n]["id"] for n in second)
-    third = _build(gen_cli, gen_env, project)
-    assert {b["action"] for b in third.values()} == {"skipped"}
+    plan = _gen(gen_cli, gen_env, project, "build", "--dry-run", "--format", "json")
+    assert {p["name"]: p["action"] for p in json.loads(plan.stdout)} == {"debian-s6": "build",
+                                                                           "debian-s6@arm64": "build"}
+    rebuilt = _gen(gen_cli, gen_env, project, "rebuild", "--registry", org, "--insecure-registry", "--skip-verify",
+                   "--no-package-check", "--json")
+    assert rebuilt.returncode == 3, rebuilt.stdout[-3000:] + rebuilt.stderr[-3000:]
+    assert [(r["name"], r["action"]) for r in json.loads(rebuilt.stdout)["results"]] == [("debian-s6", "rebuilt")]
+    new_entry = json.loads((project / "gen.lock").read_text())["images"]["debian-s6"]
+    for platform, unit in zip(PLATFORMS, ("debian-s6", "debian-s6@arm64")):
+        assert new_entry["platforms"][platform]["image_id"] != first[unit]["id"]
+    assert new_entry["digest"] != result["digest"] == entry["digest"]
+    assert {b["action"] for b in _build(gen_cli, gen_env, project).values()} == {"skipped"}

@@ -159,6 +159,17 @@ def test_lock_round_trip_and_no_rewrite(tmp_path: Path):
     assert again.images["app"] == lock.images["app"] and again.registry == lock.registry
 
 
+def test_lock_keeps_each_platform_and_reads_entries_written_before_platforms(tmp_path: Path):
+    platforms = {"linux/amd64": {"build_id": "gen-1", "image_id": "a" * 64, "base": {}, "packages": {"s6": "2"}},
+                 "linux/arm64": {"build_id": "gen-2", "image_id": "f" * 64, "base": {}, "packages": {"s6": "2"}}}
+    write_lock(tmp_path, Lock("", {"multi": _locked("multi", platforms=platforms), "plain": _locked("plain")}))
+    text = json.loads((tmp_path / "gen.lock").read_text())
+    del text["images"]["plain"]["platforms"]  # as gen wrote it before platforms existed
+    (tmp_path / "gen.lock").write_text(json.dumps(text))
+    again = read_lock(tmp_path)
+    assert again.images["multi"].platforms == platforms and again.images["plain"].platforms == {}
+
+
 def test_missing_lock_is_empty_and_broken_lock_is_bad_input(tmp_path: Path):
     assert read_lock(tmp_path).images == {}
     (tmp_path / "gen.lock").write_text('{"lock_version": 1,\n "images": [}')
