@@ -31,7 +31,7 @@ from generator.build.outputs import (
 )
 from generator.build.proc import Cancel, Interrupted, ToolError, run_logged
 from generator.build.serve import served_directories
-from generator.errors import GenError
+from generator.errors import GenError, UsageError
 
 DEFAULT_PREFIX = "localhost/gen"
 BACKENDS = ("buildah", "podman")
@@ -55,6 +55,7 @@ class BuildOptions:
     no_cache: bool = False  # rebuild every layer (the registry stage's refresh for newer packages)
     layer_cache: str | None = None  # HOST/REPO whose cached layers builds read and extend (CI runners)
     layer_cache_tls_verify: bool = True
+    platforms: tuple[str, ...] = ()  # build only these platforms' images (a CI job per platform)
 
 
 @dataclass(frozen=True)
@@ -140,9 +141,19 @@ class Builder:
         # An unknown name stays as given, so select() reports it.
         wanted = [u.name for n in names for u in per_name[n]] + [n for n in names if not per_name[n]]
         chosen = set(select(self.images, wanted))
+        if self.options.platforms:
+            chosen = {n for n in chosen if self.platform_of(n) in self.options.platforms}
+            missing = [n for n in names if not any(self.platform_of(u.name) in self.options.platforms
+                                                   for u in per_name[n])]
+            if missing or not chosen:
+                raise UsageError(f"{', '.join(missing) or 'no image'} is not built for "
+                                 f"{', '.join(self.options.platforms)}; see the spec's platforms")
         for name in list(chosen):
             chosen.update(ancestors(self.images, name))
         return [n for n in topological_order(self.images) if n in chosen]
+
+    def platform_of(self, name: str) -> str:
+        return self.images[name].platform or self.host_platform
 
     def base_id(self, image: OutputImage, index: storage.NameIndex | None = None) -> str | None:
         """The id of a root image's base in storage; None when it must be bootstrapped or pulled."""

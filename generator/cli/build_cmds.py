@@ -85,7 +85,8 @@ def _fail(exc: GenError) -> typer.Exit:
 
 def _builder(project: Path, storage_root: Path | None, prefix: str, jobs: int = 1,
              backend: str = "buildah", on_event=None, cancel: Cancel | None = None,
-             layer_cache: str | None = None, insecure_registry: bool = False) -> Builder:
+             layer_cache: str | None = None, insecure_registry: bool = False,
+             platforms: tuple[str, ...] = ()) -> Builder:
     if jobs < 1:
         raise UsageError(f"--jobs {jobs}: give 1 or more")
     host = Host.from_env(storage_root, project)
@@ -100,7 +101,7 @@ def _builder(project: Path, storage_root: Path | None, prefix: str, jobs: int = 
     elif insecure_registry:
         raise UsageError("--insecure-registry applies to --layer-cache; give --layer-cache HOST/REPO too")
     options = BuildOptions(prefix=prefix.rstrip("/"), jobs=jobs, backend=backend, layer_cache=cache,
-                           layer_cache_tls_verify=verify)
+                           layer_cache_tls_verify=verify, platforms=platforms)
     kwargs = {"on_event": on_event} if on_event else {}
     return Builder(host, project / "output", project, options, cancel=cancel, **kwargs)
 
@@ -173,6 +174,9 @@ def register(app: typer.Typer) -> None:
                  "(buildah --cache-from/--cache-to), so CI runners share layers.")] = None,
         insecure_registry: Annotated[bool, typer.Option(
             "--insecure-registry", help="Plain HTTP for --layer-cache; loopback registries only.")] = False,
+        platform: Annotated[Optional[list[str]], typer.Option(
+            "--platform", help="Only this platform's images (repeatable; one CI job per platform). Default: every "
+                               "platform the specs name.", metavar="OS/ARCH", show_default=False)] = None,
     ) -> None:
         """Build rendered images (and missing or stale parents) with buildah, parents first,
         skipping what is up to date; tag each under --prefix plus an immutable gen-<id> tag."""
@@ -182,7 +186,7 @@ def register(app: typer.Typer) -> None:
                           TimeElapsedColumn(), console=err, transient=True) as progress:
                 display = _Display(progress)
                 builder = _builder(project, storage_root, prefix, jobs, backend.value, display, cancel,
-                                   layer_cache, insecure_registry)
+                                   layer_cache, insecure_registry, tuple(platform or ()))
                 wanted = list(names or [])
                 if since:
                     chosen = affected_images(builder.images, changed_paths(project, since))

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.console import Console
 
 from generator.build import DEFAULT_PREFIX, Host
-from generator.errors import GenError
+from generator.errors import GenError, UsageError
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -46,6 +46,9 @@ SinceOption = Annotated[
                                 "(REV, HEAD], and their dependents.", metavar="REV")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+OnlyPlatformOption = Annotated[Optional[list[str]], typer.Option(
+    "--platform", help="Only this platform's image of an image built for several (repeatable; one CI job per "
+                       "platform); push then joins no index.", metavar="OS/ARCH", show_default=False)]
 
 
 def _fail(exc: GenError) -> typer.Exit:
@@ -65,7 +68,8 @@ def _print_transfers(done, as_json: bool, verb: str) -> None:
                                    for t in done]))
         return
     for t in done:
-        out.print(f"{verb} {t.name} {t.digest} -> {t.destination}:{{{','.join(t.tags)}}}", markup=False)
+        out.print(f"{verb} {t.name} {t.digest or '(platform images, no index)'} -> "
+                  f"{t.destination}:{{{','.join(t.tags)}}}", markup=False)
         for platform, digest in t.platforms:
             out.print(f"  {platform}: {digest}", markup=False)
         if t.sbom_tag:
@@ -75,14 +79,15 @@ def _print_transfers(done, as_json: bool, verb: str) -> None:
 
 
 def _transfer(operation, verb: str, names, registry: str, insecure_registry: bool, since, project: Path,
-              storage_root, prefix: str, as_json: bool) -> None:
+              storage_root, prefix: str, as_json: bool, **platform_options) -> None:
     """push or pull: the images chosen by names/--since, between gen's storage and the registry."""
     from generator.registry import parse_registry, select_images
 
     try:
         target = parse_registry(_required(registry), insecure_registry)
         images, chosen = select_images(project, list(names or []), since)
-        done = operation(Host.from_env(storage_root, project), images, chosen, prefix.rstrip("/"), target, _progress)
+        done = operation(Host.from_env(storage_root, project), images, chosen, prefix.rstrip("/"), target, _progress,
+                         **platform_options)
     except GenError as exc:
         raise _fail(exc) from None
     _print_transfers(done, as_json, verb)
@@ -98,14 +103,21 @@ def register(app: typer.Typer) -> None:
         project: ProjectOption = Path("."),
         storage_root: StorageOption = None,
         prefix: PrefixOption = DEFAULT_PREFIX,
+        platform: OnlyPlatformOption = None,
+        index_only: Annotated[bool, typer.Option(
+            "--index-only", help="Join the platforms' images already in the registry into each image's index; "
+                                 "upload no image (the last CI job).")] = False,
         as_json: JsonOption = False,
     ) -> None:
-        """Push built images with every tag, the build-id tag gen-<key> included, to HOST/ORG/NAME.
+        """Push built images with every tag, the build-id tag gen-<key> included, to HOST/ORG/NAME; an
+        image built for several platforms goes as each platform's image plus one OCI index of them.
         Credentials come from the containers auth file (`podman login`, REGISTRY_AUTH_FILE)."""
         from generator.registry import push_images
 
+        if platform and index_only:
+            raise _fail(UsageError("--platform and --index-only exclude each other: the index joins every platform"))
         _transfer(push_images, "pushed", names, registry, insecure_registry, since, project, storage_root, prefix,
-                  as_json)
+                  as_json, only=tuple(platform or ()), index_only=index_only)
 
     @app.command()
     def pull(
@@ -116,14 +128,15 @@ def register(app: typer.Typer) -> None:
         project: ProjectOption = Path("."),
         storage_root: StorageOption = None,
         prefix: PrefixOption = DEFAULT_PREFIX,
+        platform: OnlyPlatformOption = None,
         as_json: JsonOption = False,
     ) -> None:
         """Pull images from HOST/ORG into gen's storage under --prefix, with their build-id tags, so
-        `gen build` sees them as up to date."""
+        `gen build` sees them as up to date (every platform's image of one built for several)."""
         from generator.registry import pull_images
 
         _transfer(pull_images, "pulled", names, registry, insecure_registry, since, project, storage_root, prefix,
-                  as_json)
+                  as_json, only=tuple(platform or ()))
 
     @app.command()
     def retag(

@@ -2,8 +2,10 @@
 
 Python decides the shape (DAG levels from the rendered images, which job needs which, the cron
 line, the install command); the templates under templates/ci/ hold the YAML text. Each level is a
-matrix of one job per image; a job skips itself unless the plan job found its image stale, takes
-its parent from the registry, builds, verifies and pushes, so the next level pulls it from there.
+matrix of one job per image and platform; a job skips itself unless the plan job found its image
+stale, takes its parent's image for that platform from the registry, builds, verifies (emulated
+for a foreign platform) and pushes that platform's image, so the next level pulls it from there.
+The last job joins each stale image's platforms into its index, then updates the lock.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ PLATFORMS = {"github": "ci/github.yml.j2", "gitlab": "ci/gitlab.yml.j2"}
 DEFAULT_PATHS = {"github": ".github/workflows/gen-rebuild.yml", "gitlab": ".gitlab-ci.yml"}
 DEFAULT_CRON = "17 3 * * *"
 DEFAULT_INSTALL = "pip install gen"
+# The matrix value of an image without `platforms`: built for the runner's own platform.
+HOST_PLATFORM = "host"
 _CRON = re.compile(r"^(\S+\s+){4}\S+$")
 
 
@@ -42,7 +46,8 @@ def render_pipeline(platform: str, images: dict[str, OutputImage], registry: str
     levels = []
     for index, names in enumerate(dag_levels(images)):
         needs = ["plan"] + ([f"level-{index - 1}"] if index else [])
-        levels.append({"images": names, "needs": needs, "gitlab_needs": _gitlab_needs(index)})
+        jobs = [{"image": n, "platforms": list(images[n].platforms or [HOST_PLATFORM])} for n in names]
+        levels.append({"images": names, "jobs": jobs, "needs": needs, "gitlab_needs": _gitlab_needs(index)})
     last = len(levels) - 1
     from generator.render.templates import bundled_dir
 
@@ -50,7 +55,7 @@ def render_pipeline(platform: str, images: dict[str, OutputImage], registry: str
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
     return env.get_template(PLATFORMS[platform]).render(
         cron=cron.strip(), registry=registry, install=install, levels=levels,
-        last_needs=["plan", f"level-{last}"], last_gitlab_needs=[f"level-{last}"])
+        last_needs=["plan", f"level-{last}"], last_gitlab_needs=[_gitlab_needs(0)[0], f"level-{last}"])
 
 
 def _gitlab_needs(index: int) -> list[str]:

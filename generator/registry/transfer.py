@@ -17,6 +17,7 @@ from generator.build.outputs import OutputImage, image_units, platform_suffix, p
 from generator.registry.attach import attach_sbom
 from generator.registry.index import index_build_id, push_index
 from generator.registry.skopeo import RegistryError, Skopeo
+from generator.errors import UsageError
 from generator.registry.target import Registry
 
 BUILD_ID_PREFIX = "gen-"
@@ -62,11 +63,15 @@ def stored_tags(host: Host, prefix: str, image: OutputImage) -> tuple[storage.St
 
 
 def push_image(host: Host, image: OutputImage, prefix: str, registry: Registry,
-               skopeo: Skopeo | None = None) -> Transferred:
-    """Push one image with all its tags (an index of its platforms' images when the spec names them)."""
+               skopeo: Skopeo | None = None, only: tuple[str, ...] = (), index_only: bool = False) -> Transferred:
+    """Push one image with all its tags (an index of its platforms' images when the spec names them).
+    only: push just these platforms' images, no index (one CI job per platform); index_only: join
+    the platforms' images already in the registry into the index, uploading no image."""
     skopeo = skopeo or Skopeo(host)
     if image.platforms:
-        return _push_platforms(host, image, prefix, registry, skopeo)
+        return _push_platforms(host, image, prefix, registry, skopeo, only, index_only)
+    if index_only:  # one platform: its image is all there is to push
+        return Transferred(image.name, (), "", "", f"{prefix}/{image.repo}", registry.repository(image.repo))
     found, tags = stored_tags(host, prefix, image)
     first = next((t for t in tags if t.startswith(BUILD_ID_PREFIX)), tags[0])
     digest = skopeo.push(local_ref(prefix, image.repo, first), registry, image.repo, first)
@@ -86,40 +91,65 @@ def _copy_tags(skopeo: Skopeo, registry: Registry, name: str, first: str, digest
                                 f"not {digest} like {first}; the registry rewrote the manifest")
 
 
-def _push_platforms(host: Host, image: OutputImage, prefix: str, registry: Registry, skopeo: Skopeo) -> Transferred:
-    """Each platform's image under its own tags, then one index of them all under the spec's tags
-    and the index's build-id tag (module index)."""
-    build_ids, digests, ids, sboms = [], [], [], []
-    for unit in image_units(image, host_platform()):
-        found, tags = stored_tags(host, prefix, unit)
-        build_id = next(t for t in tags if t.startswith(BUILD_ID_PREFIX))
-        digest = skopeo.push(local_ref(prefix, image.name, build_id), registry, image.name, build_id)
-        # Every platform's image also under TAG-SUFFIX; the plain tags are the index's alone.
-        _copy_tags(skopeo, registry, image.name, build_id, digest,
-                   [f"{t}-{platform_suffix(unit.platform)}" for t in image.tags])
-        # Each platform's SBOM beside its own image (cosign's scheme is per image digest).
-        sboms.append(attach_sbom(skopeo, image.directory.parent, image.name, found.id, digest, registry, unit.name))
-        build_ids.append(build_id)
-        digests.append(digest)
-        ids.append(found.id)
-    first = index_build_id(build_ids)
-    index_digest = push_index(host, registry, image.name, digests, first)
+def _push_platforms(host: Host, image: OutputImage, prefix: str, registry: Registry, skopeo: Skopeo,
+                    only: tuple[str, ...], index_only: bool) -> Transferred:
+    """Each platform's image under its build-id and TAG-SUFFIX tags, then one index of them all
+    under the spec's tags and the index's build-id tag (module index)."""
+    units = image_units(image, host_platform())
+    _check_platforms(image, only)
+    pushed: dict[str, tuple[str, str, str, str | None]] = {}  # platform -> build id, digest, image id, SBOM tag
+    for unit in units:
+        if not index_only and (not only or unit.platform in only):
+            pushed[unit.platform] = _push_platform(host, image, unit, prefix, registry, skopeo)
+        elif not only:  # pushed before, e.g. by this platform's CI job
+            digest, tags = registry_tags(skopeo, registry, replace(unit, tags=_suffixed(image, unit)))
+            pushed[unit.platform] = (next((t for t in tags if t.startswith(BUILD_ID_PREFIX)), ""), digest, "", None)
+    platforms = tuple((p, pushed[p][1]) for p in image.platforms or () if p in pushed)
+    if only:  # no index: digest "" and the tags of the platforms' images
+        tags = tuple(t for u in units if u.platform in pushed for t in (*_suffixed(image, u), pushed[u.platform][0]))
+        return Transferred(image.name, tags, "", "", f"{prefix}/{image.name}", registry.repository(image.name),
+                           None, platforms)
+    first = index_build_id([pushed[u.platform][0] for u in units])
+    index_digest = push_index(host, registry, image.name, [pushed[u.platform][1] for u in units], first)
     _copy_tags(skopeo, registry, image.name, first, index_digest, list(image.tags))
-    at = list(image.platforms or ()).index(primary_platform(image, host_platform()))
-    attached = sboms[at]
-    return Transferred(image.name, (*image.tags, first), index_digest, ids[at], f"{prefix}/{image.name}",
-                       registry.repository(image.name), attached.tag if attached else None,
-                       tuple(zip(image.platforms or (), digests)))
+    _, _, image_id, sbom = pushed[primary_platform(image, host_platform())]
+    return Transferred(image.name, (*image.tags, first), index_digest, image_id, f"{prefix}/{image.name}",
+                       registry.repository(image.name), sbom, platforms)
+
+
+def _push_platform(host: Host, image: OutputImage, unit: OutputImage, prefix: str, registry: Registry,
+                   skopeo: Skopeo) -> tuple[str, str, str, str | None]:
+    """One platform's image under its build id and TAG-SUFFIX (the plain tags are the index's),
+    its SBOM beside it (cosign's scheme is per image digest): (build id, digest, image id, SBOM tag)."""
+    found, tags = stored_tags(host, prefix, unit)
+    build_id = next(t for t in tags if t.startswith(BUILD_ID_PREFIX))
+    digest = skopeo.push(local_ref(prefix, image.name, build_id), registry, image.name, build_id)
+    _copy_tags(skopeo, registry, image.name, build_id, digest, list(_suffixed(image, unit)))
+    attached = attach_sbom(skopeo, image.directory.parent, image.name, found.id, digest, registry, unit.name)
+    return build_id, digest, found.id, attached.tag if attached else None
+
+
+def _suffixed(image: OutputImage, unit: OutputImage) -> tuple[str, ...]:
+    """The registry tags of one platform's image: the spec's tags with the platform's suffix."""
+    return tuple(f"{t}-{platform_suffix(unit.platform)}" for t in image.tags)
+
+
+def _check_platforms(image: OutputImage, only: tuple[str, ...]) -> None:
+    unknown = [p for p in only if p not in (image.platforms or ())]
+    if unknown:
+        raise UsageError(f"{image.name} is not built for {', '.join(unknown)} "
+                         f"(its platforms: {', '.join(image.platforms or ('the host',))})")
 
 
 def push_images(host: Host, images: dict[str, OutputImage], names: list[str], prefix: str,
-                registry: Registry, progress: Progress = _quiet) -> list[Transferred]:
-    """Push names (parents first) with all their tags."""
+                registry: Registry, progress: Progress = _quiet, only: tuple[str, ...] = (),
+                index_only: bool = False) -> list[Transferred]:
+    """Push names (parents first) with all their tags (see push_image for only and index_only)."""
     skopeo = Skopeo(host)
     done = []
     for name in names:
         progress(f"pushing {name} to {registry.repository(name)}")
-        done.append(push_image(host, images[name], prefix, registry, skopeo))
+        done.append(push_image(host, images[name], prefix, registry, skopeo, only, index_only))
     return done
 
 
@@ -139,22 +169,25 @@ def registry_tags(skopeo: Skopeo, registry: Registry, image: OutputImage) -> tup
 
 
 def pull_image(host: Host, image: OutputImage, prefix: str, registry: Registry,
-               skopeo: Skopeo | None = None) -> Transferred:
+               skopeo: Skopeo | None = None, only: tuple[str, ...] = ()) -> Transferred:
     """Pull one image with all its tags; for an image with several platforms, each platform's image
-    (from its TAG-SUFFIX tags) under the tags `gen build` gives it."""
+    (only those in `only`, when given) from its TAG-SUFFIX tags under the tags `gen build` gives it."""
     skopeo = skopeo or Skopeo(host)
     if image.platforms:
-        return _pull_platforms(host, image, prefix, registry, skopeo)
+        return _pull_platforms(host, image, prefix, registry, skopeo, only)
     digest, image_id, tags = _pull_tags(host, skopeo, registry, image, image.tags, prefix)
     return Transferred(image.name, tuple(tags), digest, image_id, registry.repository(image.name),
                        f"{prefix}/{image.name}")
 
 
-def _pull_platforms(host: Host, image: OutputImage, prefix: str, registry: Registry, skopeo: Skopeo) -> Transferred:
+def _pull_platforms(host: Host, image: OutputImage, prefix: str, registry: Registry, skopeo: Skopeo,
+                    only: tuple[str, ...]) -> Transferred:
+    _check_platforms(image, only)
     pulled = []
     for unit in image_units(image, host_platform()):
-        remote = tuple(f"{t}-{platform_suffix(unit.platform)}" for t in image.tags)
-        digest, image_id, _ = _pull_tags(host, skopeo, registry, unit, remote, prefix)
+        if only and unit.platform not in only:
+            continue
+        digest, image_id, _ = _pull_tags(host, skopeo, registry, unit, _suffixed(image, unit), prefix)
         pulled.append((unit, digest, image_id))
     index = skopeo.digest(f"{registry.repository(image.name)}:{image.tags[0]}", registry.tls_verify) or ""
     primary = next((p for p in pulled if p[0].name == image.name), pulled[0])
@@ -183,12 +216,12 @@ def _pull_tags(host: Host, skopeo: Skopeo, registry: Registry, image: OutputImag
 
 
 def pull_images(host: Host, images: dict[str, OutputImage], names: list[str], prefix: str,
-                registry: Registry, progress: Progress = _quiet) -> list[Transferred]:
+                registry: Registry, progress: Progress = _quiet, only: tuple[str, ...] = ()) -> list[Transferred]:
     skopeo = Skopeo(host)
     done = []
     for name in names:
         progress(f"pulling {name} from {registry.repository(name)}")
-        done.append(pull_image(host, images[name], prefix, registry, skopeo))
+        done.append(pull_image(host, images[name], prefix, registry, skopeo, only))
     return done
 
 

