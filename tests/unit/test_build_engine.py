@@ -123,6 +123,17 @@ def test_name_index_reads_buildah_json(monkeypatch):
     assert index.names["a" * 64] == ("localhost/x:1", "localhost/x:gen-1") and index.names["d" * 64] == ()
 
 
+def test_a_listing_broken_by_one_image_falls_back_to_asking_per_name(monkeypatch):
+    def failing_run(argv, env, check=True):
+        assert check is False
+        return subprocess.CompletedProcess(argv, 125, "", 'Error: locating item named "manifest" for image with '
+                                                          'ID "b747": file does not exist')
+
+    monkeypatch.setattr(storage, "run_quiet", failing_run)
+    index = storage.name_index(Host.from_env(Path("/nonexistent")))
+    assert index.ids == {} and index.id_of("localhost/x:1") is None
+
+
 def test_layer_cache_reads_and_writes_the_registry_repository(tmp_path, fake):
     builder = project(tmp_path)
     image = builder.images["leaf0"]
