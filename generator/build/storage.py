@@ -100,14 +100,3 @@ def untag(host: Host, image_id: str, ref: str) -> None:
 
 def remove(host: Host, ref: str) -> None:
     run_quiet(_podman(host, "rmi", "--force", ref), host.env, check=False)
-
-
-def list_named(host: Host) -> list[StoredImage]:
-    """Every image that has at least one name."""
-    proc = run_quiet(_podman(host, "images", "--format", "{{.ID}}", "--noheading"), host.env)
-    found = []
-    for short in dict.fromkeys(proc.stdout.split()):
-        image = inspect(host, short)
-        if image is not None and image.names:
-            found.append(image)
-    return found
