@@ -158,6 +158,16 @@ def run_host_variant(variant: Variant, data_path: Path, expected: bytes, work: P
     return elapsed
 
 
+def interleaved_medians(variants, repeats: int, run) -> dict[str, float]:
+    """Median seconds of run(variant) per variant name, the variants taking turns in each round so
+    a noisy moment of the machine hits them all alike."""
+    times: dict[str, list[float]] = {v.name: [] for v in variants}
+    for _ in range(repeats):
+        for variant in variants:
+            times[variant.name].append(run(variant))
+    return {name: median(values) for name, values in times.items()}
+
+
 def host_section(total_mb: int, repeats: int) -> Section:
     require("s6-log")
     section = Section(f"Log throughput on the host ({total_mb} MB per run, median of {repeats})",
@@ -169,13 +179,11 @@ def host_section(total_mb: int, repeats: int) -> Section:
         for line_bytes in (100, 1000):
             data_path = work / f"data-{line_bytes}"
             expected = make_data(data_path, total_mb * 1_000_000, line_bytes)
-            times: dict[str, list[float]] = {v.name: [] for v in variants}
-            for _ in range(repeats):
-                for variant in variants:
-                    times[variant.name].append(run_host_variant(variant, data_path, expected, work))
-            limit = median(times[variants[0].name])
+            times = interleaved_medians(variants, repeats,
+                                        lambda v: run_host_variant(v, data_path, expected, work))
+            limit = times[variants[0].name]
             for variant in variants:
-                seconds = median(times[variant.name])
+                seconds = times[variant.name]
                 section.rows.append([line_bytes, variant.name, round(seconds, 3),
                                      round(len(expected) / 1e6 / seconds, 1), round(limit / seconds, 2)])
             data_path.unlink()
@@ -256,15 +264,11 @@ def container_section(storage: Storage, image: str, total_mb: int, repeats: int)
         for line_bytes in (100, 1000):
             data_path = work / f"data-{line_bytes}"
             expected = make_data(data_path, total_mb * 1_000_000, line_bytes)
-            times: dict[str, list[float]] = {v.name: [] for v in variants}
-            for _ in range(repeats):
-                for variant in variants:
-                    elapsed = run_container(storage, image, variant, data_path, expected, work)
-                    times[variant.name].append(max(elapsed - overhead[variant.name], 1e-3))
-            limit = median(times[variants[0].name])
-            k8s = median(times[variants[-1].name])
+            times = interleaved_medians(variants, repeats, lambda v: max(
+                run_container(storage, image, v, data_path, expected, work) - overhead[v.name], 1e-3))
+            limit, k8s = times[variants[0].name], times[variants[-1].name]
             for variant in variants:
-                seconds = median(times[variant.name])
+                seconds = times[variant.name]
                 section.rows.append([line_bytes, variant.name, round(seconds, 3),
                                      round(len(expected) / 1e6 / seconds, 1), round(limit / seconds, 2),
                                      round(k8s / seconds, 2)])
