@@ -41,9 +41,13 @@ def register(app: typer.Typer) -> None:
                                        "kubernetes": h.kubernetes(), "node_level": dict(h.node_level),
                                        "unsafe_for_kubernetes": list(h.unsafe_for_kubernetes())}))
             return
-        out.print("# podman / docker", markup=False)
+        out.print("# podman" if h.run_as and h.volumes else "# podman / docker", markup=False)
         out.print(shlex.join(["podman", "run", *h.run_flags(), h.image_ref]), markup=False)
         out.print("\n# compose", markup=False)
+        if h.run_as and h.volumes:
+            uid, gid = h.run_as
+            out.print(f"# the image runs as uid {uid}: give it the host directories (chown {uid}:{gid} DIR), "
+                      'or start it as root (user: "0") so its init re-owns them', markup=False)
         out.print(_yaml(h.compose(name)), markup=False, end="")
         out.print("\n# Kubernetes pod spec", markup=False)
         out.print(_yaml(h.kubernetes()), markup=False, end="")

@@ -50,6 +50,7 @@ class Init:
     kill_grace_time: int
     services_grace_time: int
     on_hook_failure: str
+    start_as_root: bool
     verbosity: int
 
 
@@ -152,6 +153,14 @@ class Image:
     @property
     def family(self) -> str:
         return self.base.family
+
+    @property
+    def runs_as(self) -> str:
+        """The image's USER, which PID 1 starts as: `user`, unless the init layer must start as
+        root to prepare (it then drops to `user` per service)."""
+        if self.init.kind != "none" and self.init.start_as_root:
+            return "root"
+        return self.user or "root"
 
     def user_named(self, name: str) -> User | None:
         return next((u for u in self.users if u.name == name), None)
@@ -259,6 +268,7 @@ def build_image(spec: ResolvedSpec) -> Image:
             kill_grace_time=init["kill_grace_time"],
             services_grace_time=init["services_grace_time"],
             on_hook_failure=init["on_hook_failure"],
+            start_as_root=init["start_as_root"],
             verbosity=init["verbosity"],
         ),
         services=tuple(

@@ -3,9 +3,9 @@
 Templates only turn these steps into text. The order of the final stage is fixed here, least
 changing first, so that an edit invalidates as few layers as possible:
 
-    packages -> init layer files -> accounts -> directories -> generated config -> overlays
-    -> env -> labels -> metadata (EXPOSE, VOLUME, WORKDIR, USER, STOPSIGNAL, HEALTHCHECK,
-    ENTRYPOINT, CMD last)
+    (USER root, when the parent runs as non-root) -> packages -> init layer files -> accounts
+    -> directories -> generated config -> overlays -> env -> labels -> metadata (EXPOSE,
+    VOLUME, WORKDIR, USER, STOPSIGNAL, HEALTHCHECK, ENTRYPOINT, CMD last)
 
 A child image (one with `extends`) is built FROM its parent image, so its filesystem steps
 carry only what the parent lacks; its configuration (env, labels, metadata) is stated whole,
@@ -18,12 +18,14 @@ import hashlib
 from dataclasses import dataclass, field
 
 from generator.model import Group, Image, User, Volume
+from generator.plan.accounts import account_ids
 from generator.plan.hints import hint_labels
 from generator.plan.init_layer import FetchStage, InitLayer, init_env, init_layer
 from generator.plan.sysctl import sysctl_config
 
 # Ranks of the final stage's step kinds: the ordering rule, applied to every output.
 STEP_ORDER: tuple[str, ...] = (
+    "build_user",
     "packages",
     "init_files",
     "accounts",
@@ -36,8 +38,19 @@ STEP_ORDER: tuple[str, ...] = (
     "metadata",
 )
 
+# Step kinds that render a RUN, which needs root (package managers, useradd, install -o).
+RUN_STEPS = frozenset({"packages", "accounts", "directories"})
+
 DEFAULT_PREFIX = "localhost/gen"
 OCI = "org.opencontainers.image"
+
+
+@dataclass(frozen=True)
+class BuildAsRoot:
+    """The parent image runs as a non-root user; this image's RUN steps need root."""
+
+    parent_user: str
+    kind: str = "build_user"
 
 
 @dataclass(frozen=True)
@@ -112,7 +125,8 @@ class Metadata:
     expose: tuple[str, ...]
     volumes: tuple[str, ...]
     workdir: str | None
-    user: str | None
+    user: str | None  # uid
+    user_name: str
     stopsignal: str | None
     healthcheck: object | None
     entrypoint: tuple[str, ...] | None
@@ -121,7 +135,8 @@ class Metadata:
 
 
 Step = (
-    InstallPackages
+    BuildAsRoot
+    | InstallPackages
     | CopyInitFiles
     | CreateAccounts
     | CreateDirectories
@@ -222,11 +237,12 @@ def _directories(image: Image, parent: Image | None) -> tuple[Directory, ...]:
     """Volumes and homes come with owner and mode; the log directory is group-0 writable
     so that an arbitrary uid in group 0 (OpenShift) can log."""
     wanted: dict[str, Directory] = {}
+    owner = image.runs_as  # PID 1 writes both; group 0 for an arbitrary uid
     if image.init.kind != "none":
-        wanted[image.logging.dir] = Directory(image.logging.dir, "root", "root", "2775")
+        wanted[image.logging.dir] = Directory(image.logging.dir, owner, "root", "2775")
     if image.init.kind == "s6":
         # The init's run directory, group-0 writable too (podman copies it into a tmpfs /run).
-        wanted["/run/gen"] = Directory("/run/gen", "root", "root", "2775")
+        wanted["/run/gen"] = Directory("/run/gen", owner, "root", "2775")
     for v in image.volumes:
         wanted[v.path] = Directory(v.path, v.owner, v.group, v.mode)
     if parent is not None:
@@ -258,16 +274,24 @@ def _env(image: Image, defaults: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(env.items()))
 
 
-def _metadata(image: Image, layer_entrypoint: tuple[str, ...] | None) -> Metadata:
+def _final_user(image: Image, parent: Image | None) -> str | None:
+    """USER last, as a uid (Kubernetes' runAsNonRoot cannot check a name): stated whenever it is
+    not root or the build switched to root."""
+    if image.runs_as != "root" or (parent is not None and parent.runs_as != "root"):
+        return str(account_ids(image)[0][image.runs_as])
+    return None
+
+
+def _metadata(image: Image, parent: Image | None, layer_entrypoint: tuple[str, ...] | None) -> Metadata:
     entrypoint = image.entrypoint
     if layer_entrypoint is not None:
         entrypoint = layer_entrypoint + (image.entrypoint or ())
     return Metadata(
         expose=image.expose,
         volumes=tuple(v.path for v in image.volumes),
-        # With an init layer PID 1 must stay root to prepare; it drops to `user` per service.
         workdir=image.workdir,
-        user=image.user if image.init.kind == "none" and image.user else None,
+        user=_final_user(image, parent),
+        user_name=image.runs_as,
         # With an init layer, PID 1 receives SIGTERM and gives the app its own stop signal.
         stopsignal=image.stopsignal if image.init.kind == "none" else None,
         healthcheck=image.healthcheck,
@@ -333,7 +357,9 @@ def make_plan(
     spec_sha256 = hashlib.sha256(resolved_spec_json.encode()).hexdigest()
     steps.append(SetLabels(_labels(image, base_name, spec_sha256)))
     steps.append(CopyEmbeddedSpec("gen-spec"))
-    steps.append(_metadata(image, layer.entrypoint if layer else None))
+    steps.append(_metadata(image, parent, layer.entrypoint if layer else None))
+    if parent is not None and parent.runs_as != "root" and any(s.kind in RUN_STEPS for s in steps):
+        steps.append(BuildAsRoot(parent.runs_as))
     ordered = tuple(sorted(steps, key=lambda s: STEP_ORDER.index(s.kind)))  # stable: overlays keep spec order
     source_date_epoch = _source_date_epoch(image)
     return Plan(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from generator.model import Image
+from generator.plan.accounts import account_ids
 from generator.plan.sysctl import SysctlClass, classify
 
 
@@ -18,10 +19,13 @@ class RuntimeHints:
     sysctls: tuple[tuple[str, str, SysctlClass], ...]  # settable from the runtime (namespaced)
     node_level: tuple[tuple[str, str], ...]  # must be set on the host
     volumes: tuple[str, ...]
+    run_as: tuple[int, int] | None = None  # (uid, gid) of a non-root PID 1; None: starts as root
 
     def run_flags(self) -> list[str]:
         flags = [f"--sysctl={key}={value}" for key, value, _ in self.sysctls]
-        flags += [f"--volume=<host-dir>:{path}" for path in self.volumes]
+        # A non-root init cannot re-own a root-owned host directory: podman's :U does it instead.
+        suffix = ":U" if self.run_as else ""
+        flags += [f"--volume=<host-dir>:{path}{suffix}" for path in self.volumes]
         return flags
 
     def compose(self, service: str) -> dict:
@@ -34,11 +38,13 @@ class RuntimeHints:
 
     def kubernetes(self) -> dict:
         """A pod spec fragment; unsafe sysctls also need the kubelet's --allowed-unsafe-sysctls."""
-        return {
-            "securityContext": {
-                "sysctls": [{"name": key, "value": value} for key, value, _ in self.sysctls],
-            }
-        }
+        context: dict = {"sysctls": [{"name": key, "value": value} for key, value, _ in self.sysctls]}
+        if self.run_as:
+            uid, gid = self.run_as
+            context.update(runAsNonRoot=True, runAsUser=uid, runAsGroup=gid)
+            if self.volumes:
+                context["fsGroup"] = gid  # volumes become the group's: a non-root init cannot re-own them
+        return {"securityContext": context}
 
     def unsafe_for_kubernetes(self) -> tuple[str, ...]:
         return tuple(key for key, _, cls in self.sysctls if cls is SysctlClass.NAMESPACED)
@@ -52,7 +58,17 @@ def runtime_hints(image: Image, image_ref: str) -> RuntimeHints:
             node.append((key, value))
         else:
             settable.append((key, value, cls))
-    return RuntimeHints(image_ref, tuple(settable), tuple(node), tuple(v.path for v in image.volumes))
+    return RuntimeHints(image_ref, tuple(settable), tuple(node), tuple(v.path for v in image.volumes),
+                        _non_root_ids(image))
+
+
+def _non_root_ids(image: Image) -> tuple[int, int] | None:
+    if image.runs_as == "root":
+        return None
+    uids, gids = account_ids(image)
+    account = image.user_named(image.runs_as)  # a base account's primary gid is not known: gid = uid
+    uid = uids[image.runs_as]
+    return uid, (gids[account.group] if account else uid)
 
 
 def hint_labels(image: Image) -> dict[str, str]:

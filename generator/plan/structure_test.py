@@ -12,7 +12,7 @@ from typing import Any
 
 from generator.model import Image
 from generator.plan import SPEC_PATH, SPEC_PRINTER, Plan, SetEnv, SetLabels
-from generator.spec.checks import base_accounts
+from generator.plan.accounts import account_ids
 
 SCHEMA_VERSION = "2.0.0"
 
@@ -31,17 +31,9 @@ def _ownership_test(name: str, path: str, uid: int, gid: int, mode: str | None =
     return {"name": name, "command": "stat", "args": ["-c", fmt, path], "expectedOutput": [_exact(expected)]}
 
 
-def _ids(image: Image) -> tuple[dict[str, int], dict[str, int]]:
-    """uid by user name and gid by group name: the spec's own, then the base's fixed ones."""
-    base_users, base_groups = base_accounts(image.family)
-    uids = {"root": 0, **base_users, **{u.name: u.uid for u in image.users}}
-    gids = {"root": 0, **base_groups, **{g.name: g.gid for g in image.groups}}
-    return uids, gids
-
-
 def _account_tests(image: Image) -> list[dict[str, Any]]:
     tests = []
-    gids = _ids(image)[1]
+    gids = account_ids(image)[1]
     for user in image.users:
         tests.append({
             "name": f"user {user.name}: uid, gid, home and shell",
@@ -81,11 +73,12 @@ def _package_tests(image: Image, plan: Plan) -> list[dict[str, Any]]:
 
 
 def _ownership_tests(image: Image, plan: Plan) -> list[dict[str, Any]]:
-    uids, gids = _ids(image)
+    uids, gids = account_ids(image)
     tests = [_ownership_test(f"home of {u.name}", u.home, u.uid, gids[u.group]) for u in image.users]
     tests += [_ownership_test(f"volume {v.path}", v.path, uids[v.owner], gids[v.group], v.mode) for v in image.volumes]
     if plan.init is not None:
-        tests.append(_ownership_test("log directory", image.logging.dir, 0, 0, "2775"))
+        # PID 1's user owns it, group 0 (an arbitrary uid's group) shares it.
+        tests.append(_ownership_test("log directory", image.logging.dir, uids[image.runs_as], 0, "2775"))
     return tests
 
 

@@ -160,6 +160,20 @@ def _check_account_references(spec: ResolvedSpec) -> Iterator[Diagnostic]:
                                   "add it to groups (with a fixed gid)")
 
 
+def _check_service_users(spec: ResolvedSpec) -> Iterator[Diagnostic]:
+    """A non-root PID 1 cannot switch users: every service then runs as the image's `user`."""
+    init, user = spec.data["init"], spec.data.get("user")
+    if init["kind"] == "none" or init["start_as_root"] or user in (None, "root"):
+        return
+    for index, service in enumerate(spec.data["services"]):
+        if service.get("user") not in (None, user):
+            yield spec.diagnostic(("services", index, "user"),
+                                  f"service {service['name']!r} runs as {service['user']!r}, but PID 1 runs as "
+                                  f"{user!r} (the image's user) and cannot switch users",
+                                  f"run it as {user!r}, or set init.start_as_root: true (PID 1 then starts as "
+                                  "root and drops to each service's user)")
+
+
 def _check_unique_entries(spec: ResolvedSpec) -> Iterator[Diagnostic]:
     for field, key in (("users", "name"), ("groups", "name"), ("services", "name"), ("volumes", "path")):
         own = spec.own.get(field, [])
@@ -184,7 +198,8 @@ def _check_paths(spec: ResolvedSpec) -> Iterator[Diagnostic]:
 
 
 CHECKS: tuple[Callable[[ResolvedSpec], Iterator[Diagnostic]], ...] = (
-    _check_base, _check_accounts, _check_account_references, _check_unique_entries, _check_paths,
+    _check_base, _check_accounts, _check_account_references, _check_service_users, _check_unique_entries,
+    _check_paths,
 )
 
 

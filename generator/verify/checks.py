@@ -18,7 +18,7 @@ from pathlib import Path
 
 from generator.build.proc import ToolError
 from generator.verify import structure
-from generator.verify.expectations import Expectations
+from generator.verify.expectations import Expectations, VolumeExpectation
 from generator.verify.podman import Outcome, Podman, poll
 
 # Bounds of the checks (behaviour bounds from the issues, not performance targets).
@@ -411,8 +411,9 @@ def _runs_or_explains(ctx: Context, options: list[str], script: str) -> Verdict:
     if len(said) != 1:
         return failed(f"with {shown}: exit {got.code} and {len(said)} line(s) on stderr, expected it to run "
                       f"or say in one line what to change: {' / '.join(said)[:300]}")
+    # :U gives the tmpfs to the container's user; podman's is root's otherwise, whatever its mode.
     extra = [flag for path in ("/run", ctx.expect.log_dir) if path not in options
-             for flag in ("--tmpfs", path)]
+             for flag in ("--tmpfs", f"{path}:U")]
     again = ctx.podman.run(ctx.ref, ["sh", "-c", script], options=options + extra, env=ctx.run_env(),
                            timeout=RUN_TIMEOUT)
     if again.code == 0:
@@ -431,27 +432,47 @@ def check_arbitrary_uid(ctx: Context) -> Verdict:
     return _runs_or_explains(ctx, ["--user", ARBITRARY_USER], script)
 
 
+def _starts_as_root(config: dict) -> bool:
+    return (config.get("User") or "root").split(":")[0] in ("", "0", "root")
+
+
+def _write_to_root_owned_mount(ctx: Context, volume: VolumeExpectation, options: list[str]) -> tuple[Outcome, Path]:
+    """Run the app with a fresh root-owned host directory on the volume; it touches a file there."""
+    host_dir = ctx.workdir / f"volume-{os.urandom(4).hex()}"
+    host_dir.mkdir(mode=0o755)
+    os.chmod(host_dir, 0o755)
+    got = ctx.podman.run(ctx.ref, ["sh", "-c", 'touch "$1/.gen-verify-write"', "sh", volume.path],
+                         options=[*options, "--volume", f"{host_dir}:{volume.path}"], env=ctx.run_env(),
+                         timeout=RUN_TIMEOUT)
+    return got, host_dir / ".gen-verify-write"
+
+
 def check_volumes(ctx: Context) -> Verdict:
-    """A root-owned host directory mounted on each declared volume becomes writable by the app."""
+    """A root-owned host directory mounted on each declared volume becomes writable by the app
+    when PID 1 starts as root (the image's USER, or --user 0 for an image that runs as non-root);
+    started as its non-root user, the image must say which volume it cannot re-own and how."""
     fixed = [v for v in ctx.expect.volumes if v.fix_ownership]
     if not fixed:
         return skipped("no volume with fix_ownership declared")
+    root_start = [] if _starts_as_root(ctx.config) else ["--user", "0"]
     notes = []
     for volume in fixed:
-        host_dir = ctx.workdir / f"volume-{os.urandom(4).hex()}"
-        host_dir.mkdir(mode=0o755)
-        os.chmod(host_dir, 0o755)
-        probe = host_dir / ".gen-verify-write"
-        got = ctx.podman.run(ctx.ref, ["sh", "-c", 'touch "$1/.gen-verify-write"', "sh", volume.path],
-                             options=["--volume", f"{host_dir}:{volume.path}"], env=ctx.run_env(),
-                             timeout=RUN_TIMEOUT)
+        if root_start:
+            got, probe = _write_to_root_owned_mount(ctx, volume, [])
+            if not probe.exists() and not (volume.path in got.stderr and "--user 0" in got.stderr):
+                return failed(f"{volume.path}: started as non-root, the app cannot write a root-owned bind "
+                              f"mount and nothing says why: {_code_detail(got)}")
+        got, probe = _write_to_root_owned_mount(ctx, volume, root_start)
         if got.code != 0 or not probe.exists():
-            return failed(f"{volume.path}: a root-owned bind mount is not writable by the app: {_code_detail(got)}")
+            started = " started with --user 0" if root_start else ""
+            return failed(f"{volume.path}: a root-owned bind mount is not writable by the app{started}: "
+                          f"{_code_detail(got)}")
         owner = probe.stat().st_uid
         if volume.uid is not None and owner != volume.uid:
             return failed(f"{volume.path}: the app's file is owned by uid {owner}, declared {volume.owner} ({volume.uid})")
-        notes.append(f"{volume.path} (owner uid {host_dir.stat().st_uid})")
-    return passed("root-owned bind mount writable by the app: " + ", ".join(notes))
+        notes.append(f"{volume.path} (owner uid {probe.parent.stat().st_uid})")
+    how = "with --user 0 (started as its user, it says how)" if root_start else "as the image starts"
+    return passed(f"root-owned bind mount writable by the app {how}: " + ", ".join(notes))
 
 
 def _sysctl_path(key: str) -> str:

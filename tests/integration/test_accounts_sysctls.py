@@ -44,18 +44,50 @@ def test_app_runs_as_the_declared_uid_and_gid(podman, example_images, hint_flags
     assert got.stdout.splitlines()[-1] == "1000:1000:app"
 
 
-def test_root_owned_bind_mount_becomes_writable_for_the_app(podman, example_images, hint_flags,
-                                                            tmp_path: Path) -> None:
-    host_dir = tmp_path / "data"
-    host_dir.mkdir()
-    os.chmod(host_dir, 0o755)
-    assert host_dir.stat().st_uid == 0
-    got = podman.run(example_images["app-base"], ["sh", "-c", "echo written > /data/by-app && id -u"],
-                     options=[*hint_flags("app-base"), "--volume", f"{host_dir}:/data"], timeout=60)
+def _root_owned_dir(path: Path) -> Path:
+    path.mkdir()
+    os.chmod(path, 0o755)
+    assert path.stat().st_uid == 0
+    return path
+
+
+WRITE = ["sh", "-c", "echo written > /data/by-app && id -u"]
+
+
+@pytest.mark.parametrize("name, options", [("app-base", ["--user", "0"]), ("app-strict", [])],
+                         ids=["run-with-user-0", "spec-start-as-root"])
+def test_a_root_start_gives_a_root_owned_bind_mount_to_the_app(podman, example_images, hint_flags, tmp_path: Path,
+                                                               name, options) -> None:
+    host_dir = _root_owned_dir(tmp_path / "data")
+    got = podman.run(example_images[name], WRITE, options=[*hint_flags("app-base"), *options,
+                                                           "--volume", f"{host_dir}:/data"], timeout=60)
     assert got.code == 0, got.stderr
+    assert got.stdout.splitlines()[-1] == "1000"  # the init dropped to the app's user
     written = host_dir / "by-app"
     assert written.read_text() == "written\n"
     assert (written.stat().st_uid, host_dir.stat().st_uid) == (1000, 1000)
+
+
+def test_a_non_root_start_says_how_to_give_it_a_root_owned_mount(podman, example_images, hint_flags,
+                                                                 tmp_path: Path) -> None:
+    host_dir = _root_owned_dir(tmp_path / "data")
+    got = podman.run(example_images["app-base"], ["id", "-u"], options=[*hint_flags("app-base"),
+                                                                      "--volume", f"{host_dir}:/data"], timeout=60)
+    assert got.code == 0, got.stderr
+    assert got.stdout.splitlines()[-1] == "1000"
+    warning = next(line for line in got.stderr.splitlines() if "volume /data" in line)
+    assert "--user 0" in warning and ":U" in warning and "chown it to app:app" in warning
+    assert host_dir.stat().st_uid == 0
+    # podman's :U, as `gen hints` prints it, is the other way.
+    got = podman.run(example_images["app-base"], WRITE, options=[*hint_flags("app-base"),
+                                                               "--volume", f"{host_dir}:/data:U"], timeout=60)
+    assert got.code == 0 and (host_dir / "by-app").stat().st_uid == 1000, got.stderr
+
+
+def test_images_say_who_they_run_as_by_uid(podman, example_images) -> None:
+    users = {name: podman.inspect_image(example_images[name])["Config"].get("User")
+             for name in ("debian-s6", "app-base", "app-strict")}
+    assert users == {"debian-s6": "65532", "app-base": "1000", "app-strict": "0"}
 
 
 def test_node_level_sysctl_is_flagged_at_render_time(tmp_path: Path, gen_env, gen_cli) -> None:

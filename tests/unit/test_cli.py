@@ -107,6 +107,17 @@ def test_hints_flags_are_one_shell_line(project):
     assert result.stdout.split() == ["--sysctl=kernel.msgmax=65536", "--sysctl=kernel.shmmax=68719476736"]
 
 
+def test_hints_of_a_non_root_image_let_the_runtime_own_its_volumes(project):
+    import json
+
+    hints = json.loads(gen("hints", "app-base", "--json", cwd=project).stdout)
+    assert "--volume=<host-dir>:/data:U" in hints["run_flags"]
+    context = hints["kubernetes"]["securityContext"]
+    assert (context["runAsNonRoot"], context["runAsUser"], context["runAsGroup"], context["fsGroup"]) == (True, 1000, 1000, 1000)
+    runtime = json.loads(gen("hints", "runtime", "--json", cwd=project).stdout)["kubernetes"]["securityContext"]
+    assert runtime["runAsUser"] == 65532 and "fsGroup" not in runtime  # no volume to share
+
+
 def test_bracketed_text_in_errors_is_printed_not_taken_for_markup():
     import io
 

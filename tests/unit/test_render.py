@@ -93,7 +93,72 @@ def test_steps_follow_the_order_rule(tmp_path):
     assert order[-1] == "CMD" and order[-2] == "ENTRYPOINT"
     assert 'CMD ["app", "--serve"]' in text
     assert 'ENTRYPOINT ["/init"]' in text
-    assert "USER" not in order, "with an init layer PID 1 stays root"
+    assert order.count("USER") == 1 and order.index("EXPOSE") < order.index("USER") < order.index("ENTRYPOINT")
+    assert "USER 1000" in text, "PID 1 runs as the spec's user"
+    assert "USER" not in instructions(dockerfile(render(tmp_path), "base")), "no user declared: root, unsaid"
+
+
+def _user_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("USER ")]
+
+
+NON_ROOT_BASE = BASE + """users: [{name: svc, uid: 990}]
+user: svc
+"""
+
+
+def test_a_non_root_image_ends_with_its_uid_and_pid1_owns_its_directories(tmp_path):
+    text = dockerfile(render(write_specs(tmp_path, base=NON_ROOT_BASE)), "base")
+    assert _user_lines(text) == ["USER 990"]  # a uid: Kubernetes' runAsNonRoot can check it
+    assert instructions(text)[-3:] == ["USER", "ENTRYPOINT", "CMD"] or instructions(text)[-2:] == ["USER", "ENTRYPOINT"]
+    assert "install -d -o svc -g root -m 2775 /lain/logs/default" in text
+    assert "install -d -o svc -g root -m 2775 /run/gen" in text
+
+
+def test_a_child_of_a_non_root_parent_builds_as_root_then_returns_to_its_user(tmp_path):
+    write_specs(tmp_path, base=NON_ROOT_BASE, pkgs="""
+        name: pkgs
+        tags: [v1]
+        extends: base
+        packages: [jq]
+        """, plain="""
+        name: plain
+        tags: [v1]
+        extends: base
+        env: {A: "1"}
+        """, app="""
+        name: app
+        tags: [v1]
+        extends: base
+        users: [{name: app, uid: 1000}]
+        user: app
+        """)
+    images = render(tmp_path)
+    pkgs = dockerfile(images, "pkgs")
+    assert _user_lines(pkgs) == ["USER 0", "USER 990"]
+    assert pkgs.index("USER 0") < pkgs.index("apt-get install") < pkgs.index("USER 990")
+    # No RUN step: nothing needs root, so no USER switch either way.
+    assert _user_lines(dockerfile(images, "plain")) == ["USER 990"]
+    app = dockerfile(images, "app")
+    assert _user_lines(app) == ["USER 0", "USER 1000"]
+    assert "install -d -o app -g root -m 2775 /lain/logs/default" in app  # the new PID 1 user's
+
+
+def test_start_as_root_leaves_the_image_root_and_the_services_their_users(tmp_path):
+    write_specs(tmp_path, base=NON_ROOT_BASE, rooted="""
+        name: rooted
+        tags: [v1]
+        extends: base
+        init: {start_as_root: true}
+        users: [{name: web, uid: 1001}]
+        services: [{name: web, command: [sleep, infinity], user: web}]
+        """)
+    images = render(tmp_path)
+    text = dockerfile(images, "rooted")
+    assert _user_lines(text) == ["USER 0", "USER 0"]  # to build, then the image's own: root
+    assert "install -d -o root -g root -m 2775 /lain/logs/default" in text
+    conf = next(i for i in images if i.name == "rooted").file("gen-init/etc/gen/init.conf").data.decode()
+    assert "app_user=svc" in conf and "service web web 0 sleep infinity" in conf
 
 
 def test_child_installs_only_what_parent_lacks(tmp_path):
@@ -120,7 +185,7 @@ def test_init_none_uses_user_and_stopsignal(tmp_path):
         cmd: [app]
         """)
     text = dockerfile(render(tmp_path), "plain")
-    assert "USER app" in text and "STOPSIGNAL SIGQUIT" in text and "ENTRYPOINT" not in text
+    assert "USER 1000" in text and "STOPSIGNAL SIGQUIT" in text and "ENTRYPOINT" not in text
     assert "gen-init" not in text
 
 

@@ -236,10 +236,21 @@ def test_diagnostic_on_inherited_entry_points_at_the_parent_file(tmp_path):
     ("volumes: [{path: /data}, {path: /data}]\n", "lists '/data' twice"),
     ("services: [{name: app, command: [x]}]\n", "reserved for CMD"),
     ("volumes: [{path: /proc/x}]\n", "runtime owns it"),
+    ("users: [{name: a, uid: 1000}, {name: b, uid: 1001}]\nuser: a\nservices: [{name: w, command: [x], user: b}]\n",
+     "PID 1 runs as 'a' (the image's user) and cannot switch users"),
 ])
 def test_cross_field_rules(tmp_path, text, message):
     spec = BASE if not text.startswith("base:") else "name: base\ntags: [latest]\n"
     only(errors(tmp_path, base=spec + text), message)
+
+
+def test_a_service_may_have_its_own_user_when_pid1_starts_as_root(tmp_path):
+    users = "users: [{name: a, uid: 1000}, {name: b, uid: 1001}]\nuser: a\n"
+    service = "services: [{name: w, command: [x], user: b}]\n"
+    load(tmp_path, base=BASE + users + service + "init: {start_as_root: true}\n")
+    load(tmp_path, base=BASE + users + "services: [{name: w, command: [x], user: a}]\n")
+    diag = only(errors(tmp_path, base=BASE + users + service), "cannot switch users")
+    assert diag.path == "$.services[0].user" and "init.start_as_root: true" in diag.hint
 
 
 def test_base_groups_are_usable_without_declaring(tmp_path):

@@ -41,7 +41,8 @@ def test_accounts_volumes_and_log_dir_are_checked_with_their_ids():
     assert go_match(volume["expectedOutput"][0], "1000:1000 750\n")
     assert not go_match(volume["expectedOutput"][0], "0:0 750\n")
     log_dir = by_name(tests, "log directory")
-    assert go_match(log_dir["expectedOutput"][0], "0:0 2775\n")
+    assert go_match(log_dir["expectedOutput"][0], "1000:0 2775\n")  # PID 1 runs as app, group 0 shares it
+    assert not go_match(log_dir["expectedOutput"][0], "0:0 2775\n")
     groups = by_name(tests, "user app: groups")
     assert all(go_match(p, "app\n") for p in groups["expectedOutput"])
     assert not any(go_match(p, "apple\n") for p in groups["expectedOutput"])

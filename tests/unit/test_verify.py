@@ -317,6 +317,27 @@ def test_volume_check_needs_the_app_to_write(tmp_path: Path) -> None:
     assert C.check_volumes(_ctx(tmp_path, FakePodman(), {**SPEC, "volumes": []})).status is Status.SKIP
 
 
+def test_volume_check_of_a_non_root_image_wants_a_reason_then_a_root_start(tmp_path: Path) -> None:
+    warning = "gen-init: warning: volume /data belongs to root:root ... start the container as root (--user 0)"
+
+    def run(say: str, root_writes: bool):
+        def handler(args):
+            if "--user" in args and root_writes:
+                Path(args[args.index("--volume") + 1].split(":")[0], ".gen-verify-write").write_text("")
+                return 0, "", ""
+            return 1, "", say
+        return handler
+
+    non_root = {"User": "1000"}
+    verdict = C.check_volumes(_ctx(tmp_path, FakePodman(run=run(warning, True)), {**SPEC, "users": [], "user": "root"},
+                                   config=non_root))
+    assert verdict.status is Status.PASS and "--user 0" in verdict.detail, verdict.detail
+    silent = C.check_volumes(_ctx(tmp_path, FakePodman(run=run("touch: Permission denied", True)), config=non_root))
+    assert silent.status is Status.FAIL and "nothing says why" in silent.detail
+    no_fix = C.check_volumes(_ctx(tmp_path, FakePodman(run=run(warning, False)), config=non_root))
+    assert no_fix.status is Status.FAIL and "started with --user 0" in no_fix.detail
+
+
 def test_sysctl_runtime_check_uses_hint_flags(tmp_path: Path) -> None:
     fake = FakePodman()
     fake.logs["sh"] = "gen-verify-sysctl:kernel.msgmax=65536\ngen-verify-sysctl:kernel.shmmax=68719476736\n"
@@ -447,7 +468,7 @@ def test_cli_exit_codes_and_table(monkeypatch) -> None:
 
 def test_read_only_may_fail_with_one_clear_line_then_run(tmp_path: Path) -> None:
     def run(args):
-        if "/lain/logs/default" in args:  # given the writable log dir it asked for
+        if "/lain/logs/default:U" in args:  # given the writable log dir it asked for
             return 0, "", ""
         return 111, "", ("gen-init: warning: sysctl kernel.shmmax should be 1\n"
                          "gen-init: log directory /lain/logs/default is not writable: mount a volume there\n")
@@ -455,7 +476,7 @@ def test_read_only_may_fail_with_one_clear_line_then_run(tmp_path: Path) -> None
     fake = FakePodman(run=run)
     verdict = C.check_read_only(_ctx(tmp_path, fake))
     assert verdict.status is Status.PASS, verdict.detail
-    assert "--tmpfs /lain/logs/default" in verdict.detail
+    assert "--tmpfs /lain/logs/default:U" in verdict.detail
     assert fake.calls[1].count("--tmpfs") == 2  # /run was given already; only the log dir added
 
 
