@@ -52,6 +52,27 @@ def base_manifest(base: dict = SESSION_BASE) -> dict:
     return dict(base, image=ref)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+# The bundled base spec's platforms; its children inherit them.
+BUNDLED_PLATFORMS = "platforms: [linux/amd64, linux/arm64]\n"
+
+
+def copy_bundled_specs(dest: Path, *names: str) -> None:
+    """Copy the bundled specs (all, or the named ones) into dest, narrowed to the build host's
+    platform: only the multi-platform tests pay for emulated arm64 builds."""
+    if names:
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            shutil.copy2(ROOT / "specs" / f"{name}.yaml", dest)
+    else:
+        shutil.copytree(ROOT / "specs", dest)
+    base = dest / "debian-s6.yaml"
+    if base.exists():
+        text = base.read_text()
+        assert BUNDLED_PLATFORMS in text, "specs/debian-s6.yaml no longer lists both platforms: update the tests"
+        base.write_text(text.replace(BUNDLED_PLATFORMS, ""))
+
+
 def missing_build_tools() -> list[str]:
     return [tool for tool in BUILD_TOOLS if shutil.which(tool) is None]
 

@@ -1,14 +1,13 @@
 """Session fixtures of the podman integration tests: the bundled example specs rendered into a
 temporary copy of the project and built once into the session's storage, plus two specs of the
 tests' own: `no-init` (the shell-is-PID-1 baseline) and `app-strict` (app-base with sysctl
-policy `fail`). Every test shares those images; containers run with --rm or are removed.
+policy `fail`, PID 1 started as root). Every test shares those images; containers run with --rm or are removed.
 `local_registry` is Debian's docker-registry on a free loopback port for the session.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,8 +19,8 @@ import pytest
 
 from generator.build.host import Host
 from generator.verify.podman import Podman
+from tests.conftest import copy_bundled_specs
 
-ROOT = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT = 1800
 
 # The baseline: built by gen without an init layer, a shell form CMD as PID 1.
@@ -45,8 +44,10 @@ cmd: ["sh", "-c", "sleep 60"]
 APP_STRICT_SPEC = """\
 name: app-strict
 tags: ["1.0"]
-description: app-base whose sysctls must be set by the runtime
+description: app-base whose sysctls must be set by the runtime, started as root
 extends: app-base
+init:
+  start_as_root: true
 sysctls:
   policy: fail
 """
@@ -69,7 +70,7 @@ def example_project(tmp_path_factory: pytest.TempPathFactory, gen_env: dict[str,
                     bootstrapped_base: str) -> Path:
     """A copy of the project's specs plus the tests' own, rendered and built (all images)."""
     project = tmp_path_factory.mktemp("examples")
-    shutil.copytree(ROOT / "specs", project / "specs")
+    copy_bundled_specs(project / "specs")
     (project / "specs" / "no-init.yaml").write_text(NO_INIT_SPEC)
     (project / "specs" / "app-strict.yaml").write_text(APP_STRICT_SPEC)
     rendered = run_gen(["render", "-C", str(project)], gen_env)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SESSION_BASE
+from tests.conftest import SESSION_BASE, copy_bundled_specs
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = (f"base: {{distro: debian, release: bookworm, bootstrap: {{variant: minbase, "
              f"include: [{', '.join(SESSION_BASE['include'])}], "
              f"source_date_epoch: {SESSION_BASE['source_date_epoch']}}}}}\n")
@@ -111,7 +109,7 @@ def test_interrupted_build_keeps_previous_tags_and_exits_non_zero(chain, gen_env
 @pytest.mark.skipif(os.environ.get("GEN_SKIP_REPRODUCIBILITY") == "1", reason="GEN_SKIP_REPRODUCIBILITY=1")
 def test_bundled_chain_is_reproducible_from_empty_storage(tmp_path, gen_env):
     project = tmp_path / "project"
-    shutil.copytree(ROOT / "specs", project / "specs")
+    copy_bundled_specs(project / "specs")
     assert gen(["render"], project, gen_env).returncode == 0
     # runtime and its parent: a bootstrap and an apt install, each built twice from empty storage.
     checked = gen(["build", "--check-reproducible", "runtime"], project, gen_env, timeout=1500)

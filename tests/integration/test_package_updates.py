@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import copy_bundled_specs
+
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "localhost/gen-pkgtest"
 PACKAGE = "gen-probe"
 SUITE = "bookworm"
@@ -145,8 +146,7 @@ def test_newer_package_in_a_repository_rebuilds_the_image_that_installed_it(
     repository, url = apt_repository
     repository.publish(_build_deb(tmp_path, "1.0"), "1.0")
     project = tmp_path_factory.mktemp("package-update-project")
-    (project / "specs").mkdir()
-    shutil.copy2(ROOT / "specs" / "debian-s6.yaml", project / "specs")
+    copy_bundled_specs(project / "specs", "debian-s6")
     (project / "specs" / "probe-source.yaml").write_text(PROBE_SOURCE_SPEC)
     (project / "specs" / "probe.yaml").write_text(PROBE_SPEC)
     sources = project / "specs/overlays/probe-source/etc/apt/sources.list.d/gen-probe.list"

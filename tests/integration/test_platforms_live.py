@@ -1,5 +1,5 @@
-"""One spec, two platforms, end to end: the bundled base spec with `platforms: [linux/amd64,
-linux/arm64]` is bootstrapped and built for both (arm64 under qemu user emulation), verified on
+"""One spec, two platforms, end to end: the bundled base spec, which lists `platforms:
+[linux/amd64, linux/arm64]`, is bootstrapped and built for both (arm64 under qemu user emulation), verified on
 arm64, pushed to a local registry as one OCI index, and each platform pulled back and run.
 
     build (both) -> uname per platform -> verify --platform linux/arm64 -> push (index) -> pull
@@ -19,6 +19,7 @@ import pytest
 from generator.build.doctor import check_emulation
 from generator.build.host import Host, host_platform
 from generator.build.storage import inspect
+from tests.conftest import BUNDLED_PLATFORMS
 
 pytestmark = pytest.mark.integration
 
@@ -38,8 +39,8 @@ def platforms_project(tmp_path_factory, gen_env, gen_cli, bootstrapped_base) -> 
     project = tmp_path_factory.mktemp("platforms-project")
     (project / "specs").mkdir()
     spec = (ROOT / "specs" / "debian-s6.yaml").read_text()
-    (project / "specs" / "debian-s6.yaml").write_text(
-        spec.replace('tags: ["bookworm", "latest"]\n', 'tags: ["bookworm", "latest"]\nplatforms: [linux/amd64, linux/arm64]\n'))
+    assert BUNDLED_PLATFORMS in spec  # used as it is bundled
+    (project / "specs" / "debian-s6.yaml").write_text(spec)
     rendered = gen_cli(["render", "-C", str(project)], gen_env)
     assert rendered.returncode == 0, rendered.stderr
     return project
@@ -163,3 +164,14 @@ def test_base_spec_for_amd64_and_arm64_is_one_index(platforms_project, local_reg
         assert new_entry["platforms"][platform]["image_id"] != first[unit]["id"]
     assert new_entry["digest"] != result["digest"] == entry["digest"]
     assert {b["action"] for b in _build(gen_cli, gen_env, project).values()} == {"skipped"}
+
+
+def test_bundled_base_builds_identically_twice_for_each_platform(platforms_project, gen_env, gen_cli, tmp_path):
+    """Two clean builds (each from an empty storage of its own, bootstrap included) per platform."""
+    project = tmp_path / "project"
+    (project / "specs").mkdir(parents=True)
+    (project / "specs" / "debian-s6.yaml").write_text((ROOT / "specs" / "debian-s6.yaml").read_text())
+    assert gen_cli(["render", "-C", str(project)], gen_env).returncode == 0
+    checked = gen_cli(["build", "-C", str(project), "--check-reproducible", "debian-s6"], gen_env, timeout=1800)
+    assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
+    assert "reproducible debian-s6:" in checked.stdout and "reproducible debian-s6@arm64:" in checked.stdout, checked.stdout

@@ -9,13 +9,13 @@ module's own, so moving its tags cannot disturb the other tests' images.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from generator.build.host import Host
+from tests.conftest import copy_bundled_specs
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ def _artifact_payload(env: dict[str, str], ref: str, directory: Path) -> bytes:
 def chain_project(tmp_path_factory, gen_env, bootstrapped_base, gen_cli) -> Path:
     """The example specs rendered and built under PREFIX in the session storage."""
     project = tmp_path_factory.mktemp("registry-project")
-    shutil.copytree(ROOT / "specs", project / "specs")
+    copy_bundled_specs(project / "specs")
     rendered = gen_cli(["render", "-C", str(project)], gen_env)
     assert rendered.returncode == 0, rendered.stderr
     built = gen_cli(["build", "-C", str(project), "--prefix", PREFIX], gen_env, timeout=1800)
