@@ -20,8 +20,9 @@ from pathlib import Path
 
 from generator.build import storage
 from generator.build.engine import Builder, BuildOptions
-from generator.build.host import Host
-from generator.build.outputs import OutputImage, files_sha256, topological_order, units_of
+from generator.build.host import Host, host_platform
+from generator.build.outputs import (OutputImage, files_sha256, image_units, platform_suffix, topological_order,
+                                     units_of)
 from generator.build.proc import Cancel
 from generator.errors import GenError
 from generator.registry.attach import attach_sbom
@@ -135,15 +136,34 @@ def assess(ctx: RebuildContext, lock: Lock) -> list[Verdict]:
         if ctx.check_packages and not verdict.stale and not verdict.adopt_digest and local is not None:
             source = apt_source(ctx.project, ctx.images, name, ctx.host.env)
             if source is not None:
-                ctx.progress(f"checking {name} for package updates")
-                updates = available_updates(ctx.host, f"{ctx.prefix}/{name}:{image.tags[0]}", source, lists_cache)
-                if updates:
-                    security = sum(u.security for u in updates)
-                    verdict.updates = [asdict(u) | {"security": u.security} for u in updates]
-                    verdict.add(PACKAGES, f"{len(updates)} package update(s), {security} security: "
-                                          + ", ".join(f"{u.package} {u.old} -> {u.new}" for u in updates[:8])
-                                          + (" ..." if len(updates) > 8 else ""))
+                _check_packages(ctx, image, source, lists_cache, verdict)
     return [verdicts[n] for n in topological_order(ctx.images)]
+
+
+def _check_packages(ctx: RebuildContext, image: OutputImage, source: tuple[str, str, str], lists_cache: Path,
+                    verdict: Verdict) -> None:
+    """(b) for every platform's image in storage: one with updates makes the image stale (all its
+    platforms are rebuilt, as for any reason). Each platform keeps apt lists of its own."""
+    found: dict[tuple[str, str, str], list[str]] = {}  # (package, old, new) -> platforms
+    for unit in image_units(image, host_platform()):
+        ref = f"{ctx.prefix}/{unit.repo}:{unit.tags[0]}"
+        if unit.platform and not storage.exists(ctx.host, ref):
+            ctx.progress(f"{unit.name} is not in storage: its packages are not checked")
+            continue
+        ctx.progress(f"checking {unit.name} for package updates")
+        cache = lists_cache / platform_suffix(unit.platform) if unit.platform else lists_cache
+        for update in available_updates(ctx.host, ref, source, cache, unit.platform or None):
+            if (update.package, update.old, update.new) not in found:
+                verdict.updates.append(asdict(update) | {"security": update.security, "platforms": []})
+            found.setdefault((update.package, update.old, update.new), []).append(unit.platform)
+    for entry in verdict.updates:
+        entry["platforms"] = [p for p in found[(entry["package"], entry["old"], entry["new"])] if p]
+    if verdict.updates:
+        security = sum(u["security"] for u in verdict.updates)
+        shown = [f"{u['package']} {u['old']} -> {u['new']}" + (f" ({', '.join(u['platforms'])})" if u["platforms"] else "")
+                 for u in verdict.updates[:8]]
+        verdict.add(PACKAGES, f"{len(verdict.updates)} package update(s), {security} security: " + ", ".join(shown)
+                    + (" ..." if len(verdict.updates) > 8 else ""))
 
 
 def _verify(ctx: RebuildContext, ref: str) -> str:

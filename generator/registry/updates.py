@@ -73,11 +73,14 @@ def apt_source(project: Path, images: dict[str, OutputImage], name: str, env: di
     return url, str(base["release"]), " ".join(base.get("components") or ["main"])
 
 
-def available_updates(host: Host, ref: str, source: tuple[str, str, str], lists_cache: Path) -> list[Update]:
+def available_updates(host: Host, ref: str, source: tuple[str, str, str], lists_cache: Path,
+                      platform: str | None = None) -> list[Update]:
+    """Updates the package index offers for the image `ref` (of `platform`, emulated if foreign)."""
     url, suite, components = source
     lists_cache.mkdir(parents=True, exist_ok=True)
+    # As root: the image's USER may be a non-root user, and apt needs root.
     argv = ["podman", *host.global_flags(), "run", "--rm", "--network", "host", "--user", "0",
-            "--entrypoint", "sh",
+            *(["--platform", platform] if platform else []), "--entrypoint", "sh",
             "-e", f"GEN_APT_URL={url}", "-e", f"GEN_APT_SUITE={suite}", "-e", f"GEN_APT_COMPONENTS={components}",
             "-v", f"{lists_cache}:/var/lib/apt/lists", ref, "-c", CHECK_SCRIPT]
     proc = run_quiet(argv, host.env, timeout=CHECK_TIMEOUT, check=False)

@@ -222,3 +222,34 @@ def test_a_build_can_be_narrowed_to_one_platform(tmp_path, monkeypatch):
         closure(["narrow"], (AMD64,))
     with pytest.raises(UsageError, match="unknown image nope"):
         closure(["nope"])
+
+
+def test_package_check_reads_every_platforms_image_with_its_own_lists(outputs, tmp_path, monkeypatch):
+    from generator.build.host import Host
+    from generator.registry import rebuild
+    from generator.registry.updates import Update
+
+    calls = []
+
+    def updates(host, ref, source, cache, platform=None):
+        calls.append((ref, cache.name, platform))
+        found = [Update("libc6", "1", "2", "Debian-Security:12/stable-security")]
+        return found + ([Update("zlib1g", "1", "3", "Debian:12")] if platform == ARM64 else [])
+
+    monkeypatch.setattr(rebuild, "host_platform", lambda: AMD64)
+    monkeypatch.setattr(rebuild, "available_updates", updates)
+    monkeypatch.setattr(rebuild.storage, "exists", lambda host, ref: True)
+    ctx = rebuild.RebuildContext(Host(), tmp_path, outputs, "localhost/gen", None)
+    verdict = rebuild.Verdict("child")
+    rebuild._check_packages(ctx, outputs["child"], ("http://mirror", "bookworm", "main"), tmp_path / "lists", verdict)
+    assert calls == [("localhost/gen/child:2", "amd64", AMD64), ("localhost/gen/child:2-arm64", "arm64", ARM64)]
+    assert [(u["package"], u["platforms"]) for u in verdict.updates] == [("libc6", [AMD64, ARM64]),
+                                                                         ("zlib1g", [ARM64])]
+    assert verdict.codes == {"packages"} and "zlib1g 1 -> 3 (linux/arm64)" in verdict.reasons[0]["detail"]
+
+    # A foreign platform's image not in storage is not checked; the host's still is.
+    monkeypatch.setattr(rebuild.storage, "exists", lambda host, ref: not ref.endswith("-arm64"))
+    calls.clear()
+    verdict = rebuild.Verdict("child")
+    rebuild._check_packages(ctx, outputs["child"], ("http://mirror", "bookworm", "main"), tmp_path / "lists", verdict)
+    assert [c[0] for c in calls] == ["localhost/gen/child:2"] and verdict.stale
