@@ -104,3 +104,19 @@ def test_node_level_sysctl_is_flagged_at_render_time(tmp_path: Path, gen_env, ge
     got = gen_cli(["render", "-C", str(tmp_path)], gen_env)
     assert got.returncode == 0, got.stderr
     assert "vm.swappiness" in got.stdout + got.stderr
+
+
+def test_a_root_start_logs_as_the_log_directorys_owner(podman, example_images, tmp_path: Path) -> None:
+    """After `--user 0` the log files stay the image user's, so its next non-root start can append."""
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    os.chown(log_dir, 65532, 0)
+    os.chmod(log_dir, 0o2775)
+    for options in (["--user", "0"], []):
+        got = podman.run(example_images["runtime"], ["echo", "logged"], options=[*options, "--volume",
+                                                                                 f"{log_dir}:/lain/logs/default"],
+                         timeout=60)
+        assert got.code == 0, got.stderr
+    current = log_dir / "current"
+    assert current.read_text().splitlines() == ["logged", "logged"]
+    assert {p.name: p.stat().st_uid for p in log_dir.iterdir()} == {"current": 65532, "lock": 65532, "state": 65532}
