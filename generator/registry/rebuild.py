@@ -31,7 +31,7 @@ from generator.registry.sbom import write_sboms
 from generator.registry.skopeo import Skopeo
 from generator.registry.target import Registry, is_loopback
 from generator.registry.transfer import push_image
-from generator.registry.updates import apt_source, available_updates
+from generator.registry.updates import Update, apt_source, available_updates
 
 BASE_MOVED, PACKAGES, CHANGED, PARENT_REBUILT = "base-moved", "packages", "changed", "parent-rebuilt"
 EXIT_NOTHING, EXIT_REBUILT, EXIT_FAILED = 0, 3, 1
@@ -144,7 +144,7 @@ def _check_packages(ctx: RebuildContext, image: OutputImage, source: tuple[str, 
                     verdict: Verdict) -> None:
     """(b) for every platform's image in storage: one with updates makes the image stale (all its
     platforms are rebuilt, as for any reason). Each platform keeps apt lists of its own."""
-    found: dict[tuple[str, str, str], list[str]] = {}  # (package, old, new) -> platforms
+    found: dict[tuple[str, str, str], tuple[Update, list[str]]] = {}  # (package, old, new) -> platforms
     for unit in image_units(image, host_platform()):
         ref = f"{ctx.prefix}/{unit.repo}:{unit.tags[0]}"
         if unit.platform and not storage.exists(ctx.host, ref):
@@ -153,11 +153,9 @@ def _check_packages(ctx: RebuildContext, image: OutputImage, source: tuple[str, 
         ctx.progress(f"checking {unit.name} for package updates")
         cache = lists_cache / platform_suffix(unit.platform) if unit.platform else lists_cache
         for update in available_updates(ctx.host, ref, source, cache, unit.platform or None):
-            if (update.package, update.old, update.new) not in found:
-                verdict.updates.append(asdict(update) | {"security": update.security, "platforms": []})
-            found.setdefault((update.package, update.old, update.new), []).append(unit.platform)
-    for entry in verdict.updates:
-        entry["platforms"] = [p for p in found[(entry["package"], entry["old"], entry["new"])] if p]
+            found.setdefault((update.package, update.old, update.new), (update, []))[1].append(unit.platform)
+    verdict.updates = [asdict(u) | {"security": u.security, "platforms": [p for p in platforms if p]}
+                       for u, platforms in found.values()]
     if verdict.updates:
         security = sum(u["security"] for u in verdict.updates)
         shown = [f"{u['package']} {u['old']} -> {u['new']}" + (f" ({', '.join(u['platforms'])})" if u["platforms"] else "")
