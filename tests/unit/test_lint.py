@@ -4,18 +4,19 @@ Rules ignored in the templates carry their reason beside the ignore comment."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from generator.build.host import find_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = sorted((ROOT / "output").glob("*/Dockerfile"))
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
+    path = find_tool(name)
     if path is None:
         pytest.fail(f"{name} is not installed: ./tests/run installs it (pip install -e '.[test]')")
     return path

