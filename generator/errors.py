@@ -53,6 +53,12 @@ class SpecFieldError(GenError):
         self.hint = hint
 
 
+class HostError(GenError):
+    """The host lacks what a command needs (a tool, emulation); found before anything started."""
+
+    exit_code = 2
+
+
 class UsageError(GenError):
     """Bad command-line input (unknown image name, bad option combination)."""
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from generator.build.bootstrap import debian_arch
 from generator.build.host import Host, gen_containers_conf, host_platform, tool_version
 from generator.build.mirror import MirrorNotFound, resolve_mirror
-from generator.build.outputs import load_outputs
-from generator.errors import GenError
+from generator.build.outputs import OutputImage, expand_platforms, load_outputs
+from generator.errors import GenError, HostError
 
 REQUIRED_TOOLS = {
     "buildah": "apt-get install buildah",
@@ -31,6 +34,7 @@ class Check:
     status: str  # ok, problem, warning, info
     detail: str
     fix: str = ""
+    platform: str = ""  # set on the checks of one foreign platform (`gen build` names it)
 
     @property
     def problem(self) -> bool:
@@ -69,13 +73,19 @@ def check_storage(host: Host) -> Check:
     return Check("storage", "ok", proc.stdout.strip())
 
 
-def _conf_sets_ulimits(path: Path) -> bool | None:
-    """Whether a containers.conf sets default_ulimits under [containers]; None if unreadable."""
+def _conf_containers(path: Path) -> dict | None:
+    """The [containers] table of a containers.conf; None if unreadable."""
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError):
         return None
-    return "default_ulimits" in data.get("containers", {})
+    return data.get("containers", {})
+
+
+def _conf_sets_ulimits(path: Path) -> bool | None:
+    """Whether a containers.conf sets default_ulimits under [containers]; None if unreadable."""
+    table = _conf_containers(path)
+    return None if table is None else "default_ulimits" in table
 
 
 def check_rlimits(host: Host, probe_image: str | None) -> Check:
@@ -164,16 +174,126 @@ def _read(path: Path) -> str:
         return ""
 
 
-def run_checks(host: Host, probe_image: str | None = None, foreign_platforms: tuple[str, ...] = ()) -> list[Check]:
-    """Every check; foreign_platforms are the ones rendered specs build that the host cannot run."""
+ARCH_TEST = "arch-test"
+ARCH_TEST_INSTALL = "apt-get install arch-test"
+ARCH_TEST_TIMEOUT = 30  # it runs one tiny binary, under qemu: seconds even on a slow host
+
+
+def check_arch_test(platform: str, arch: str) -> Check:
+    """mmdebstrap bootstraps a foreign architecture only after `arch-test ARCH` prints "ARCH: ok"
+    (exit 0); without arch-test (only a Recommends of mmdebstrap) it stops with exit 25."""
+    name = f"arch-test {platform}"
+    path = shutil.which(ARCH_TEST)
+    if path is None:
+        return Check(name, "problem", f"arch-test is not installed (mmdebstrap needs it to bootstrap {arch})",
+                     ARCH_TEST_INSTALL)
+    try:
+        proc = subprocess.run([path, arch], capture_output=True, text=True, timeout=ARCH_TEST_TIMEOUT,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check(name, "problem", f"`arch-test {arch}` failed: {exc}", _emulation_fix(platform))
+    said = " ".join((proc.stdout + proc.stderr).split())
+    if proc.returncode == 0 and said == f"{arch}: ok":
+        return Check(name, "ok", said)
+    # Exit 2: this arch-test has no test program for the architecture.
+    fix = f"a newer arch-test, or build on a {platform} host" if proc.returncode == 2 else _emulation_fix(platform)
+    return Check(name, "problem", f"`arch-test {arch}` exited {proc.returncode}: {said or 'no output'} "
+                 f"(mmdebstrap cannot run {arch} programs)", fix)
+
+
+def _emulation_fix(platform: str) -> str:
+    qemu = QEMU_ARCH.get(platform.split("/", 1)[1], "<arch>")
+    return f"{QEMU_INSTALL}; update-binfmts --enable qemu-{qemu}"
+
+
+def platform_checks(platform: str, arch: str | None, binfmt_dir: Path | None = None) -> list[Check]:
+    """A foreign platform's checks: qemu for its RUN steps and, when mmdebstrap bootstraps its
+    base (arch: the Debian architecture), arch-test, which it runs only once qemu is in place."""
+    checks = [check_emulation(platform, binfmt_dir or BINFMT_DIR)]
+    if arch is None:
+        pass
+    elif checks[0].problem and shutil.which(ARCH_TEST):
+        # Running it would only fail for the reason the qemu check already gives.
+        checks.append(Check(f"arch-test {platform}", "info", f"`arch-test {arch}` not run: fix qemu first"))
+    else:
+        checks.append(check_arch_test(platform, arch))
+    return [replace(c, platform=platform) for c in checks]
+
+
+def foreign_needs(units: Iterable[OutputImage], native: str) -> dict[str, str | None]:
+    """Each foreign platform among build units (expand_platforms()'s) -> the Debian architecture
+    mmdebstrap bootstraps a base for (as `mmdebstrap --architectures` gets it), or None when no
+    unit of that platform is bootstrapped. mmdebstrap skips its check for the extract variant."""
+    needs: dict[str, str | None] = {}
+    for unit in units:
+        platform = unit.platform or native
+        if platform == native:
+            continue
+        bootstraps = (unit.base_kind == "bootstrap" and bool(unit.base.get("arch"))
+                      and unit.base.get("variant") != "extract")
+        needs[platform] = needs.get(platform) or (debian_arch(unit.base) if bootstraps else None)
+    return dict(sorted(needs.items()))
+
+
+def build_problems(units: Iterable[OutputImage], native: str, binfmt_dir: Path | None = None) -> list[Check]:
+    """The platform checks a build of these units must pass before it starts; problems only.
+    Native-only units need none, so they cost no subprocess."""
+    return [c for platform, arch in foreign_needs(units, native).items()
+            for c in platform_checks(platform, arch, binfmt_dir) if c.problem]
+
+
+def require_platforms(units: Iterable[OutputImage], native: str) -> None:
+    """Raise HostError naming each problem (and its fix) a build of these units would hit."""
+    problems = build_problems(units, native)
+    if problems:
+        raise HostError("\n".join(f"{c.platform}: {c.detail}; fix: {c.fix}" for c in problems))
+
+
+PODMAN_INIT_DEFAULT = Path("/usr/libexec/podman/catatonit")
+PODMAN_INIT_INSTALL = "apt-get install catatonit"
+
+
+def podman_init_path(env: dict[str, str]) -> Path:
+    """The binary `podman run --init` starts: init_path from the containers.conf files podman
+    reads (CONTAINERS_CONF alone when set; else the system's, then a rootless user's; the last
+    wins), else podman's default."""
+    if env.get("CONTAINERS_CONF"):
+        confs = [Path(env["CONTAINERS_CONF"])]
+    else:
+        confs = [Path("/usr/share/containers/containers.conf"), Path("/etc/containers/containers.conf")]
+        if os.geteuid() != 0:
+            user = Path(env.get("XDG_CONFIG_HOME") or Path(env.get("HOME") or Path.home()) / ".config")
+            confs.append(user / "containers" / "containers.conf")
+    found = [(_conf_containers(c) or {}).get("init_path") for c in confs]
+    return Path(next((str(p) for p in reversed(found) if p), PODMAN_INIT_DEFAULT))
+
+
+def check_podman_init(host: Host) -> Check:
+    """gen's own commands never pass --init; bench/run (a README command) does, for the runtime
+    benchmark's baseline, and podman then fails unless the init binary (catatonit) is there."""
+    path = podman_init_path(host.env)
+    if os.access(path, os.X_OK):
+        return Check("podman --init", "ok", str(path))
+    fix = (PODMAN_INIT_INSTALL if path == PODMAN_INIT_DEFAULT
+           else f"{PODMAN_INIT_INSTALL}, and point init_path in containers.conf at /usr/bin/catatonit")
+    return Check("podman --init", "problem",
+                 f"{path} is missing: `podman run --init` fails (bench/run's runtime benchmark uses it)", fix)
+
+
+def run_checks(host: Host, probe_image: str | None = None,
+               foreign: dict[str, str | None] | None = None) -> list[Check]:
+    """Every check; foreign maps each platform rendered specs build that the host cannot run to
+    the Debian architecture bootstrapped for it (foreign_builds())."""
     checks = check_tools(host)
     tools_ok = all(not c.problem for c in checks if c.name == "podman")
     if tools_ok:
         checks.append(check_storage(host))
         checks.append(check_rlimits(host, probe_image))
+        checks.append(check_podman_init(host))
     checks.append(check_mirror(host))
     checks.append(check_binfmt())
-    checks += [check_emulation(p) for p in foreign_platforms]
+    for platform, arch in (foreign or {}).items():
+        checks += platform_checks(platform, arch)
     return checks
 
 
@@ -190,11 +310,11 @@ def probe_image(host: Host) -> str | None:
     return (preferred or names or [None])[0]
 
 
-def foreign_platforms(output_dir: Path) -> tuple[str, ...]:
-    """Platforms the rendered images build that are not the host's own (none before a render)."""
-    try:
-        images = load_outputs(output_dir)
-    except GenError:
-        return ()
+def foreign_builds(output_dir: Path) -> dict[str, str | None]:
+    """foreign_needs() of every rendered image (none before a render)."""
     native = host_platform()
-    return tuple(sorted({p for image in images.values() for p in image.platforms or () if p != native}))
+    try:
+        units = expand_platforms(load_outputs(output_dir), native)
+    except GenError:
+        return {}
+    return foreign_needs(units.values(), native)

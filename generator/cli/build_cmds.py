@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
@@ -32,6 +32,9 @@ from generator.build import (
     changed_paths,
 )
 from generator.errors import GenError, UsageError
+
+if TYPE_CHECKING:
+    from generator.build.doctor import Check
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -198,6 +201,12 @@ def register(app: typer.Typer) -> None:
                         progress.stop()
                         out.print(f"no image changed since {since}")
                         return
+                problems = _platform_problems(builder, wanted)
+                if problems:
+                    progress.stop()
+                    _print_problems(problems, fatal=not dry_run)
+                    if not dry_run:
+                        raise typer.Exit(2)
                 if dry_run:
                     planned = builder.plan(wanted)
                     progress.stop()
@@ -249,20 +258,37 @@ def register(app: typer.Typer) -> None:
         storage_root: StorageOption = None,
     ) -> None:
         """Check what gen needs on this host; print each problem with the exact fix (exit 1 if any)."""
-        from generator.build.doctor import foreign_platforms, probe_image, run_checks
+        from generator.build.doctor import foreign_builds, probe_image, run_checks
 
         host = Host.from_env(storage_root, project)
-        checks = run_checks(host, probe_image(host), foreign_platforms(project / "output"))
-        marks = {"ok": "[green]ok[/]", "problem": "[bold red]PROBLEM[/]", "warning": "[yellow]warning[/]",
-                 "info": "[blue]info[/]"}
+        checks = run_checks(host, probe_image(host), foreign_builds(project / "output"))
+        marks = {"ok": "green", "problem": "bold red", "warning": "yellow", "info": "blue"}
         for check in checks:
-            out.print(f"{marks[check.status]:>8} {check.name}: {escape(check.detail)}", markup=True, highlight=False)
+            label = "PROBLEM" if check.problem else check.status  # padded before styling, so columns align
+            out.print(f"[{marks[check.status]}]{label:>8}[/] {check.name}: {escape(check.detail)}",
+                      markup=True, highlight=False)
             if check.fix and check.status != "ok":
                 out.print(f"         fix: {check.fix}", markup=False, highlight=False)
         problems = [c for c in checks if c.problem]
         out.print(f"{len(problems)} problem(s)" if problems else "no problems found")
         if problems:
             raise typer.Exit(1)
+
+
+def _platform_problems(builder: Builder, wanted: list[str]) -> list[Check]:
+    """The foreign platforms about to be built, checked before anything starts: a missing arch-test
+    or qemu would otherwise fail the build minutes in, after the native images."""
+    from generator.build.doctor import build_problems
+
+    return build_problems([builder.images[n] for n in builder.closure(wanted)], builder.host_platform)
+
+
+def _print_problems(problems: list[Check], fatal: bool) -> None:
+    """One line per problem with its fix; a dry run only warns (it builds nothing)."""
+    label = "[bold red]error:[/]" if fatal else "[yellow]warning:[/]"
+    for check in problems:
+        err.print(f"{label} {escape(f'{check.platform}: {check.detail}; fix: {check.fix}')}",
+                  markup=True, highlight=False)
 
 
 def _print_report(report, as_json: bool) -> None:

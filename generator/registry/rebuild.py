@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from generator.build import storage
+from generator.build.doctor import require_platforms
 from generator.build.engine import Builder, BuildOptions
 from generator.build.host import Host, host_platform
 from generator.build.outputs import (OutputImage, files_sha256, image_units, platform_suffix, topological_order,
@@ -357,6 +358,9 @@ def rebuild(ctx: RebuildContext, dry_run: bool) -> dict:
     verdicts = assess(ctx, lock)
     outcomes: list[Outcome] = []
     if not dry_run:
+        # A foreign platform the host cannot build would fail minutes in, after other images.
+        require_platforms([u for v in verdicts if v.stale for u in image_units(ctx.images[v.name], host_platform())],
+                          host_platform())
         outcomes = run_rebuild(ctx, verdicts, lock)
         if ctx.registry is not None:
             lock.registry = str(ctx.registry)
