@@ -287,7 +287,10 @@ def register(app: typer.Typer) -> None:
         platform: Annotated[str, typer.Argument(help="github or gitlab.")],
         registry: RegistryOption = "",
         cron: Annotated[str, typer.Option("--cron", help="When the scheduled rebuild runs (5 cron fields, UTC).")] = "17 3 * * *",
-        install: Annotated[str, typer.Option("--install", help="Shell command that installs gen on a runner.")] = "pip install gen",
+        install: Annotated[Optional[str], typer.Option("--install", help="Shell command that installs gen on a "
+                           "runner and puts it on PATH. Default: install gen from the pipeline's own checkout (the "
+                           "commit it runs on) into a virtual environment, for specs kept in gen's own repository; "
+                           "give this when they live in another repository.", show_default=False)] = None,
         output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write (default: "
                           ".github/workflows/gen-rebuild.yml or .gitlab-ci.yml); - for stdout.", show_default=False)] = None,
         project: ProjectOption = Path("."),

@@ -1,7 +1,7 @@
 """`gen ci github|gitlab`: a scheduled pipeline that runs the rebuild on CI runners.
 
 Python decides the shape (DAG levels from the rendered images, which job needs which, the cron
-line, the install command); the templates under templates/ci/ hold the YAML text. Each level is a
+line, how gen gets installed); the templates under templates/ci/ hold the YAML text. Each level is a
 matrix of one job per image and platform; a job skips itself unless the plan job found its image
 stale, takes its parent's image for that platform from the registry, builds, verifies (emulated
 for a foreign platform) and pushes that platform's image, so the next level pulls it from there.
@@ -21,7 +21,6 @@ from generator.errors import UsageError
 PLATFORMS = {"github": "ci/github.yml.j2", "gitlab": "ci/gitlab.yml.j2"}
 DEFAULT_PATHS = {"github": ".github/workflows/gen-rebuild.yml", "gitlab": ".gitlab-ci.yml"}
 DEFAULT_CRON = "17 3 * * *"
-DEFAULT_INSTALL = "pip install gen"
 # The matrix value of an image without `platforms`: built for the runner's own platform.
 HOST_PLATFORM = "host"
 _CRON = re.compile(r"^(\S+\s+){4}\S+$")
@@ -36,13 +35,18 @@ def dag_levels(images: dict[str, OutputImage]) -> list[list[str]]:
 
 
 def render_pipeline(platform: str, images: dict[str, OutputImage], registry: str, cron: str = DEFAULT_CRON,
-                    install: str = DEFAULT_INSTALL) -> str:
+                    install: str | None = None) -> str:
+    """install: the shell command that puts gen on a runner; None installs gen from the pipeline's own
+    checkout (into a virtual environment), so a scheduled job with registry credentials runs exactly
+    the commit it was started on and nothing fetched from a package index by name."""
     if platform not in PLATFORMS:
         raise UsageError(f"unknown CI platform {platform!r}; use {' or '.join(PLATFORMS)}")
     if not _CRON.match(cron.strip()):
         raise UsageError(f"--cron {cron!r}: give five cron fields, e.g. {DEFAULT_CRON!r}")
     if not images:
         raise UsageError("no rendered images in output/; run `gen render` first")
+    if install is not None and not install.strip():
+        raise UsageError("--install: give a shell command, or leave it out to install gen from the checkout")
     levels = []
     for index, names in enumerate(dag_levels(images)):
         needs = ["plan"] + ([f"level-{index - 1}"] if index else [])
@@ -54,7 +58,8 @@ def render_pipeline(platform: str, images: dict[str, OutputImage], registry: str
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(bundled_dir())), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
     return env.get_template(PLATFORMS[platform]).render(
-        cron=cron.strip(), registry=registry, install=install, levels=levels,
+        cron=cron.strip(), registry=registry, from_checkout=install is None, install=(install or "").strip(),
+        levels=levels,
         last_needs=["plan", f"level-{last}"], last_gitlab_needs=[_gitlab_needs(0)[0], f"level-{last}"])
 
 

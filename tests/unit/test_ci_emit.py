@@ -3,9 +3,12 @@ GitHub-workflow and GitLab-CI schemas of check-jsonschema."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -125,3 +128,90 @@ def test_bad_input(tmp_path: Path):
         render_pipeline("jenkins", _images(tmp_path), "r.example.com/t")
     with pytest.raises(UsageError):
         render_pipeline("github", _images(tmp_path), "r.example.com/t", cron="daily")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+# Any pip-like install (pip, pip3, pipx, python -m pip, uv pip) up to the end of its shell command.
+_PIP_INSTALL = re.compile(r"\bpip[x0-9.]*[\"']?\s+install\b([^\n;&|]*)")
+# A local path: relative, absolute, or the CI's checkout directory.
+_LOCAL = re.compile(r"^(\.|/|\$GITHUB_WORKSPACE\b|\$CI_PROJECT_DIR\b|\$\{\{ *github\.workspace *\}\})")
+
+
+def _pipelines(tmp_path: Path, **kwargs) -> dict[str, str]:
+    """Every emitted variant: both CI platforms, with and without several platforms per image."""
+    return {f"{ci}{'-multi' if multi else ''}": render_pipeline(
+                ci, _multi_platform(tmp_path) if multi else _images(tmp_path), "registry.example.com/team", **kwargs)
+            for ci in ("github", "gitlab") for multi in (False, True)}
+
+
+def _installed(text: str) -> list[str]:
+    """The package arguments of every pip install in text (options dropped)."""
+    return [arg for match in _PIP_INSTALL.finditer(text) for arg in shlex.split(match.group(1), posix=True)
+            if not arg.startswith("-")]
+
+
+def test_default_install_is_the_checkout_never_a_name_from_an_index(tmp_path: Path):
+    for variant, text in _pipelines(tmp_path).items():
+        assert not re.search(r"pip[\"']?\s+install\s+[\"']?gen\b", text), variant
+        installed = _installed(text)
+        assert installed, f"{variant}: no pip install found"
+        assert all(_LOCAL.match(arg) for arg in installed), (variant, installed)
+
+
+def test_github_installs_after_checkout_and_puts_gen_on_path_before_use(tmp_path: Path):
+    for variant in ("github", "github-multi"):
+        jobs = YAML(typ="safe").load(_pipelines(tmp_path)[variant])["jobs"]
+        for name, job in jobs.items():
+            steps = job["steps"]
+            uses = [s.get("uses", "") for s in steps]
+            runs = [s.get("run", "") for s in steps]
+            checkout = next(i for i, u in enumerate(uses) if u.startswith("actions/checkout@"))
+            install = next(i for i, r in enumerate(runs) if _PIP_INSTALL.search(r))
+            on_path = next(i for i, r in enumerate(runs) if "$GITHUB_PATH" in r)
+            first_gen = next(i for i, r in enumerate(runs) if re.search(r"^\s*gen |[;&|(]\s*gen ", r, re.M))
+            assert checkout < install < on_path < first_gen, (variant, name)
+            assert "venv" in runs[install], (variant, name)  # the runner's system Python is externally managed
+
+
+def test_gitlab_installs_into_a_venv_on_path_before_every_script(tmp_path: Path):
+    data = YAML(typ="safe").load(_pipelines(tmp_path)["gitlab"])
+    before = data["default"]["before_script"]
+    venv = next(i for i, line in enumerate(before) if "-m venv" in line)
+    on_path = next(i for i, line in enumerate(before) if line.startswith("export PATH=") and ".gen-venv/bin" in line)
+    install = next(i for i, line in enumerate(before) if _PIP_INSTALL.search(line))
+    assert venv < on_path < install
+    jobs = [job for name, job in data.items() if name != "default" and isinstance(job, dict)]
+    assert jobs and not any("before_script" in job for job in jobs)  # no job overrides it
+
+
+def test_install_override_appears_verbatim(tmp_path: Path):
+    command = 'pipx install "gen-s6-images==0.1.0" && gen --version'
+    for variant, text in _pipelines(tmp_path, install=command).items():
+        assert command in text, variant
+        assert "gen-venv" not in text, variant
+    github = YAML(typ="safe").load(_pipelines(tmp_path, install=command)["github"])
+    assert all(command in [s.get("run") for s in job["steps"]] for job in github["jobs"].values())
+    gitlab = YAML(typ="safe").load(_pipelines(tmp_path, install=command)["gitlab"])
+    assert gitlab["default"]["before_script"] == [command]
+    with pytest.raises(UsageError):
+        render_pipeline("github", _images(tmp_path), "r.example.com/t", install="  ")
+
+
+def test_cli_install_defaults_to_the_checkout(tmp_path: Path):
+    def ci(*args: str) -> str:
+        got = subprocess.run([sys.executable, "-m", "generator", "ci", *args, "--registry", "r.example.com/t",
+                              "-o", "-"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert got.returncode == 0, got.stderr
+        return got.stdout
+
+    shutil.copytree(ROOT / "specs", tmp_path / "specs")
+    subprocess.run([sys.executable, "-m", "generator", "render"], cwd=tmp_path, check=True, capture_output=True,
+                   timeout=120)
+    assert all(_LOCAL.match(arg) for arg in _installed(ci("gitlab")))
+    assert "run: my-install" in ci("github", "--install", "my-install")
+
+
+def test_distribution_is_not_the_index_name_gen_but_the_command_is():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["name"] != "gen"
+    assert project["scripts"]["gen"] == "generator.cli:main"
