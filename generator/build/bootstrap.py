@@ -29,6 +29,8 @@ BOOTSTRAP_DISTROS = ("debian", "ubuntu")
 CUSTOMIZE_HOOKS = (
     'echo localhost > "$1/etc/hostname"',            # host's name is copied in otherwise
     ': > "$1/etc/resolv.conf"',                      # host's resolvers; engines mount their own
+    # ... and so are their modes: a host whose /etc/hostname is 0755 made another rootfs.
+    'chmod 0644 "$1/etc/hostname" "$1/etc/resolv.conf"',
     'rm -f "$1/etc/machine-id" "$1/var/lib/dbus/machine-id"',  # per-machine identity, if any
     'rm -rf "$1"/var/lib/apt/lists/*_* "$1"/var/cache/apt/*.bin',  # indexes: mirror state and times
     'rm -f "$1/var/cache/ldconfig/aux-cache" "$1/var/log/dpkg.log" "$1"/var/log/apt/*.log '

@@ -127,3 +127,19 @@ def test_rendered_dockerfile_builds_unchanged_with_podman(chain, gen_env, gen_ho
     ran = subprocess.run(["podman", *gen_host.global_flags(), "run", "--rm", "localhost/gen-podman-check/top:1",
                           "echo", "hi"], env=gen_env, capture_output=True, text=True, timeout=120)
     assert (ran.returncode, ran.stdout) == (0, "hi\n"), ran.stderr
+
+
+def test_bootstrapped_rootfs_takes_nothing_of_the_hosts_etc(gen_host, bootstrapped_base):
+    """mmdebstrap copies the host's hostname and resolv.conf in; gen empties them, and their modes
+    must not follow the host's either (a host with a 0755 /etc/hostname made a different rootfs).
+    Read from the mounted image: a running container sees the engine's own copies."""
+    podman = ["podman", *gen_host.global_flags(), "image"]
+    mounted = subprocess.run([*podman, "mount", bootstrapped_base], env=gen_host.env, capture_output=True, text=True,
+                             timeout=120, check=True).stdout.strip()
+    try:
+        etc = Path(mounted) / "etc"
+        found = {name: (oct((etc / name).stat().st_mode & 0o7777), (etc / name).read_text())
+                 for name in ("hostname", "resolv.conf")}
+    finally:
+        subprocess.run([*podman, "unmount", bootstrapped_base], env=gen_host.env, capture_output=True, timeout=120)
+    assert found == {"hostname": ("0o644", "localhost\n"), "resolv.conf": ("0o644", "")}
