@@ -47,9 +47,9 @@ OCI = "org.opencontainers.image"
 
 @dataclass(frozen=True)
 class BuildAsRoot:
-    """The parent image runs as a non-root user; this image's RUN steps need root."""
+    """The base may run as a non-root user; this image's RUN steps need root."""
 
-    parent_user: str
+    base_user: str | None  # the parent's user; None: a registry or local image, which may set any
     kind: str = "build_user"
 
 
@@ -274,10 +274,18 @@ def _env(image: Image, defaults: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(env.items()))
 
 
+def _base_may_be_non_root(image: Image, parent: Image | None) -> bool:
+    """Whether the base's own USER may be other than root: a non-root parent, or a registry or
+    local image, which may set any USER (a bootstrapped rootfs is root's)."""
+    if parent is not None:
+        return parent.runs_as != "root"
+    return bool(image.base.image or image.base.local)
+
+
 def _final_user(image: Image, parent: Image | None) -> str | None:
     """USER last, as a uid (Kubernetes' runAsNonRoot cannot check a name): stated whenever it is
-    not root or the build switched to root."""
-    if image.runs_as != "root" or (parent is not None and parent.runs_as != "root"):
+    not root or the base's may not be, so the spec's user holds whatever the base set."""
+    if image.runs_as != "root" or _base_may_be_non_root(image, parent):
         return str(account_ids(image)[0][image.runs_as])
     return None
 
@@ -358,8 +366,8 @@ def make_plan(
     steps.append(SetLabels(_labels(image, base_name, spec_sha256)))
     steps.append(CopyEmbeddedSpec("gen-spec"))
     steps.append(_metadata(image, parent, layer.entrypoint if layer else None))
-    if parent is not None and parent.runs_as != "root" and any(s.kind in RUN_STEPS for s in steps):
-        steps.append(BuildAsRoot(parent.runs_as))
+    if _base_may_be_non_root(image, parent) and any(s.kind in RUN_STEPS for s in steps):
+        steps.append(BuildAsRoot(parent.runs_as if parent is not None else None))
     ordered = tuple(sorted(steps, key=lambda s: STEP_ORDER.index(s.kind)))  # stable: overlays keep spec order
     source_date_epoch = _source_date_epoch(image)
     return Plan(

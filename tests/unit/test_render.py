@@ -145,6 +145,38 @@ def test_a_child_of_a_non_root_parent_builds_as_root_then_returns_to_its_user(tm
     assert "install -d -o app -g root -m 2775 /lain/logs/default" in app  # the new PID 1 user's
 
 
+def test_a_local_or_registry_base_may_run_as_anyone_so_run_steps_switch_to_root(tmp_path):
+    """Such a base may set a non-root USER (a bootstrapped rootfs is root's): apt would fail under
+    it, and the spec's user (root by default) must hold in the image whatever the base set."""
+    write_specs(tmp_path, local="""
+        name: local
+        tags: [v1]
+        base: {distro: debian, release: bookworm, local: "localhost/someone/base:1"}
+        packages: [jq]
+        """, quiet="""
+        name: quiet
+        tags: [v1]
+        base: {distro: debian, release: bookworm, local: "localhost/someone/base:1"}
+        init: {kind: none}
+        env: {A: "1"}
+        """, app="""
+        name: app
+        tags: [v1]
+        base: {distro: debian, release: bookworm, image: "registry.example/base:1@sha256:%s"}
+        packages: [jq]
+        users: [{name: app, uid: 1000}]
+        user: app
+        """ % ("0" * 64), base=BASE)
+    images = render(tmp_path)
+    local = dockerfile(images, "local")
+    assert _user_lines(local) == ["USER 0", "USER 0"]
+    assert local.index("USER 0") < local.index("apt-get install")
+    assert "The base image may run as any user" in local
+    assert _user_lines(dockerfile(images, "quiet")) == ["USER 0"]  # no RUN step: only the spec's user
+    assert _user_lines(dockerfile(images, "app")) == ["USER 0", "USER 1000"]
+    assert _user_lines(dockerfile(images, "base")) == []  # a bootstrapped rootfs is root's already
+
+
 def test_start_as_root_leaves_the_image_root_and_the_services_their_users(tmp_path):
     write_specs(tmp_path, base=NON_ROOT_BASE, rooted="""
         name: rooted
