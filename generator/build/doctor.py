@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,6 +39,10 @@ class Check:
     @property
     def problem(self) -> bool:
         return self.status == "problem"
+
+    def problem_line(self) -> str:
+        """The one line `gen build` and `gen rebuild` stop with."""
+        return f"{self.platform or self.name}: {self.detail}; fix: {self.fix}"
 
 
 def check_tools(host: Host) -> list[Check]:
@@ -179,38 +183,59 @@ ARCH_TEST_INSTALL = "apt-get install arch-test"
 ARCH_TEST_TIMEOUT = 30  # it runs one tiny binary, under qemu: seconds even on a slow host
 
 
-def check_arch_test(platform: str, arch: str) -> Check:
-    """mmdebstrap bootstraps a foreign architecture only after `arch-test ARCH` prints "ARCH: ok"
-    (exit 0); without arch-test (only a Recommends of mmdebstrap) it stops with exit 25."""
-    name = f"arch-test {platform}"
+def _arch_test(arch: str, native_only: bool) -> tuple[bool, str]:
+    """(passed, what it said) of `arch-test [-n] ARCH`; passed as mmdebstrap reads it: exit 0 and
+    "ARCH: ok" on stdout. -n: without emulation (i386 on amd64, armhf on many arm64 hosts)."""
     path = shutil.which(ARCH_TEST)
     if path is None:
-        return Check(name, "problem", f"arch-test is not installed (mmdebstrap needs it to bootstrap {arch})",
-                     ARCH_TEST_INSTALL)
+        return False, f"{ARCH_TEST} is not installed"
+    args = [*(["-n"] if native_only else []), arch]
+    command = " ".join([ARCH_TEST, *args])
     try:
-        proc = subprocess.run([path, arch], capture_output=True, text=True, timeout=ARCH_TEST_TIMEOUT,
+        proc = subprocess.run([path, *args], capture_output=True, text=True, timeout=ARCH_TEST_TIMEOUT,
                               stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return Check(name, "problem", f"`arch-test {arch}` failed: {exc}", _emulation_fix(platform))
-    said = " ".join((proc.stdout + proc.stderr).split())
+        return False, f"`{command}` failed: {exc}"
+    said = " ".join(proc.stdout.split())
     if proc.returncode == 0 and said == f"{arch}: ok":
+        return True, said
+    return False, f"`{command}` exited {proc.returncode}: {said or ' '.join(proc.stderr.split()) or 'no output'}"
+
+
+def check_arch_test(platform: str, arch: str) -> Check:
+    """mmdebstrap bootstraps a foreign architecture only after `arch-test ARCH` passes; without
+    arch-test (only a Recommends of mmdebstrap) it stops with exit 25."""
+    name = f"arch-test {platform}"
+    if shutil.which(ARCH_TEST) is None:
+        return Check(name, "problem", f"arch-test is not installed (mmdebstrap needs it to bootstrap {arch})",
+                     ARCH_TEST_INSTALL)
+    passed, said = _arch_test(arch, native_only=False)
+    if passed:
         return Check(name, "ok", said)
-    # Exit 2: this arch-test has no test program for the architecture.
-    fix = f"a newer arch-test, or build on a {platform} host" if proc.returncode == 2 else _emulation_fix(platform)
-    return Check(name, "problem", f"`arch-test {arch}` exited {proc.returncode}: {said or 'no output'} "
-                 f"(mmdebstrap cannot run {arch} programs)", fix)
+    return Check(name, "problem", f"{said} (mmdebstrap cannot run {arch} programs)", emulation_fix(platform))
 
 
-def _emulation_fix(platform: str) -> str:
+def emulation_fix(platform: str) -> str:
+    """The commands that give this host qemu user emulation of platform."""
     qemu = QEMU_ARCH.get(platform.split("/", 1)[1], "<arch>")
     return f"{QEMU_INSTALL}; update-binfmts --enable qemu-{qemu}"
 
 
-def platform_checks(platform: str, arch: str | None, binfmt_dir: Path | None = None) -> list[Check]:
-    """A foreign platform's checks: qemu for its RUN steps and, when mmdebstrap bootstraps its
-    base (arch: the Debian architecture), arch-test, which it runs only once qemu is in place."""
+def platform_debian_arch(platform: str) -> str:
+    """Debian's name for an OCI platform's architecture (linux/arm/v7 -> armhf)."""
+    parts = platform.split("/")
+    return debian_arch({"arch": parts[1], "arch_variant": parts[2] if len(parts) > 2 else ""})
+
+
+def platform_checks(platform: str, bootstraps: bool, binfmt_dir: Path | None = None) -> list[Check]:
+    """A foreign platform's checks: none when the host runs it natively; else qemu for its RUN
+    steps and, when mmdebstrap bootstraps a rootfs for it, arch-test (only once qemu is there)."""
+    arch = platform_debian_arch(platform)
+    native, said = _arch_test(arch, native_only=True)
+    if native:
+        return [Check(f"arch {platform}", "ok", f"{said} (runs without emulation)", platform=platform)]
     checks = [check_emulation(platform, binfmt_dir or BINFMT_DIR)]
-    if arch is None:
+    if not bootstraps:
         pass
     elif checks[0].problem and shutil.which(ARCH_TEST):
         # Running it would only fail for the reason the qemu check already gives.
@@ -220,33 +245,38 @@ def platform_checks(platform: str, arch: str | None, binfmt_dir: Path | None = N
     return [replace(c, platform=platform) for c in checks]
 
 
-def foreign_needs(units: Iterable[OutputImage], native: str) -> dict[str, str | None]:
-    """Each foreign platform among build units (expand_platforms()'s) -> the Debian architecture
-    mmdebstrap bootstraps a base for (as `mmdebstrap --architectures` gets it), or None when no
-    unit of that platform is bootstrapped. mmdebstrap skips its check for the extract variant."""
-    needs: dict[str, str | None] = {}
+def foreign_platform_bootstraps(units: Iterable[OutputImage], native: str,
+                                base_stored: Callable[[OutputImage], bool] = lambda unit: False,
+                                ) -> dict[str, bool]:
+    """Each foreign platform among build units (expand_platforms()'s) -> whether mmdebstrap will
+    bootstrap a rootfs for it: a root unit on a bootstrapped base not yet in storage (base_stored
+    says). mmdebstrap skips its architecture test for the extract variant."""
+    bootstraps: dict[str, bool] = {}
     for unit in units:
         platform = unit.platform or native
         if platform == native:
             continue
-        bootstraps = (unit.base_kind == "bootstrap" and bool(unit.base.get("arch"))
-                      and unit.base.get("variant") != "extract")
-        needs[platform] = needs.get(platform) or (debian_arch(unit.base) if bootstraps else None)
-    return dict(sorted(needs.items()))
+        needed = (unit.base_kind == "bootstrap" and bool(unit.base.get("arch"))
+                  and unit.base.get("variant") != "extract" and not base_stored(unit))
+        bootstraps[platform] = bootstraps.get(platform, False) or needed
+    return dict(sorted(bootstraps.items()))
 
 
-def build_problems(units: Iterable[OutputImage], native: str, binfmt_dir: Path | None = None) -> list[Check]:
+def build_problems(units: Iterable[OutputImage], native: str,
+                   base_stored: Callable[[OutputImage], bool] = lambda unit: False,
+                   binfmt_dir: Path | None = None) -> list[Check]:
     """The platform checks a build of these units must pass before it starts; problems only.
     Native-only units need none, so they cost no subprocess."""
-    return [c for platform, arch in foreign_needs(units, native).items()
-            for c in platform_checks(platform, arch, binfmt_dir) if c.problem]
+    return [c for platform, bootstraps in foreign_platform_bootstraps(units, native, base_stored).items()
+            for c in platform_checks(platform, bootstraps, binfmt_dir) if c.problem]
 
 
-def require_platforms(units: Iterable[OutputImage], native: str) -> None:
-    """Raise HostError naming each problem (and its fix) a build of these units would hit."""
-    problems = build_problems(units, native)
+def require_platforms(units: Iterable[OutputImage], native: str,
+                      base_stored: Callable[[OutputImage], bool] = lambda unit: False) -> None:
+    """Raise HostError with each problem a build of these units would hit, one line each."""
+    problems = build_problems(units, native, base_stored)
     if problems:
-        raise HostError("\n".join(f"{c.platform}: {c.detail}; fix: {c.fix}" for c in problems))
+        raise HostError("\n".join(c.problem_line() for c in problems))
 
 
 PODMAN_INIT_DEFAULT = Path("/usr/libexec/podman/catatonit")
@@ -269,21 +299,21 @@ def podman_init_path(env: dict[str, str]) -> Path:
 
 
 def check_podman_init(host: Host) -> Check:
-    """gen's own commands never pass --init; bench/run (a README command) does, for the runtime
-    benchmark's baseline, and podman then fails unless the init binary (catatonit) is there."""
+    """gen's own commands never pass --init, so a missing catatonit is a warning; bench/run (a README
+    command) does, for the runtime benchmark's baseline."""
     path = podman_init_path(host.env)
     if os.access(path, os.X_OK):
         return Check("podman --init", "ok", str(path))
     fix = (PODMAN_INIT_INSTALL if path == PODMAN_INIT_DEFAULT
            else f"{PODMAN_INIT_INSTALL}, and point init_path in containers.conf at /usr/bin/catatonit")
-    return Check("podman --init", "problem",
-                 f"{path} is missing: `podman run --init` fails (bench/run's runtime benchmark uses it)", fix)
+    return Check("podman --init", "warning",
+                 f"{path} is missing: `podman run --init` fails (gen does not use it; bench/run's runtime "
+                 "benchmark does)", fix)
 
 
-def run_checks(host: Host, probe_image: str | None = None,
-               foreign: dict[str, str | None] | None = None) -> list[Check]:
-    """Every check; foreign maps each platform rendered specs build that the host cannot run to
-    the Debian architecture bootstrapped for it (foreign_builds())."""
+def run_checks(host: Host, probe_image: str | None = None, foreign: dict[str, bool] | None = None) -> list[Check]:
+    """Every check; foreign: each foreign platform the rendered specs build -> whether a rootfs is
+    bootstrapped for it (rendered_foreign_platforms())."""
     checks = check_tools(host)
     tools_ok = all(not c.problem for c in checks if c.name == "podman")
     if tools_ok:
@@ -292,8 +322,8 @@ def run_checks(host: Host, probe_image: str | None = None,
         checks.append(check_podman_init(host))
     checks.append(check_mirror(host))
     checks.append(check_binfmt())
-    for platform, arch in (foreign or {}).items():
-        checks += platform_checks(platform, arch)
+    for platform, bootstraps in (foreign or {}).items():
+        checks += platform_checks(platform, bootstraps)
     return checks
 
 
@@ -310,11 +340,12 @@ def probe_image(host: Host) -> str | None:
     return (preferred or names or [None])[0]
 
 
-def foreign_builds(output_dir: Path) -> dict[str, str | None]:
-    """foreign_needs() of every rendered image (none before a render)."""
+def rendered_foreign_platforms(output_dir: Path) -> dict[str, bool]:
+    """foreign_platform_bootstraps() of every rendered image, as a build from empty storage does
+    (none before a render)."""
     native = host_platform()
     try:
         units = expand_platforms(load_outputs(output_dir), native)
     except GenError:
         return {}
-    return foreign_needs(units.values(), native)
+    return foreign_platform_bootstraps(units.values(), native)

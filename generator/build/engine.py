@@ -17,6 +17,7 @@ from pathlib import Path
 from generator.build import storage
 from generator.build.bootstrap import bootstrap_base
 from generator.build.decide import BuildRecord, Decision, decide, read_record, write_record
+from generator.build.doctor import Check, build_problems
 from generator.build.events import BuildEvent, EventHandler, Phase, ignore_event
 from generator.build.host import Host, host_platform, tool_version
 from generator.build.outputs import (
@@ -207,6 +208,17 @@ class Builder:
                                          decision.build_id, full_tags(image, self.options.prefix),
                                          image.parent, ids[name])
         return list(planned.values())
+
+    def platform_problems(self, names: list[str]) -> list[Check]:
+        """What this host lacks for the foreign platforms a build of names will build (qemu, and
+        arch-test where a rootfs is bootstrapped), found before anything starts; a native-only
+        build asks nothing."""
+        units = [self.images[n] for n in self.closure(names)]
+        if all(self.platform_of(u.name) == self.host_platform for u in units):
+            return []
+        building = {p.name for p in self.plan(names) if p.action == "build"}
+        return build_problems([u for u in units if u.name in building], self.host_platform,
+                              base_stored=lambda unit: self.base_id(unit) is not None)
 
     # -- building ------------------------------------------------------------------------------
 

@@ -201,7 +201,7 @@ def register(app: typer.Typer) -> None:
                         progress.stop()
                         out.print(f"no image changed since {since}")
                         return
-                problems = _platform_problems(builder, wanted)
+                problems = builder.platform_problems(wanted)
                 if problems:
                     progress.stop()
                     _print_problems(problems, fatal=not dry_run)
@@ -258,10 +258,10 @@ def register(app: typer.Typer) -> None:
         storage_root: StorageOption = None,
     ) -> None:
         """Check what gen needs on this host; print each problem with the exact fix (exit 1 if any)."""
-        from generator.build.doctor import foreign_builds, probe_image, run_checks
+        from generator.build.doctor import probe_image, rendered_foreign_platforms, run_checks
 
         host = Host.from_env(storage_root, project)
-        checks = run_checks(host, probe_image(host), foreign_builds(project / "output"))
+        checks = run_checks(host, probe_image(host), rendered_foreign_platforms(project / "output"))
         marks = {"ok": "green", "problem": "bold red", "warning": "yellow", "info": "blue"}
         for check in checks:
             label = "PROBLEM" if check.problem else check.status  # padded before styling, so columns align
@@ -275,20 +275,11 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
-def _platform_problems(builder: Builder, wanted: list[str]) -> list[Check]:
-    """The foreign platforms about to be built, checked before anything starts: a missing arch-test
-    or qemu would otherwise fail the build minutes in, after the native images."""
-    from generator.build.doctor import build_problems
-
-    return build_problems([builder.images[n] for n in builder.closure(wanted)], builder.host_platform)
-
-
 def _print_problems(problems: list[Check], fatal: bool) -> None:
     """One line per problem with its fix; a dry run only warns (it builds nothing)."""
     label = "[bold red]error:[/]" if fatal else "[yellow]warning:[/]"
     for check in problems:
-        err.print(f"{label} {escape(f'{check.platform}: {check.detail}; fix: {check.fix}')}",
-                  markup=True, highlight=False)
+        err.print(f"{label} {escape(check.problem_line())}", markup=True, highlight=False)
 
 
 def _print_report(report, as_json: bool) -> None:

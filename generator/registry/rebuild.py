@@ -360,7 +360,7 @@ def rebuild(ctx: RebuildContext, dry_run: bool) -> dict:
     if not dry_run:
         # A foreign platform the host cannot build would fail minutes in, after other images.
         require_platforms([u for v in verdicts if v.stale for u in image_units(ctx.images[v.name], host_platform())],
-                          host_platform())
+                          host_platform(), base_stored=lambda unit: storage.exists(ctx.host, str(unit.base["image"])))
         outcomes = run_rebuild(ctx, verdicts, lock)
         if ctx.registry is not None:
             lock.registry = str(ctx.registry)

@@ -159,8 +159,8 @@ def test_doctor_says_how_to_install_and_mount(tmp_path, monkeypatch):
 def test_doctor_lists_the_rendered_foreign_platforms(tmp_path, monkeypatch):
     _render(tmp_path, root=ROOT_SPEC)
     monkeypatch.setattr(doctor, "host_platform", lambda: AMD64)
-    assert doctor.foreign_builds(tmp_path / "output") == {ARM64: "arm64"}
-    assert doctor.foreign_builds(tmp_path / "missing") == {}
+    assert doctor.rendered_foreign_platforms(tmp_path / "output") == {ARM64: True}
+    assert doctor.rendered_foreign_platforms(tmp_path / "missing") == {}
 
 
 def test_verify_names_each_platforms_image(tmp_path, monkeypatch):
