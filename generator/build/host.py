@@ -123,8 +123,13 @@ class ToolVersion:
         return self.path is not None
 
 
-def own_bin_dir() -> Path:
-    """The bin directory of the Python environment gen runs from (its venv's bin)."""
+def own_bin_dir(package_file: Path = Path(__file__)) -> Path:
+    """Where gen's installer put its console scripts and those of the tools installed with it: the
+    environment's bin (a venv's, or the system's), or ~/.local/bin for `pip install --user`."""
+    import site
+
+    if package_file.resolve().is_relative_to(Path(site.getusersitepackages()).resolve()):
+        return Path(sysconfig.get_path("scripts", f"{os.name}_user", vars={"userbase": site.getuserbase()}))
     return Path(sysconfig.get_path("scripts"))
 
 

