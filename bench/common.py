@@ -1,13 +1,17 @@
 """What every benchmark shares: bounded subprocesses, medians, an isolated containers storage under
 bench/.work/, and the Markdown rows bench/run collects.
 
-A benchmark module has `measure(quick: bool) -> Section`; it raises BenchError (or
-AssertionError from a correctness check) instead of reporting a number it could not verify.
+A benchmark module has `PARAMS: dict[Size, <its parameters>]` and `measure(size: Size) -> Section`;
+it raises BenchError (or AssertionError from a correctness check) instead of reporting a number it
+could not verify.
 """
 
 from __future__ import annotations
 
+import enum
+import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -26,6 +30,27 @@ DEFAULT_TIMEOUT = 600
 
 class BenchError(RuntimeError):
     """A benchmark could not run here (missing tool, failed build); the reason is reported."""
+
+
+class Size(enum.Enum):
+    """How much every benchmark does. FULL's numbers are the results; QUICK is a first look with
+    fewer repetitions and less data; SMOKE runs each section's real code path once at its smallest
+    size, with the bundled examples built for the build host's platform only, to prove it can run:
+    its numbers mean nothing."""
+
+    SMOKE = "smoke"
+    QUICK = "quick"
+    FULL = "full"
+
+    @property
+    def native_only(self) -> bool:
+        """Build the bundled examples for the host's platform only (no emulated foreign builds)."""
+        return self is Size.SMOKE
+
+
+def size_from_argv(argv: Sequence[str]) -> Size:
+    """The size a module run on its own uses: `python logs.py smoke`; quick by default."""
+    return Size(argv[1]) if len(argv) > 1 else Size.QUICK
 
 
 @dataclass
@@ -130,26 +155,49 @@ def remove_storage(root: Path) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
-SHARED_STORAGE = Storage(WORK / "storage")
-EXAMPLES = WORK / "examples"
+# A top-level `platforms:` entry, in flow (`[a, b]`) or block (`- a` lines) style.
+_PLATFORMS = re.compile(r"^platforms:[^\n]*\n(?:[ \t]*-[^\n]*\n)*", re.MULTILINE)
 
 
-def bundled_examples() -> Path:
-    """A copy of the bundled specs, rendered and built in SHARED_STORAGE; later calls find them up
-    to date (gen skips them), so every benchmark that needs the images can ask."""
-    if not (EXAMPLES / "specs").is_dir():
-        shutil.copytree(REPO / "specs", EXAMPLES / "specs")
-    SHARED_STORAGE.gen("render", project=EXAMPLES)
-    SHARED_STORAGE.gen("build", project=EXAMPLES, timeout=1800)
-    return EXAMPLES
+def copy_bundled_specs(dest: Path, native_only: bool) -> None:
+    """A fresh copy of the bundled specs (a stale one would measure old images); native_only drops
+    every `platforms:` list, so the chain builds for the build host's platform alone."""
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(REPO / "specs", dest)
+    if native_only:
+        for spec in dest.glob("*.yaml"):
+            spec.write_text(_PLATFORMS.sub("", spec.read_text()))
 
 
-def image_ref(name: str) -> str:
-    """The first tag gen gave a bundled image."""
-    import json
+@dataclass(frozen=True)
+class Examples:
+    """The bundled specs copied into project, rendered and built in storage."""
 
-    manifest = json.loads((EXAMPLES / "output" / name / "gen-manifest.json").read_text())
-    return f"localhost/gen/{name}:{manifest['tags'][0]}"
+    project: Path
+    storage: Storage
+
+    def ref(self, name: str) -> str:
+        """The first tag gen gave a bundled image."""
+        manifest = json.loads((self.project / "output" / name / "gen-manifest.json").read_text())
+        return f"localhost/gen/{name}:{manifest['tags'][0]}"
+
+
+def examples_for(size: Size) -> Examples:
+    """Native-only builds get a project and storage of their own: the same tags built for other
+    platforms must not replace the full run's images, nor the other way round."""
+    if size.native_only:
+        return Examples(WORK / "examples-native", Storage(WORK / "storage-native"))
+    return Examples(WORK / "examples", Storage(WORK / "storage"))
+
+
+def bundled_examples(size: Size) -> Examples:
+    """The bundled examples, rendered and built; later calls find them up to date (gen skips
+    them), so every benchmark that needs the images can ask."""
+    examples = examples_for(size)
+    copy_bundled_specs(examples.project / "specs", size.native_only)
+    examples.storage.gen("render", project=examples.project)
+    examples.storage.gen("build", project=examples.project, timeout=1800)
+    return examples
 
 
 def stored(storage: Storage, ref: str):

@@ -1,7 +1,8 @@
 """Build decisions: no-op time for 100 built images, and the set each change rebuilds.
 
 100 tiny specs (one root on a local base image, 3 runtimes, 12 stacks, 84 leaves; no RUN steps,
-so all 100 build in about a minute) are rendered and built in a storage of the benchmark's own.
+so all 100 build in about a minute; a smoke run builds 5: one of each level and two leaves) are
+rendered and built in a storage of the benchmark's own.
 Then each scenario changes something and compares three sets:
 
 - gen: what `gen build` actually rebuilt (after `gen render`);
@@ -18,15 +19,38 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tarfile
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
-from common import WORK, Section, Storage, median, remove_storage, require, timed
+from common import WORK, Section, Size, Storage, median, remove_storage, require, size_from_argv, timed
 
 BASE_IMAGE = "localhost/bench/tiny-base:1"
-RUNTIMES, STACKS_PER_RUNTIME, LEAVES_PER_STACK = 3, 4, 7
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The tree: a root, its runtimes, their stacks, the stacks' leaves."""
+
+    runtimes: int = 3
+    stacks_per_runtime: int = 4
+    leaves_per_stack: int = 7
+
+
+@dataclass(frozen=True)
+class Params:
+    shape: Shape
+    repeats: int  # no-op builds timed, median taken
+
+    @property
+    def images(self) -> int:
+        shape = self.shape
+        return 1 + shape.runtimes * (1 + shape.stacks_per_runtime * (1 + shape.leaves_per_stack))
+
+
+PARAMS = {Size.SMOKE: Params(Shape(1, 1, 2), 1), Size.QUICK: Params(Shape(), 2), Size.FULL: Params(Shape(), 5)}
 
 
 @dataclass(frozen=True)
@@ -46,18 +70,29 @@ class Tree:
         return set(names).union(*(self.descendants(n) for n in names)) if names else set()
 
 
-def make_tree() -> Tree:
+def make_tree(shape: Shape = Shape()) -> Tree:
+    runtimes, stacks, leaves = range(shape.runtimes), range(shape.stacks_per_runtime), range(shape.leaves_per_stack)
     parents: dict[str, str | None] = {"root": None}
-    for r in range(RUNTIMES):
+    for r in runtimes:
         parents[f"rt{r}"] = "root"
-    for r in range(RUNTIMES):
-        for s in range(STACKS_PER_RUNTIME):
+    for r in runtimes:
+        for s in stacks:
             parents[f"rt{r}-st{s}"] = f"rt{r}"
-    for r in range(RUNTIMES):
-        for s in range(STACKS_PER_RUNTIME):
-            for leaf in range(LEAVES_PER_STACK):
+    for r in runtimes:
+        for s in stacks:
+            for leaf in leaves:
                 parents[f"rt{r}-st{s}-app{leaf}"] = f"rt{r}-st{s}"
     return Tree(parents)
+
+
+def changed_images(shape: Shape) -> tuple[str, str]:
+    """(leaf, middle) the scenarios edit: rt1-st2-app3 and rt2-st1 in the full tree, the nearest
+    existing ones in a smaller tree."""
+    def last(index: int, count: int) -> int:
+        return min(index, count - 1)
+
+    leaf = f"rt{last(1, shape.runtimes)}-st{last(2, shape.stacks_per_runtime)}-app{last(3, shape.leaves_per_stack)}"
+    return leaf, f"rt{last(2, shape.runtimes)}-st{last(1, shape.stacks_per_runtime)}"
 
 
 def spec_text(name: str, parent: str | None, value: str = "1", comment: str = "") -> str:
@@ -125,9 +160,10 @@ def noop_seconds(storage: Storage, project: Path, repeats: int) -> tuple[float, 
     return median(builds), median(plans)
 
 
-def measure(quick: bool) -> Section:
+def measure(size: Size) -> Section:
     require("podman", "buildah")
-    tree = make_tree()
+    params = PARAMS[size]
+    tree = make_tree(params.shape)
     storage = Storage(WORK / "decisions-storage")
     project = WORK / "decisions-project"
     remove_storage(storage.root)
@@ -139,14 +175,15 @@ def measure(quick: bool) -> Section:
         first, built = timed(lambda: rebuild(storage, project))
         if built != set(tree.parents):
             raise AssertionError(f"the first build built {len(built)} of {len(tree.parents)} images")
-        build_s, plan_s = noop_seconds(storage, project, 2 if quick else 5)
+        build_s, plan_s = noop_seconds(storage, project, params.repeats)
+        count = len(tree.parents)
         section = Section(
-            "Build decisions (100 tiny images on a local base)",
+            f"Build decisions ({count} tiny images on a local base)",
             ["scenario", "gen rebuilt", "minimal set", "laincloud rule", "gen = minimal"],
-            notes=[f"First build of all {len(tree.parents)} images: {first:.0f} s (`gen build -j 2`).",
-                   f"No-op `gen build` with all 100 up to date: {build_s:.2f} s; `--dry-run`: {plan_s:.2f} s "
+            notes=[f"First build of all {count} images: {first:.0f} s (`gen build -j 2`).",
+                   f"No-op `gen build` with all {count} up to date: {build_s:.2f} s; `--dry-run`: {plan_s:.2f} s "
                    f"(whole process, median; target < 1 s: {'met' if build_s < 1 else 'missed'})."])
-        for row in scenarios(storage, project, tree):
+        for row in scenarios(storage, project, tree, changed_images(params.shape)):
             section.rows.append(row)
         misses = [r[0] for r in section.rows if r[4] != "yes"]
         section.notes.append("gen rebuilt exactly the minimal set in every scenario." if not misses
@@ -156,9 +193,9 @@ def measure(quick: bool) -> Section:
         remove_storage(storage.root)
 
 
-def scenarios(storage: Storage, project: Path, tree: Tree):
+def scenarios(storage: Storage, project: Path, tree: Tree, changed: tuple[str, str]):
     """One row per change: (scenario, gen, minimal, laincloud, equal)."""
-    leaf, middle = "rt1-st2-app3", "rt2-st1"
+    leaf, middle = changed
     cases = [
         ("one leaf spec changed", lambda: edit(project, tree, leaf, value="2"), {leaf}, {leaf}),
         ("one middle spec changed", lambda: edit(project, tree, middle, value="2"), {middle}, {middle}),
@@ -175,4 +212,4 @@ def scenarios(storage: Storage, project: Path, tree: Tree):
 
 
 if __name__ == "__main__":
-    print(measure(quick=True).markdown())
+    print(measure(size_from_argv(sys.argv)).markdown())

@@ -5,20 +5,31 @@ FROM the same bootstrapped Debian root, with every instruction of the image's ch
 first) in one stage, and the usual package idiom (`apt-get update && apt-get install -y
 --no-install-recommends ... && rm -rf /var/lib/apt/lists/*`) where gen installs packages with its
 reproducibility cleanup. Both are built with the same buildah flags in one storage. Before the
-sizes count, each hand-written image is checked to hold its chain's packages.
+sizes count, each hand-written image is checked to hold its chain's packages. A smoke run compares
+only the deepest image, whose chain covers every bundled spec.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from common import (SHARED_STORAGE, WORK, BenchError, Section, bundled_examples, image_ref, run, stored)
+from common import WORK, BenchError, Section, Size, bundled_examples, run, size_from_argv, stored
 from layers import instructions
 
 SKIPPED_HEADER = ("ARG BASE_IMAGE", "FROM ")
 HEADER = ["ARG BASE_IMAGE", "FROM ${BASE_IMAGE}", "ARG SOURCE_DATE_EPOCH=1700000000"]
+
+
+@dataclass(frozen=True)
+class Params:
+    images: int | None  # the deepest this many bundled images are compared; None: all
+
+
+PARAMS = {Size.SMOKE: Params(1), Size.QUICK: Params(None), Size.FULL: Params(None)}
 
 
 def manifest(output: Path, name: str) -> dict:
@@ -82,9 +93,14 @@ def root_base(output: Path, name: str) -> str:
     return next(line.split("=", 1)[1] for line in header.splitlines() if line.startswith("ARG BASE_IMAGE="))
 
 
-def measure(quick: bool) -> Section:
-    project = bundled_examples()
-    storage, output = SHARED_STORAGE, project / "output"
+def deepest(names: list[str], count: int | None) -> list[str]:
+    """The last count names (sorted shallowest first); all of them for None."""
+    return names if count is None else names[-count:]
+
+
+def measure(size: Size) -> Section:
+    examples = bundled_examples(size)
+    storage, output = examples.storage, examples.project / "output"
     context = WORK / "handwritten"
     shutil.rmtree(context, ignore_errors=True)
     shutil.copytree(output, context)
@@ -92,7 +108,7 @@ def measure(quick: bool) -> Section:
                       ["image", "gen MB", "gen layers", "hand-written MB", "hand-written layers", "gen / hand size"])
     names = sorted((p.name for p in output.iterdir() if (p / "gen-manifest.json").is_file()),
                    key=lambda n: len(chain(output, n)))
-    for name in names:
+    for name in deepest(names, PARAMS[size].images):
         text, packages = flattened(output, name)
         dockerfile = context / f"{name}.Dockerfile"
         dockerfile.write_text(text)
@@ -103,7 +119,7 @@ def measure(quick: bool) -> Section:
              "-f", str(dockerfile), str(context)], env=storage.env, timeout=900)
         if packages:
             storage.podman("run", "--rm", "--entrypoint", "dpkg", tag, "-s", *packages, timeout=120)
-        gen, hand = stored(storage, image_ref(name)), stored(storage, tag)
+        gen, hand = stored(storage, examples.ref(name)), stored(storage, tag)
         section.rows.append([name, round(gen.size / 1e6, 1), gen.layers, round(hand.size / 1e6, 1), hand.layers,
                              f"{gen.size / hand.size:.2f}"])
     section.notes.append("Layer counts include the bootstrapped root's one layer. The hand-written files are kept "
@@ -112,4 +128,4 @@ def measure(quick: bool) -> Section:
 
 
 if __name__ == "__main__":
-    print(measure(quick=True).markdown())
+    print(measure(size_from_argv(sys.argv)).markdown())

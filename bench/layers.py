@@ -1,31 +1,43 @@
 """Layer ordering: what one changed overlay file costs to rebuild, gen's order against the same
 instructions naively ordered (overlay COPY before the package install).
 
-One spec on the bundled debian-s6 image installs python3 and copies an application overlay. gen
-renders it; the naive Dockerfile is gen's own with the overlay COPY moved up to just after FROM,
-built with the same buildah flags. Each side is built once, then one overlay file is changed and
-each side rebuilt: the rebuild's wall time and the bytes of layers the new image does not share
-with the old one are compared. Before the numbers count, both rebuilt images are checked to hold
-the changed file.
+One spec on the bundled debian-s6 image (a `local:` base, so gen's RUN steps switch to root
+first) installs python3 (a smoke run: the tiny `hello`) and copies an application overlay. gen
+renders it; the naive Dockerfile is gen's own with the
+overlay COPY moved up to just after FROM, built with the same buildah flags. Each side is built
+once, then one overlay file is changed and each side rebuilt: the rebuild's wall time and the
+bytes of layers the new image does not share with the old one are compared. Before the numbers
+count, both rebuilt images are checked to hold the changed file.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
-from common import (SHARED_STORAGE, WORK, Section, Storage, bundled_examples, image_ref, median, run,
-                    stored, timed)
+from common import (WORK, Section, Size, Storage, bundled_examples, median, run, size_from_argv, stored,
+                    timed)
 
-PACKAGES = ["python3"]
 CHANGED_FILE = "srv/app/settings.conf"
 
 
-def spec_text(base: str) -> str:
+@dataclass(frozen=True)
+class Params:
+    rounds: int  # overlay changes, each rebuilt on both sides; medians taken
+    packages: tuple[str, ...]  # what the package step installs (re-run by the naive side)
+
+
+PARAMS = {Size.SMOKE: Params(1, ("hello",)), Size.QUICK: Params(2, ("python3",)),
+          Size.FULL: Params(3, ("python3",))}
+
+
+def spec_text(base: str, packages: tuple[str, ...]) -> str:
     return (f"name: layered\ntags: [\"1\"]\nbase: {{distro: debian, release: bookworm, local: {base}}}\n"
-            f"init: {{kind: none}}\npackages: [{', '.join(PACKAGES)}]\nrootfs: [app]\n"
+            f"init: {{kind: none}}\npackages: [{', '.join(packages)}]\nrootfs: [app]\n"
             "cmd: [python3, /srv/app/main.py]\n")
 
 
@@ -117,16 +129,17 @@ def one_round(storage: Storage, project: Path, naive: Path, base_id: str, settin
     return results
 
 
-def measure(quick: bool) -> Section:
-    bundled_examples()
-    storage = SHARED_STORAGE
-    base = image_ref("debian-s6")
+def measure(size: Size) -> Section:
+    params = PARAMS[size]
+    examples = bundled_examples(size)
+    storage = examples.storage
+    base = examples.ref("debian-s6")
     base_id = stored(storage, base).id
     project, naive = WORK / "layers-project", WORK / "layers-naive"
     shutil.rmtree(project, ignore_errors=True)
     shutil.rmtree(naive, ignore_errors=True)
     (project / "specs").mkdir(parents=True)
-    (project / "specs" / "layered.yaml").write_text(spec_text(base))
+    (project / "specs" / "layered.yaml").write_text(spec_text(base, params.packages))
     write_overlay(project / "specs" / "app", "initial")
     storage.gen("render", project=project)
     storage.gen("build", "layered", project=project, timeout=900)
@@ -137,7 +150,7 @@ def measure(quick: bool) -> Section:
     (naive / "Dockerfile").write_text(naive_order((naive / "Dockerfile").read_text()))
     naive_build(storage, naive, base_id, "localhost/bench/naive-layered:1")
     # A fresh value each round, so no side finds the changed layer in buildah's cache from an earlier run.
-    rounds = [one_round(storage, project, naive, base_id, uuid.uuid4().hex) for _ in range(2 if quick else 3)]
+    rounds = [one_round(storage, project, naive, base_id, uuid.uuid4().hex) for _ in range(params.rounds)]
     section = Section(f"Layer ordering: rebuild after one overlay file changed (median of {len(rounds)})",
                       ["ordering", "build (s)", "whole process (s)", "layer bytes rebuilt", "new bytes to push",
                        "time vs naive", "rebuilt bytes vs naive"])
@@ -152,11 +165,11 @@ def measure(quick: bool) -> Section:
         f"Target: at most 10% of the naive rebuild in time and bytes: {time_share:.0%} and {byte_share:.1%} "
         f"({'met' if time_share <= 0.1 and byte_share <= 0.1 else 'missed'}). The time left on gen's side is "
         "buildah's fixed cost per build (a few COPY and metadata steps); it stays the same while the "
-        f"package step grows, so heavier package sets than {', '.join(PACKAGES)} push the share down.")
+        f"package step grows, so heavier package sets than {', '.join(params.packages)} push the share down.")
     section.notes.append("New bytes to push are equal: the naive side re-runs apt, but gen's cleanup makes that "
                          "layer bit-identical, so only the overlay layer is new on either side.")
     return section
 
 
 if __name__ == "__main__":
-    print(measure(quick=True).markdown())
+    print(measure(size_from_argv(sys.argv)).markdown())

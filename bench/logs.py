@@ -12,15 +12,18 @@ rotation size they were given.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import (REPO, SHARED_STORAGE, WORK, BenchError, Section, Storage, bundled_examples, image_ref, median,
-                    require, run)
+from common import (REPO, WORK, BenchError, Section, Size, Storage, bundled_examples, median, require, run,
+                    size_from_argv)
 
 LOG_RUN = REPO / "templates" / "init" / "s6" / "usr" / "lib" / "gen" / "init" / "log-run"
 INIT_ROOT = REPO / "templates" / "init" / "s6"
@@ -29,6 +32,16 @@ MAX_SIZE = 268435455  # s6-log's largest `s`, gen's default logging.max_size
 _ISO8601 = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{9}  ", re.MULTILINE)
 _TAI64N = re.compile(rb"^@[0-9a-f]{24} ", re.MULTILINE)
 _K8S_FILE = re.compile(rb"^\S+ (stdout|stderr) ([FP]) (.*)$")
+
+
+@dataclass(frozen=True)
+class Params:
+    host_mb: int  # MB of lines per run on the host
+    container_mb: int  # MB of lines per run in a container
+    repeats: int  # runs per variant, median taken
+
+
+PARAMS = {Size.SMOKE: Params(5, 2, 1), Size.QUICK: Params(100, 30, 2), Size.FULL: Params(300, 300, 3)}
 
 
 @dataclass(frozen=True)
@@ -144,14 +157,12 @@ def run_host_variant(variant: Variant, data_path: Path, expected: bytes, work: P
         service.mkdir()
         (service / "dir").write_text(str(log_dir))
         (service / "stdout").write_text(variant.env.get("GEN_LOG_STDOUT_FILE", "0"))
-        import os
-
         env = {**os.environ, **variant.env}
         cwd = service
         argv = [str(LOG_RUN)]
     with data_path.open("rb") as source:
         start = time.perf_counter()
-        run(argv, stdin=source, stdout=__import__("subprocess").DEVNULL, env=env, cwd=cwd, timeout=900)
+        run(argv, stdin=source, stdout=subprocess.DEVNULL, env=env, cwd=cwd, timeout=900)
         elapsed = time.perf_counter() - start
     check_log_dir(log_dir, expected, variant.stamp, variant.max_file)
     shutil.rmtree(tmp)
@@ -228,8 +239,10 @@ def run_container(storage: Storage, image: str, variant: ContainerVariant, data_
     name = f"gen-bench-log-{log_dir.name}"
     args = [image if a == "IMAGE" else a for a in variant.args]
     start = time.perf_counter()
+    # :U gives the log directory to the user the image runs as (non-root in the bundled images), as
+    # the image's own log directory is; every variant pays the same chown of an empty directory.
     storage.podman("run", "-d", "--name", name, "-v", f"{data_path}:/bench/input:ro",
-                   "-v", f"{log_dir}:/bench/logs", *args, timeout=300)
+                   "-v", f"{log_dir}:/bench/logs:U", *args, timeout=300)
     code = storage.podman("wait", name, timeout=900).stdout.strip()
     elapsed = time.perf_counter() - start
     try:
@@ -280,11 +293,11 @@ def container_section(storage: Storage, image: str, total_mb: int, repeats: int)
     return section
 
 
-def measure(quick: bool) -> list[Section]:
-    host_mb, container_mb, repeats = (100, 30, 2) if quick else (300, 300, 3)
-    host = host_section(host_mb, repeats)
-    bundled_examples()
-    container = container_section(SHARED_STORAGE, image_ref("runtime"), container_mb, repeats)
+def measure(size: Size) -> list[Section]:
+    params = PARAMS[size]
+    host = host_section(params.host_mb, params.repeats)
+    examples = bundled_examples(size)
+    container = container_section(examples.storage, examples.ref("runtime"), params.container_mb, params.repeats)
     host.notes.append(target_note(host, ratio_column=4))
     return [host, container]
 
@@ -304,5 +317,5 @@ def target_note(section: Section, ratio_column: int) -> str:
 
 
 if __name__ == "__main__":
-    for part in measure(quick=True):
+    for part in measure(size_from_argv(sys.argv)):
         print(part.markdown())

@@ -10,14 +10,24 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
+from dataclasses import dataclass
 
-from common import SHARED_STORAGE, BenchError, Section, Storage, bundled_examples, image_ref, median
+from common import BenchError, Section, Size, Storage, bundled_examples, median, size_from_argv
 
 ORPHANS = 100
 APP = "trap 'exit 0' TERM; sleep 600 & wait"  # a well-behaved app: exits 0 on SIGTERM
 STOP_TIMEOUT = 10
+
+
+@dataclass(frozen=True)
+class Params:
+    runs: int  # stops timed per case, median taken
+
+
+PARAMS = {Size.SMOKE: Params(1), Size.QUICK: Params(2), Size.FULL: Params(5)}
 
 
 def started(storage: Storage, run_args: list[str]) -> str:
@@ -51,11 +61,11 @@ def zombies_in(storage: Storage, run_args: list[str]) -> int:
         storage.podman("rm", "-f", name, check=False, timeout=60)
 
 
-def measure(quick: bool) -> Section:
-    bundled_examples()
-    image = image_ref("runtime")
-    storage = SHARED_STORAGE
-    runs = 2 if quick else 5
+def measure(size: Size) -> Section:
+    examples = bundled_examples(size)
+    image = examples.ref("runtime")
+    storage = examples.storage
+    runs = PARAMS[size].runs
     section = Section(f"Runtime of a generated image ({image}; stop: median of {runs})",
                       ["case", "stop (s)", "exit codes", f"zombies after {ORPHANS} orphans"])
     orphan_script = f"i=0; while [ $i -lt {ORPHANS} ]; do (sleep 0.5 &); i=$((i+1)); done; exec sleep 600"
@@ -84,4 +94,4 @@ def measure(quick: bool) -> Section:
 
 
 if __name__ == "__main__":
-    print(measure(quick=True).markdown())
+    print(measure(size_from_argv(sys.argv)).markdown())

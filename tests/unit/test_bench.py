@@ -3,7 +3,11 @@ Dockerfiles they compare against are the right ones (bench/ reports a speed only
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import math
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -11,10 +15,112 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
+import common  # noqa: E402
 import decisions  # noqa: E402
 import images  # noqa: E402
 import layers  # noqa: E402
 import logs  # noqa: E402
+import run as bench_run  # noqa: E402
+from common import BenchError, Section, Size  # noqa: E402
+
+
+def magnitudes(value: object) -> list[float]:
+    """The numbers in a module's parameters, in field order (None: no limit); names are skipped."""
+    if dataclasses.is_dataclass(value):
+        return [m for f in dataclasses.fields(value) for m in magnitudes(getattr(value, f.name))]
+    if value is None:
+        return [math.inf]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [float(value)]
+    return []
+
+
+@pytest.mark.parametrize("name", list(bench_run.MODULES))
+def test_smoke_does_less_than_quick_and_quick_no_more_than_full(name):
+    params = importlib.import_module(name).PARAMS
+    assert set(params) == set(Size)
+    smoke, quick, full = (magnitudes(params[size]) for size in (Size.SMOKE, Size.QUICK, Size.FULL))
+    assert smoke and all(s <= q for s, q in zip(smoke, quick)) and any(s < q for s, q in zip(smoke, quick))
+    assert all(q <= f for q, f in zip(quick, full))
+
+
+def test_smoke_decisions_keep_four_distinct_scenarios_on_about_five_images():
+    shape = decisions.PARAMS[Size.SMOKE].shape
+    tree = decisions.make_tree(shape)
+    leaf, middle = decisions.changed_images(shape)
+    assert len(tree.parents) == decisions.PARAMS[Size.SMOKE].images <= 6
+    assert tree.closure({leaf}) == {leaf} and len(tree.closure({middle})) > 1
+    assert tree.closure({middle}) != set(tree.parents)
+    assert decisions.changed_images(decisions.Shape()) == ("rt1-st2-app3", "rt2-st1")
+
+
+def test_render_scale_counts_grow_tenfold_to_the_largest():
+    from render_scale import PARAMS
+
+    assert PARAMS[Size.FULL].counts == (10, 100, 1000)
+    assert PARAMS[Size.SMOKE].counts[-1] == PARAMS[Size.SMOKE].largest
+
+
+def test_smoke_copy_of_the_bundled_specs_builds_for_the_host_platform_only(tmp_path):
+    from generator.spec import load_project
+
+    full, native = tmp_path / "full" / "specs", tmp_path / "native" / "specs"
+    common.copy_bundled_specs(full, native_only=False)
+    common.copy_bundled_specs(native, native_only=True)
+    assert (full / "debian-s6.yaml").read_text() == (ROOT / "specs" / "debian-s6.yaml").read_text()
+    project = load_project([native], native.parent)
+    assert project.specs and all(spec.data.get("platforms") is None for spec in project.specs.values())
+
+
+def test_smoke_examples_never_share_the_full_runs_project_or_storage():
+    smoke, quick = common.examples_for(Size.SMOKE), common.examples_for(Size.QUICK)
+    assert common.examples_for(Size.FULL) == quick
+    assert smoke.project != quick.project and smoke.storage.root != quick.storage.root
+
+
+def test_exit_code_counts_a_section_that_could_not_run_only_under_smoke():
+    could_not = [bench_run.Outcome.MEASURED, bench_run.Outcome.COULD_NOT_RUN]
+    assert bench_run.exit_code(could_not, Size.SMOKE) == 1
+    assert bench_run.exit_code(could_not, Size.QUICK) == bench_run.exit_code(could_not, Size.FULL) == 0
+    for size in Size:
+        assert bench_run.exit_code([bench_run.Outcome.FAILED], size) == 1
+        assert bench_run.exit_code([bench_run.Outcome.CRASHED], size) == 1
+        assert bench_run.exit_code([bench_run.Outcome.MEASURED], size) == 0
+
+
+def fake_module(monkeypatch, name: str, measure) -> list[Size]:
+    """Replace bench module name by one whose measure is given; returns the sizes it was asked for."""
+    asked: list[Size] = []
+
+    def recorded(size: Size):
+        asked.append(size)
+        return measure(size)
+
+    monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(measure=recorded))
+    return asked
+
+
+def test_a_section_that_cannot_run_fails_a_smoke_run_only(monkeypatch, tmp_path):
+    def cannot(size: Size) -> Section:
+        raise BenchError("not installed: s6-log")
+
+    asked = fake_module(monkeypatch, "logs", cannot)
+    out = tmp_path / "smoke.md"
+    assert bench_run.main(["logs", "--smoke", "--output", str(out)]) == 1
+    assert bench_run.main(["logs", "--quick", "--output", str(tmp_path / "quick.md")]) == 0
+    assert asked == [Size.SMOKE, Size.QUICK]
+    text = out.read_text()
+    assert text.startswith("# gen benchmarks\n\n**Smoke run: its numbers mean nothing.**")
+    assert "could not run here: not installed: s6-log" in text
+    assert "Smoke run" not in (tmp_path / "quick.md").read_text()
+
+
+def test_a_measured_smoke_run_exits_zero_and_defaults_away_from_the_results(monkeypatch, tmp_path):
+    asked = fake_module(monkeypatch, "render_scale", lambda size: Section("render scale", ["n"], [[1]]))
+    monkeypatch.setattr(bench_run, "WORK", tmp_path)
+    assert bench_run.main(["render_scale", "--smoke"]) == 0
+    assert asked == [Size.SMOKE] and "| 1 |" in (tmp_path / "smoke.md").read_text()
+    assert bench_run.parse_args([]).size is Size.FULL
 
 
 def test_log_check_catches_a_lost_a_changed_and_an_unstamped_line(tmp_path):
