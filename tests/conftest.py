@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,34 @@ def copy_bundled_specs(dest: Path, *names: str) -> None:
         text = base.read_text()
         assert BUNDLED_PLATFORMS in text, "specs/debian-s6.yaml no longer lists both platforms: update the tests"
         base.write_text(text.replace(BUNDLED_PLATFORMS, ""))
+
+
+# A root spec for two platforms and its child: the shape the multi-platform unit tests render.
+TWO_PLATFORM_ROOT_SPEC = """\
+name: root
+tags: ["1", latest]
+platforms: [linux/amd64, linux/arm64]
+base: {distro: debian, release: bookworm, bootstrap: {variant: minbase}}
+"""
+CHILD_SPEC = """\
+name: child
+tags: ["2"]
+extends: root
+"""
+
+
+def render_specs(project: Path, **specs: str) -> Path:
+    """Write project/specs/<name>.yaml for each keyword and render them as `gen render` does;
+    returns project/output."""
+    from generator.render import write_outputs
+    from generator.render.project import render_project
+    from generator.spec import load_project
+
+    (project / "specs").mkdir(exist_ok=True)
+    for name, text in specs.items():
+        (project / "specs" / f"{name}.yaml").write_text(textwrap.dedent(text))
+    write_outputs(project / "output", render_project(load_project([project / "specs"], project)).images, prune=True)
+    return project / "output"
 
 
 def missing_build_tools() -> list[str]:

@@ -4,7 +4,6 @@ minutes into `./build-examples`, after the native images)."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,37 +12,15 @@ from typer.testing import CliRunner
 from generator.build import doctor, engine
 from generator.build.host import Host
 from generator.build.outputs import expand_platforms, load_outputs
-from generator.render import write_outputs
-from generator.render.project import render_project
-from generator.spec import load_project
+from tests.conftest import CHILD_SPEC, TWO_PLATFORM_ROOT_SPEC, render_specs
 
 AMD64, ARM64, ARMV7 = "linux/amd64", "linux/arm64", "linux/arm/v7"
-ROOT_SPEC = """\
-name: root
-tags: ["1"]
-platforms: [linux/amd64, linux/arm64]
-base: {distro: debian, release: bookworm, bootstrap: {variant: minbase}}
-"""
-CHILD_SPEC = """\
-name: child
-tags: ["2"]
-extends: root
-"""
 # Fake arch-tests, as the real one answers on an amd64 host: `-n ARCH` (without emulation) fails
 # for a foreign ARCH, `ARCH` passes or fails as qemu allows; NATIVE: an ARCH the CPU runs itself.
 _NOT_NATIVE = 'if [ "$1" = -n ]; then echo "$2: not supported on this machine/kernel"; exit 1; fi'
 PASSING = _NOT_NATIVE + '\necho "$1: ok"'
 FAILING = 'echo "${2:-$1}: not supported on this machine/kernel"; exit 1'
 NATIVE = 'echo "${2:-$1}: ok"'
-
-
-def _render(tmp_path: Path, **specs: str) -> Path:
-    (tmp_path / "specs").mkdir(exist_ok=True)
-    for name, text in specs.items():
-        (tmp_path / "specs" / f"{name}.yaml").write_text(textwrap.dedent(text))
-    write_outputs(tmp_path / "output", render_project(load_project([tmp_path / "specs"], tmp_path)).images,
-                  prune=True)
-    return tmp_path / "output"
 
 
 def _units(output: Path, host: str = AMD64) -> list:
@@ -116,7 +93,7 @@ def test_a_passing_arch_test_is_ok(tmp_path, fake_bin):
 
 
 def test_arch_test_gets_debians_name_for_the_platform(tmp_path, fake_bin):
-    output = _render(tmp_path, root=ROOT_SPEC.replace("linux/arm64", "linux/arm/v7"))
+    output = render_specs(tmp_path, root=TWO_PLATFORM_ROOT_SPEC.replace("linux/arm64", "linux/arm/v7"))
     assert doctor.foreign_platform_bootstraps(_units(output), AMD64) == {ARMV7: True}
     calls = _arch_test(fake_bin, PASSING)
     assert doctor.build_problems(_units(output), AMD64, binfmt_dir=_binfmt(tmp_path, "qemu-arm")) == []
@@ -152,14 +129,14 @@ def test_native_only_builds_run_no_arch_test(tmp_path, fake_bin, monkeypatch):
         raise AssertionError(f"a native-only build ran {args}")
 
     monkeypatch.setattr(doctor.subprocess, "run", no_subprocess)
-    output = _render(tmp_path, root=ROOT_SPEC.replace("linux/amd64, linux/arm64", "linux/amd64"), child=CHILD_SPEC)
+    output = render_specs(tmp_path, root=TWO_PLATFORM_ROOT_SPEC.replace("linux/amd64, linux/arm64", "linux/amd64"), child=CHILD_SPEC)
     assert doctor.foreign_platform_bootstraps(_units(output), AMD64) == {}
     assert doctor.build_problems(_units(output), AMD64, binfmt_dir=tmp_path / "no-binfmt") == []
     assert not calls.exists()
 
 
 def test_arch_test_only_where_mmdebstrap_bootstraps(tmp_path):
-    units = _units(_render(tmp_path, root=ROOT_SPEC, child=CHILD_SPEC))
+    units = _units(render_specs(tmp_path, root=TWO_PLATFORM_ROOT_SPEC, child=CHILD_SPEC))
     assert doctor.foreign_platform_bootstraps(units, AMD64) == {ARM64: True}
     # A child's units alone (its root is built already): qemu for its RUN steps, no bootstrap.
     assert doctor.foreign_platform_bootstraps([u for u in units if u.repo == "child"], AMD64) == {ARM64: False}
@@ -195,7 +172,7 @@ def _app():
 
 
 def test_gen_doctor_reports_a_missing_arch_test(tmp_path, fake_bin, monkeypatch):
-    _render(tmp_path, root=ROOT_SPEC)
+    render_specs(tmp_path, root=TWO_PLATFORM_ROOT_SPEC)
     monkeypatch.setattr(doctor, "host_platform", lambda: AMD64)
     monkeypatch.setattr(doctor, "BINFMT_DIR", _binfmt(tmp_path, "qemu-aarch64"))
     monkeypatch.setattr(doctor, "check_tools", lambda host: [doctor.Check("podman", "ok", "fake")])
@@ -214,7 +191,7 @@ def test_gen_doctor_reports_a_missing_arch_test(tmp_path, fake_bin, monkeypatch)
 def build_cli(tmp_path, fake_bin, monkeypatch):
     """`gen build` on a rendered amd64+arm64 chain, amd64 host, qemu in place; records what it
     would build instead of running buildah, mmdebstrap or podman."""
-    _render(tmp_path, root=ROOT_SPEC, child=CHILD_SPEC)
+    render_specs(tmp_path, root=TWO_PLATFORM_ROOT_SPEC, child=CHILD_SPEC)
     monkeypatch.setattr(engine, "host_platform", lambda: AMD64)
     monkeypatch.setattr(doctor, "BINFMT_DIR", _binfmt(tmp_path, "qemu-aarch64"))
     started: list[str] = []
@@ -283,7 +260,7 @@ def test_gen_rebuild_checks_the_stale_foreign_platforms_before_building(tmp_path
     from generator.errors import HostError
     from generator.registry import rebuild
 
-    output = _render(tmp_path, root=ROOT_SPEC, child=CHILD_SPEC)
+    output = render_specs(tmp_path, root=TWO_PLATFORM_ROOT_SPEC, child=CHILD_SPEC)
     monkeypatch.setattr(rebuild, "host_platform", lambda: AMD64)
     monkeypatch.setattr(doctor, "BINFMT_DIR", _binfmt(tmp_path, "qemu-aarch64"))
     stale = {"root"}

@@ -4,7 +4,6 @@ gen doctor's emulation checks, verify's per-platform tags, the index's build id.
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,23 +13,10 @@ from generator.build.bootstrap import import_platform_flags, mmdebstrap_argv
 from generator.build.outputs import content_key, expand_platforms, load_outputs, platform_suffix
 from generator.errors import SpecError, UsageError
 from generator.registry.index import index_build_id
-from generator.render import write_outputs
-from generator.render.project import render_project
-from generator.spec import load_project
 from generator.verify import _platform_tag
+from tests.conftest import CHILD_SPEC, TWO_PLATFORM_ROOT_SPEC, render_specs
 
 AMD64, ARM64 = "linux/amd64", "linux/arm64"
-ROOT_SPEC = """\
-name: root
-tags: ["1", latest]
-platforms: [linux/amd64, linux/arm64]
-base: {distro: debian, release: bookworm, bootstrap: {variant: minbase}}
-"""
-CHILD_SPEC = """\
-name: child
-tags: ["2"]
-extends: root
-"""
 NARROW_SPEC = """\
 name: narrow
 tags: ["3"]
@@ -39,18 +25,9 @@ platforms: [linux/arm64]
 """
 
 
-def _render(tmp_path: Path, **specs: str) -> Path:
-    (tmp_path / "specs").mkdir(exist_ok=True)
-    for name, text in specs.items():
-        (tmp_path / "specs" / f"{name}.yaml").write_text(textwrap.dedent(text))
-    write_outputs(tmp_path / "output", render_project(load_project([tmp_path / "specs"], tmp_path)).images,
-                  prune=True)
-    return tmp_path / "output"
-
-
 @pytest.fixture
 def outputs(tmp_path):
-    return load_outputs(_render(tmp_path, root=ROOT_SPEC, child=CHILD_SPEC, narrow=NARROW_SPEC))
+    return load_outputs(render_specs(tmp_path, root=TWO_PLATFORM_ROOT_SPEC, child=CHILD_SPEC, narrow=NARROW_SPEC))
 
 
 def test_each_platform_is_a_unit_built_on_its_parents_unit(outputs):
@@ -79,7 +56,7 @@ def test_foreign_bootstrap_gets_its_own_rootfs_and_arch(outputs):
 
 
 def test_an_image_without_platforms_is_one_unchanged_unit(tmp_path):
-    plain = load_outputs(_render(tmp_path, root=ROOT_SPEC.replace("platforms: [linux/amd64, linux/arm64]\n", "")))
+    plain = load_outputs(render_specs(tmp_path, root=TWO_PLATFORM_ROOT_SPEC.replace("platforms: [linux/amd64, linux/arm64]\n", "")))
     assert expand_platforms(plain, AMD64) == plain
 
 
@@ -109,7 +86,7 @@ init:
 
 
 def test_s6_overlay_gets_each_platforms_tarball_arch(tmp_path):
-    manifest = json.loads((_render(tmp_path, ov=S6_OVERLAY_SPEC) / "ov" / "gen-manifest.json").read_text())
+    manifest = json.loads((render_specs(tmp_path, ov=S6_OVERLAY_SPEC) / "ov" / "gen-manifest.json").read_text())
     assert manifest["platform_build_args"] == {AMD64: {"S6_OVERLAY_ARCH": "x86_64"},
                                                ARM64: {"S6_OVERLAY_ARCH": "aarch64"}}
     unit = expand_platforms(load_outputs(tmp_path / "output"), AMD64)["ov@arm64"]
@@ -119,7 +96,7 @@ def test_s6_overlay_gets_each_platforms_tarball_arch(tmp_path):
 def test_a_platform_without_an_s6_overlay_sum_is_a_spec_error(tmp_path):
     spec = S6_OVERLAY_SPEC.replace(f'    s6-overlay-aarch64.tar.xz: "{"c" * 64}"\n', "")
     with pytest.raises(SpecError) as caught:
-        _render(tmp_path, ov=spec)
+        render_specs(tmp_path, ov=spec)
     text = str(caught.value)
     assert "s6-overlay-aarch64.tar.xz" in text and "linux/arm64" in text and "ov.yaml:3:" in text
 
@@ -157,14 +134,14 @@ def test_doctor_says_how_to_install_and_mount(tmp_path, monkeypatch):
 
 
 def test_doctor_lists_the_rendered_foreign_platforms(tmp_path, monkeypatch):
-    _render(tmp_path, root=ROOT_SPEC)
+    render_specs(tmp_path, root=TWO_PLATFORM_ROOT_SPEC)
     monkeypatch.setattr(doctor, "host_platform", lambda: AMD64)
     assert doctor.rendered_foreign_platforms(tmp_path / "output") == {ARM64: True}
     assert doctor.rendered_foreign_platforms(tmp_path / "missing") == {}
 
 
 def test_verify_names_each_platforms_image(tmp_path, monkeypatch):
-    _render(tmp_path, root=ROOT_SPEC)
+    render_specs(tmp_path, root=TWO_PLATFORM_ROOT_SPEC)
     monkeypatch.setattr("generator.build.host.host_platform", lambda: AMD64)
     assert _platform_tag(tmp_path, "root", "1", "") == "1"
     assert _platform_tag(tmp_path, "root", "1", AMD64) == "1"
@@ -195,8 +172,8 @@ def test_a_foreign_platform_needs_a_bootstrapped_base(tmp_path, monkeypatch):
     from generator.errors import GenError
 
     monkeypatch.setattr(engine, "host_platform", lambda: AMD64)
-    local = ROOT_SPEC.replace("bootstrap: {variant: minbase}", "local: localhost/test/base:1")
-    output = _render(tmp_path, root=local)
+    local = TWO_PLATFORM_ROOT_SPEC.replace("bootstrap: {variant: minbase}", "local: localhost/test/base:1")
+    output = render_specs(tmp_path, root=local)
     builder = engine.Builder(Host.from_env(tmp_path / "storage"), output, tmp_path, engine.BuildOptions())
     assert set(builder.images) == {"root", "root@arm64"}
     with pytest.raises(GenError, match="linux/arm64 needs a bootstrapped base"):
@@ -208,7 +185,7 @@ def test_a_build_can_be_narrowed_to_one_platform(tmp_path, monkeypatch):
     from generator.build.host import Host
 
     monkeypatch.setattr(engine, "host_platform", lambda: AMD64)
-    output = _render(tmp_path, root=ROOT_SPEC, child=CHILD_SPEC, narrow=NARROW_SPEC)
+    output = render_specs(tmp_path, root=TWO_PLATFORM_ROOT_SPEC, child=CHILD_SPEC, narrow=NARROW_SPEC)
 
     def closure(names, platforms=()):
         options = engine.BuildOptions(platforms=platforms)
