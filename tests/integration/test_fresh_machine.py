@@ -40,8 +40,8 @@ LOCAL_CAS = Path("/usr/local/share/ca-certificates")
 # once ca-certificates is installed. Nothing else of the host's environment goes in.
 TRUST_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS", "PIP_CERT", "REQUESTS_CA_BUNDLE",
                    "CURL_CA_BUNDLE", "GIT_SSL_CAINFO")
-# Nothing the README's commands install may be there before they run.
 PACKAGES_MB_COMMAND = "dpkg-query -W -f='${Installed-Size}\\n' | awk '{kb += $1} END {print int(kb / 1024)}'"
+# Nothing the README's commands install may be there before they run.
 NOT_PREINSTALLED = ("buildah", "podman", "mmdebstrap", "s6", "python3-venv", "arch-test", "catatonit")
 
 
@@ -128,8 +128,6 @@ def _copy_checkout(dest: Path) -> None:
 
 @pytest.fixture(scope="module")
 def machine(gen_host: Host, fresh_debian: str, tmp_path_factory: pytest.TempPathFactory):
-    if os.geteuid() != 0:
-        pytest.skip("the rehearsal runs a privileged container with nested builds: run the tests as root")
     work = tmp_path_factory.mktemp("fresh-machine")
     checkout, storage = work / "checkout", work / "containers"
     _copy_checkout(checkout)
@@ -150,6 +148,8 @@ def machine(gen_host: Host, fresh_debian: str, tmp_path_factory: pytest.TempPath
         shutil.rmtree(work, ignore_errors=True)  # gigabytes of inner images and a venv
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the rehearsal runs a privileged container with nested builds: "
+                    "run the tests as root")
 def test_the_readme_commands_work_on_a_fresh_machine(machine: Machine):
     fresh = machine.run(f"dpkg-query -W -f='${{Package}} ${{Status}}\\n' {' '.join(NOT_PREINSTALLED)} 2>/dev/null "
                         "| grep ' installed$' || true", timeout=60, label="preinstalled")
