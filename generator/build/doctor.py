@@ -235,12 +235,10 @@ def platform_checks(platform: str, bootstraps: bool, binfmt_dir: Path | None = N
     if native:
         return [Check(f"arch {platform}", "ok", f"{said} (runs without emulation)", platform=platform)]
     checks = [check_emulation(platform, binfmt_dir or BINFMT_DIR)]
-    if not bootstraps:
-        pass
-    elif checks[0].problem and shutil.which(ARCH_TEST):
+    if bootstraps and checks[0].problem and shutil.which(ARCH_TEST):
         # Running it would only fail for the reason the qemu check already gives.
         checks.append(Check(f"arch-test {platform}", "info", f"`arch-test {arch}` not run: fix qemu first"))
-    else:
+    elif bootstraps:
         checks.append(check_arch_test(platform, arch))
     return [replace(c, platform=platform) for c in checks]
 
