@@ -2,7 +2,8 @@
 
 The hand-written Dockerfile is what a careful person would write without gen: one file per image,
 FROM the same bootstrapped Debian root, with every instruction of the image's chain (parent
-first) in one stage, and the usual package idiom (`apt-get update && apt-get install -y
+first) in one stage (builder stages, such as gen-log's compiler stage, are kept as they are: a
+careful person compiles in a builder stage too), and the usual package idiom (`apt-get update && apt-get install -y
 --no-install-recommends ... && rm -rf /var/lib/apt/lists/*`) where gen installs packages with its
 reproducibility cleanup. Both are built with the same buildah flags in one storage. Before the
 sizes count, each hand-written image is checked to hold its chain's packages. A smoke run compares
@@ -61,7 +62,9 @@ def usual_apt(packages: list[str]) -> str:
 
 
 def moved_copy(step: str, name: str) -> str:
-    if "--from" in step or "--chmod" in step or "--chown" in step:
+    if step.startswith("COPY --from="):
+        return step  # from a builder stage, not the context
+    if "--chmod" in step or "--chown" in step:
         raise BenchError(f"{name}: COPY with options is not flattened by this benchmark: {step}")
     body = step[len("COPY "):].strip()
     if body.startswith("["):
@@ -71,11 +74,25 @@ def moved_copy(step: str, name: str) -> str:
     return "COPY " + json.dumps([f"{name}/{src}" for src in sources] + [dest])
 
 
+def stages(dockerfile: str) -> tuple[list[list[str]], list[str]]:
+    """(builder stages, final stage) of a Dockerfile, each a list of instructions."""
+    found: list[list[str]] = [[]]
+    for step in instructions(dockerfile):
+        if step.startswith("FROM "):
+            found.append([])
+        found[-1].append(step)
+    return found[1:-1], found[-1]
+
+
 def flattened(output: Path, name: str) -> tuple[str, list[str]]:
-    """The hand-written Dockerfile for name, and every package it installs."""
+    """The hand-written Dockerfile for name, and every package its final stage installs."""
+    builders: list[str] = []
     lines, packages = list(HEADER), []
     for member in chain(output, name):
-        for step in instructions((output / member / "Dockerfile").read_text()):
+        builder_stages, final = stages((output / member / "Dockerfile").read_text())
+        for stage in builder_stages:
+            builders += [moved_copy(s, member) if s.startswith("COPY ") else s for s in stage]
+        for step in final:
             if step.startswith(SKIPPED_HEADER):
                 continue
             if step.startswith("COPY "):
@@ -84,7 +101,7 @@ def flattened(output: Path, name: str) -> tuple[str, list[str]]:
                 packages += packages_of(step)
                 step = usual_apt(packages_of(step))
             lines.append(step)
-    return "\n".join(lines) + "\n", packages
+    return "\n".join(HEADER[:1] + builders + lines[1:]) + "\n", packages
 
 
 def root_base(output: Path, name: str) -> str:

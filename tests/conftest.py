@@ -136,6 +136,20 @@ def _unmount_storage_at_exit(tmp_path_factory: pytest.TempPathFactory):
         subprocess.run(["umount", "-l", point], capture_output=True, timeout=30)
 
 
+GEN_LOG_SOURCE = Path(__file__).resolve().parents[1] / "templates" / "logger" / "gen-log.c"
+# The builder stage's flags, plus warnings as errors: a warning in gen-log fails the tests here.
+GEN_LOG_CFLAGS = ("-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wshadow", "-pthread", "-fPIE", "-pie",
+                  "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2", "-Wl,-z,relro,-z,now")
+
+
+@pytest.fixture(scope="session")
+def gen_log_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """gen-log compiled on this host, as the image's builder stage compiles it."""
+    out = tmp_path_factory.mktemp("gen-log") / "gen-log"
+    subprocess.run(["gcc", *GEN_LOG_CFLAGS, "-o", str(out), str(GEN_LOG_SOURCE)], check=True, timeout=120)
+    return out
+
+
 @pytest.fixture(scope="session")
 def gen_storage_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("gen-storage")

@@ -69,6 +69,7 @@ class Logging:
     keep: int
     timestamp: str
     stdout: bool
+    logger: str  # gen-log | s6-log
 
 
 @dataclass(frozen=True)
@@ -274,7 +275,7 @@ def build_image(spec: ResolvedSpec) -> Image:
         services=tuple(
             Service(s["name"], tuple(s["command"]), s.get("user"), s["log_stdout"]) for s in data["services"]
         ),
-        logging=Logging(**{k: data["logging"][k] for k in ("dir", "max_size", "keep", "timestamp", "stdout")}),
+        logging=Logging(**{k: data["logging"][k] for k in ("dir", "max_size", "keep", "timestamp", "stdout", "logger")}),
         sysctls=Sysctls(
             values=tuple(sorted((k, str(v)) for k, v in data["sysctls"]["values"].items())),
             policy=data["sysctls"]["policy"],

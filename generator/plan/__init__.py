@@ -18,9 +18,9 @@ import hashlib
 from dataclasses import dataclass, field
 
 from generator.model import Group, Image, User, Volume
-from generator.plan.accounts import account_ids
+from generator.plan.accounts import account_ids, base_may_be_non_root
 from generator.plan.hints import hint_labels
-from generator.plan.init_layer import FetchStage, InitLayer, init_env, init_layer
+from generator.plan.init_layer import CompileStage, FetchStage, InitLayer, init_env, init_layer
 from generator.plan.sysctl import sysctl_config
 
 # Ranks of the final stage's step kinds: the ordering rule, applied to every output.
@@ -62,7 +62,7 @@ class InstallPackages:
 @dataclass(frozen=True)
 class CopyInitFiles:
     context_dir: str  # directory in the build context, copied to /
-    fetch_stage: FetchStage | None  # a builder stage whose output is copied to / first
+    from_stages: tuple[FetchStage | CompileStage, ...]  # builder stages whose output is copied to / first
     kind: str = "init_files"
 
 
@@ -180,7 +180,7 @@ class Plan:
     base_name: str  # org.opencontainers.image.base.name
     source_date_epoch: int
     family: str
-    builder_stages: tuple[FetchStage, ...]
+    builder_stages: tuple[FetchStage | CompileStage, ...]
     steps: tuple[Step, ...]
     overlays: tuple[OverlaySource, ...]
     init: InitLayer | None
@@ -274,18 +274,10 @@ def _env(image: Image, defaults: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(env.items()))
 
 
-def _base_may_be_non_root(image: Image, parent: Image | None) -> bool:
-    """Whether the base's own USER may be other than root: a non-root parent, or a registry or
-    local image, which may set any USER (a bootstrapped rootfs is root's)."""
-    if parent is not None:
-        return parent.runs_as != "root"
-    return bool(image.base.image or image.base.local)
-
-
 def _final_user(image: Image, parent: Image | None) -> str | None:
     """USER last, as a uid (Kubernetes' runAsNonRoot cannot check a name): stated whenever it is
     not root or the base's may not be, so the spec's user holds whatever the base set."""
-    if image.runs_as != "root" or _base_may_be_non_root(image, parent):
+    if image.runs_as != "root" or base_may_be_non_root(image, parent):
         return str(account_ids(image)[0][image.runs_as])
     return None
 
@@ -345,7 +337,7 @@ def make_plan(
     if packages:
         steps.append(InstallPackages(packages))
     if layer is not None:
-        steps.append(CopyInitFiles("gen-init", layer.fetch_stage))
+        steps.append(CopyInitFiles("gen-init", layer.builder_stages))
     accounts = _new_accounts(image, parent)
     if accounts:
         steps.append(accounts)
@@ -366,7 +358,7 @@ def make_plan(
     steps.append(SetLabels(_labels(image, base_name, spec_sha256)))
     steps.append(CopyEmbeddedSpec("gen-spec"))
     steps.append(_metadata(image, parent, layer.entrypoint if layer else None))
-    if _base_may_be_non_root(image, parent) and any(s.kind in RUN_STEPS for s in steps):
+    if base_may_be_non_root(image, parent) and any(s.kind in RUN_STEPS for s in steps):
         steps.append(BuildAsRoot(parent.runs_as if parent is not None else None))
     ordered = tuple(sorted(steps, key=lambda s: STEP_ORDER.index(s.kind)))  # stable: overlays keep spec order
     source_date_epoch = _source_date_epoch(image)
@@ -378,7 +370,7 @@ def make_plan(
         base_name=base_name,
         source_date_epoch=source_date_epoch,
         family=image.family,
-        builder_stages=(layer.fetch_stage,) if layer and layer.fetch_stage else (),
+        builder_stages=layer.builder_stages if layer else (),
         steps=ordered,
         overlays=overlays,
         init=layer,

@@ -8,6 +8,10 @@ Two providers share the same spec fields:
 * ``s6-overlay``: the pinned release tarballs, fetched in a builder stage and verified against
   sha256 sums gen knows (generator/data/s6-overlay-checksums.json) or the spec gives.
 
+With ``logging.logger: gen-log`` (the default) an s6 image also gets gen's logger, compiled from
+templates/logger/gen-log.c in a builder stage with the base's own compiler and libc; only the
+binary reaches the final image.
+
 Python decides everything here; the templates only hold script and Dockerfile text.
 """
 
@@ -22,6 +26,7 @@ from pathlib import Path
 
 from generator.errors import GenError, SpecFieldError
 from generator.model import Image
+from generator.plan.accounts import base_may_be_non_root
 
 GITHUB_RELEASES = "https://github.com/just-containers/s6-overlay/releases/download"
 CHECKSUMS_FILE = "s6-overlay-checksums.json"
@@ -64,6 +69,33 @@ class FetchFile:
     arch: str | None  # s6-overlay arch name for per-arch files, None for noarch ones
 
 
+# The logger's source (under templates/), where the build context holds it, and where it is built.
+LOGGER_TEMPLATE_DIR = "logger"
+LOGGER_CONTEXT_DIR = "gen-log-src"
+LOGGER_OUTPUT_DIR = "/gen-log-out"
+LOGGER_PATH = "/usr/lib/gen/init/gen-log"
+# A C compiler and the libc headers, by template family: the builder stage's only packages.
+COMPILER_PACKAGES = {"apt": ("gcc", "libc6-dev"), "apk": ("gcc", "musl-dev"), "dnf": ("gcc", "glibc-devel")}
+
+
+@dataclass(frozen=True)
+class CompileStage:
+    """A builder stage (templates/stages/gen-log-build.j2) that compiles gen's logger from the
+    build context's source with the base's compiler; output_dir holds the binary at LOGGER_PATH."""
+
+    name: str
+    context_dir: str
+    packages: tuple[str, ...]
+    family: str
+    output_dir: str
+    binary: str
+    become_root: bool  # the base may run as another user; installing the compiler needs root
+
+    @property
+    def template(self) -> str:
+        return f"stages/{self.name}-build.j2"
+
+
 @dataclass(frozen=True)
 class FetchStage:
     """A builder stage (templates/stages/<name>-fetch.j2) that downloads release files, verifies
@@ -82,6 +114,10 @@ class FetchStage:
     platform_archs: tuple[tuple[str, str], ...] = ()
 
     @property
+    def template(self) -> str:
+        return f"stages/{self.name}-fetch.j2"
+
+    @property
     def noarch_files(self) -> tuple[FetchFile, ...]:
         return tuple(f for f in self.files if f.arch is None)
 
@@ -96,6 +132,11 @@ class InitLayer:
     template_dir: str  # under templates/: copied to gen-init/ in the context, then to /
     fetch_stage: FetchStage | None
     entrypoint: tuple[str, ...]
+    logger_stage: CompileStage | None = None  # gen-log, when this image is the first to need it
+
+    @property
+    def builder_stages(self) -> tuple[FetchStage | CompileStage, ...]:
+        return tuple(s for s in (self.fetch_stage, self.logger_stage) if s is not None)
 
 
 # --- s6-overlay checksums --------------------------------------------------------------------
@@ -242,14 +283,23 @@ def _check_services(image: Image) -> None:
                                  f"layer ({', '.join(sorted(RESERVED_SERVICE_NAMES))})", "rename the service")
 
 
+def _logger_stage(image: Image, parent: Image | None) -> CompileStage | None:
+    """gen-log's builder stage, unless the image uses s6-log or inherits gen-log from its parent."""
+    if image.logging.logger != "gen-log":
+        return None
+    if parent is not None and parent.init.kind == "s6" and parent.logging.logger == "gen-log":
+        return None
+    return CompileStage("gen-log", LOGGER_CONTEXT_DIR, COMPILER_PACKAGES[image.family], image.family,
+                        LOGGER_OUTPUT_DIR, LOGGER_PATH, base_may_be_non_root(image, parent))
+
+
 def init_layer(image: Image, parent: Image | None) -> InitLayer:
-    """The init layer an image with init.kind s6 or s6-overlay gets. `parent` is accepted for
-    symmetry with the other plan steps: the layer's files are idempotent, so a child restates them."""
-    del parent
+    """The init layer an image with init.kind s6 or s6-overlay gets. Its files are idempotent, so a
+    child restates them; only gen-log's builder stage is left to the first image that needs it."""
     _check_services(image)
     kind = image.init.kind
     if kind == "s6":
-        return InitLayer(S6_PACKAGES[image.family], "init/s6", None, ("/init",))
+        return InitLayer(S6_PACKAGES[image.family], "init/s6", None, ("/init",), _logger_stage(image, parent))
     if kind == "s6-overlay":
         if image.services:
             raise SpecFieldError(("services",), "gen writes services for init.kind s6 only",
@@ -283,6 +333,7 @@ def init_env(image: Image) -> dict[str, str]:
             "GEN_LOG_KEEP": str(logging.keep),
             "GEN_LOG_TIMESTAMP": logging.timestamp,
             "GEN_LOG_STDOUT": "1" if logging.stdout else "0",
+            "GEN_LOGGER": logging.logger,
             "GEN_RESTART": init.restart,
         }
     )

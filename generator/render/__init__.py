@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.plan import SPEC_PATH, Plan
+from generator.plan.init_layer import LOGGER_TEMPLATE_DIR
 from generator.plan.structure_test import structure_test
 from generator.render.templates import TemplateSet
 
@@ -75,6 +76,15 @@ def _init_files(plan: Plan, templates: TemplateSet) -> list[RenderedFile]:
     return files
 
 
+def _logger_source(plan: Plan, templates: TemplateSet) -> list[RenderedFile]:
+    """gen-log's C source, for the builder stage that compiles it."""
+    stage = plan.init.logger_stage if plan.init is not None else None
+    if stage is None:
+        return []
+    return [RenderedFile(f"{stage.context_dir}/{rel}", source.read_bytes(), 0o644)
+            for rel, source in templates.tree(LOGGER_TEMPLATE_DIR)]
+
+
 def _context_sha256(files: list[RenderedFile]) -> str:
     h = hashlib.sha256()
     for f in sorted(files, key=lambda f: f.path):
@@ -92,6 +102,8 @@ def templates_used(plan: Plan) -> tuple[str, ...]:
     parts = ["Dockerfile.j2", "dockerignore.j2", f"family/{plan.family}.j2", "features/", "stages/"]
     if plan.init is not None:
         parts.append(f"{plan.init.template_dir}/")
+    if plan.init is not None and plan.init.logger_stage is not None:
+        parts.append(f"{LOGGER_TEMPLATE_DIR}/")
     return tuple(parts)
 
 
@@ -100,6 +112,7 @@ def render_image(plan: Plan, templates: TemplateSet, manifest_fields: dict) -> R
     dockerfile = templates.render(f"family/{plan.family}.j2", plan=plan)
     files = [RenderedFile("Dockerfile", _normalize_dockerfile(dockerfile).encode(), 0o644)]
     files += _init_files(plan, templates)
+    files += _logger_source(plan, templates)
     files += [RenderedFile(f"gen-config/{c.path}", c.text.encode(), c.mode) for c in plan.config_files]
     files.append(RenderedFile(f"gen-spec/{SPEC_PATH}", plan.resolved_spec_json.encode(), 0o644))
     for overlay in plan.overlays:

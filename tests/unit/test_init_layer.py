@@ -60,6 +60,7 @@ def test_env_defaults_come_from_the_spec(tmp_path):
         "GEN_LOG_KEEP": "5",
         "GEN_LOG_TIMESTAMP": "iso8601",
         "GEN_LOG_STDOUT": "0",
+        "GEN_LOGGER": "gen-log",
         "GEN_RESTART": "restart",
         "GEN_SYSCTL_POLICY": "skip-if-equal",
     }

@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 INIT_TEMPLATES = ROOT / "templates" / "init" / "s6"
-NEEDED = ("s6-svscan", "s6-supervise", "s6-log", "s6-svscanctl", "unshare")
+NEEDED = ("s6-svscan", "s6-supervise", "s6-log", "s6-svscanctl", "unshare", "gcc")
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a PID namespace (unshare --pid)"),
@@ -60,9 +60,10 @@ class InitRoot:
 
 
 @pytest.fixture
-def init_root(tmp_path: Path) -> InitRoot:
+def init_root(tmp_path: Path, gen_log_binary: Path) -> InitRoot:
     root = tmp_path / "root"
     shutil.copytree(INIT_TEMPLATES, root, symlinks=True)
+    shutil.copy2(gen_log_binary, root / "usr/lib/gen/init/gen-log")  # as the builder stage puts it
     (root / "etc/gen/init.conf.j2").unlink()
     (root / "etc/gen/init.conf").write_text("app_user=''\napp_down_signal=SIGTERM\n")
     return InitRoot(root)

@@ -99,8 +99,13 @@ def test_steps_follow_the_order_rule(tmp_path):
     assert "USER" not in instructions(dockerfile(render(tmp_path), "base")), "no user declared: root, unsaid"
 
 
+def _last_stage_text(text: str) -> str:
+    return text[text.rindex("\nFROM "):]
+
+
 def _user_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("USER ")]
+    """USER lines of the final stage (builder stages set their own)."""
+    return [line for line in _last_stage_text(text).splitlines() if line.startswith("USER ")]
 
 
 NON_ROOT_BASE = BASE + """users: [{name: svc, uid: 990}]
@@ -170,7 +175,9 @@ def test_a_local_or_registry_base_may_run_as_anyone_so_run_steps_switch_to_root(
     images = render(tmp_path)
     local = dockerfile(images, "local")
     assert _user_lines(local) == ["USER 0", "USER 0"]
-    assert local.index("USER 0") < local.index("apt-get install")
+    assert _last_stage_text(local).index("USER 0") < _last_stage_text(local).index("apt-get install")
+    builder = local[:local.rindex("\nFROM ")]  # gen-log's compiler stage: root to install gcc
+    assert "AS gen-log" in builder and builder.index("USER 0") < builder.index("apt-get install")
     assert "The base image may run as any user" in local
     assert _user_lines(dockerfile(images, "quiet")) == ["USER 0"]  # no RUN step: only the spec's user
     assert _user_lines(dockerfile(images, "app")) == ["USER 0", "USER 1000"]

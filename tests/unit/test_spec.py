@@ -134,7 +134,7 @@ def test_file_name_must_match_spec_name_and_names_are_unique(tmp_path):
 def test_defaults_follow_the_schema(tmp_path):
     data = load(tmp_path, base=BASE).specs["base"].data
     assert data["logging"] == {"dir": "/lain/logs/default", "max_size": 268435455, "keep": 3,
-                               "timestamp": "none", "stdout": True}
+                               "timestamp": "none", "stdout": True, "logger": "gen-log"}
     assert data["init"]["kind"] == "s6" and data["init"]["kill_grace_time"] == 3000
     assert data["base"]["bootstrap"] == {"variant": "minbase", "components": ["main"], "include": [],
                                          "source_date_epoch": 1700000000}
