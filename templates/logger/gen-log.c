@@ -16,8 +16,10 @@
  * - Nothing read is lost when the logger is killed: when stdin is a pipe (always, under s6), input is
  *   peeked with tee(2), written, and only then consumed; a state file records the write in progress,
  *   so a restarted logger truncates a half-done write and redoes it from the pipe.
- * - A last line without a newline gets one at EOF. SIGTERM is ignored: the logger ends at EOF, which
- *   the init guarantees at stop; then the stdout copy gets DRAIN_MS to catch up.
+ * - A last line without a newline gets one at EOF, and at the end of each run of a service that
+ *   restarts: its finish script writes MARKER (NUL-framed, never in text) into the pipe after all the
+ *   run wrote. SIGTERM is ignored: the logger ends at EOF, which the init guarantees at stop; then
+ *   the stdout copy goes on while stdout takes bytes, and gives up after DRAIN_MS without progress.
  * - -t stamps each line (tai64n or iso8601, s6-log's t and T formats) in the files; the stdout copy
  *   leaves the stamps out (the engine stamps its own records) and puts PREFIX and a space before
  *   each line when given (several services sharing stdout).
@@ -49,6 +51,9 @@
 #define ISO8601_LEN 29                   /* "YYYY-MM-DD HH:MM:SS.nnnnnnnnn" */
 #define STATE_FILE "gen-log.state"
 #define STATE_MAGIC 0x67656e6c6f673031ULL /* "genlog01" */
+/* Written by a service's finish script into the log pipe when a run ends (see end_run). */
+#define MARKER "\0gen-log:end-of-run\0"
+#define MARKER_LEN (sizeof MARKER - 1)
 #define OUT_CAP (2u * CHUNK)          /* out_buf's size: stamps make the output longer */
 #define EDGE 64                          /* bytes of a pending write's input remembered at each end */
 
@@ -96,6 +101,7 @@ static pthread_cond_t changed = PTHREAD_COND_INITIALIZER;
 static struct segment *segs;
 static size_t nsegs, segs_cap;
 static uint64_t next_seq, copy_seq, copy_off;
+static uint64_t copy_open_seq = UINT64_MAX; /* the segment whose file the copy has open */
 static int input_done, copier_done;
 
 static void say(const char *fmt, ...) {
@@ -121,8 +127,9 @@ static void die(const char *fmt, ...) {
   exit(111);
 }
 
-static void usage(void) {
-  die("usage: gen-log [-t none|tai64n|iso8601] [-s MAX_SIZE] [-n KEEP] [-o] [-p PREFIX] [-d DRAIN_MS] DIR");
+static void usage(const char *problem) {
+  die("%s; usage: gen-log [-t none|tai64n|iso8601] [-s MAX_SIZE] [-n KEEP] [-o] [-p PREFIX] [-d DRAIN_MS] DIR",
+      problem);
 }
 
 static uint64_t number(const char *s, uint64_t min, uint64_t max, const char *what) {
@@ -308,8 +315,8 @@ static void prune(void) {
       struct segment *s = &segs[j];
       if (s->deleted || s->is_current || s->ino != (uint64_t)st.st_ino) continue;
       s->deleted = 1;
-      if (opt.copy && s->seq > copy_seq) { /* the copy has not opened it: it never will */
-        pending_skip += s->size;
+      if (opt.copy && s->seq >= copy_seq && s->seq != copy_open_seq) { /* not opened: it never will be */
+        pending_skip += s->size - (s->seq == copy_seq ? copy_off : 0);
         pending_skip_files++;
       }
     }
@@ -331,19 +338,22 @@ static void rotate(void) {
     if (tries > 1000) die("cannot find a free archive name in %s", opt.dir);
   }
   fchmod(cur_fd, 0744);
-  while (renameat(dir_fd, "current", dir_fd, name) < 0) {
-    say("gen-log: cannot rename %s/current to %s: %s; retrying in 1 s", opt.dir, name, strerror(errno));
+  /* Renamed under the lock: the copy opens files by the names the list gives. */
+  for (;;) {
+    pthread_mutex_lock(&lock);
+    int renamed = renameat(dir_fd, "current", dir_fd, name) == 0, err = errno;
+    for (size_t i = 0; renamed && i < nsegs; i++)
+      if (segs[i].is_current) {
+        segs[i].is_current = 0;
+        segs[i].size = cur_size;
+        snprintf(segs[i].name, sizeof segs[i].name, "%s", name);
+      }
+    pthread_mutex_unlock(&lock);
+    if (renamed) break;
+    say("gen-log: cannot rename %s/current to %s: %s; retrying in 1 s", opt.dir, name, strerror(err));
     sleep_ms(1000);
   }
   close(cur_fd);
-  pthread_mutex_lock(&lock);
-  for (size_t i = 0; i < nsegs; i++)
-    if (segs[i].is_current) {
-      segs[i].is_current = 0;
-      segs[i].size = cur_size;
-      snprintf(segs[i].name, sizeof segs[i].name, "%s", name);
-    }
-  pthread_mutex_unlock(&lock);
   open_current();
   pthread_mutex_lock(&lock);
   add_segment("current", cur_ino, 0, 1);
@@ -386,11 +396,15 @@ static void say_skips(void) {
   pending_skip_files = 0;
   pthread_mutex_unlock(&lock);
   if (!bytes && !files) return;
+  /* The total too: a line like this one may itself be in a file the copy skips later. */
+  static uint64_t total;
+  total += bytes;
   char text[300];
   snprintf(text, sizeof text,
-           "the stdout copy fell behind by more than the %u kept files and skipped %llu bytes (%u rotated file%s); "
-           "they are in no file now",
-           opt.keep, (unsigned long long)bytes, files, files == 1 ? "" : "s");
+           "the stdout copy fell behind by more than the %u kept files and skipped %llu bytes (%u file%s deleted "
+           "by rotation before the copy reached %s; %llu bytes in all)",
+           opt.keep, (unsigned long long)bytes, files, files == 1 ? "" : "s", files == 1 ? "it" : "them",
+           (unsigned long long)total);
   own_line(text);
 }
 
@@ -527,6 +541,29 @@ static void recover(void) {
   record_write(PHASE_IDLE, 0, NULL, 0);
 }
 
+/* Where the first end-of-run marker starts in buf[0..n), or n. Text never holds a NUL, so the
+ * search is a memchr for one. */
+static size_t find_marker(const char *buf, size_t n) {
+  for (const char *p = buf; (p = memchr(p, '\0', n - (size_t)(p - buf))); p++)
+    if ((size_t)(buf + n - p) >= MARKER_LEN && memcmp(p, MARKER, MARKER_LEN) == 0) return (size_t)(p - buf);
+  return n;
+}
+
+/* The service's run ended (its finish script wrote the marker after everything the run wrote):
+ * a last line without newline ends here, not in the next run's first line. */
+static void end_run(size_t peeked) {
+  int add = !line_start;
+  if (add && cur_size + 1 > opt.max_size) rotate();
+  uint64_t before = cur_size;
+  record_write(PHASE_WRITING, before, in_buf, MARKER_LEN);
+  if (add) write_all(cur_fd, "\n", 1, "current");
+  line_start = 1;
+  record_write(PHASE_CONSUMING, before, in_buf, MARKER_LEN);
+  consume_input(MARKER_LEN, peeked);
+  record_write(PHASE_IDLE, 0, NULL, 0);
+  if (add) appended(1);
+}
+
 static void write_loop(void) {
   for (;;) {
     size_t n;
@@ -540,11 +577,16 @@ static void write_loop(void) {
       n = peek_input();
       if (!n) break;
     }
+    size_t usable = find_marker(in_buf, n);
+    if (usable == 0) {
+      end_run(n);
+      continue;
+    }
     if (line_start && opt.copy) say_skips();
     const char *out;
     size_t out_len;
     int rotate_after;
-    size_t taken = plan_write(in_buf, n, &out, &out_len, &rotate_after);
+    size_t taken = plan_write(in_buf, usable, &out, &out_len, &rotate_after);
     if (taken) {
       uint64_t before = cur_size;
       record_write(PHASE_WRITING, before, in_buf, taken);
@@ -646,7 +688,6 @@ static void *copier(void *unused) {
   char *buf = malloc(2 * (size_t)CHUNK + 4096);
   if (!buf) die("out of memory");
   int fd = -1;
-  uint64_t fd_seq = UINT64_MAX;
   struct copier_state cs = {STATE_MAGIC, 0, 0, 1};
   pthread_mutex_lock(&lock);
   for (;;) {
@@ -656,7 +697,7 @@ static void *copier(void *unused) {
       pthread_cond_wait(&changed, &lock);
       continue;
     }
-    if (s->deleted && fd_seq != s->seq) { /* rotated away before the copy reached it */
+    if (s->deleted && copy_open_seq != s->seq) { /* rotated away before the copy reached it */
       copy_seq++, copy_off = 0;
       continue;
     }
@@ -670,10 +711,10 @@ static void *copier(void *unused) {
       pthread_cond_wait(&changed, &lock);
       continue;
     }
-    if (fd_seq != s->seq) {
+    if (copy_open_seq != s->seq) {
       if (fd >= 0) close(fd);
       fd = openat(dir_fd, s->name, O_RDONLY | O_CLOEXEC);
-      fd_seq = fd >= 0 ? s->seq : UINT64_MAX;
+      copy_open_seq = fd >= 0 ? s->seq : UINT64_MAX;
       if (fd < 0) { /* deleted by hand: skip it */
         copy_seq++, copy_off = 0;
         continue;
@@ -725,18 +766,25 @@ static void place_copy(void) {
 
 /* --- main ------------------------------------------------------------------------------------------ */
 
+/* At EOF: the copy gets as long as it needs while stdout takes bytes; DRAIN_MS without progress
+ * (a stalled engine) and gen-log gives up on stdout and exits, its files complete. */
 static void drain_copy(void) {
-  long deadline = now_ms() + opt.drain_ms;
   pthread_mutex_lock(&lock);
   input_done = 1;
   pthread_cond_broadcast(&changed);
+  uint64_t seen_seq = copy_seq, seen_off = copy_off;
+  long idle_since = now_ms();
   while (!copier_done) {
-    long left = deadline - now_ms();
+    if (copy_seq != seen_seq || copy_off != seen_off) {
+      seen_seq = copy_seq, seen_off = copy_off;
+      idle_since = now_ms();
+    }
+    long left = idle_since + opt.drain_ms - now_ms();
     if (left <= 0) break;
+    if (left > 100) left = 100; /* look at the progress ten times a second */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += left / 1000;
-    ts.tv_nsec += (left % 1000) * 1000000L;
+    ts.tv_nsec += left * 1000000L;
     if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
     pthread_cond_timedwait(&changed, &lock, &ts);
   }
@@ -745,16 +793,14 @@ static void drain_copy(void) {
   for (size_t i = 0; i < nsegs; i++)
     if (segs[i].seq >= copy_seq && !segs[i].deleted) behind += segs[i].size - (segs[i].seq == copy_seq ? copy_off : 0);
   pthread_mutex_unlock(&lock);
-  if (!done) { /* stdout is stalled: the files have everything; say what stdout will miss */
-    char text[200];
-    snprintf(text, sizeof text, "stdout blocked for %ld ms at exit: the last %llu bytes are in the files only",
-             opt.drain_ms, (unsigned long long)behind);
-    say("gen-log: %s", text);
-  }
+  if (!done)
+    say("gen-log: stdout took nothing for %ld ms at exit: its last %llu bytes are in the files only", opt.drain_ms,
+        (unsigned long long)behind);
 }
 
 int main(int argc, char **argv) {
   int c;
+  opterr = 0; /* one line of our own instead of getopt's */
   while ((c = getopt(argc, argv, "+t:s:n:op:d:")) != -1) {
     switch (c) {
       case 't':
@@ -768,10 +814,10 @@ int main(int argc, char **argv) {
       case 'o': opt.copy = 1; break;
       case 'p': opt.prefix = optarg; break;
       case 'd': opt.drain_ms = (long)number(optarg, 0, 86400000, "-d"); break;
-      default: usage();
+      default: usage(strchr("tsnpd", optopt) ? "an option lacks its value" : "unknown option");
     }
   }
-  if (optind != argc - 1) usage();
+  if (optind != argc - 1) usage(optind < argc ? "one directory only" : "no log directory");
   opt.dir = argv[optind];
   if (opt.prefix && strlen(opt.prefix) > 200) die("-p: a prefix of at most 200 bytes");
 
@@ -805,6 +851,8 @@ int main(int argc, char **argv) {
   open_current();
   recover();
   pthread_t copy_thread;
+  if (opt.copy && fstat(1, &st) == 0 && S_ISFIFO(st.st_mode))
+    fcntl(1, F_SETPIPE_SZ, CHUNK); /* the engine's pipe: room for a burst, fewer wake-ups (best effort) */
   if (opt.copy) {
     place_copy();
     if (pthread_create(&copy_thread, NULL, copier, NULL)) die("cannot start the stdout copy");

@@ -1,6 +1,7 @@
 """The init layer as PID 1, shown by running the built examples with podman (issue 5's "done when").
 
-`runtime` mirrors logs to stdout (the default); `debian-s6` keeps them in /lain/logs/default only.
+Every bundled image copies its logs to stdout (the default); GEN_LOG_STDOUT=0 keeps them in
+/lain/logs/default only.
 Bounds asserted here are the issue's behaviour bounds (stop < 2 s vs the 10 s grace time).
 """
 
@@ -80,10 +81,12 @@ def test_log_rotation_keeps_current_plus_three_archives_under_the_limit(
     name = new_name()
     try:
         got = podman.run(example_images["debian-s6"], ["seq", "-f", fmt, "1", str(lines)], name=name, remove=False,
-                         env={"GEN_LOG_MAX_SIZE": str(limit), "GEN_LOG_KEEP": "3"}, timeout=180)
+                         env={"GEN_LOG_MAX_SIZE": str(limit), "GEN_LOG_KEEP": "3", "GEN_LOG_STDOUT": "0"},
+                         timeout=180)
         assert got.code == 0, got.stderr
-        expected = "".join(f"line {i:07d} {'x' * 87}\n" for i in range(1, lines + 1))
-        assert got.stdout == expected, "the stdout copy holds every line once, in order"
+        # The stdout copy's backlog is bounded by the kept files (300 kB here), less than a burst
+        # of 3 MB: tests/integration/test_logs.py checks the copy with room to keep up.
+        assert got.stdout == "", "GEN_LOG_STDOUT=0 keeps the container's stdout empty"
         copied = podman.copy_out(name, LOG_DIR, tmp_path / "logs")
         assert copied.code == 0, copied.stderr
     finally:

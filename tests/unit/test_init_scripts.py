@@ -213,6 +213,35 @@ def test_restart_policy_restarts_with_backoff(init_root):
     assert proc.returncode in (1, 5)
 
 
+def test_each_restart_ends_its_last_line_and_waits_its_backoff(init_root):
+    """A run that ends without a newline gets one in its own run, not glued to the next run's first
+    line; and the backoff app-finish sets (1 s, then 2 s) is really slept before the next run."""
+    runs = init_root.path / "runs"
+    app = f'date +%s.%N >> {runs}; n=$(wc -l < {runs}); echo "run $n"; printf "part $n"; exit 1'
+    proc = init_root.start("sh", "-c", app, GEN_RESTART="restart", GEN_LOG_STDOUT="0")
+    pid1 = _svscan_pid(proc)
+    _wait_for(lambda: runs.exists() and len(runs.read_text().split()) >= 3, timeout=15)
+    os.kill(pid1, signal.SIGTERM)
+    proc.communicate(timeout=10)
+    starts = [float(t) for t in runs.read_text().split()]
+    lines = (init_root.log_dir / "current").read_text().splitlines()
+    assert lines[:6] == ["run 1", "part 1", "run 2", "part 2", "run 3", "part 3"]
+    assert starts[2] - starts[1] >= 2.0, f"the second restart waited {starts[2] - starts[1]:.2f} s, not its 2 s"
+
+
+def test_a_service_restarted_by_s6_ends_its_last_line_too(init_root):
+    runs = init_root.path / "svc-runs"
+    init_root.conf("app_user=''\napp_down_signal=SIGTERM\n"
+                   f"service worker '' 0 sh -c 'echo x >> {runs}; printf \"try %s\" $(wc -l < {runs}); exit 1'\n")
+    proc = init_root.start("sleep", "100")
+    pid1 = _svscan_pid(proc)
+    _wait_for(lambda: runs.exists() and len(runs.read_text().split()) >= 2, timeout=10)
+    _wait_for(lambda: b"try 2" in (init_root.log_dir / "worker" / "current").read_bytes(), timeout=5)
+    os.kill(pid1, signal.SIGTERM)
+    proc.communicate(timeout=10)
+    assert (init_root.log_dir / "worker" / "current").read_text().splitlines()[:2] == ["try 1", "try 2"]
+
+
 # --- logs: rotation and several services -------------------------------------------------------
 
 

@@ -1,0 +1,865 @@
+/* gen-log: the logger of gen's init. Reads a service's output on stdin and writes it to DIR/current,
+ * rotated by size at line boundaries into archives named as s6-log names them (@<tai64n>.s, the
+ * oldest deleted beyond KEEP); optionally copies it to stdout, asynchronously.
+ *
+ *   gen-log [-t none|tai64n|iso8601] [-s MAX_SIZE] [-n KEEP] [-o] [-p PREFIX] [-d DRAIN_MS] DIR
+ *
+ * Why not s6-log: s6-log handles its input line by line in 8 KiB reads (about 250 MB/s here, against
+ * 3 GB/s for a plain pipe into a file) and copies to stdout synchronously, so a stalled container
+ * engine stops the files and then the app. gen-log works in blocks of up to 1 MiB and its files never
+ * wait for stdout:
+ *
+ * - The files are the primary log. The stdout copy (-o) is a second thread that reads the files back
+ *   (sendfile, so from the page cache) and may fall behind without slowing the files. Its backlog is
+ *   bounded by the kept files: if an archive it has not reached is deleted by rotation, it skips that
+ *   archive, and one line saying how many bytes were skipped goes into the files and so to stdout.
+ * - Nothing read is lost when the logger is killed: when stdin is a pipe (always, under s6), input is
+ *   peeked with tee(2), written, and only then consumed; a state file records the write in progress,
+ *   so a restarted logger truncates a half-done write and redoes it from the pipe.
+ * - A last line without a newline gets one at EOF, and at the end of each run of a service that
+ *   restarts: its finish script writes MARKER (NUL-framed, never in text) into the pipe after all the
+ *   run wrote. SIGTERM is ignored: the logger ends at EOF, which the init guarantees at stop; then
+ *   the stdout copy goes on while stdout takes bytes, and gives up after DRAIN_MS without progress.
+ * - -t stamps each line (tai64n or iso8601, s6-log's t and T formats) in the files; the stdout copy
+ *   leaves the stamps out (the engine stamps its own records) and puts PREFIX and a space before
+ *   each line when given (several services sharing stdout).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CHUNK (1u << 20)                 /* largest block read or written at once */
+#define TAI64_BASE 4611686018427387904ULL /* 2^62: TAI64 label of 1970-01-01 00:00:00 TAI */
+#define TAI_UTC_OFFSET 37ULL             /* TAI - UTC since 2017 (10 s + 27 leap seconds), as s6-log */
+#define TAI64N_LEN 25                    /* "@" + 24 hex digits */
+#define ISO8601_LEN 29                   /* "YYYY-MM-DD HH:MM:SS.nnnnnnnnn" */
+#define STATE_FILE "gen-log.state"
+#define STATE_MAGIC 0x67656e6c6f673031ULL /* "genlog01" */
+/* Written by a service's finish script into the log pipe when a run ends (see end_run). */
+#define MARKER "\0gen-log:end-of-run\0"
+#define MARKER_LEN (sizeof MARKER - 1)
+#define OUT_CAP (2u * CHUNK)          /* out_buf's size: stamps make the output longer */
+#define EDGE 64                          /* bytes of a pending write's input remembered at each end */
+
+enum stamp { STAMP_NONE, STAMP_TAI64N, STAMP_ISO8601 };
+enum phase { PHASE_IDLE, PHASE_WRITING, PHASE_CONSUMING };
+
+/* What a restarted logger needs to finish the work of a killed one: in DIR/gen-log.state, written
+ * with pwrite at fixed offsets (the writer's part and the copier's part never overlap). */
+struct writer_state {
+  uint64_t magic, phase, ino, size_before, taken, line_start;
+  unsigned char head[EDGE], tail[EDGE];
+};
+struct copier_state {
+  uint64_t magic, ino, offset, line_start;
+};
+#define COPIER_STATE_AT 512
+
+/* One file of the log, oldest first: archives then current. The copier reads them in this order. */
+struct segment {
+  uint64_t seq, ino, size;
+  int is_current, deleted;
+  char name[48];
+};
+
+static struct {
+  enum stamp stamp;
+  uint64_t max_size;
+  unsigned keep;
+  int copy;
+  const char *prefix;
+  long drain_ms;
+  const char *dir;
+} opt = {STAMP_NONE, 268435455, 3, 0, NULL, 3000, NULL};
+
+static int dir_fd = -1, cur_fd = -1, state_fd = -1;
+static uint64_t cur_size, cur_ino;
+static int line_start = 1;          /* the files end at a line boundary */
+static uint64_t pending_skip;       /* bytes the copy skipped, still to be said in the files */
+static unsigned pending_skip_files;
+static int stdin_is_pipe, scratch[2] = {-1, -1}, devnull = -1;
+
+/* Shared with the copier thread, under lock. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t changed = PTHREAD_COND_INITIALIZER;
+static struct segment *segs;
+static size_t nsegs, segs_cap;
+static uint64_t next_seq, copy_seq, copy_off;
+static uint64_t copy_open_seq = UINT64_MAX; /* the segment whose file the copy has open */
+static int input_done, copier_done;
+
+static void say(const char *fmt, ...) {
+  char line[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if ((size_t)n > sizeof line - 2) n = sizeof line - 2;
+  line[n++] = '\n';
+  ssize_t ignored = write(2, line, (size_t)n);
+  (void)ignored;
+}
+
+static void die(const char *fmt, ...) {
+  char line[400];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  say("gen-log: %s", line);
+  exit(111);
+}
+
+static void usage(const char *problem) {
+  die("%s; usage: gen-log [-t none|tai64n|iso8601] [-s MAX_SIZE] [-n KEEP] [-o] [-p PREFIX] [-d DRAIN_MS] DIR",
+      problem);
+}
+
+static uint64_t number(const char *s, uint64_t min, uint64_t max, const char *what) {
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || end == s || *end || *s == '-' || v < min || v > max)
+    die("%s %s is not a whole number from %llu to %llu", what, s, (unsigned long long)min, (unsigned long long)max);
+  return v;
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+  }
+}
+
+static long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* --- writing helpers ---------------------------------------------------------------------- */
+
+/* Write all of buf to fd, retrying on EINTR; on another error say it and retry after 1 s (a full
+ * disk must not lose what the pipe still holds). */
+static void write_all(int fd, const char *buf, size_t len, const char *what) {
+  while (len) {
+    ssize_t n = write(fd, buf, len);
+    if (n > 0) {
+      buf += n;
+      len -= (size_t)n;
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      say("gen-log: cannot write %s/%s: %s; retrying in 1 s", opt.dir, what, strerror(n < 0 ? errno : EIO));
+      sleep_ms(1000);
+    }
+  }
+}
+
+static void pwrite_state(const void *data, size_t len, off_t at) {
+  if (state_fd >= 0 && pwrite(state_fd, data, len, at) != (ssize_t)len)
+    say("gen-log: cannot write %s/%s: %s", opt.dir, STATE_FILE, strerror(errno));
+}
+
+/* --- timestamps ----------------------------------------------------------------------------- */
+
+static void tai64n_of(const struct timespec *ts, char *out) {
+  static const char hex[] = "0123456789abcdef";
+  uint64_t secs = TAI64_BASE + TAI_UTC_OFFSET + (uint64_t)ts->tv_sec;
+  uint32_t nanos = (uint32_t)ts->tv_nsec;
+  out[0] = '@';
+  for (int i = 0; i < 16; i++) out[1 + i] = hex[(secs >> (60 - 4 * i)) & 15];
+  for (int i = 0; i < 8; i++) out[17 + i] = hex[(nanos >> (28 - 4 * i)) & 15];
+}
+
+/* The stamp put before each line read in this block, and a space (two after iso8601, as s6-log). */
+static size_t make_stamp(char *out) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  if (opt.stamp == STAMP_TAI64N) {
+    tai64n_of(&ts, out);
+    out[TAI64N_LEN] = ' ';
+    return TAI64N_LEN + 1;
+  }
+  struct tm tm;
+  localtime_r(&ts.tv_sec, &tm);
+  char buf[64];
+  snprintf(buf, sizeof buf, "%04d-%02d-%02d %02d:%02d:%02d.%09ld  ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+           tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec);
+  memcpy(out, buf, ISO8601_LEN + 2);
+  return ISO8601_LEN + 2;
+}
+
+static size_t stamp_len(void) {
+  return opt.stamp == STAMP_NONE ? 0 : opt.stamp == STAMP_TAI64N ? TAI64N_LEN + 1 : ISO8601_LEN + 2;
+}
+
+/* --- segments (shared with the copier) ------------------------------------------------------ */
+
+static struct segment *add_segment(const char *name, uint64_t ino, uint64_t size, int is_current) {
+  if (nsegs == segs_cap) {
+    segs_cap = segs_cap ? segs_cap * 2 : 16;
+    segs = realloc(segs, segs_cap * sizeof *segs);
+    if (!segs) die("out of memory");
+  }
+  struct segment *s = &segs[nsegs++];
+  memset(s, 0, sizeof *s);
+  s->seq = next_seq++;
+  s->ino = ino;
+  s->size = size;
+  s->is_current = is_current;
+  snprintf(s->name, sizeof s->name, "%s", name);
+  return s;
+}
+
+/* Drop segments the copier has passed, so the list stays as short as the directory. */
+static void forget_copied_segments(void) {
+  size_t drop = 0;
+  while (drop < nsegs && segs[drop].seq < copy_seq) drop++;
+  if (drop) {
+    memmove(segs, segs + drop, (nsegs - drop) * sizeof *segs);
+    nsegs -= drop;
+  }
+}
+
+static struct segment *segment_by_seq(uint64_t seq) {
+  for (size_t i = 0; i < nsegs; i++)
+    if (segs[i].seq == seq) return &segs[i];
+  return NULL;
+}
+
+/* --- the directory ---------------------------------------------------------------------------- */
+
+static int is_archive(const char *name) {
+  size_t n = strlen(name);
+  return n == TAI64N_LEN + 2 && name[0] == '@' && strcmp(name + n - 2, ".s") == 0;
+}
+
+static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The archives' names, oldest first (TAI64N names sort by time). */
+static char **list_archives(size_t *count) {
+  int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR *d = fd < 0 ? NULL : fdopendir(fd);
+  if (!d) die("cannot list %s: %s", opt.dir, strerror(errno));
+  char **names = NULL;
+  size_t n = 0, cap = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (!is_archive(e->d_name)) continue;
+    if (n == cap) {
+      cap = cap ? cap * 2 : 16;
+      names = realloc(names, cap * sizeof *names);
+      if (!names) die("out of memory");
+    }
+    names[n++] = strdup(e->d_name);
+  }
+  closedir(d);
+  if (n) qsort(names, n, sizeof *names, by_name);
+  *count = n;
+  return names;
+}
+
+static void free_names(char **names, size_t n) {
+  for (size_t i = 0; i < n; i++) free(names[i]);
+  free(names);
+}
+
+static void open_current(void) {
+  cur_fd = openat(dir_fd, "current", O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (cur_fd < 0) die("cannot open %s/current: %s", opt.dir, strerror(errno));
+  struct stat st;
+  if (fstat(cur_fd, &st) < 0) die("cannot stat %s/current: %s", opt.dir, strerror(errno));
+  fchmod(cur_fd, 0644); /* s6-log's convention: 0744 marks a file that is complete */
+  cur_size = (uint64_t)st.st_size;
+  cur_ino = (uint64_t)st.st_ino;
+  line_start = 1;
+  if (cur_size) {
+    char last;
+    int rfd = openat(dir_fd, "current", O_RDONLY | O_CLOEXEC);
+    if (rfd >= 0 && pread(rfd, &last, 1, (off_t)cur_size - 1) == 1) line_start = last == '\n';
+    if (rfd >= 0) close(rfd);
+  }
+}
+
+/* Delete the oldest archives beyond KEEP. One the copier has not reached is skipped by it: the
+ * bytes are counted, and said in the files at the next line boundary. */
+static void prune(void) {
+  size_t n;
+  char **names = list_archives(&n);
+  for (size_t i = 0; i + opt.keep < n; i++) {
+    struct stat st;
+    if (fstatat(dir_fd, names[i], &st, 0) < 0) continue;
+    if (unlinkat(dir_fd, names[i], 0) < 0) {
+      say("gen-log: cannot delete %s/%s: %s", opt.dir, names[i], strerror(errno));
+      continue;
+    }
+    pthread_mutex_lock(&lock);
+    for (size_t j = 0; j < nsegs; j++) {
+      struct segment *s = &segs[j];
+      if (s->deleted || s->is_current || s->ino != (uint64_t)st.st_ino) continue;
+      s->deleted = 1;
+      if (opt.copy && s->seq >= copy_seq && s->seq != copy_open_seq) { /* not opened: it never will be */
+        pending_skip += s->size - (s->seq == copy_seq ? copy_off : 0);
+        pending_skip_files++;
+      }
+    }
+    pthread_mutex_unlock(&lock);
+  }
+  free_names(names, n);
+}
+
+/* current -> @<tai64n>.s (mode 0744: complete), a new current, then the oldest archives go. */
+static void rotate(void) {
+  char name[48];
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  for (int tries = 0;; tries++) {
+    tai64n_of(&ts, name);
+    strcpy(name + TAI64N_LEN, ".s");
+    if (faccessat(dir_fd, name, F_OK, AT_SYMLINK_NOFOLLOW) < 0) break;
+    if (++ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec = 0; /* a name is never reused */
+    if (tries > 1000) die("cannot find a free archive name in %s", opt.dir);
+  }
+  fchmod(cur_fd, 0744);
+  /* Renamed under the lock: the copy opens files by the names the list gives. */
+  for (;;) {
+    pthread_mutex_lock(&lock);
+    int renamed = renameat(dir_fd, "current", dir_fd, name) == 0, err = errno;
+    for (size_t i = 0; renamed && i < nsegs; i++)
+      if (segs[i].is_current) {
+        segs[i].is_current = 0;
+        segs[i].size = cur_size;
+        snprintf(segs[i].name, sizeof segs[i].name, "%s", name);
+      }
+    pthread_mutex_unlock(&lock);
+    if (renamed) break;
+    say("gen-log: cannot rename %s/current to %s: %s; retrying in 1 s", opt.dir, name, strerror(err));
+    sleep_ms(1000);
+  }
+  close(cur_fd);
+  open_current();
+  pthread_mutex_lock(&lock);
+  add_segment("current", cur_ino, 0, 1);
+  pthread_cond_broadcast(&changed);
+  pthread_mutex_unlock(&lock);
+  prune();
+}
+
+/* Bytes appended to current: the copier may read up to the new size. */
+static void appended(size_t n) {
+  cur_size += n;
+  if (!opt.copy) return;
+  pthread_mutex_lock(&lock);
+  for (size_t i = nsegs; i-- > 0;)
+    if (segs[i].is_current) {
+      segs[i].size = cur_size;
+      break;
+    }
+  pthread_cond_broadcast(&changed);
+  pthread_mutex_unlock(&lock);
+}
+
+/* A line of gen-log's own into the files (and so into the stdout copy), at a line boundary. */
+static void own_line(const char *text) {
+  char line[600];
+  size_t len = 0;
+  if (opt.stamp != STAMP_NONE) len = make_stamp(line);
+  len += (size_t)snprintf(line + len, sizeof line - len, "gen-log: %s\n", text);
+  if (len > sizeof line - 1) len = sizeof line - 1;
+  if (cur_size + len > opt.max_size && cur_size) rotate();
+  write_all(cur_fd, line, len, "current");
+  appended(len);
+}
+
+static void say_skips(void) {
+  pthread_mutex_lock(&lock);
+  uint64_t bytes = pending_skip;
+  unsigned files = pending_skip_files;
+  pending_skip = 0;
+  pending_skip_files = 0;
+  pthread_mutex_unlock(&lock);
+  if (!bytes && !files) return;
+  /* The total too: a line like this one may itself be in a file the copy skips later. */
+  static uint64_t total;
+  total += bytes;
+  char text[300];
+  snprintf(text, sizeof text,
+           "the stdout copy fell behind by more than the %u kept files and skipped %llu bytes (%u file%s deleted "
+           "by rotation before the copy reached %s; %llu bytes in all)",
+           opt.keep, (unsigned long long)bytes, files, files == 1 ? "" : "s", files == 1 ? "it" : "them",
+           (unsigned long long)total);
+  own_line(text);
+}
+
+/* --- input ------------------------------------------------------------------------------------- */
+
+static char *in_buf, *out_buf;
+
+/* Up to CHUNK bytes of input into in_buf without consuming them from a pipe (tee into a scratch
+ * pipe, then read that); from anything else, a plain read. 0 at EOF. */
+static size_t peek_input(void) {
+  for (;;) {
+    if (stdin_is_pipe) {
+      ssize_t n = tee(0, scratch[1], CHUNK, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EINVAL) {
+        stdin_is_pipe = 0; /* not a pipe after all (a socket, say) */
+        continue;
+      }
+      if (n < 0) die("cannot read stdin: %s", strerror(errno));
+      size_t got = 0;
+      while (got < (size_t)n) {
+        ssize_t r = read(scratch[0], in_buf + got, (size_t)n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) die("cannot read the scratch pipe: %s", strerror(errno));
+        got += (size_t)r;
+      }
+      return got;
+    }
+    ssize_t n = read(0, in_buf, CHUNK);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) die("cannot read stdin: %s", strerror(errno));
+    return (size_t)n;
+  }
+}
+
+/* Remove n bytes from the pipe once they are in the files (for plain reads: already gone, but a
+ * read that ran past the rotation point keeps its rest for the next round). */
+static size_t carry; /* bytes at in_buf's start kept from the last plain read */
+static void consume_input(size_t n, size_t peeked) {
+  if (!stdin_is_pipe) {
+    carry = peeked - n;
+    if (carry) memmove(in_buf, in_buf + n, carry);
+    return;
+  }
+  while (n) {
+    ssize_t r = splice(0, NULL, devnull, NULL, n, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) { /* /dev/null without splice: read the bytes away */
+      r = read(0, out_buf, n < CHUNK ? n : CHUNK);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) die("cannot consume stdin: %s", strerror(errno));
+    }
+    n -= (size_t)r;
+  }
+}
+
+/* Of in[0..n), how much goes into current now (taken) and the bytes that make it in out (with
+ * stamps); *rotate_after when current is full after it. */
+static size_t plan_write(const char *in, size_t n, const char **out, size_t *out_len, int *rotate_after) {
+  uint64_t room = opt.max_size > cur_size ? opt.max_size - cur_size : 0;
+  *rotate_after = 0;
+  if (opt.stamp == STAMP_NONE) {
+    *out = in;
+    if (n <= room) {
+      *out_len = n;
+      return n;
+    }
+    const char *nl = room ? memrchr(in, '\n', room) : NULL;
+    size_t take = nl ? (size_t)(nl - in) + 1 : cur_size ? 0 : room; /* a line longer than a file is split */
+    *out_len = take;
+    *rotate_after = 1;
+    return take;
+  }
+  char stamp[64];
+  size_t slen = make_stamp(stamp), taken = 0, len = 0;
+  int at_start = line_start;
+  while (taken < n) {
+    const char *nl = memchr(in + taken, '\n', n - taken);
+    size_t seg = nl ? (size_t)(nl - (in + taken)) + 1 : n - taken;
+    size_t need = seg + (at_start ? slen : 0);
+    if (len + need > OUT_CAP) break; /* the rest next round */
+    if (len + need > room) {
+      *rotate_after = 1;
+      if (len || cur_size) break;
+      if (room <= slen) break;
+      seg = (size_t)room - (at_start ? slen : 0); /* a line longer than a file is split */
+      need = room;
+    }
+    if (at_start) memcpy(out_buf + len, stamp, slen), len += slen;
+    memcpy(out_buf + len, in + taken, seg);
+    len += seg;
+    taken += seg;
+    at_start = in[taken - 1] == '\n';
+    if (*rotate_after) break;
+  }
+  *out = out_buf;
+  *out_len = len;
+  return taken;
+}
+
+static void record_write(enum phase phase, uint64_t size_before, const char *in, size_t taken) {
+  if (!stdin_is_pipe) return;
+  struct writer_state ws = {STATE_MAGIC, phase, cur_ino, size_before, taken, (uint64_t)line_start, {0}, {0}};
+  if (phase != PHASE_IDLE) {
+    memcpy(ws.head, in, taken < EDGE ? taken : EDGE);
+    memcpy(ws.tail, in + (taken > EDGE ? taken - EDGE : 0), taken < EDGE ? taken : EDGE);
+  }
+  pwrite_state(&ws, sizeof ws, 0);
+}
+
+/* Finish what a killed logger left: a half-done write is cut off (its bytes are still in the pipe);
+ * a complete write whose input is still at the pipe's head is consumed. */
+static void recover(void) {
+  struct writer_state ws;
+  if (!stdin_is_pipe || pread(state_fd, &ws, sizeof ws, 0) != (ssize_t)sizeof ws || ws.magic != STATE_MAGIC) return;
+  if (ws.ino != cur_ino || ws.phase == PHASE_IDLE) return;
+  if (ws.phase == PHASE_WRITING) {
+    if (cur_size > ws.size_before && ftruncate(cur_fd, (off_t)ws.size_before) == 0) {
+      cur_size = ws.size_before;
+      line_start = (int)ws.line_start;
+    }
+  } else if (ws.phase == PHASE_CONSUMING && ws.taken <= CHUNK) {
+    ssize_t n = tee(0, scratch[1], ws.taken, SPLICE_F_NONBLOCK);
+    size_t got = 0;
+    while (n > 0 && got < (size_t)n) {
+      ssize_t r = read(scratch[0], in_buf + got, (size_t)n - got);
+      if (r <= 0) break;
+      got += (size_t)r;
+    }
+    size_t edge = ws.taken < EDGE ? ws.taken : EDGE;
+    if (got == ws.taken && memcmp(in_buf, ws.head, edge) == 0 && memcmp(in_buf + got - edge, ws.tail, edge) == 0)
+      consume_input(ws.taken, ws.taken);
+  }
+  record_write(PHASE_IDLE, 0, NULL, 0);
+}
+
+/* Where the first end-of-run marker starts in buf[0..n), or n. Text never holds a NUL, so the
+ * search is a memchr for one. */
+static size_t find_marker(const char *buf, size_t n) {
+  for (const char *p = buf; (p = memchr(p, '\0', n - (size_t)(p - buf))); p++)
+    if ((size_t)(buf + n - p) >= MARKER_LEN && memcmp(p, MARKER, MARKER_LEN) == 0) return (size_t)(p - buf);
+  return n;
+}
+
+/* The service's run ended (its finish script wrote the marker after everything the run wrote):
+ * a last line without newline ends here, not in the next run's first line. */
+static void end_run(size_t peeked) {
+  int add = !line_start;
+  if (add && cur_size + 1 > opt.max_size) rotate();
+  uint64_t before = cur_size;
+  record_write(PHASE_WRITING, before, in_buf, MARKER_LEN);
+  if (add) write_all(cur_fd, "\n", 1, "current");
+  line_start = 1;
+  record_write(PHASE_CONSUMING, before, in_buf, MARKER_LEN);
+  consume_input(MARKER_LEN, peeked);
+  record_write(PHASE_IDLE, 0, NULL, 0);
+  if (add) appended(1);
+}
+
+static void write_loop(void) {
+  for (;;) {
+    size_t n;
+    if (carry) {
+      ssize_t r = stdin_is_pipe ? 0 : read(0, in_buf + carry, CHUNK - carry);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) die("cannot read stdin: %s", strerror(errno));
+      n = carry + (size_t)r;
+      carry = 0;
+    } else {
+      n = peek_input();
+      if (!n) break;
+    }
+    size_t usable = find_marker(in_buf, n);
+    if (usable == 0) {
+      end_run(n);
+      continue;
+    }
+    if (line_start && opt.copy) say_skips();
+    const char *out;
+    size_t out_len;
+    int rotate_after;
+    size_t taken = plan_write(in_buf, usable, &out, &out_len, &rotate_after);
+    if (taken) {
+      uint64_t before = cur_size;
+      record_write(PHASE_WRITING, before, in_buf, taken);
+      write_all(cur_fd, out, out_len, "current");
+      line_start = out[out_len - 1] == '\n';
+      record_write(PHASE_CONSUMING, before, in_buf, taken);
+      consume_input(taken, n);
+      record_write(PHASE_IDLE, 0, NULL, 0);
+      appended(out_len);
+    } else if (!stdin_is_pipe) {
+      carry = n;
+    }
+    if (rotate_after) rotate();
+  }
+  if (!line_start) { /* the last line had no newline: it ends here */
+    write_all(cur_fd, "\n", 1, "current");
+    line_start = 1;
+    appended(1);
+  }
+  if (opt.copy) say_skips();
+}
+
+/* --- the stdout copy ------------------------------------------------------------------------------ */
+
+static int copy_line_start = 1;
+
+/* stdout is gone (closed by the engine): stop copying, keep logging to the files. */
+static void stop_copy(int err) {
+  say("gen-log: the stdout copy stops: %s", strerror(err));
+  pthread_mutex_lock(&lock);
+  copier_done = 1;
+  pthread_cond_broadcast(&changed);
+  pthread_mutex_unlock(&lock);
+  pthread_exit(NULL);
+}
+
+/* Whether to try again: a signal, or a non-blocking stdout that is full (wait until it is not). */
+static int retry_stdout(int err) {
+  if (err == EINTR) return 1;
+  if (err != EAGAIN) return 0;
+  struct pollfd p = {1, POLLOUT, 0};
+  poll(&p, 1, 1000);
+  return 1;
+}
+
+static void write_stdout(const char *buf, size_t len) {
+  while (len) {
+    ssize_t n = write(1, buf, len);
+    if (n < 0 && retry_stdout(errno)) continue;
+    if (n <= 0) stop_copy(n < 0 ? errno : EIO);
+    buf += n;
+    len -= (size_t)n;
+  }
+}
+
+/* Copy [off, off+len) of fd to stdout; returns bytes copied. Stamps are left out and the prefix
+ * put in, line by line; without either, sendfile moves the bytes without a copy into this process. */
+static size_t copy_range(int fd, uint64_t off, size_t len, char *buf) {
+  if (!opt.prefix && opt.stamp == STAMP_NONE) {
+    off_t pos = (off_t)off;
+    ssize_t n = sendfile(1, fd, &pos, len);
+    if (n > 0) return (size_t)n;
+    if (n < 0 && retry_stdout(errno)) return 0;
+    if (n < 0 && errno != EINVAL && errno != ENOSYS) stop_copy(errno);
+  }
+  ssize_t n = pread(fd, buf, len, (off_t)off);
+  if (n <= 0) return 0;
+  size_t slen = stamp_len(), plen = opt.prefix ? strlen(opt.prefix) : 0, i = 0, end = (size_t)n;
+  char *out = buf + CHUNK; /* the second half of the buffer */
+  size_t o = 0;
+  while (i < end) {
+    if (copy_line_start) {
+      if (slen) {
+        if (end - i < slen) break; /* the rest of this stamp comes next round */
+        i += slen;
+      }
+      if (plen) {
+        memcpy(out + o, opt.prefix, plen);
+        o += plen;
+        out[o++] = ' ';
+      }
+      copy_line_start = 0;
+    }
+    const char *nl = memchr(buf + i, '\n', end - i);
+    size_t seg = nl ? (size_t)(nl - (buf + i)) + 1 : end - i;
+    if (o + seg > CHUNK) seg = CHUNK - o;
+    memcpy(out + o, buf + i, seg);
+    o += seg;
+    i += seg;
+    if (out[o - 1] == '\n') copy_line_start = 1;
+    if (o + plen + 1 >= CHUNK) break;
+  }
+  write_stdout(out, o);
+  return i;
+}
+
+static void *copier(void *unused) {
+  (void)unused;
+  char *buf = malloc(2 * (size_t)CHUNK + 4096);
+  if (!buf) die("out of memory");
+  int fd = -1;
+  struct copier_state cs = {STATE_MAGIC, 0, 0, 1};
+  pthread_mutex_lock(&lock);
+  for (;;) {
+    struct segment *s = segment_by_seq(copy_seq);
+    if (!s) { /* the list ran out: wait for the writer */
+      if (input_done) break;
+      pthread_cond_wait(&changed, &lock);
+      continue;
+    }
+    if (s->deleted && copy_open_seq != s->seq) { /* rotated away before the copy reached it */
+      copy_seq++, copy_off = 0;
+      continue;
+    }
+    if (copy_off >= s->size) {
+      if (!s->is_current) { /* a complete archive: on to the next file */
+        copy_seq++, copy_off = 0;
+        forget_copied_segments();
+        continue;
+      }
+      if (input_done) break;
+      pthread_cond_wait(&changed, &lock);
+      continue;
+    }
+    if (copy_open_seq != s->seq) {
+      if (fd >= 0) close(fd);
+      fd = openat(dir_fd, s->name, O_RDONLY | O_CLOEXEC);
+      copy_open_seq = fd >= 0 ? s->seq : UINT64_MAX;
+      if (fd < 0) { /* deleted by hand: skip it */
+        copy_seq++, copy_off = 0;
+        continue;
+      }
+      cs.ino = s->ino;
+    }
+    uint64_t off = copy_off, len = s->size - copy_off;
+    pthread_mutex_unlock(&lock);
+    size_t n = copy_range(fd, off, len > CHUNK ? CHUNK : (size_t)len, buf);
+    cs.offset = off + n;
+    cs.line_start = (uint64_t)copy_line_start;
+    pwrite_state(&cs, sizeof cs, COPIER_STATE_AT);
+    pthread_mutex_lock(&lock);
+    copy_off = off + n;
+  }
+  copier_done = 1;
+  pthread_cond_broadcast(&changed);
+  pthread_mutex_unlock(&lock);
+  if (fd >= 0) close(fd);
+  free(buf);
+  return NULL;
+}
+
+/* Where the copy starts: where a killed logger's copy stopped, if that file is still here; else at
+ * the end of current (a new start copies only new output). Builds the segment list. */
+static void place_copy(void) {
+  struct copier_state cs;
+  int resume = state_fd >= 0 && pread(state_fd, &cs, sizeof cs, COPIER_STATE_AT) == (ssize_t)sizeof cs &&
+               cs.magic == STATE_MAGIC;
+  size_t n;
+  char **names = list_archives(&n);
+  int found = 0;
+  for (size_t i = 0; resume && i < n; i++) {
+    struct stat st;
+    if (fstatat(dir_fd, names[i], &st, 0) < 0) continue;
+    if (!found && (uint64_t)st.st_ino != cs.ino) continue;
+    struct segment *s = add_segment(names[i], (uint64_t)st.st_ino, (uint64_t)st.st_size, 0);
+    if (!found) copy_seq = s->seq, copy_off = cs.offset, found = 1;
+  }
+  free_names(names, n);
+  struct segment *cur = add_segment("current", cur_ino, cur_size, 1);
+  if (!found) {
+    copy_seq = cur->seq;
+    copy_off = resume && cs.ino == cur_ino && cs.offset <= cur_size ? cs.offset : cur_size;
+    found = resume && cs.ino == cur_ino;
+  }
+  copy_line_start = found ? (int)cs.line_start : 1;
+}
+
+/* --- main ------------------------------------------------------------------------------------------ */
+
+/* At EOF: the copy gets as long as it needs while stdout takes bytes; DRAIN_MS without progress
+ * (a stalled engine) and gen-log gives up on stdout and exits, its files complete. */
+static void drain_copy(void) {
+  pthread_mutex_lock(&lock);
+  input_done = 1;
+  pthread_cond_broadcast(&changed);
+  uint64_t seen_seq = copy_seq, seen_off = copy_off;
+  long idle_since = now_ms();
+  while (!copier_done) {
+    if (copy_seq != seen_seq || copy_off != seen_off) {
+      seen_seq = copy_seq, seen_off = copy_off;
+      idle_since = now_ms();
+    }
+    long left = idle_since + opt.drain_ms - now_ms();
+    if (left <= 0) break;
+    if (left > 100) left = 100; /* look at the progress ten times a second */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += left * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    pthread_cond_timedwait(&changed, &lock, &ts);
+  }
+  int done = copier_done;
+  uint64_t behind = 0;
+  for (size_t i = 0; i < nsegs; i++)
+    if (segs[i].seq >= copy_seq && !segs[i].deleted) behind += segs[i].size - (segs[i].seq == copy_seq ? copy_off : 0);
+  pthread_mutex_unlock(&lock);
+  if (!done)
+    say("gen-log: stdout took nothing for %ld ms at exit: its last %llu bytes are in the files only", opt.drain_ms,
+        (unsigned long long)behind);
+}
+
+int main(int argc, char **argv) {
+  int c;
+  opterr = 0; /* one line of our own instead of getopt's */
+  while ((c = getopt(argc, argv, "+t:s:n:op:d:")) != -1) {
+    switch (c) {
+      case 't':
+        if (!strcmp(optarg, "none")) opt.stamp = STAMP_NONE;
+        else if (!strcmp(optarg, "tai64n")) opt.stamp = STAMP_TAI64N;
+        else if (!strcmp(optarg, "iso8601")) opt.stamp = STAMP_ISO8601;
+        else die("-t %s: use none, tai64n or iso8601", optarg);
+        break;
+      case 's': opt.max_size = number(optarg, 4096, UINT64_MAX / 2, "-s"); break;
+      case 'n': opt.keep = (unsigned)number(optarg, 0, 100000, "-n"); break;
+      case 'o': opt.copy = 1; break;
+      case 'p': opt.prefix = optarg; break;
+      case 'd': opt.drain_ms = (long)number(optarg, 0, 86400000, "-d"); break;
+      default: usage(strchr("tsnpd", optopt) ? "an option lacks its value" : "unknown option");
+    }
+  }
+  if (optind != argc - 1) usage(optind < argc ? "one directory only" : "no log directory");
+  opt.dir = argv[optind];
+  if (opt.prefix && strlen(opt.prefix) > 200) die("-p: a prefix of at most 200 bytes");
+
+  /* The logger lives until EOF: s6-supervise's SIGTERM at stop must not cut the log short. */
+  signal(SIGTERM, SIG_IGN);
+  signal(SIGPIPE, SIG_IGN);
+  signal(SIGHUP, SIG_IGN);
+
+  if (mkdir(opt.dir, 02755) < 0 && errno != EEXIST) die("cannot create %s: %s", opt.dir, strerror(errno));
+  dir_fd = open(opt.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0) die("cannot open %s: %s", opt.dir, strerror(errno));
+  int lock_fd = openat(dir_fd, "lock", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd < 0) die("cannot open %s/lock: %s", opt.dir, strerror(errno));
+  if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0)
+    die("%s is in use by another logger (its lock file is held): give each logger its own directory", opt.dir);
+  state_fd = openat(dir_fd, STATE_FILE, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (state_fd < 0) die("cannot open %s/%s: %s", opt.dir, STATE_FILE, strerror(errno));
+
+  in_buf = malloc(CHUNK);
+  out_buf = malloc(OUT_CAP);
+  if (!in_buf || !out_buf) die("out of memory");
+  struct stat st;
+  stdin_is_pipe = fstat(0, &st) == 0 && S_ISFIFO(st.st_mode);
+  if (stdin_is_pipe) {
+    devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (devnull < 0 || pipe2(scratch, O_CLOEXEC) < 0) die("cannot set up: %s", strerror(errno));
+    /* Large pipes: fewer wake-ups, and room for a burst while the disk is slow (best effort). */
+    fcntl(0, F_SETPIPE_SZ, CHUNK);
+    if (fcntl(scratch[0], F_SETPIPE_SZ, CHUNK) < 0) fcntl(scratch[0], F_SETPIPE_SZ, 65536);
+  }
+  open_current();
+  recover();
+  pthread_t copy_thread;
+  if (opt.copy && fstat(1, &st) == 0 && S_ISFIFO(st.st_mode))
+    fcntl(1, F_SETPIPE_SZ, CHUNK); /* the engine's pipe: room for a burst, fewer wake-ups (best effort) */
+  if (opt.copy) {
+    place_copy();
+    if (pthread_create(&copy_thread, NULL, copier, NULL)) die("cannot start the stdout copy");
+  }
+  if (cur_size >= opt.max_size) rotate();
+  write_loop();
+  fchmod(cur_fd, 0744); /* complete, as s6-log leaves it */
+  if (opt.copy) drain_copy();
+  return 0;
+}
