@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -155,6 +156,50 @@ def test_k8s_file_records_rebuild_the_stream():
     assert logs.k8s_file_payload(log) == b"abcdef\nghi\n"
     with pytest.raises(AssertionError):
         logs.k8s_file_payload(b"garbage\n")
+
+
+def test_log_variants_keep_the_limit_first_and_compare_gen_log_with_s6_log(tmp_path):
+    host = logs.host_variants(tmp_path)
+    names = [v.name for v in host]
+    assert names[0] == "pipe to a file (limit)" and len(set(names)) == len(names)
+    gen = [v for v in host if v.argv == ("GEN-LOG-RUN",)]
+    assert {v.env["GEN_INIT_ROOT"] for v in gen} == {str(tmp_path)}
+    assert {v.env["GEN_LOGGER"] for v in gen} == {"gen-log", "s6-log"}
+    assert {logs.GEN_LOG_DEFAULT, logs.GEN_LOG_ISO8601, logs.GEN_S6_LOG} <= set(names)
+    container = logs.container_variants()
+    assert container[0].name == "write to a file in the container (limit)"
+    assert container[-1].name == "podman k8s-file driver alone (cat to stdout, no init)"
+    shipped = next(v for v in container if v.name == logs.SHIPPED)
+    assert set(shipped.checks) == {"files", "k8s"} and "GEN_LOG_STDOUT=0" not in shipped.args
+
+
+def test_log_target_notes_say_met_or_missed_from_the_numbers():
+    host = Section("host", [], rows=[
+        [100, logs.GEN_LOG_DEFAULT, 0.1, 1.0, 0.6], [100, logs.GEN_LOG_ISO8601, 0.1, 1.0, 0.2],
+        [100, logs.GEN_S6_LOG, 0.1, 1.0, 0.1]])
+    assert logs.host_target_note(host) == (
+        "Targets: 100-byte lines: gen-log 0.6 of pipe-to-file with rotation (target 0.5, met), 0.2 with iso8601 "
+        "timestamps (target 0.3, missed); 6.0x the same log-run with GEN_LOGGER=s6-log.")
+    container = Section("container", [], rows=[
+        [100, logs.SHIPPED, 1.0, 1.0, 0.4, 1.1], [1000, logs.SHIPPED, 1.0, 1.0, 0.5, 0.9]])
+    note = logs.container_target_note(container)
+    assert note.startswith("Targets: 100-byte lines: shipped pipeline 1.1x k8s-file alone (target 1, met), 0.4 ")
+    assert "0.4 of the file write in the container (target 0.5, missed)" in note
+    assert "1000-byte lines: shipped pipeline 0.9x k8s-file alone (target 1, missed), 0.5 of" in note
+
+
+@pytest.mark.skipif(not (shutil.which("gcc") and shutil.which("s6-log")), reason="needs gcc and s6-log")
+def test_host_log_run_variants_run_gen_log_from_a_copy_of_the_init(tmp_path):
+    template = logs.INIT_TEMPLATE / logs.INIT_LIB
+    before = sorted(p.name for p in template.iterdir())
+    root = logs.build_init_root(tmp_path)
+    assert sorted(p.name for p in template.iterdir()) == before and not (template / "gen-log").exists()
+    assert (root / logs.INIT_LIB / "gen-log").stat().st_mode & 0o111
+    data = tmp_path / "data"
+    expected = logs.make_data(data, 20_000, 100)
+    for variant in logs.host_variants(root):
+        if variant.argv == ("GEN-LOG-RUN",):
+            assert logs.run_host_variant(variant, data, expected, tmp_path) > 0
 
 
 def test_decision_tree_has_100_images_and_closures_follow_extends():
