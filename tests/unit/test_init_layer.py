@@ -43,6 +43,31 @@ def test_s6_provider_uses_distro_packages_and_gen_init(tmp_path):
     assert (layer.template_dir, layer.fetch_stage, layer.entrypoint) == ("init/s6", None, ("/init",))
 
 
+def _child_layer(tmp_path: Path, parent_logging: str, child_logging: str):
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "parent.yaml").write_text(f"name: parent\ntags: [latest]\n{BASE}{parent_logging}")
+    (specs / "child.yaml").write_text(f"name: child\ntags: [latest]\nextends: parent\n{child_logging}")
+    project = load_project([specs], tmp_path)
+    parent, child = build_image(project.specs["parent"]), build_image(project.specs["child"])
+    return init_layer(parent, None), init_layer(child, parent)
+
+
+def test_gen_log_is_compiled_once_in_a_chain_by_the_first_image_that_uses_it(tmp_path):
+    parent, child = _child_layer(tmp_path, "", "")
+    stage = parent.logger_stage
+    assert stage is not None and child.logger_stage is None  # the child inherits the binary
+    assert (stage.name, stage.packages, stage.binary, stage.become_root) == (
+        "gen-log", ("gcc", "libc6-dev"), "/usr/lib/gen/init/gen-log", False)
+    assert parent.builder_stages == (stage,)
+
+
+def test_an_s6_log_image_has_no_compiler_stage_and_its_child_may_add_gen_log(tmp_path):
+    parent, child = _child_layer(tmp_path, "logging: {logger: s6-log}\n", "logging: {logger: gen-log}\n")
+    assert parent.logger_stage is None and parent.builder_stages == ()
+    assert child.logger_stage is not None
+
+
 def test_env_defaults_come_from_the_spec(tmp_path):
     image, _ = image_from(tmp_path, """
         init: {kind: s6, kill_grace_time: 1500, services_grace_time: 2500, on_hook_failure: warn,

@@ -213,6 +213,15 @@ def test_restart_policy_restarts_with_backoff(init_root):
     assert proc.returncode in (1, 5)
 
 
+def test_gen_log_asked_for_but_not_in_the_image_is_one_clear_line(init_root):
+    (init_root.path / "usr/lib/gen/init/gen-log").unlink()  # an image built with logging.logger: s6-log
+    result = init_root.run("echo", "hi", GEN_LOGGER="gen-log")
+    assert result.returncode == 111 and b"use GEN_LOGGER=s6-log" in result.stderr
+    assert result.stderr.count(b"\n") == 1
+    result = init_root.run("echo", "hi", GEN_LOGGER="s6-log")
+    assert (result.returncode, result.stdout) == (0, b"hi\n")
+
+
 def test_each_restart_ends_its_last_line_and_waits_its_backoff(init_root):
     """A run that ends without a newline gets one in its own run, not glued to the next run's first
     line; and the backoff app-finish sets (1 s, then 2 s) is really slept before the next run."""

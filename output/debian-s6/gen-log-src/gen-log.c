@@ -282,7 +282,7 @@ static void free_names(char **names, size_t n) {
 }
 
 static void open_current(void) {
-  cur_fd = openat(dir_fd, "current", O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  cur_fd = openat(dir_fd, "current", O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (cur_fd < 0) die("cannot open %s/current: %s", opt.dir, strerror(errno));
   struct stat st;
   if (fstat(cur_fd, &st) < 0) die("cannot stat %s/current: %s", opt.dir, strerror(errno));
@@ -315,7 +315,7 @@ static void prune(void) {
       struct segment *s = &segs[j];
       if (s->deleted || s->is_current || s->ino != (uint64_t)st.st_ino) continue;
       s->deleted = 1;
-      if (opt.copy && s->seq >= copy_seq && s->seq != copy_open_seq) { /* not opened: it never will be */
+      if (opt.copy && !copier_done && s->seq >= copy_seq && s->seq != copy_open_seq) { /* never to be opened */
         pending_skip += s->size - (s->seq == copy_seq ? copy_off : 0);
         pending_skip_files++;
       }
@@ -333,7 +333,8 @@ static void rotate(void) {
   for (int tries = 0;; tries++) {
     tai64n_of(&ts, name);
     strcpy(name + TAI64N_LEN, ".s");
-    if (faccessat(dir_fd, name, F_OK, AT_SYMLINK_NOFOLLOW) < 0) break;
+    struct stat taken;
+    if (fstatat(dir_fd, name, &taken, AT_SYMLINK_NOFOLLOW) < 0) break;
     if (++ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec = 0; /* a name is never reused */
     if (tries > 1000) die("cannot find a free archive name in %s", opt.dir);
   }
@@ -412,13 +413,19 @@ static void say_skips(void) {
 
 static char *in_buf, *out_buf;
 
+/* A non-blocking stdin (someone set O_NONBLOCK on the pipe): wait until it has data or EOF. */
+static int wait_for_input(void) {
+  struct pollfd p = {0, POLLIN, 0};
+  return poll(&p, 1, -1) >= 0 || errno == EINTR;
+}
+
 /* Up to CHUNK bytes of input into in_buf without consuming them from a pipe (tee into a scratch
  * pipe, then read that); from anything else, a plain read. 0 at EOF. */
 static size_t peek_input(void) {
   for (;;) {
     if (stdin_is_pipe) {
       ssize_t n = tee(0, scratch[1], CHUNK, 0);
-      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EINTR || (errno == EAGAIN && wait_for_input()))) continue;
       if (n < 0 && errno == EINVAL) {
         stdin_is_pipe = 0; /* not a pipe after all (a socket, say) */
         continue;
@@ -434,7 +441,7 @@ static size_t peek_input(void) {
       return got;
     }
     ssize_t n = read(0, in_buf, CHUNK);
-    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EINTR || (errno == EAGAIN && wait_for_input()))) continue;
     if (n < 0) die("cannot read stdin: %s", strerror(errno));
     return (size_t)n;
   }
@@ -829,11 +836,11 @@ int main(int argc, char **argv) {
   if (mkdir(opt.dir, 02755) < 0 && errno != EEXIST) die("cannot create %s: %s", opt.dir, strerror(errno));
   dir_fd = open(opt.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir_fd < 0) die("cannot open %s: %s", opt.dir, strerror(errno));
-  int lock_fd = openat(dir_fd, "lock", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  int lock_fd = openat(dir_fd, "lock", O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (lock_fd < 0) die("cannot open %s/lock: %s", opt.dir, strerror(errno));
   if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0)
     die("%s is in use by another logger (its lock file is held): give each logger its own directory", opt.dir);
-  state_fd = openat(dir_fd, STATE_FILE, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  state_fd = openat(dir_fd, STATE_FILE, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (state_fd < 0) die("cannot open %s/%s: %s", opt.dir, STATE_FILE, strerror(errno));
 
   in_buf = malloc(CHUNK);
