@@ -28,7 +28,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -40,7 +39,6 @@
 #include <sys/file.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -575,7 +573,7 @@ static void write_loop(void) {
   for (;;) {
     size_t n;
     if (carry) {
-      ssize_t r = stdin_is_pipe ? 0 : read(0, in_buf + carry, CHUNK - carry);
+      ssize_t r = read(0, in_buf + carry, CHUNK - carry); /* carry exists for plain reads only */
       if (r < 0 && errno == EINTR) continue;
       if (r < 0) die("cannot read stdin: %s", strerror(errno));
       n = carry + (size_t)r;
