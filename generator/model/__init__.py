@@ -49,6 +49,7 @@ class Init:
     restart: str
     kill_grace_time: int
     services_grace_time: int
+    services_start_timeout: int
     on_hook_failure: str
     start_as_root: bool
     verbosity: int
@@ -268,6 +269,7 @@ def build_image(spec: ResolvedSpec) -> Image:
             restart=init["restart"],
             kill_grace_time=init["kill_grace_time"],
             services_grace_time=init["services_grace_time"],
+            services_start_timeout=init["services_start_timeout"],
             on_hook_failure=init["on_hook_failure"],
             start_as_root=init["start_as_root"],
             verbosity=init["verbosity"],

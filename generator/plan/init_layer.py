@@ -6,7 +6,10 @@ Two providers share the same spec fields:
   templates/init/s6). Everything it reads at run time is an environment variable with a default
   set here, so `podman run -e` can change it per container.
 * ``s6-overlay``: the pinned release tarballs, fetched in a builder stage and verified against
-  sha256 sums gen knows (generator/data/s6-overlay-checksums.json) or the spec gives.
+  sha256 sums gen knows (generator/data/s6-overlay-checksums.json) or the spec gives. s6-overlay
+  is PID 1 and runs the start-up; gen's own scripts (templates/init/s6-overlay, most of them
+  shared with ``s6``) make it behave as an ``s6`` image does: the spec's services become s6-rc
+  longruns with their own loggers, and CMD runs supervised as gen's app service.
 
 With ``logging.logger: gen-log`` (the default) an s6 image also gets gen's logger, compiled from
 templates/logger/gen-log.c in a builder stage with the base's own compiler and libc; only the
@@ -57,6 +60,18 @@ HOOK_FAILURE_BEHAVIOUR = {"continue": "0", "warn": "1", "stop": "2"}
 # Names a spec service cannot take: the CMD's own service, and s6-log's files in the log dir
 # (each service logs to $GEN_LOG_DIR/<name>/).
 RESERVED_SERVICE_NAMES = frozenset({"app", "current", "state", "lock", "processed", "previous"})
+# ... and in s6-overlay images, the names s6-overlay's and gen's own s6-rc services have.
+OVERLAY_RESERVED_NAMES = frozenset({"base", "user", "user2", "top", "fix-attrs", "legacy-cont-init",
+                                    "legacy-services", "s6rc-oneshot-runner", "s6rc-fdholder", "gen-setup",
+                                    "gen-app"})
+
+# s6-overlay: where CMD goes (ENTRYPOINT ["/init", this]), gen's s6-rc oneshots, the skeletons of
+# a service's s6-rc definitions, and the release from which user bundles live in user-bundles.d.
+OVERLAY_CMD = "/usr/lib/gen/init/overlay-cmd"
+RC_SOURCES = "etc/s6-overlay/s6-rc.d"
+GEN_ONESHOTS = ("gen-setup", "gen-app")
+RC_SKELETONS = {"service": "init/s6-rc/service", "logger": "init/s6-rc/logger"}
+USER_BUNDLES_D_SINCE = (3, 2, 3, 2)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SUM_LINE = re.compile(r"^([0-9a-fA-F]{64})\s+\*?(\S+)\s*$")
@@ -127,12 +142,23 @@ class FetchStage:
 
 
 @dataclass(frozen=True)
+class RcDefinition:
+    """An s6-rc source directory gen writes into an s6-overlay image: a skeleton's files (type
+    and scripts, from templates/<skeleton>/) plus the files decided here (argv, names, links)."""
+
+    directory: str  # below / in the image, e.g. etc/s6-overlay/s6-rc.d/web
+    skeleton: str | None
+    files: tuple[tuple[str, str], ...]  # (path below directory, content)
+
+
+@dataclass(frozen=True)
 class InitLayer:
     packages: tuple[str, ...]  # distro packages the layer needs in the final image
     template_dir: str  # under templates/: copied to gen-init/ in the context, then to /
     fetch_stage: FetchStage | None
     entrypoint: tuple[str, ...]
     logger_stage: CompileStage | None = None  # gen-log, when this image is the first to need it
+    rc_definitions: tuple[RcDefinition, ...] = ()  # s6-overlay: the spec's services for s6-rc
 
     @property
     def builder_stages(self) -> tuple[FetchStage | CompileStage, ...]:
@@ -276,18 +302,22 @@ def _platform_arch(platform: str, known: list[str]) -> str:
 
 
 def _check_services(image: Image) -> None:
-    for service in image.services:
-        if service.name in RESERVED_SERVICE_NAMES:
-            index = image.services.index(service)
+    reserved = set(RESERVED_SERVICE_NAMES)
+    if image.init.kind == "s6-overlay":
+        # Each service also owns NAME-log and NAME-pipeline in s6-rc's one namespace.
+        reserved |= OVERLAY_RESERVED_NAMES
+        reserved |= {f"{s.name}-{suffix}" for s in image.services for suffix in ("log", "pipeline")}
+    for index, service in enumerate(image.services):
+        if service.name in reserved:
             raise SpecFieldError(("services", index, "name"), f"the name {service.name!r} is reserved by the init "
-                                 f"layer ({', '.join(sorted(RESERVED_SERVICE_NAMES))})", "rename the service")
+                                 f"layer ({', '.join(sorted(reserved))})", "rename the service")
 
 
 def _logger_stage(image: Image, parent: Image | None) -> CompileStage | None:
     """gen-log's builder stage, unless the image uses s6-log or inherits gen-log from its parent."""
     if image.logging.logger != "gen-log":
         return None
-    if parent is not None and parent.init.kind == "s6" and parent.logging.logger == "gen-log":
+    if parent is not None and parent.init.kind in ("s6", "s6-overlay") and parent.logging.logger == "gen-log":
         return None
     return CompileStage("gen-log", LOGGER_CONTEXT_DIR, COMPILER_PACKAGES[image.family], image.family,
                         LOGGER_OUTPUT_DIR, LOGGER_PATH, base_may_be_non_root(image, parent))
@@ -301,13 +331,40 @@ def init_layer(image: Image, parent: Image | None) -> InitLayer:
     if kind == "s6":
         return InitLayer(S6_PACKAGES[image.family], "init/s6", None, ("/init",), _logger_stage(image, parent))
     if kind == "s6-overlay":
-        if image.services:
-            raise SpecFieldError(("services",), "gen writes services for init.kind s6 only",
-                                 "with s6-overlay, ship them as s6-rc definitions under /etc/s6-overlay/s6-rc.d in a "
-                                 "rootfs overlay, or use init.kind s6")
-        # The overlay brings its own s6 and execline; only the start-up hooks come from gen.
-        return InitLayer((), "init/s6-overlay", s6_overlay_fetch_stage(image), ("/init",))
+        # The overlay brings its own s6 and execline; gen brings its scripts and the logger.
+        return InitLayer((), "init/s6-overlay", s6_overlay_fetch_stage(image), ("/init", OVERLAY_CMD),
+                         _logger_stage(image, parent), rc_definitions(image))
     raise GenError(f"{image.spec_path}: init.kind {kind!r} has no init layer")
+
+
+def rc_definitions(image: Image) -> tuple[RcDefinition, ...]:
+    """The spec's services as s6-rc longruns, each a pipeline with its logger, in the user bundle
+    with gen's oneshots; gen-app depends on every service, so a stop brings the app down first."""
+    stdout_writers = sum(s.log_stdout for s in image.services) + image.logging.stdout
+    definitions = []
+    for service in image.services:
+        name, logger = service.name, f"{service.name}-log"
+        argv = tuple((f"data/argv/{i:06d}", arg) for i, arg in enumerate(service.command))
+        definitions.append(RcDefinition(f"{RC_SOURCES}/{name}", RC_SKELETONS["service"], (
+            ("producer-for", f"{logger}\n"), ("data/user", service.user or image.user or ""),
+            ("dependencies.d/base", ""), ("dependencies.d/gen-setup", ""), *argv)))
+        prefix = (("data/prefix", f"{name}:"),) if service.log_stdout and stdout_writers > 1 else ()
+        definitions.append(RcDefinition(f"{RC_SOURCES}/{logger}", RC_SKELETONS["logger"], (
+            ("consumer-for", f"{name}\n"), ("pipeline-name", f"{name}-pipeline\n"), ("data/name", name),
+            ("data/stdout", "1" if service.log_stdout else "0"), ("dependencies.d/gen-setup", ""), *prefix)))
+    definitions.append(RcDefinition(f"{RC_SOURCES}/gen-app/dependencies.d", None,
+                                    tuple((s.name, "") for s in image.services)))
+    contents = (*GEN_ONESHOTS, *(f"{s.name}-pipeline" for s in image.services))
+    definitions.append(RcDefinition(_user_bundle(image.init.version or ""), None, tuple((c, "") for c in contents)))
+    return tuple(definitions)
+
+
+def _user_bundle(version: str) -> str:
+    """Where s6-overlay reads the user bundle's contents: user-bundles.d from 3.2.3.2 on (earlier
+    releases know only s6-rc.d/user, which later ones still read with a warning)."""
+    if _version_key(version) >= USER_BUNDLES_D_SINCE:
+        return "etc/s6-overlay/user-bundles.d/user/contents.d"
+    return f"{RC_SOURCES}/user/contents.d"
 
 
 def init_env(image: Image) -> dict[str, str]:
@@ -322,10 +379,13 @@ def init_env(image: Image) -> dict[str, str]:
     if image.sysctls.values:
         env["GEN_SYSCTL_POLICY"] = image.sysctls.policy
     if init.kind == "s6-overlay":
-        # s6-overlay v3 gives CMD an emptied environment unless told to keep it.
+        # s6-overlay v3 gives CMD an emptied environment unless told to keep it. Its last stop
+        # step sleeps S6_KILL_GRACETIME ms even when nothing is left (s6-overlay#628): gen's own
+        # stop waits for what is left (GEN_KILL_GRACETIME at most), so s6-overlay's wait is 0.
         env["S6_KEEP_ENV"] = "1"
-        env["S6_LOGGING_SCRIPT"] = logging_script(image)
-        return env
+        env["GEN_KILL_GRACETIME"] = env["S6_KILL_GRACETIME"]
+        env["S6_KILL_GRACETIME"] = "0"
+        env["S6_CMD_WAIT_FOR_SERVICES_MAXTIME"] = str(init.services_start_timeout)
     env.update(
         {
             "GEN_LOG_DIR": logging.dir,
@@ -339,9 +399,3 @@ def init_env(image: Image) -> dict[str, str]:
     )
     return env
 
-
-def logging_script(image: Image) -> str:
-    """The s6-log directives for the spec's rotation (S6_LOGGING_SCRIPT's syntax)."""
-    logging = image.logging
-    stamp = {"none": "", "tai64n": " t", "iso8601": " T"}[logging.timestamp]
-    return f"n{logging.keep} s{logging.max_size}{stamp}"

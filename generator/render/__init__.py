@@ -73,6 +73,12 @@ def _init_files(plan: Plan, templates: TemplateSet) -> list[RenderedFile]:
         else:
             data = source.read_bytes()
         files.append(RenderedFile(f"gen-init/{rel}", data, _file_mode(source)))
+    for definition in plan.init.rc_definitions:
+        where = f"gen-init/{definition.directory}"
+        if definition.skeleton is not None:
+            files += [RenderedFile(f"{where}/{rel}", source.read_bytes(), _file_mode(source))
+                      for rel, source in templates.tree(definition.skeleton)]
+        files += [RenderedFile(f"{where}/{rel}", text.encode(), 0o644) for rel, text in definition.files]
     return files
 
 
@@ -104,6 +110,8 @@ def templates_used(plan: Plan) -> tuple[str, ...]:
         parts.append(f"{plan.init.template_dir}/")
     if plan.init is not None and plan.init.logger_stage is not None:
         parts.append(f"{LOGGER_TEMPLATE_DIR}/")
+    if plan.init is not None:
+        parts += sorted({f"{d.skeleton}/" for d in plan.init.rc_definitions if d.skeleton is not None})
     return tuple(parts)
 
 

@@ -187,14 +187,69 @@ def test_fetch_stage_renders_verification(tmp_path):
     assert "FROM ${BASE_IMAGE} AS s6-overlay" in text
     assert "sha256sum -c -" in text and checksum_table()["3.1.6.2"][NOARCH] in text
     assert "COPY --from=s6-overlay /gen-s6-overlay/ /" in text
-    assert 'ENTRYPOINT ["/init"]' in text
+    assert 'ENTRYPOINT ["/init", "/usr/lib/gen/init/overlay-cmd"]' in text
+    assert "AS gen-log" in text, "s6-overlay images log with gen-log too"
 
 
-def test_s6_overlay_with_services_is_refused(tmp_path):
-    image, _ = image_from(tmp_path, "init: {kind: s6-overlay, version: 3.1.6.2}\nservices: [{name: w, command: [x]}]\n")
-    with pytest.raises(SpecFieldError) as info:
+OVERLAY_SERVICES = """\
+init: {kind: s6-overlay, version: VERSION, checksums: {s6-overlay-noarch.tar.xz: SUM, s6-overlay-x86_64.tar.xz: SUM}}
+logging: {stdout: true}
+services:
+  - {name: web, command: [httpd, -f, "two words"], log_stdout: true}
+  - {name: worker, command: [work], user: nobody}
+"""
+
+
+def _context(tmp_path: Path, version: str) -> dict[str, str]:
+    _, project = image_from(tmp_path, OVERLAY_SERVICES.replace("VERSION", version).replace("SUM", SUM))
+    files = render_project(project).images[0].files
+    return {f.path.removeprefix("gen-init/"): f.data.decode() for f in files if f.path.startswith("gen-init/")}
+
+
+def test_s6_overlay_services_become_s6_rc_pipelines_that_cmd_starts_after(tmp_path):
+    files = _context(tmp_path, "3.2.3.2")
+    rc = "etc/s6-overlay/s6-rc.d"
+    assert [files[f"{rc}/web/data/argv/{i:06d}"] for i in range(3)] == ["httpd", "-f", "two words"]
+    assert (files[f"{rc}/web/type"], files[f"{rc}/web/producer-for"]) == ("longrun\n", "web-log\n")
+    assert "exec /usr/lib/gen/init/service-run" in files[f"{rc}/web/run"]
+    assert (files[f"{rc}/web/data/user"], files[f"{rc}/worker/data/user"]) == ("", "nobody")
+    assert files[f"{rc}/web-log/consumer-for"] == "web\n" and files[f"{rc}/web-log/pipeline-name"] == "web-pipeline\n"
+    assert (files[f"{rc}/web-log/data/name"], files[f"{rc}/web-log/data/stdout"]) == ("web", "1")
+    # Two writers share stdout (web and CMD): web's lines carry its name; worker is not on stdout.
+    assert files[f"{rc}/web-log/data/prefix"] == "web:" and f"{rc}/worker-log/data/prefix" not in files
+    # gen-app depends on every service, so s6-rc stops the app first; everything waits for gen-setup.
+    assert {f"{rc}/gen-app/dependencies.d/web", f"{rc}/gen-app/dependencies.d/worker",
+            f"{rc}/web/dependencies.d/gen-setup", f"{rc}/web-log/dependencies.d/gen-setup"} <= set(files)
+    bundle = "etc/s6-overlay/user-bundles.d/user/contents.d"
+    assert {p.rsplit("/", 1)[1] for p in files if p.startswith(bundle)} == {
+        "gen-setup", "gen-app", "web-pipeline", "worker-pipeline"}
+
+
+def test_s6_overlay_before_3_2_3_2_gets_its_user_bundle_in_s6_rc_d(tmp_path):
+    files = _context(tmp_path, "3.1.6.2")
+    assert "etc/s6-overlay/s6-rc.d/user/contents.d/web-pipeline" in files
+    assert not any(p.startswith("etc/s6-overlay/user-bundles.d") for p in files)
+
+
+@pytest.mark.parametrize("name", ["base", "gen-app", "user", "web-log"])
+def test_s6_overlay_service_names_must_not_clash_in_s6_rc(tmp_path, name):
+    image, _ = image_from(tmp_path, f"""
+        init: {{kind: s6-overlay, version: 3.1.6.2}}
+        services: [{{name: web, command: [x]}}, {{name: {name}, command: [y]}}]
+    """)
+    with pytest.raises(SpecFieldError, match="reserved by the init layer") as info:
         init_layer(image, None)
-    assert info.value.path == ("services",) and "s6-rc" in info.value.hint
+    assert info.value.path == ("services", 1, "name")
+
+
+def test_s6_overlay_env_keeps_gens_kill_grace_time_and_zeroes_s6_overlays_fixed_sleep(tmp_path):
+    image, _ = image_from(tmp_path, """
+        init: {kind: s6-overlay, version: 3.1.6.2, kill_grace_time: 1500, services_start_timeout: 20000}
+    """)
+    env = init_env(image)
+    assert (env["S6_KILL_GRACETIME"], env["GEN_KILL_GRACETIME"]) == ("0", "1500")
+    assert (env["S6_KEEP_ENV"], env["S6_CMD_WAIT_FOR_SERVICES_MAXTIME"]) == ("1", "20000")
+    assert env["GEN_LOGGER"] == "gen-log" and "S6_LOGGING_SCRIPT" not in env
 
 
 def test_add_version_parses_published_sha256_files():

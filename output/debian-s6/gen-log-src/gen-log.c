@@ -2,7 +2,7 @@
  * rotated by size at line boundaries into archives named as s6-log names them (@<tai64n>.s, the
  * oldest deleted beyond KEEP); optionally copies it to stdout, asynchronously.
  *
- *   gen-log [-t none|tai64n|iso8601] [-s MAX_SIZE] [-n KEEP] [-o] [-p PREFIX] [-d DRAIN_MS] DIR
+ *   gen-log [-t none|tai64n|iso8601] [-s MAX_SIZE] [-n KEEP] [-o] [-p PREFIX] [-d DRAIN_MS] [-e] DIR
  *
  * Why not s6-log: s6-log handles its input line by line in 8 KiB reads (about 250 MB/s here, against
  * 3 GB/s for a plain pipe into a file) and copies to stdout synchronously, so a stalled container
@@ -20,6 +20,8 @@
  *   restarts: its finish script writes MARKER (NUL-framed, never in text) into the pipe after all the
  *   run wrote. SIGTERM is ignored: the logger ends at EOF, which the init guarantees at stop; then
  *   the stdout copy goes on while stdout takes bytes, and gives up after DRAIN_MS without progress.
+ *   With -e, SIGTERM ends the input once the pipe is empty: under s6-rc a fd holder keeps the pipe
+ *   open, so EOF never comes, and the logger gets SIGTERM only after its producer is down.
  * - -t stamps each line (tai64n or iso8601, s6-log's t and T formats) in the files; the stdout copy
  *   leaves the stamps out (the engine stamps its own records) and puts PREFIX and a space before
  *   each line when given (several services sharing stdout).
@@ -83,8 +85,9 @@ static struct {
   int copy;
   const char *prefix;
   long drain_ms;
+  int end_on_term;
   const char *dir;
-} opt = {STAMP_NONE, 268435455, 3, 0, NULL, 3000, NULL};
+} opt = {STAMP_NONE, 268435455, 3, 0, NULL, 3000, 0, NULL};
 
 static int dir_fd = -1, cur_fd = -1, state_fd = -1;
 static uint64_t cur_size, cur_ino;
@@ -92,6 +95,8 @@ static int line_start = 1;          /* the files end at a line boundary */
 static uint64_t pending_skip;       /* bytes the copy skipped, still to be said in the files */
 static unsigned pending_skip_files;
 static int stdin_is_pipe, scratch[2] = {-1, -1}, devnull = -1;
+static volatile sig_atomic_t term_seen; /* -e: SIGTERM came; the input ends when the pipe is empty */
+static sigset_t unblocked;              /* -e: the mask while waiting for input, SIGTERM let in */
 
 /* Shared with the copier thread, under lock. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -126,7 +131,7 @@ static void die(const char *fmt, ...) {
 }
 
 static void usage(const char *problem) {
-  die("%s; usage: gen-log [-t none|tai64n|iso8601] [-s MAX_SIZE] [-n KEEP] [-o] [-p PREFIX] [-d DRAIN_MS] DIR",
+  die("%s; usage: gen-log [-t none|tai64n|iso8601] [-s MAX_SIZE] [-n KEEP] [-o] [-p PREFIX] [-d DRAIN_MS] [-e] DIR",
       problem);
 }
 
@@ -417,10 +422,28 @@ static int wait_for_input(void) {
   return poll(&p, 1, -1) >= 0 || errno == EINTR;
 }
 
+static void on_term(int sig) {
+  (void)sig;
+  term_seen = 1;
+}
+
+/* -e: whether input may still come. SIGTERM stays blocked except inside ppoll, so it cannot slip in
+ * between the check and a blocking read; once it came, reads never block and empty means the end. */
+static int input_may_come(void) {
+  if (!opt.end_on_term) return 1;
+  while (!term_seen) {
+    struct pollfd p = {0, POLLIN, 0};
+    if (ppoll(&p, 1, NULL, &unblocked) > 0) return 1;
+  }
+  struct pollfd p = {0, POLLIN, 0};
+  return poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
+}
+
 /* Up to CHUNK bytes of input into in_buf without consuming them from a pipe (tee into a scratch
  * pipe, then read that); from anything else, a plain read. 0 at EOF. */
 static size_t peek_input(void) {
   for (;;) {
+    if (!input_may_come()) return 0;
     if (stdin_is_pipe) {
       ssize_t n = tee(0, scratch[1], CHUNK, 0);
       if (n < 0 && (errno == EINTR || (errno == EAGAIN && wait_for_input()))) continue;
@@ -573,7 +596,8 @@ static void write_loop(void) {
   for (;;) {
     size_t n;
     if (carry) {
-      ssize_t r = read(0, in_buf + carry, CHUNK - carry); /* carry exists for plain reads only */
+      /* carry exists for plain reads only */
+      ssize_t r = input_may_come() ? read(0, in_buf + carry, CHUNK - carry) : 0;
       if (r < 0 && errno == EINTR) continue;
       if (r < 0) die("cannot read stdin: %s", strerror(errno));
       n = carry + (size_t)r;
@@ -806,7 +830,7 @@ static void drain_copy(void) {
 int main(int argc, char **argv) {
   int c;
   opterr = 0; /* one line of our own instead of getopt's */
-  while ((c = getopt(argc, argv, "+t:s:n:op:d:")) != -1) {
+  while ((c = getopt(argc, argv, "+t:s:n:op:d:e")) != -1) {
     switch (c) {
       case 't':
         if (!strcmp(optarg, "none")) opt.stamp = STAMP_NONE;
@@ -819,6 +843,7 @@ int main(int argc, char **argv) {
       case 'o': opt.copy = 1; break;
       case 'p': opt.prefix = optarg; break;
       case 'd': opt.drain_ms = (long)number(optarg, 0, 86400000, "-d"); break;
+      case 'e': opt.end_on_term = 1; break;
       default: usage(strchr("tsnpd", optopt) ? "an option lacks its value" : "unknown option");
     }
   }
@@ -826,8 +851,23 @@ int main(int argc, char **argv) {
   opt.dir = argv[optind];
   if (opt.prefix && strlen(opt.prefix) > 200) die("-p: a prefix of at most 200 bytes");
 
-  /* The logger lives until EOF: s6-supervise's SIGTERM at stop must not cut the log short. */
-  signal(SIGTERM, SIG_IGN);
+  /* The logger lives until EOF: s6-supervise's SIGTERM at stop must not cut the log short. With
+   * -e it ends the input instead, once the pipe is empty; blocked but while waiting for input, and
+   * so blocked in the copier thread too (created later, it inherits the mask). */
+  if (opt.end_on_term) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_term;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &term, &unblocked);
+    sigdelset(&unblocked, SIGTERM);
+  } else {
+    signal(SIGTERM, SIG_IGN);
+  }
   signal(SIGPIPE, SIG_IGN);
   signal(SIGHUP, SIG_IGN);
 
