@@ -1,4 +1,4 @@
-"""`gen s6-overlay add-version`: teach gen the checksums of another s6-overlay release."""
+"""`gen s6-overlay add-version`: teach a project the checksums of another s6-overlay release."""
 
 from __future__ import annotations
 
@@ -15,23 +15,31 @@ def register(app: typer.Typer) -> None:
     @group.command("add-version")
     def add_version_command(
         version: Annotated[str, typer.Argument(help="Release, e.g. 3.2.0.2.")],
-        source: Annotated[Optional[str], typer.Option(
-            "--source", help="Release directory: a mirror URL or a local directory holding the .sha256 files "
-                             "(default: the project's GitHub releases).", show_default=False)] = None,
+        sums_from: Annotated[Optional[str], typer.Option(
+            "--sums-from", help="Where the release's .sha256 files are: a mirror URL or a local directory (default: "
+                                "the project's GitHub releases).", show_default=False)] = None,
+        project: Annotated[Path, typer.Option(
+            "--project", "-C", help="Project root: the table is its s6-overlay-checksums.json.",
+            envvar="GEN_PROJECT")] = Path("."),
         table: Annotated[Optional[Path], typer.Option(
-            "--table", help="Checksum table to update (default: the one shipped in gen).", show_default=False)] = None,
+            "--table", help="Write this table instead (e.g. gen's shipped one, when releasing gen).",
+            show_default=False)] = None,
     ) -> None:
-        """Read the release's published .sha256 files and add its sums to the checksum table.
-        A version already in the table must have the same sums (releases never change)."""
+        """Read the release's published .sha256 files and record its sums in the project, so specs
+        can name the version without listing checksums. A version gen already knows must have the
+        same sums (releases never change)."""
         import json
 
         from generator.cli import out
-        from generator.plan.init_layer import add_version, checksum_table, merge_table, table_path
+        from generator.plan.init_layer import add_version, known_checksums, merge_table, project_table_path
         from generator.registry.release_sums import fetch_sha256_files
 
-        path = table or table_path()
-        current = json.loads(path.read_text()) if table is not None and path.exists() else checksum_table()
-        entries = add_version(version, fetch_sha256_files(version, source))
+        path = table or project_table_path(project)
+        if path.is_symlink():
+            raise typer.BadParameter(f"{path} is a symlink: gen writes only the project's own files")
+        entries = add_version(version, fetch_sha256_files(version, sums_from))
+        merge_table(known_checksums(project), entries)  # a known release's sums must not change
+        current = json.loads(path.read_text()) if path.exists() else {}
         path.write_text(merge_table(current, entries))
         files = entries[version]
         out.print(f"s6-overlay {version}: {len(files)} file(s) in {path}: {', '.join(sorted(files))}")

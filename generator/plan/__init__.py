@@ -15,12 +15,13 @@ which is idempotent and keeps each Dockerfile readable on its own.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from generator.model import Group, Image, User, Volume
 from generator.plan.accounts import account_ids, base_may_be_non_root
 from generator.plan.hints import hint_labels
-from generator.plan.init_layer import CompileStage, FetchStage, InitLayer, init_env, init_layer
+from generator.plan.init_layer import CompileStage, FetchStage, InitLayer, init_env, init_layer, layer_packages
 from generator.plan.sysctl import sysctl_config
 
 # Ranks of the final stage's step kinds: the ordering rule, applied to every output.
@@ -221,7 +222,7 @@ def _new_packages(image: Image, parent: Image | None, layer: InitLayer | None) -
         wanted -= {p.split("=", 1)[0] for p in image.base.bootstrap.include} | set(image.base.bootstrap.include)
     if parent is not None:
         wanted -= set(parent.packages)
-        wanted -= set(init_layer(parent, None).packages if parent.init.kind != "none" else ())
+        wanted -= set(layer_packages(parent))
     return tuple(sorted(wanted))
 
 
@@ -328,10 +329,12 @@ def make_plan(
     spec_file: str,
     resolved_spec_json: str,
     bootstrap_key: str,
+    s6_overlay_sums: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Plan:
-    """Decide the stages and ordered steps of one image."""
+    """Decide the stages and ordered steps of one image. s6_overlay_sums: the release checksums
+    gen knows for this project (default: the shipped table)."""
     base_image, base_kind, base_name = _base(image, parent, bootstrap_key)
-    layer = init_layer(image, parent) if image.init.kind != "none" else None
+    layer = init_layer(image, parent, s6_overlay_sums) if image.init.kind != "none" else None
     steps: list[Step] = []
     packages = _new_packages(image, parent, layer)
     if packages:

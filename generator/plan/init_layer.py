@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from generator.errors import GenError, SpecFieldError
+from generator.errors import GenError, SpecFieldError, UsageError
 from generator.model import Image
 from generator.plan.accounts import base_may_be_non_root
 
@@ -178,6 +178,32 @@ def checksum_table() -> dict[str, dict[str, str]]:
     return json.loads(table_path().read_text())
 
 
+def project_table_path(project_root: Path) -> Path:
+    """A project's own table (`gen s6-overlay add-version` writes it), beside specs/ and gen.lock."""
+    return project_root / CHECKSUMS_FILE
+
+
+def known_checksums(project_root: Path) -> dict[str, dict[str, str]]:
+    """The shipped table with the project's own releases added; a project file that is not a
+    table, or that changes a shipped release's sums, is an error."""
+    path = project_table_path(project_root)
+    if path.is_symlink() or not path.exists():
+        if path.is_symlink():
+            raise UsageError(f"{path}: a symlink; gen reads only the project's own files (make it a regular file)")
+        return checksum_table()
+    try:
+        project = json.loads(path.read_text(encoding="utf-8"))
+        valid = isinstance(project, dict) and all(
+            isinstance(files, dict) and all(isinstance(d, str) and _SHA256.match(d) for d in files.values())
+            for files in project.values())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path}: not a JSON table ({exc}); rewrite it with `gen s6-overlay add-version`") from None
+    if not valid:
+        raise UsageError(f"{path}: expected {{version: {{file name: sha256}}}}; rewrite it with "
+                       "`gen s6-overlay add-version`")
+    return json.loads(merge_table(checksum_table(), project))
+
+
 def parse_sha256_file(text: str, expected_name: str | None = None) -> tuple[str, str]:
     """(file name, sha256) from a published `.sha256` file (sha256sum's output format)."""
     lines = [line for line in text.splitlines() if line.strip()]
@@ -227,19 +253,21 @@ def _arch_of(name: str) -> str | None:
     return match.group(1) if match and match.group(1) in S6_OVERLAY_ARCH.values() else None
 
 
-def s6_overlay_checksums(image: Image) -> dict[str, str]:
-    """The sums one image's build verifies: the shipped table's, overridden by the spec's."""
+def s6_overlay_checksums(image: Image, table: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, str]:
+    """The sums one image's build verifies: the table's (the shipped one unless given, e.g.
+    known_checksums), overridden by the spec's."""
     init = image.init
+    table = checksum_table() if table is None else table
     if not init.version:
         raise SpecFieldError(("init", "kind"), "init.kind s6-overlay needs init.version", "e.g. version: 3.1.6.2")
-    sums = dict(checksum_table().get(init.version, {}))
+    sums = dict(table.get(init.version, {}))
     sums.update(dict(init.checksums))
     if not sums:
-        known = ", ".join(sorted(checksum_table(), key=_version_key))
+        known = ", ".join(sorted(table, key=_version_key))
         raise SpecFieldError(
             ("init", "version"), f"gen knows no checksums for s6-overlay {init.version} (known: {known})",
-            f"add them under init.checksums ({NOARCH}: <sha256>, s6-overlay-x86_64.tar.xz: <sha256>) from the "
-            "release's .sha256 files, or pick a known version")
+            f"run `gen s6-overlay add-version {init.version} --sums-from DIR|URL` (the release's .sha256 files), "
+            f"add them under init.checksums ({NOARCH}: <sha256>, ...), or pick a known version")
     for name, digest in sums.items():
         if not _SHA256.match(digest):
             raise SpecFieldError(("init", "checksums", name), f"{digest!r} is not a sha256", "64 hex digits")
@@ -267,8 +295,8 @@ def _source(image: Image) -> tuple[str, str | None]:
     return source.rstrip("/"), None
 
 
-def s6_overlay_fetch_stage(image: Image) -> FetchStage:
-    sums = s6_overlay_checksums(image)
+def s6_overlay_fetch_stage(image: Image, table: Mapping[str, Mapping[str, str]] | None = None) -> FetchStage:
+    sums = s6_overlay_checksums(image, table)
     files = tuple(FetchFile(name, digest, _arch_of(name)) for name, digest in sorted(sums.items()))
     arches = sorted({f.arch for f in files if f.arch})
     default_arch = S6_OVERLAY_ARCH[DEFAULT_PLATFORM] if S6_OVERLAY_ARCH[DEFAULT_PLATFORM] in arches else arches[0]
@@ -323,16 +351,22 @@ def _logger_stage(image: Image, parent: Image | None) -> CompileStage | None:
                         LOGGER_OUTPUT_DIR, LOGGER_PATH, base_may_be_non_root(image, parent))
 
 
-def init_layer(image: Image, parent: Image | None) -> InitLayer:
+def layer_packages(image: Image) -> tuple[str, ...]:
+    """The distro packages an image's init layer puts in it (the s6 provider's only)."""
+    return S6_PACKAGES[image.family] if image.init.kind == "s6" else ()
+
+
+def init_layer(image: Image, parent: Image | None,
+               sums_table: Mapping[str, Mapping[str, str]] | None = None) -> InitLayer:
     """The init layer an image with init.kind s6 or s6-overlay gets. Its files are idempotent, so a
     child restates them; only gen-log's builder stage is left to the first image that needs it."""
     _check_services(image)
     kind = image.init.kind
     if kind == "s6":
-        return InitLayer(S6_PACKAGES[image.family], "init/s6", None, ("/init",), _logger_stage(image, parent))
+        return InitLayer(layer_packages(image), "init/s6", None, ("/init",), _logger_stage(image, parent))
     if kind == "s6-overlay":
         # The overlay brings its own s6 and execline; gen brings its scripts and the logger.
-        return InitLayer((), "init/s6-overlay", s6_overlay_fetch_stage(image), ("/init", OVERLAY_CMD),
+        return InitLayer((), "init/s6-overlay", s6_overlay_fetch_stage(image, sums_table), ("/init", OVERLAY_CMD),
                          _logger_stage(image, parent), rc_definitions(image))
     raise GenError(f"{image.spec_path}: init.kind {kind!r} has no init layer")
 

@@ -15,13 +15,13 @@ import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 
 from generator.build import storage
 from generator.build.host import Host, host_platform
 from generator.build.outputs import OutputImage, expand_platforms, files_sha256, units_of
 from generator.errors import UsageError
+from generator.plan.init_layer import known_checksums
 from generator.registry.packages import installed_packages
 
 LOCK_FILE = "gen.lock"
@@ -104,7 +104,7 @@ def init_entry(image: OutputImage) -> dict:
         return {"kind": "unknown"}
     entry = {"kind": str(init.get("kind", ""))}
     if entry["kind"] == "s6-overlay":
-        table = json.loads(resources.files("generator").joinpath("data", "s6-overlay-checksums.json").read_text())
+        table = known_checksums(image.directory.parent.parent)  # output/NAME sits in the project root
         version = str(init.get("version", ""))
         sums = dict(table.get(version, {}))
         sums.update(init.get("checksums") or {})

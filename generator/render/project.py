@@ -14,6 +14,7 @@ from pathlib import Path
 from generator.errors import Diagnostic, GenError, SpecError, SpecFieldError
 from generator.model import Image, build_image
 from generator.plan import make_plan
+from generator.plan.init_layer import known_checksums
 from generator.plan.sysctl import node_level_keys
 from generator.render import RenderedImage, canonical_json, render_image, templates_used
 from generator.render.templates import TemplateSet
@@ -101,6 +102,7 @@ def _check_image(spec: ResolvedSpec, image: Image) -> tuple[list[Diagnostic], li
 def render_project(project: Project, templates_dir: Path | None = None) -> ProjectRender:
     """Render every spec of the project. templates_dir (the CLI's --templates) wins over a spec's own."""
     template_sets: dict[Path | None, TemplateSet] = {}
+    s6_overlay_sums = known_checksums(project.root)
     images: dict[str, Image] = {}
     rendered: list[RenderedImage] = []
     errors: list[Diagnostic] = []
@@ -125,6 +127,7 @@ def render_project(project: Project, templates_dir: Path | None = None) -> Proje
                 spec_file=spec_file,
                 resolved_spec_json=canonical_json(spec.data),
                 bootstrap_key=bootstrap_key(image),
+                s6_overlay_sums=s6_overlay_sums,
             )
         except SpecFieldError as exc:
             errors.append(spec.diagnostic(exc.path, exc.message, exc.hint))

@@ -2,12 +2,16 @@
 temporary copy of the project and built once into the session's storage, plus two specs of the
 tests' own: `no-init` (the shell-is-PID-1 baseline) and `app-strict` (app-base with sysctl
 policy `fail`, PID 1 started as root). Every test shares those images; containers run with --rm or are removed.
-`local_registry` is Debian's docker-registry on a free loopback port for the session.
+`local_registry` is Debian's docker-registry on a free loopback port for the session. Where
+s6-overlay's pinned sources are on the machine, `overlay` (runtime on real s6-overlay) is built
+too, and `init_image` gives each init-behaviour test both providers.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import socket
 import subprocess
 import sys
@@ -53,6 +57,74 @@ sysctls:
 """
 
 
+# runtime's counterpart on the other init provider: real s6-overlay, built from the pinned
+# sources beside the project (../shared/vendor/s6-overlay-src) into release tarballs per session.
+OVERLAY_SPEC = """\
+name: overlay
+tags: ["1.0"]
+description: runtime on s6-overlay instead of the distro's s6
+base:
+  distro: debian
+  release: bookworm
+  bootstrap:
+    variant: minbase
+    include: [execline, s6]
+    source_date_epoch: 1700000000
+init:
+  kind: s6-overlay
+  version: "{version}"
+  source: {source}
+  checksums:
+{checksums}
+logging:
+  dir: /lain/logs/default
+  stdout: true
+packages: [ca-certificates, procps]
+services:
+  - {{name: heartbeat, command: [sh, -c, "echo beat-start; while :; do echo beat; sleep 0.2; done"]}}
+users:
+  - {{name: nonroot, uid: 65532}}
+user: nonroot
+env:
+  LANG: C.UTF-8
+"""
+OVERLAY_VERSION = "3.2.3.2"
+OVERLAY_SOURCES = "shared/vendor/s6-overlay-src"
+OVERLAY_BUILD_TIMEOUT = 900
+
+
+def overlay_sources() -> Path | None:
+    """build-release's directory: GEN_S6_OVERLAY_SRC, or shared/vendor/s6-overlay-src beside the
+    project (or one or two levels up, for a clone made below the working directory)."""
+    if os.environ.get("GEN_S6_OVERLAY_SRC"):
+        return Path(os.environ["GEN_S6_OVERLAY_SRC"])
+    for parent in Path(__file__).resolve().parents[2:5]:
+        if (parent / OVERLAY_SOURCES / "build-release").is_file():
+            return parent / OVERLAY_SOURCES
+    return None
+
+
+@pytest.fixture(scope="session")
+def s6_overlay_release(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """A directory of real s6-overlay release tarballs (x86_64, with .sha256 files), built once per
+    session by s6-overlay's own Makefile; None where the pinned sources are not on this machine."""
+    sources = overlay_sources()
+    if sources is None or platform.machine() != "x86_64":
+        return None
+    out = tmp_path_factory.mktemp("s6-overlay-release")
+    built = subprocess.run([str(sources / "build-release"), str(out), "x86_64"], capture_output=True, text=True,
+                           timeout=OVERLAY_BUILD_TIMEOUT, stdin=subprocess.DEVNULL)
+    assert built.returncode == 0, f"build-release failed: {built.stderr[-3000:]}"
+    return out
+
+
+def overlay_spec(release: Path) -> str:
+    """The overlay spec for release tarballs in `release`, sums from their .sha256 files."""
+    sums = {p.name.removesuffix(".sha256"): p.read_text().split()[0] for p in release.glob("s6-overlay-*.sha256")}
+    checksums = "\n".join(f"    {name}: {digest}" for name, digest in sorted(sums.items()))
+    return OVERLAY_SPEC.format(version=OVERLAY_VERSION, source=release, checksums=checksums)
+
+
 def run_gen(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """`gen ARGS` as a user runs it, in a subprocess."""
     return subprocess.run([sys.executable, "-m", "generator", *args], env=env, capture_output=True, text=True,
@@ -67,12 +139,14 @@ def gen_cli():
 
 @pytest.fixture(scope="session")
 def example_project(tmp_path_factory: pytest.TempPathFactory, gen_env: dict[str, str],
-                    bootstrapped_base: str) -> Path:
+                    bootstrapped_base: str, s6_overlay_release: Path | None) -> Path:
     """A copy of the project's specs plus the tests' own, rendered and built (all images)."""
     project = tmp_path_factory.mktemp("examples")
     copy_bundled_specs(project / "specs")
     (project / "specs" / "no-init.yaml").write_text(NO_INIT_SPEC)
     (project / "specs" / "app-strict.yaml").write_text(APP_STRICT_SPEC)
+    if s6_overlay_release is not None:
+        (project / "specs" / "overlay.yaml").write_text(overlay_spec(s6_overlay_release))
     rendered = run_gen(["render", "-C", str(project)], gen_env)
     assert rendered.returncode == 0, rendered.stdout + rendered.stderr
     bases = {json.loads(p.read_text())["base"].get("image") for p in (project / "output").glob("*/gen-manifest.json")
@@ -94,6 +168,20 @@ def example_images(example_project: Path) -> dict[str, str]:
         data = json.loads(manifest.read_text())
         refs[data["name"]] = f"localhost/gen/{data['name']}:{data['tags'][0]}"
     return refs
+
+
+OVERLAY_ABSENT = ("s6-overlay's pinned sources (../shared/vendor/s6-overlay-src, or GEN_S6_OVERLAY_SRC) are not "
+                  "on this machine (or it is not x86_64): no s6-overlay image to test")
+
+
+@pytest.fixture(scope="session", params=["s6", "s6-overlay"])
+def init_image(request: pytest.FixtureRequest, example_images: dict[str, str]) -> str:
+    """runtime on each init provider: gen's own init on the distro's s6, and real s6-overlay."""
+    if request.param == "s6":
+        return example_images["runtime"]
+    if "overlay" not in example_images:
+        pytest.skip(OVERLAY_ABSENT)
+    return example_images["overlay"]
 
 
 @pytest.fixture(scope="session")

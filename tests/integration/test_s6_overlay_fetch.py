@@ -1,7 +1,7 @@
 """The s6-overlay provider's builder stage: tarballs fetched from a mirror URL (an HTTP server of
 the test's own on 127.0.0.1), each verified against its sha256 before use; a mismatch fails the
-build and leaves the previous image where it was. With GEN_S6_OVERLAY_DIR pointing at real
-release tarballs, a full s6-overlay image is built and verified too."""
+build and leaves the previous image where it was. (Real s6-overlay images, built from release
+tarballs made here, are verified in test_verify_live.py and test_init_behaviour.py.)"""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import functools
 import hashlib
 import io
 import json
-import os
-import re
 import subprocess
 import sys
 import tarfile
@@ -126,40 +124,6 @@ def test_fetch_stage_verifies_each_tarball_and_refuses_a_mismatch(tmp_path, rele
 def _build_log(gen_host) -> str:
     log = gen_host.logs_dir / "overlay.log"
     return log.read_text(errors="replace") if log.is_file() else ""
-
-
-def _release_version(directory: Path) -> str | None:
-    version = os.environ.get("GEN_S6_OVERLAY_VERSION")
-    if version:
-        return version
-    found = [re.search(r"(\d+(?:\.\d+){2,4})", p.name) for p in directory.iterdir()]
-    return next((m.group(1) for m in found if m), None)
-
-
-@pytest.mark.skipif(not os.environ.get("GEN_S6_OVERLAY_DIR"),
-                    reason="real s6-overlay release tarballs cannot be downloaded here; set GEN_S6_OVERLAY_DIR "
-                           "(and GEN_S6_OVERLAY_VERSION) to a directory holding them to run this test")
-def test_full_s6_overlay_image_builds_and_verifies(tmp_path, gen_env, gen_host, bootstrapped_base):
-    directory = Path(os.environ["GEN_S6_OVERLAY_DIR"]).resolve()
-    version = _release_version(directory)
-    assert version, "name the release with GEN_S6_OVERLAY_VERSION"
-    sums = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in directory.glob("s6-overlay-*.tar.xz")}
-    project = tmp_path / "project"
-    (project / "specs").mkdir(parents=True)
-    handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        text = spec_text(f"http://127.0.0.1:{server.server_address[1]}", sums).replace(VERSION, version)
-        (project / "specs" / "overlay.yaml").write_text(text.replace('cmd: ["true"]', 'cmd: ["sleep", "infinity"]'))
-        assert gen(["render"], project, gen_env).returncode == 0
-        built = gen(["build"], project, gen_env)
-        assert built.returncode == 0, built.stderr[-3000:]
-    finally:
-        server.shutdown()
-        server.server_close()
-    verified = gen(["verify", "overlay"], project, dict(gen_env, COLUMNS="200"), timeout=600)
-    assert verified.returncode == 0, verified.stdout
 
 
 def test_local_directory_source_is_served_to_the_build(tmp_path, gen_env, gen_host, bootstrapped_base):

@@ -142,6 +142,26 @@ def test_sigterm_does_not_cut_the_log_short(gen_log_binary, tmp_path):
     assert (tmp_path / "log" / "current").read_bytes() == b"before\nafter\n"
 
 
+@pytest.mark.parametrize("copy", [[], ["-o"]])
+def test_with_e_sigterm_ends_the_input_once_the_pipe_is_empty(gen_log_binary, tmp_path, copy):
+    """Under s6-rc a fd holder keeps the write end open, so EOF never comes: -e ends on SIGTERM,
+    after logging everything the pipe held (a last partial line included), stdout copy too."""
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([str(gen_log_binary), "-e", *copy, str(tmp_path / "log")], stdin=read_end,
+                            stdout=subprocess.PIPE)
+    os.close(read_end)
+    try:
+        os.write(write_end, numbered(2000) + b"partial")  # 200 kB: more than one read
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)  # the write end stays open: only SIGTERM ends it
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0
+    assert (tmp_path / "log" / "current").read_bytes() == numbered(2000) + b"partial\n"
+    assert out == (numbered(2000) + b"partial\n" if copy else b"")
+
+
 # --- a stalled stdout -------------------------------------------------------------------------
 
 

@@ -56,7 +56,7 @@ def test_add_version_command_updates_a_table_and_refuses_changed_sums(tmp_path):
     directory = release_dir(tmp_path)
     table = tmp_path / "table.json"
     table.write_text("{}\n")
-    run = [sys.executable, "-m", "generator", "s6-overlay", "add-version", "3.9.0.1", "--source", str(directory),
+    run = [sys.executable, "-m", "generator", "s6-overlay", "add-version", "3.9.0.1", "--sums-from", str(directory),
            "--table", str(table)]
     got = subprocess.run(run, capture_output=True, text=True, timeout=60)
     assert got.returncode == 0, got.stderr
@@ -66,3 +66,40 @@ def test_add_version_command_updates_a_table_and_refuses_changed_sums(tmp_path):
     (directory / "s6-overlay-x86_64.tar.xz.sha256").write_text(f"{'4' * 64}  s6-overlay-x86_64.tar.xz\n")
     again = subprocess.run(run, capture_output=True, text=True, timeout=60)
     assert again.returncode == 1 and "never changes" in again.stderr
+
+
+def test_add_version_records_the_release_in_the_project_and_specs_use_it(tmp_path):
+    """The sums go into the project's s6-overlay-checksums.json, never into gen's installed
+    package; a spec then names the version alone, and the build verifies those sums."""
+    from generator.plan.init_layer import table_path
+
+    shipped = table_path().read_bytes()
+    directory = release_dir(tmp_path)
+    project = tmp_path / "project"
+    (project / "specs").mkdir(parents=True)
+    (project / "specs" / "o.yaml").write_text(
+        "name: o\ntags: [\"1\"]\nbase: {distro: debian, release: bookworm, bootstrap: {variant: minbase}}\n"
+        "init: {kind: s6-overlay, version: 3.9.0.1}\ncmd: [\"true\"]\n")
+    gen = [sys.executable, "-m", "generator"]
+    refused = subprocess.run([*gen, "render", "-C", str(project)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "gen s6-overlay add-version 3.9.0.1" in refused.stderr
+    added = subprocess.run([*gen, "s6-overlay", "add-version", "3.9.0.1", "--sums-from", str(directory), "-C",
+                            str(project)], capture_output=True, text=True, timeout=60)
+    assert added.returncode == 0, added.stderr
+    assert "3.9.0.1" in json.loads((project / "s6-overlay-checksums.json").read_text())
+    assert table_path().read_bytes() == shipped
+    rendered = subprocess.run([*gen, "render", "-C", str(project)], capture_output=True, text=True, timeout=60)
+    assert rendered.returncode == 0, rendered.stderr
+    assert f"{X86_SUM}  s6-overlay-x86_64.tar.xz" in (project / "output" / "o" / "Dockerfile").read_text()
+
+
+def test_a_broken_project_table_is_one_clear_error(tmp_path):
+    project = tmp_path / "project"
+    (project / "specs").mkdir(parents=True)
+    (project / "specs" / "o.yaml").write_text(
+        "name: o\ntags: [\"1\"]\nbase: {distro: debian, release: bookworm, bootstrap: {variant: minbase}}\n")
+    (project / "s6-overlay-checksums.json").write_text('{"3.1.6.2": {"s6-overlay-noarch.tar.xz": "nope"}}')
+    got = subprocess.run([sys.executable, "-m", "generator", "render", "-C", str(project)], capture_output=True,
+                         text=True, timeout=60)
+    assert got.returncode == 2 and "Traceback" not in got.stderr
+    assert "s6-overlay-checksums.json" in got.stderr and "add-version" in got.stderr
