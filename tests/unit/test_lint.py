@@ -33,8 +33,10 @@ def test_hadolint_clean(dockerfile):
 
 
 def _shell_scripts() -> list[Path]:
+    """Scripts in the rendered output, and the init templates no bundled image renders (s6-overlay's)."""
     scripts = []
-    for path in sorted((ROOT / "output").rglob("*")):
+    places = [ROOT / "output", ROOT / "templates" / "init" / "s6-overlay", ROOT / "templates" / "init" / "s6-rc"]
+    for path in sorted(p for place in places for p in place.rglob("*")):
         if path.is_file() and not path.is_symlink():
             head = path.read_bytes()[:64]
             if head.startswith(b"#!") and (b"/sh" in head.split(b"\n")[0] or b"bash" in head.split(b"\n")[0]):
@@ -46,7 +48,7 @@ def test_there_are_generated_scripts():
     assert _shell_scripts(), "the init layer's scripts should be in output/"
 
 
-@pytest.mark.parametrize("script", _shell_scripts(), ids=lambda p: str(p.relative_to(ROOT / "output")))
+@pytest.mark.parametrize("script", _shell_scripts(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_shellcheck_clean(script):
     result = subprocess.run([_tool("shellcheck"), "--severity=style", str(script)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
