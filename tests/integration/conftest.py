@@ -57,12 +57,13 @@ sysctls:
 """
 
 
-# runtime's counterpart on the other init provider: real s6-overlay, built from the pinned
-# sources beside the project (../shared/vendor/s6-overlay-src) into release tarballs per session.
+# runtime's counterpart on the other init provider (with app-base's volume and sysctls, and a
+# service): real s6-overlay, built from the pinned sources beside the project
+# (../shared/vendor/s6-overlay-src) into release tarballs once per session.
 OVERLAY_SPEC = """\
 name: overlay
 tags: ["1.0"]
-description: runtime on s6-overlay instead of the distro's s6
+description: runtime on s6-overlay instead of the distro's s6, with a service, a volume and sysctls
 base:
   distro: debian
   release: bookworm
@@ -85,6 +86,11 @@ services:
 users:
   - {{name: nonroot, uid: 65532}}
 user: nonroot
+volumes:
+  - {{path: /data, owner: nonroot, mode: "0750"}}
+sysctls:
+  values: {{kernel.shmmax: 68719476736, kernel.msgmax: 65536}}
+  policy: warn
 env:
   LANG: C.UTF-8
 """
