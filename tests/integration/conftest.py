@@ -101,13 +101,17 @@ OVERLAY_BUILD_TIMEOUT = 900
 
 def overlay_sources() -> Path | None:
     """build-release's directory: GEN_S6_OVERLAY_SRC, or shared/vendor/s6-overlay-src beside the
-    project (or one or two levels up, for a clone made below the working directory)."""
+    project, a level or two up, or beside the repository this one was cloned from (a fresh clone
+    for CI may live anywhere)."""
     if os.environ.get("GEN_S6_OVERLAY_SRC"):
         return Path(os.environ["GEN_S6_OVERLAY_SRC"])
-    for parent in Path(__file__).resolve().parents[2:5]:
-        if (parent / OVERLAY_SOURCES / "build-release").is_file():
-            return parent / OVERLAY_SOURCES
-    return None
+    repo = Path(__file__).resolve().parents[2]
+    places = list(repo.parents)[:3]
+    origin = subprocess.run(["git", "-C", str(repo), "config", "--get", "remote.origin.url"], capture_output=True,
+                            text=True, timeout=30).stdout.strip()
+    if origin.startswith("/") or origin.startswith("file://"):
+        places.append(Path(origin.removeprefix("file://")).resolve().parent)
+    return next((p / OVERLAY_SOURCES for p in places if (p / OVERLAY_SOURCES / "build-release").is_file()), None)
 
 
 @pytest.fixture(scope="session")
