@@ -320,7 +320,7 @@ def run_container(storage: Storage, image: str, variant: ContainerVariant, data_
                 path = storage.podman("inspect", "--format", "{{.HostConfig.LogConfig.Path}}", name).stdout.strip()
                 compare(k8s_file_payload(Path(path).read_bytes()), expected, f"{variant.name}: k8s-file log")
     finally:
-        storage.podman("rm", "-f", name, check=False, timeout=120)
+        storage.podman("rm", "-f", "-v", name, check=False, timeout=120)
         shutil.rmtree(log_dir, ignore_errors=True)
     return elapsed
 

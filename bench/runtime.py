@@ -46,7 +46,7 @@ def stop_seconds(storage: Storage, run_args: list[str]) -> tuple[float, int]:
         code = storage.podman("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
         return seconds, int(code)
     finally:
-        storage.podman("rm", "-f", name, check=False, timeout=60)
+        storage.podman("rm", "-f", "-v", name, check=False, timeout=60)
 
 
 def zombies_in(storage: Storage, run_args: list[str]) -> int:
@@ -58,7 +58,7 @@ def zombies_in(storage: Storage, run_args: list[str]) -> int:
             raise BenchError("ps listed no process in the container")
         return sum(state.startswith("Z") for state in states)
     finally:
-        storage.podman("rm", "-f", name, check=False, timeout=60)
+        storage.podman("rm", "-f", "-v", name, check=False, timeout=60)
 
 
 def measure(size: Size) -> Section:

@@ -187,9 +187,9 @@ def known_checksums(project_root: Path) -> dict[str, dict[str, str]]:
     """The shipped table with the project's own releases added; a project file that is not a
     table, or that changes a shipped release's sums, is an error."""
     path = project_table_path(project_root)
-    if path.is_symlink() or not path.exists():
-        if path.is_symlink():
-            raise UsageError(f"{path}: a symlink; gen reads only the project's own files (make it a regular file)")
+    if path.is_symlink():
+        raise UsageError(f"{path}: a symlink; gen reads only the project's own files (make it a regular file)")
+    if not path.exists():
         return checksum_table()
     try:
         project = json.loads(path.read_text(encoding="utf-8"))
@@ -200,7 +200,7 @@ def known_checksums(project_root: Path) -> dict[str, dict[str, str]]:
         raise UsageError(f"{path}: not a JSON table ({exc}); rewrite it with `gen s6-overlay add-version`") from None
     if not valid:
         raise UsageError(f"{path}: expected {{version: {{file name: sha256}}}}; rewrite it with "
-                       "`gen s6-overlay add-version`")
+                         "`gen s6-overlay add-version`")
     return json.loads(merge_table(checksum_table(), project))
 
 
@@ -432,4 +432,3 @@ def init_env(image: Image) -> dict[str, str]:
         }
     )
     return env
-

@@ -131,8 +131,10 @@ class Podman:
         return self.call(["cp", f"{name}:{path}", str(dest)], timeout=120)
 
     def remove(self, name: str) -> None:
+        """Remove the container and its anonymous volumes (an image's VOLUME makes one per run;
+        `podman rm` alone leaves them behind)."""
         try:
-            self.call(["rm", "--force", "--time", "0", name], timeout=60)
+            self.call(["rm", "--force", "--volumes", "--time", "0", name], timeout=60)
         except ToolError:
             pass  # best effort: a leftover container is visible in `podman ps -a`
 

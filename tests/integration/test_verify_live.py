@@ -79,3 +79,19 @@ def test_verify_bad_input_exits_2(gen_verify) -> None:
     assert "no image" in result.stderr and "Traceback" not in result.stderr
     result = gen_verify("runtime", "--check", "no such check")
     assert result.returncode == 2 and "unknown check" in result.stderr
+
+
+def test_verify_leaves_no_anonymous_volumes_behind(gen_verify, podman) -> None:
+    """app-base declares VOLUME /data: each check container gets an anonymous volume, which must
+    go with the container (issue 20: 92 had piled up after a day of runs)."""
+    def volumes() -> set[str]:
+        listed = podman.call(["volume", "ls", "--quiet"], timeout=60)
+        assert listed.code == 0, listed.stderr
+        return set(listed.stdout.split())
+
+    before = volumes()
+    # Checks that keep their container for a while (started, or run and then copied from).
+    result = gen_verify("app-base", "--json", "--check", "SIGTERM stop", "--check", "arguments intact",
+                        "--check", "orphans reaped")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert volumes() - before == set(), "gen verify left anonymous volumes behind"
