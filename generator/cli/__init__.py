@@ -82,7 +82,7 @@ def validate(specs: SpecsArgument = None, project: ProjectOption = Path(".")) ->
     loaded = _load(project, specs)
     from generator.render.project import render_project
 
-    result = render_project(loaded)
+    result = render_project(loaded, plan_only=True)  # templates are not run: nothing executes
     print_diagnostics(result.warnings)
     out.print(f"{len(loaded.specs)} spec(s) valid: {', '.join(loaded.order())}")
 

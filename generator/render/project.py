@@ -99,8 +99,9 @@ def _check_image(spec: ResolvedSpec, image: Image) -> tuple[list[Diagnostic], li
     return errors, warnings
 
 
-def render_project(project: Project, templates_dir: Path | None = None) -> ProjectRender:
-    """Render every spec of the project. templates_dir (the CLI's --templates) wins over a spec's own."""
+def render_project(project: Project, templates_dir: Path | None = None, *, plan_only: bool = False) -> ProjectRender:
+    """Render every spec of the project. templates_dir (the CLI's --templates) wins over a spec's own.
+    plan_only: decide every image's plan (all the checks) but render no template (`gen validate`)."""
     template_sets: dict[Path | None, TemplateSet] = {}
     s6_overlay_sums = known_checksums(project.root)
     images: dict[str, Image] = {}
@@ -116,8 +117,6 @@ def render_project(project: Project, templates_dir: Path | None = None) -> Proje
         warnings += warns
         if errs:
             continue
-        user_dir = templates_dir or image.templates
-        templates = template_sets.setdefault(user_dir, TemplateSet(user_dir))
         parent = images.get(spec.parent) if spec.parent else None
         spec_file = _relative(spec.path, project.root)
         try:
@@ -132,6 +131,10 @@ def render_project(project: Project, templates_dir: Path | None = None) -> Proje
         except SpecFieldError as exc:
             errors.append(spec.diagnostic(exc.path, exc.message, exc.hint))
             continue
+        if plan_only:
+            continue
+        user_dir = templates_dir or image.templates
+        templates = template_sets.setdefault(user_dir, TemplateSet(user_dir))
         manifest = {
             "name": name,
             "tags": list(image.tags),

@@ -11,11 +11,13 @@ import functools
 import hashlib
 import json
 import shlex
+import traceback
 from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
 
 import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from generator.errors import GenError
 
@@ -54,7 +56,9 @@ class TemplateSet:
         if user_dir is not None:
             loaders.append(jinja2.FileSystemLoader(str(user_dir)))
         loaders += [bundled, jinja2.PrefixLoader({"bundled": bundled})]
-        self.env = jinja2.Environment(
+        # Sandboxed: a template (a user's own, from a repository anyone may change) reaches only
+        # the values it is given, never Python's internals (cycler.__init__.__globals__ and such).
+        self.env = ImmutableSandboxedEnvironment(
             loader=jinja2.ChoiceLoader(loaders),
             undefined=jinja2.StrictUndefined,
             autoescape=False,
@@ -68,9 +72,23 @@ class TemplateSet:
         try:
             return self.env.get_template(template).render(**context)
         except jinja2.TemplateError as exc:
-            where = getattr(exc, "filename", None) or template
-            line = getattr(exc, "lineno", None)
+            where, line = getattr(exc, "filename", None), getattr(exc, "lineno", None)
+            if where is None:  # a run-time error (a sandbox refusal): the innermost template frame
+                where, line = self._template_frame(exc) or (template, None)
             raise GenError(f"template {where}{':' + str(line) if line else ''}: {exc}") from exc
+
+    def _template_frame(self, exc: BaseException) -> tuple[str, int] | None:
+        """(template name, line) of the innermost frame of exc's traceback that runs a template:
+        jinja2 rewrites those frames to name the template's file and line."""
+        roots = [r for r in (self.user_dir, bundled_dir()) if r is not None]
+        found = None
+        for frame, line in traceback.walk_tb(exc.__traceback__):
+            path = Path(frame.f_code.co_filename)
+            for root in roots:
+                if path.is_relative_to(root):
+                    found = (path.relative_to(root).as_posix(), line)
+                    break
+        return found
 
     @functools.lru_cache(maxsize=None)  # noqa: B019 - one TemplateSet lives for one render
     def tree(self, prefix: str) -> list[tuple[str, Path]]:

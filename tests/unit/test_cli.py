@@ -58,6 +58,23 @@ def test_broken_spec_exits_2_prints_every_problem_and_changes_nothing(project):
     assert snapshot(project / "output") == before
 
 
+def test_validate_runs_no_template_and_render_runs_them_sandboxed(project):
+    """A spec's template directory is code from the repository: validate never runs it, and render
+    refuses what would reach Python (issue 20)."""
+    marker = project / "escaped"
+    (project / "specs" / "tpl" / "features").mkdir(parents=True)
+    (project / "specs" / "tpl" / "features" / "env.j2").write_text(
+        "{{ cycler.__init__.__globals__.os.system('touch " + str(marker) + "') }}\n")
+    spec = project / "specs" / "runtime.yaml"
+    spec.write_text(spec.read_text() + "templates: tpl\n")
+    validated = gen("validate", cwd=project)
+    assert validated.returncode == 0, validated.stderr
+    rendered = gen("render", cwd=project)
+    assert rendered.returncode == 2 and "features/env.j2:1" in rendered.stderr and "unsafe" in rendered.stderr
+    assert "Traceback" not in rendered.stderr and not marker.exists()
+    assert not (project / "output" / "runtime").exists(), "a failed render writes nothing"
+
+
 def test_validate_graph_and_schema(project):
     result = gen("validate", cwd=project)
     assert result.returncode == 0 and "debian-s6, runtime, app-base" in result.stdout

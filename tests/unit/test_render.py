@@ -262,6 +262,23 @@ def test_user_template_overrides_one_block(tmp_path):
     assert 'LABEL custom="yes"' in text and "apt-get install" in text
 
 
+@pytest.mark.parametrize("escape", [
+    "{{ cycler.__init__.__globals__.os.system('touch ' ~ marker) }}",
+    "{{ plan.__class__.__init__.__globals__['sys'].modules['os'].system('touch ' ~ marker) }}",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+])
+def test_a_user_template_cannot_reach_python(tmp_path, escape):
+    """Templates come from repositories anyone may change: they render sandboxed (issue 20)."""
+    write_specs(tmp_path, base=BASE)
+    marker = tmp_path / "escaped"
+    (tmp_path / "tpl" / "features").mkdir(parents=True)
+    (tmp_path / "tpl" / "features" / "env.j2").write_text("{% set marker = '" + str(marker) + "' %}" + escape + "\n")
+    with pytest.raises(SpecError) as info:
+        render(tmp_path, tmp_path / "tpl")
+    assert "features/env.j2" in str(info.value.diagnostics[0].message)
+    assert not marker.exists()
+
+
 def test_user_fragment_file_replaces_bundled(tmp_path):
     write_specs(tmp_path, base=BASE + 'env: {A: "1"}\n')
     (tmp_path / "tpl" / "features").mkdir(parents=True)
