@@ -100,6 +100,10 @@ def _find_parents(files: dict[str, SpecFile], root: Path) -> list[Diagnostic]:
     return problems
 
 
+# Deeper chains are a mistake or an attack; resolving them costs time quadratic in the depth.
+MAX_EXTENDS_DEPTH = 16
+
+
 def _chain(name: str, files: dict[str, SpecFile]) -> tuple[list[SpecFile], Diagnostic | None]:
     """The files from the root of name's chain down to name, or the problem that breaks it."""
     chain = [files[name]]
@@ -115,6 +119,10 @@ def _chain(name: str, files: dict[str, SpecFile]) -> tuple[list[SpecFile], Diagn
             return chain, chain[-1].diagnostic(("extends",), f"extends forms a cycle: {cycle}",
                                                "one spec of the cycle must start from a base instead")
         chain.append(files[parent])
+        if len(chain) > MAX_EXTENDS_DEPTH:
+            return chain, files[name].diagnostic(
+                ("extends",), f"the extends chain of {name!r} is deeper than {MAX_EXTENDS_DEPTH} specs",
+                "flatten it: a child may extend any spec, not only the one above it")
     return list(reversed(chain)), None
 
 

@@ -19,6 +19,14 @@ from generator.errors import Diagnostic
 JsonPath = tuple[str | int, ...]
 Position = tuple[int, int]  # 1-based line, column
 
+# A spec is a page of plain YAML. These bound what a hostile one can cost before it is rejected:
+# the file's size, nesting, the nodes it expands to through aliases (a "billion laughs" of 500
+# bytes otherwise grows to gigabytes), and the digits of an integer.
+MAX_SPEC_BYTES = 1 << 20
+MAX_DEPTH = 64
+MAX_NODES = 100_000
+MAX_INT_DIGITS = 30
+
 
 @dataclass
 class SpecFile:
@@ -63,13 +71,13 @@ def _plain(node: Any, path: JsonPath, spec: SpecFile, problems: list[Diagnostic]
         result = {}
         for key, value in node.items():
             line, col = node.lc.key(key)
+            vline, vcol = node.lc.value(key)
             if not isinstance(key, str):
                 problems.append(Diagnostic(spec.display, line + 1, col + 1, json_path_text(path),
                                            f"key {key!r} is not a string", "quote the key"))
                 key = str(key)
             child = (*path, key)
             spec.key_positions[child] = (line + 1, col + 1)
-            vline, vcol = node.lc.value(key)
             spec.value_positions[child] = (vline + 1, vcol + 1)
             result[key] = _plain(value, child, spec, problems)
         return result
@@ -86,15 +94,82 @@ def _plain(node: Any, path: JsonPath, spec: SpecFile, problems: list[Diagnostic]
     return node
 
 
+class _Frame:
+    """An open mapping or sequence while scanning events: its anchor, the nodes it expands to, and
+    (for a mapping) whether the next scalar is a key."""
+
+    def __init__(self, mapping: bool, anchor: str | None) -> None:
+        self.mapping, self.anchor, self.nodes, self.at_key = mapping, anchor, 1, mapping
+
+
+def _plain_yaml_problem(text: str) -> tuple[str, Any] | None:
+    """The first thing in text that is not plain, bounded YAML, as (message and hint, mark), from
+    the event stream alone: nothing is constructed, so nothing can blow up first."""
+    anchors: dict[str, int] = {}
+    stack: list[_Frame] = []
+    total = 0
+    for event in YAML(typ="rt").parse(text):
+        kind = type(event).__name__
+        mark = event.start_mark
+        if getattr(event, "tag", None) and kind != "AliasEvent":
+            return f"the tag {event.tag} is not allowed: a spec is plain YAML (drop the tag)", mark
+        is_key = bool(stack and stack[-1].at_key)
+        nodes = 0
+        if kind in ("MappingStartEvent", "SequenceStartEvent"):
+            stack.append(_Frame(kind == "MappingStartEvent", event.anchor))
+            if len(stack) > MAX_DEPTH:
+                return f"nesting deeper than {MAX_DEPTH} levels: a spec is a page, not a tree this deep", mark
+            continue
+        if kind in ("MappingEndEvent", "SequenceEndEvent"):
+            frame = stack.pop()
+            if frame.anchor:
+                anchors[frame.anchor] = frame.nodes
+            nodes = frame.nodes
+        elif kind == "ScalarEvent":
+            value = event.value
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return "a string holds a lone surrogate (\\ud800-\\udfff), which is not text: remove it", mark
+            if is_key and value == "<<" and event.style is None:
+                return "merge keys (<<) are not allowed: write the fields out, or share them with extends", mark
+            digits = value.lstrip("+-").replace("_", "")
+            if event.style is None and digits.isdigit() and len(digits) > MAX_INT_DIGITS:
+                return f"an integer of {len(digits)} digits: at most {MAX_INT_DIGITS}", mark
+            if event.anchor:
+                anchors[event.anchor] = 1
+            nodes = 1
+        elif kind == "AliasEvent":
+            nodes = anchors.get(event.anchor, 1)
+        else:
+            continue
+        if stack:
+            stack[-1].nodes += nodes
+            if stack[-1].mapping:
+                stack[-1].at_key = not stack[-1].at_key
+        total = max(total, sum(f.nodes for f in stack) + nodes)
+        if total > MAX_NODES:
+            return f"the document expands to more than {MAX_NODES} nodes (through aliases?): write it out plainly", mark
+    return None
+
+
 def read_spec_file(path: Path, display: str) -> tuple[SpecFile | None, list[Diagnostic]]:
     """Parse path. Returns (None, problems) when the file is not a readable YAML mapping."""
     try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            return None, [Diagnostic(display, 0, 0, "", f"the spec is {path.stat().st_size} bytes: at most "
+                                     f"{MAX_SPEC_BYTES}", "a spec is a page of YAML; move data into overlays")]
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Diagnostic(display, 0, 0, "", f"cannot read spec: {exc}", "check the file exists and is UTF-8")]
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
+        problem = _plain_yaml_problem(text)
+        if problem is not None:
+            message, mark = problem
+            what, _, hint = message.partition(": ")
+            return None, [Diagnostic(display, mark.line + 1, mark.column + 1, "", what, hint)]
         document = yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -105,6 +180,8 @@ def read_spec_file(path: Path, display: str) -> tuple[SpecFile | None, list[Diag
         return None, [Diagnostic(display, line, column, "", f"invalid YAML: {what}", hint)]
     except YAMLError as exc:
         return None, [Diagnostic(display, 0, 0, "", f"invalid YAML: {exc}", "fix the YAML syntax")]
+    except (ValueError, OverflowError, RecursionError) as exc:  # a value ruamel cannot construct
+        return None, [Diagnostic(display, 0, 0, "", f"invalid YAML: {str(exc)[:200]}", "write plain values")]
     if not isinstance(document, CommentedMap):
         kind = "empty" if document is None else type(document).__name__
         return None, [Diagnostic(display, 1, 1, "$", f"a spec must be a mapping of fields, this file is {kind}",
