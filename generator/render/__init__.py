@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from generator.errors import UsageError
 from generator.plan import SPEC_PATH, Plan
 from generator.plan.init_layer import LOGGER_TEMPLATE_DIR
 from generator.plan.structure_test import structure_test
@@ -210,6 +211,21 @@ def yaml_lines(data: object, indent: str = "") -> list[str]:
 # --- comparing with and writing to output/ -------------------------------------------------
 
 
+def refuse_links(output_dir: Path) -> None:
+    """gen writes only regular files under output/, so a symlink there came from elsewhere (a
+    repository can commit one): writing or pruning through it would change files outside the
+    project, reading through it would show them. Refused before anything is read or written."""
+    if output_dir.is_symlink():
+        raise UsageError(f"{output_dir} is a symlink (to {os.readlink(output_dir)}): gen writes only inside the "
+                         "project; make it a real directory")
+    for top, dirs, files in os.walk(output_dir, followlinks=False):
+        for name in sorted(dirs + files):
+            path = Path(top) / name
+            if path.is_symlink():
+                raise UsageError(f"{path} is a symlink (to {os.readlink(path)}): gen renders only regular files "
+                                 "into output/ and never follows links there; remove it")
+
+
 def _existing_files(image_dir: Path) -> dict[str, tuple[bytes, int]]:
     found = {}
     if image_dir.is_dir():
@@ -228,6 +244,7 @@ def stale_output_dirs(output_dir: Path, keep: set[str]) -> list[Path]:
 
 def diff_against(output_dir: Path, images: list[RenderedImage], prune: bool) -> str:
     """Unified diff from what is in output/ to what a render would write; "" when up to date."""
+    refuse_links(output_dir)
     chunks: list[str] = []
     for image in images:
         existing = _existing_files(output_dir / image.name)
@@ -280,6 +297,7 @@ def _atomic_write(path: Path, data: bytes, mode: int) -> None:
 
 def write_outputs(output_dir: Path, images: list[RenderedImage], prune: bool) -> WriteReport:
     """Write rendered images, touching only changed files; with prune, drop dirs of vanished specs."""
+    refuse_links(output_dir)
     written, unchanged, removed = [], [], []
     for image in images:
         image_dir = output_dir / image.name

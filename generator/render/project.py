@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from generator.plan.sysctl import node_level_keys
 from generator.render import RenderedImage, canonical_json, render_image, templates_used
 from generator.render.templates import TemplateSet
 from generator.spec import Project, ResolvedSpec
+from generator.spec.project import outside_project
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,30 @@ def _relative(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
-def _check_image(spec: ResolvedSpec, image: Image) -> tuple[list[Diagnostic], list[Diagnostic]]:
+def _first_link(directory: Path) -> Path | None:
+    """The first symlink in a directory tree (not followed), or None."""
+    for top, dirs, files in os.walk(directory, followlinks=False):
+        for name in sorted(dirs + files):
+            if (Path(top) / name).is_symlink():
+                return Path(top) / name
+    return None
+
+
+def _foreign_tree(spec: ResolvedSpec, field: tuple, directory: Path, root: Path, what: str) -> Diagnostic | None:
+    """A problem when a directory the spec names leads out of the project or holds a symlink:
+    gen would copy (or run) whatever it points at, /etc or another user's files included."""
+    if (why := outside_project(directory, root)) is not None:
+        return spec.diagnostic(field, f"{what} {why}", "keep it inside the project, as a real directory")
+    link = _first_link(directory)
+    if link is not None:
+        return spec.diagnostic(field, f"{what} {directory} holds a symlink, {link.relative_to(directory)} -> "
+                               f"{os.readlink(link)}, which gen does not follow",
+                               "replace it with the file itself, or create the link in the image (a RUN step of "
+                               "your template); gen copies only regular files")
+    return None
+
+
+def _check_image(spec: ResolvedSpec, image: Image, root: Path) -> tuple[list[Diagnostic], list[Diagnostic]]:
     errors, warnings = [], []
     for key in node_level_keys(image):
         diag = spec.diagnostic(
@@ -93,9 +118,14 @@ def _check_image(spec: ResolvedSpec, image: Image) -> tuple[list[Diagnostic], li
                     "create it, or fix the path (relative to the spec file)",
                 )
             )
+        elif (problem := _foreign_tree(spec, ("rootfs", index), overlay.src, root, "overlay")) is not None:
+            errors.append(problem)
     if image.templates is not None and not image.templates.is_dir():
         errors.append(spec.diagnostic(("templates",), f"template directory {image.templates} does not exist",
                                       "create it or remove the field"))
+    elif image.templates is not None and (
+            problem := _foreign_tree(spec, ("templates",), image.templates, root, "template directory")) is not None:
+        errors.append(problem)
     return errors, warnings
 
 
@@ -112,7 +142,7 @@ def render_project(project: Project, templates_dir: Path | None = None, *, plan_
         spec = project.specs[name]
         image = build_image(spec)
         images[name] = image
-        errs, warns = _check_image(spec, image)
+        errs, warns = _check_image(spec, image, project.root)
         errors += errs
         warnings += warns
         if errs:

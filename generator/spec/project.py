@@ -53,14 +53,33 @@ def _spec_paths(paths: list[Path]) -> list[Path]:
             found += sorted(p for p in path.iterdir() if p.suffix in SPEC_SUFFIXES and p.is_file())
         else:
             found.append(path)
-    return list(dict.fromkeys(p.resolve() for p in found))
+    unique: dict[Path, Path] = {}  # resolved -> as given, first wins: a link keeps its own name
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
+
+
+def outside_project(path: Path, root: Path) -> str | None:
+    """Why path may not be read or written, when it (through any symlink) leads out of the project
+    at root: a repository may commit a link to /etc/shadow or to the user's home. None if inside."""
+    target = path.resolve()
+    if target.is_relative_to(root.resolve()):
+        return None
+    if target != path.absolute():
+        return f"{path} leads to {target}, outside the project {root.resolve()}"
+    return f"{path} is outside the project {root.resolve()}"
 
 
 def _read_all(paths: list[Path], root: Path) -> tuple[dict[str, SpecFile], list[Diagnostic]]:
     """Parse and schema-check files; a file with schema errors is still indexed by name when it has one."""
     files: dict[str, SpecFile] = {}
     problems: list[Diagnostic] = []
-    for path in paths:
+    for link in paths:
+        if (why := outside_project(link, root)) is not None:
+            problems.append(Diagnostic(str(link), 0, 0, "", f"not read: {why}",
+                                       "gen reads only the project's own files: copy the spec into it"))
+            continue
+        path = link.resolve()
         spec, parse_problems = read_spec_file(path, _display(path, root))
         problems += parse_problems
         if spec is None:

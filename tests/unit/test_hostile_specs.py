@@ -61,3 +61,66 @@ def test_a_spec_over_a_megabyte_is_refused_unread(tmp_path):
     (tmp_path / "specs" / "big.yaml").write_text("name: big\n" + "# padding\n" * 120_000)
     got = validate(tmp_path)
     assert got.returncode == 2 and "at most 1048576" in got.stderr
+
+
+# --- symlinks a repository may commit -----------------------------------------------------------
+
+SPEC = "name: x\ntags: [a]\n" + BASE + "init: {kind: none}\ncmd: [sh]\n"
+
+
+def run_gen(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "generator", *args, "-C", str(project)], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_render_never_writes_or_deletes_through_an_output_symlink(tmp_path):
+    """output/x -> a directory elsewhere: render used to write through it and delete every file
+    there it had not rendered."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("keep\n")
+    project = tmp_path / "project"
+    (project / "specs").mkdir(parents=True)
+    (project / "specs" / "x.yaml").write_text(SPEC)
+    (project / "output").mkdir()
+    (project / "output" / "x").symlink_to(victim)
+    for args in (["render"], ["render", "--check"]):
+        got = run_gen(project, *args)
+        assert got.returncode == 2 and "output/x is a symlink" in got.stderr and "Traceback" not in got.stderr
+    assert sorted(p.name for p in victim.iterdir()) == ["precious"]
+    (project / "output" / "x").unlink()
+    (project / "output" / "x").symlink_to(tmp_path / "nowhere")  # dangling: once a traceback
+    got = run_gen(project, "render")
+    assert got.returncode == 2 and "Traceback" not in got.stderr
+
+
+def test_a_spec_symlinked_from_outside_is_not_read(tmp_path):
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("name: x\npassword: hunter2\n")
+    project = tmp_path / "project"
+    (project / "specs").mkdir(parents=True)
+    (project / "specs" / "x.yaml").symlink_to(secret)
+    got = run_gen(project, "validate")
+    assert got.returncode == 2 and "outside the project" in got.stderr
+    assert "hunter2" not in got.stderr + got.stdout
+
+
+@pytest.mark.parametrize("layout", ["overlay is a link out", "link inside an overlay", "template dir is a link out"])
+def test_overlays_and_templates_never_bring_in_host_files(tmp_path, layout):
+    project = tmp_path / "project"
+    specs = project / "specs"
+    specs.mkdir(parents=True)
+    field = "templates: tpl\n" if layout.startswith("template") else "rootfs: [files]\n"
+    (specs / "x.yaml").write_text(SPEC + field)
+    if layout == "overlay is a link out":
+        (specs / "files").symlink_to("/etc")
+    elif layout == "link inside an overlay":
+        (specs / "files").mkdir()
+        (specs / "files" / "passwd").symlink_to("/etc/passwd")
+    else:
+        (specs / "tpl").symlink_to("/etc")
+    got = run_gen(project, "render")
+    assert got.returncode == 2 and "Traceback" not in got.stderr, got.stderr
+    assert "outside the project" in got.stderr or "holds a symlink" in got.stderr
+    assert re.search(r"specs/x\.yaml:\d+:\d+: ", got.stderr)
+    assert not (project / "output").exists(), "nothing written"
