@@ -184,8 +184,9 @@ def _logger_pid(init_pid: str) -> int:
     while todo:
         pid = todo.pop()
         try:
+            # cmdline ends with the directory and a NUL; it is empty while the process exits.
             if (Path(f"/proc/{pid}/comm").read_text().strip() == "gen-log"
-                    and Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-2] == LOG_DIR.encode()):
+                    and Path(f"/proc/{pid}/cmdline").read_bytes().endswith(b"\0" + LOG_DIR.encode() + b"\0")):
                 return int(pid)
             todo += Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         except (FileNotFoundError, ProcessLookupError):
