@@ -211,6 +211,15 @@ def yaml_lines(data: object, indent: str = "") -> list[str]:
 # --- comparing with and writing to output/ -------------------------------------------------
 
 
+def first_link(directory: Path) -> Path | None:
+    """The first symlink in a directory tree, which is walked without following any; or None."""
+    for top, dirs, files in os.walk(directory, followlinks=False):
+        for name in sorted(dirs + files):
+            if (Path(top) / name).is_symlink():
+                return Path(top) / name
+    return None
+
+
 def refuse_links(output_dir: Path) -> None:
     """gen writes only regular files under output/, so a symlink there came from elsewhere (a
     repository can commit one): writing or pruning through it would change files outside the
@@ -218,12 +227,9 @@ def refuse_links(output_dir: Path) -> None:
     if output_dir.is_symlink():
         raise UsageError(f"{output_dir} is a symlink (to {os.readlink(output_dir)}): gen writes only inside the "
                          "project; make it a real directory")
-    for top, dirs, files in os.walk(output_dir, followlinks=False):
-        for name in sorted(dirs + files):
-            path = Path(top) / name
-            if path.is_symlink():
-                raise UsageError(f"{path} is a symlink (to {os.readlink(path)}): gen renders only regular files "
-                                 "into output/ and never follows links there; remove it")
+    if (path := first_link(output_dir)) is not None:
+        raise UsageError(f"{path} is a symlink (to {os.readlink(path)}): gen renders only regular files "
+                         "into output/ and never follows links there; remove it")
 
 
 def _existing_files(image_dir: Path) -> dict[str, tuple[bytes, int]]:

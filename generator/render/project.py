@@ -17,7 +17,7 @@ from generator.model import Image, build_image
 from generator.plan import make_plan
 from generator.plan.init_layer import known_checksums
 from generator.plan.sysctl import node_level_keys
-from generator.render import RenderedImage, canonical_json, render_image, templates_used
+from generator.render import RenderedImage, canonical_json, first_link, render_image, templates_used
 from generator.render.templates import TemplateSet
 from generator.spec import Project, ResolvedSpec
 from generator.spec.project import outside_project
@@ -75,21 +75,12 @@ def _relative(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
-def _first_link(directory: Path) -> Path | None:
-    """The first symlink in a directory tree (not followed), or None."""
-    for top, dirs, files in os.walk(directory, followlinks=False):
-        for name in sorted(dirs + files):
-            if (Path(top) / name).is_symlink():
-                return Path(top) / name
-    return None
-
-
 def _foreign_tree(spec: ResolvedSpec, field: tuple, directory: Path, root: Path, what: str) -> Diagnostic | None:
     """A problem when a directory the spec names leads out of the project or holds a symlink:
     gen would copy (or run) whatever it points at, /etc or another user's files included."""
     if (why := outside_project(directory, root)) is not None:
         return spec.diagnostic(field, f"{what} {why}", "keep it inside the project, as a real directory")
-    link = _first_link(directory)
+    link = first_link(directory)
     if link is not None:
         return spec.diagnostic(field, f"{what} {directory} holds a symlink, {link.relative_to(directory)} -> "
                                f"{os.readlink(link)}, which gen does not follow",
