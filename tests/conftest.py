@@ -215,6 +215,18 @@ def write_output_dir(output_dir: Path, name: str, dockerfile_body: str, *, paren
     manifest = {"name": name, "tags": list(tags), "spec": f"specs/{name}.yaml", "parent": parent,
                 "base": base_entry, "source_date_epoch": epoch, "overlays": [f"specs/overlays/{name}"]}
     (directory / "gen-manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return rehash_output_dir(directory)
+
+
+def rehash_output_dir(directory: Path) -> Path:
+    """Record an output folder's files in its manifest, as a render would after a test edits them
+    (build refuses a folder whose files disagree with its manifest)."""
+    from generator.render import MANIFEST, folder_context_sha256
+
+    path = directory / MANIFEST
+    manifest = json.loads(path.read_text())
+    manifest["context_sha256"] = folder_context_sha256(directory)
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return directory
 
 

@@ -10,8 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from generator.errors import UsageError
-
-MANIFEST = "gen-manifest.json"
+from generator.render import MANIFEST, first_link, folder_context_sha256
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,7 @@ def load_output(directory: Path) -> OutputImage:
         raise UsageError(f"{path}: manifest lacks {', '.join(missing)}; run `gen render` with this gen version")
     if not (directory / "Dockerfile").is_file():
         raise UsageError(f"{directory}/Dockerfile: missing; run `gen render`")
+    _check_unchanged_since_render(directory, data)
     return OutputImage(
         name=data["name"],
         directory=directory,
@@ -77,6 +77,20 @@ def load_output(directory: Path) -> OutputImage:
         platform_build_args=tuple(sorted((p, tuple(sorted(args.items())))
                                          for p, args in (data.get("platform_build_args") or {}).items())),
     )
+
+
+def _check_unchanged_since_render(directory: Path, manifest: dict) -> None:
+    """A folder must be what `gen render` wrote: a build of one edited by hand, or left half old
+    and half new, would not be what the spec says (and no spec could reproduce it)."""
+    if (link := first_link(directory)) is not None:
+        raise UsageError(f"{link} is a symlink (to {os.readlink(link)}): gen renders only regular files and "
+                         "never builds through links; remove it and run `gen render`")
+    recorded = manifest.get("context_sha256")
+    if recorded is None:
+        raise UsageError(f"{directory / MANIFEST}: manifest lacks context_sha256; run `gen render` with this gen version")
+    if folder_context_sha256(directory) != recorded:
+        raise UsageError(f"{directory}: its files differ from what `gen render` wrote (context_sha256 "
+                         f"{recorded[:12]}...); run `gen render` to re-render it, or `git checkout` the folder")
 
 
 def load_outputs(output_dir: Path) -> dict[str, OutputImage]:

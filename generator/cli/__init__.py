@@ -214,6 +214,8 @@ _register_stage_commands()
 def main() -> None:
     try:
         code = app(standalone_mode=False)
+        if code == 130:  # typer's answer to a KeyboardInterrupt inside a command, said silently
+            err.print("interrupted")
         if isinstance(code, int):  # click returns the code of ctx.exit() in this mode
             sys.exit(code)
     except SpecError as exc:

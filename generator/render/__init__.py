@@ -2,17 +2,21 @@
 
 Everything is rendered before anything is written, so a bad spec or template changes nothing.
 Writing touches only files whose bytes or mode changed (an unchanged file keeps its mtime, so
-builders' caches stay valid) and removes files the render no longer produces.
+builders' caches stay valid), removes files the render no longer produces, and swaps the whole
+new output/ in at once.
 """
 
 from __future__ import annotations
 
+import ctypes
 import difflib
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +102,18 @@ def _context_sha256(files: list[RenderedFile]) -> str:
         h.update(f"{f.path}\0{f.mode:o}\0{len(f.data)}\0".encode())
         h.update(f.data)
     return h.hexdigest()
+
+
+def folder_context_sha256(image_dir: Path) -> str:
+    """context_sha256 of a rendered folder as it is on disk (the manifest records the render's):
+    build compares the two to refuse a folder edited or half-replaced since `gen render`. Modes
+    count as git keeps them (executable or not), so any checkout's umask agrees."""
+    files = []
+    for path in sorted(image_dir.rglob("*")):
+        rel = path.relative_to(image_dir).as_posix()
+        if path.is_file() and not path.is_symlink() and rel not in (MANIFEST, STRUCTURE_TEST):
+            files.append(RenderedFile(rel, path.read_bytes(), _file_mode(path)))
+    return _context_sha256(files)
 
 
 def canonical_json(data: object) -> str:
@@ -288,44 +304,120 @@ class WriteReport:
     removed: tuple[str, ...]
 
 
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".gen-tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+STAGING_PREFIX = ".gen-staging-"  # beside output/: a render in progress, or one interrupted
 
 
 def write_outputs(output_dir: Path, images: list[RenderedImage], prune: bool) -> WriteReport:
-    """Write rendered images, touching only changed files; with prune, drop dirs of vanished specs."""
+    """Write rendered images, touching only changed files; with prune, drop dirs of vanished specs.
+
+    The new output/ is staged beside the old one (unchanged files hard-linked, so they keep their
+    mtime and builders' caches stay valid) and swapped in with one atomic rename: an interrupt at
+    any point leaves every image's folder wholly old or wholly new, never a mix."""
     refuse_links(output_dir)
+    _remove_leftover_staging(output_dir)
+    report = _compare(output_dir, images, prune)
+    if output_dir.is_dir() and not report.written and not report.removed:
+        return report
+    staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=STAGING_PREFIX))
+    try:
+        _stage(output_dir, staging, images, report)
+        _swap_in(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # the old tree after a swap, else the unused new one
+    return report
+
+
+def _compare(output_dir: Path, images: list[RenderedImage], prune: bool) -> WriteReport:
     written, unchanged, removed = [], [], []
     for image in images:
-        image_dir = output_dir / image.name
-        existing = _existing_files(image_dir)
+        existing = _existing_files(output_dir / image.name)
         for f in image.files:
-            if existing.get(f.path) == (f.data, f.mode):
-                unchanged.append(f"{image.name}/{f.path}")
-            else:
-                _atomic_write(image_dir / f.path, f.data, f.mode)
-                written.append(f"{image.name}/{f.path}")
-        for path in sorted(set(existing) - {f.path for f in image.files}):
-            (image_dir / path).unlink()
-            removed.append(f"{image.name}/{path}")
-        _remove_empty_dirs(image_dir)
+            (unchanged if existing.get(f.path) == (f.data, f.mode) else written).append(f"{image.name}/{f.path}")
+        removed += [f"{image.name}/{path}" for path in sorted(set(existing) - {f.path for f in image.files})]
     if prune:
-        for path in stale_output_dirs(output_dir, {i.name for i in images}):
-            shutil.rmtree(path)
-            removed.append(f"{path.name}/")
+        removed += [f"{p.name}/" for p in stale_output_dirs(output_dir, {i.name for i in images})]
     return WriteReport(tuple(written), tuple(unchanged), tuple(removed))
 
 
-def _remove_empty_dirs(root: Path) -> None:
-    for path in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        if not any(path.iterdir()):
-            path.rmdir()
+def _stage(output_dir: Path, staging: Path, images: list[RenderedImage], report: WriteReport) -> None:
+    """Build the new output/ tree in staging: the old tree's other entries and unchanged files as
+    hard links, changed files written anew."""
+    rendered = {image.name for image in images}
+    for entry in sorted(output_dir.iterdir()) if output_dir.is_dir() else []:
+        if entry.name not in rendered and f"{entry.name}/" not in report.removed:
+            _link_tree(entry, staging / entry.name)  # not gen's, or not rendered this time
+    unchanged = set(report.unchanged)
+    for image in images:
+        for f in image.files:
+            old, new = output_dir / image.name / f.path, staging / image.name / f.path
+            new.parent.mkdir(parents=True, exist_ok=True)
+            if f"{image.name}/{f.path}" in unchanged:
+                os.link(old, new)
+            else:
+                with open(new, "xb") as handle:  # the staging tree is new: nothing to overwrite
+                    handle.write(f.data)
+                os.chmod(new, f.mode)
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    if source.is_dir():
+        shutil.copytree(source, target, symlinks=True, copy_function=os.link)
+    else:
+        os.link(source, target)
+
+
+def _swap_in(staging: Path, output_dir: Path) -> None:
+    """Make staging output_dir; the old tree, if any, is left at staging's path."""
+    staging.chmod(_directory_mode(output_dir))
+    if not output_dir.is_dir():
+        os.rename(staging, output_dir)
+        return
+    if _exchange(staging, output_dir):
+        return
+    # A filesystem without RENAME_EXCHANGE: two renames, with the signals that end gen held
+    # back between them so an interrupt cannot leave output/ missing.
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        aside = staging.with_name(staging.name + "-old")
+        os.rename(output_dir, aside)
+        os.rename(staging, output_dir)
+        os.rename(aside, staging)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _directory_mode(existing: Path) -> int:
+    """The old output/'s permissions, or what mkdir would give (mkdtemp's are 0700)."""
+    if existing.is_dir():
+        return existing.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """renameat2(RENAME_EXCHANGE): swap two directories atomically; False where the C library or
+    the filesystem lacks it."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _remove_leftover_staging(output_dir: Path) -> None:
+    """Trees an interrupted render left beside output/ (never followed: a link is only unlinked)."""
+    for path in output_dir.parent.glob(STAGING_PREFIX + "*"):
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+        else:
+            shutil.rmtree(path)

@@ -16,6 +16,7 @@ from generator.build.host import Host
 from generator.render import write_outputs
 from generator.render.project import render_project
 from generator.spec import load_project
+from tests.conftest import rehash_output_dir
 
 BASE_REF = "localhost/test/base:1"
 BASE_ID = "b" * 64
@@ -96,6 +97,7 @@ def test_a_changed_leaf_rebuilds_only_itself(tmp_path, fake):
     builder = project(tmp_path)
     builder.build([])
     (tmp_path / "output" / "leaf3" / "extra").write_text("new context file\n")
+    rehash_output_dir(tmp_path / "output" / "leaf3")
     fake.builds = 0
     report = Builder(builder.host, builder.output_dir, tmp_path, builder.options).build([])
     assert {b.name for b in report.built if b.action == "built"} == {"leaf3"} and fake.builds == 1

@@ -7,6 +7,7 @@ import pytest
 from generator.build.outputs import load_outputs
 from generator.build.since import affected_images, changed_paths
 from generator.errors import UsageError
+from tests.conftest import rehash_output_dir
 
 
 def git(root, *args):
@@ -69,7 +70,9 @@ def test_spec_change_selects_its_subtree(repo):
 
 
 def test_rendered_output_change_selects_image(repo):
-    commit(repo, "output/leaf/Dockerfile", "changed\n")
+    (repo / "output/leaf/Dockerfile").write_text("changed\n")
+    rehash_output_dir(repo / "output/leaf")  # as a re-render would
+    git(repo, "commit", "-q", "-am", "re-render leaf")
     assert selected(repo) == {"leaf"}
 
 

@@ -20,6 +20,7 @@ from generator.verify import checks as C
 from generator.verify.checks import Context, judge_log_dir, strip_timestamp
 from generator.verify.expectations import from_spec, parse_embedded, without_spec
 from generator.verify.podman import Podman
+from tests.conftest import rehash_output_dir
 
 SPEC = {
     "name": "app-base",
@@ -423,6 +424,7 @@ def test_resolve_ref_from_rendered_manifest(tmp_path: Path) -> None:
     (out / "Dockerfile").write_text("FROM x\n")
     (out / "gen-manifest.json").write_text(json.dumps({"name": "runtime", "tags": ["1.0", "latest"], "base": {},
                                                        "source_date_epoch": 1}))
+    rehash_output_dir(out)
     fake = FakePodman(image=_inspect_ok)
     podman = Podman(Host(), execute=fake)
     assert resolve_ref("runtime", tmp_path, "localhost/gen", podman) == "localhost/gen/runtime:1.0"
