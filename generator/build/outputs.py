@@ -11,6 +11,7 @@ from pathlib import Path
 
 from generator.errors import UsageError
 from generator.render import MANIFEST, first_link, folder_context_sha256
+from generator.schema import platform_suffix
 
 
 @dataclass(frozen=True)
@@ -208,11 +209,6 @@ def build_id_tag(key: str) -> str:
 
 
 # --- platforms --------------------------------------------------------------------------------
-
-
-def platform_suffix(platform: str) -> str:
-    """The tag suffix of a platform's own image: linux/arm64 -> arm64, linux/arm/v7 -> arm-v7."""
-    return platform.split("/", 1)[1].replace("/", "-")
 
 
 def primary_platform(image: OutputImage, host: str) -> str:

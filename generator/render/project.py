@@ -111,6 +111,10 @@ def _check_image(spec: ResolvedSpec, image: Image, root: Path) -> tuple[list[Dia
             )
         elif (problem := _foreign_tree(spec, ("rootfs", index), overlay.src, root, "overlay")) is not None:
             errors.append(problem)
+        elif not any(path.is_file() for path in overlay.src.rglob("*")):
+            # git keeps no empty directory: a fresh clone would lack it, and the build's COPY fails
+            errors.append(spec.diagnostic(("rootfs", index), f"overlay directory {_relative(overlay.src, root)} holds no files",
+                                          "put the files to copy in it, or remove it from rootfs"))
     if image.templates is not None and not image.templates.is_dir():
         errors.append(spec.diagnostic(("templates",), f"template directory {image.templates} does not exist",
                                       "create it or remove the field"))

@@ -21,6 +21,11 @@ FAMILY_BY_DISTRO = {
 }
 
 
+def platform_suffix(platform: str) -> str:
+    """The tag suffix of a platform's own image: linux/arm64 -> arm64, linux/arm/v7 -> arm-v7."""
+    return platform.split("/", 1)[1].replace("/", "-")
+
+
 @cache
 def spec_schema() -> dict[str, Any]:
     """The spec schema as a dict (cached; treat as read-only)."""

@@ -11,13 +11,19 @@ from functools import cache
 from importlib import resources
 
 from generator.errors import Diagnostic
-from generator.schema import FAMILY_BY_DISTRO
+from generator.schema import FAMILY_BY_DISTRO, platform_suffix
 from generator.spec.resolved import ResolvedSpec
 
 BASE_SOURCES = ("bootstrap", "image", "local")
 BOOTSTRAP_DISTROS = ("debian", "ubuntu")
 # Mount points that belong to the runtime; a VOLUME there hides what the kernel or engine puts in.
 RUNTIME_PATHS = ("/proc", "/sys", "/dev", "/run")
+# The distro's own directories: a volume on one hides what packages put there (and `recursive`
+# would hand it all to the volume's owner); logs below the program trees mix with installed files.
+SYSTEM_DIRS = ("/bin", "/boot", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/sbin", "/usr", "/usr/bin",
+               "/usr/lib", "/usr/libexec", "/usr/local", "/usr/sbin", "/usr/share", "/var", "/var/lib")
+PROGRAM_TREES = ("/bin", "/boot", "/lib", "/lib32", "/lib64", "/libx32", "/sbin", "/usr/bin", "/usr/lib",
+                 "/usr/libexec", "/usr/sbin")
 
 
 @cache
@@ -110,6 +116,7 @@ def _check_accounts(spec: ResolvedSpec) -> Iterator[Diagnostic]:
                               "give every group its own fixed gid")
     yield from _check_base_clashes(spec, "users", "uid", base_users)
     yield from _check_base_clashes(spec, "groups", "gid", base_groups)
+    yield from _check_implicit_groups(spec, base_groups)
     group_ids = {g["name"]: g["gid"] for g in groups}
     known_groups = set(group_ids) | set(base_groups) | {u["name"] for u in users if "group" not in u}
     for index, user in enumerate(users):
@@ -127,11 +134,46 @@ def _check_accounts(spec: ResolvedSpec) -> Iterator[Diagnostic]:
 
 
 def _check_base_clashes(spec: ResolvedSpec, field: str, id_key: str, base: dict[str, int]) -> Iterator[Diagnostic]:
+    """useradd/groupadd refuse a name or an id the base already has (root and uid 0 included)."""
+    owner_of = {number: name for name, number in base.items()}
     for index, entry in enumerate(spec.data[field]):
-        if entry["name"] in base and base[entry["name"]] != entry[id_key]:
-            yield spec.diagnostic((field, index, "name"), f"{entry['name']!r} already exists in the base with "
-                                  f"{id_key} {base[entry['name']]}, not {entry[id_key]}",
-                                  f"use another name, or {id_key} {base[entry['name']]}")
+        if entry["name"] in base:
+            yield spec.diagnostic((field, index, "name"), f"{entry['name']!r} already exists in the base (with "
+                                  f"{id_key} {base[entry['name']]}): it cannot be created again",
+                                  f"leave it out (it is there), or use another name", key=True)
+        elif entry[id_key] in owner_of:
+            yield spec.diagnostic((field, index, id_key), f"{id_key} {entry[id_key]} belongs to the base's "
+                                  f"{owner_of[entry[id_key]]!r}", f"pick an unused {id_key} (1000 and up are free)")
+
+
+def _check_implicit_groups(spec: ResolvedSpec, base_groups: dict[str, int]) -> Iterator[Diagnostic]:
+    """A user without `group` gets a group of its own name with gid = uid: the base must not have either."""
+    owner_of = {gid: name for name, gid in base_groups.items()}
+    for index, user in enumerate(spec.data["users"]):
+        if "group" in user or user["name"] in base_groups:
+            continue
+        if user["uid"] in owner_of:
+            yield spec.diagnostic(("users", index, "uid"), f"user {user['name']!r} gets its own group with gid "
+                                  f"{user['uid']}, which the base's group {owner_of[user['uid']]!r} has",
+                                  "pick another uid, or set `group:` to a declared group")
+
+
+def _check_parent_accounts(spec: ResolvedSpec, parent: ResolvedSpec | None) -> Iterator[Diagnostic]:
+    """The parent image already created its users and groups: a child may repeat one, not change it."""
+    if parent is None:
+        return
+    for field in ("users", "groups"):
+        created = {entry["name"]: entry for entry in parent.data[field]}
+        for index, entry in enumerate(spec.data[field]):
+            before = created.get(entry["name"])
+            if before is not None and before != entry:
+                yield spec.diagnostic((field, index, "name"), f"{entry['name']!r} is created by parent "
+                                      f"{parent.name!r} as {_account_text(before)}; a child cannot change it",
+                                      "leave it out here (it is inherited), or use another name", key=True)
+
+
+def _account_text(entry: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(entry.items()) if k != "name" and v not in ([], None))
 
 
 def _known_users(spec: ResolvedSpec) -> set[str]:
@@ -186,20 +228,44 @@ def _check_unique_entries(spec: ResolvedSpec) -> Iterator[Diagnostic]:
                               "choose another name")
 
 
+def _under(path: str, roots: tuple[str, ...]) -> bool:
+    return any(path == root or path.startswith(root + "/") for root in roots)
+
+
 def _check_paths(spec: ResolvedSpec) -> Iterator[Diagnostic]:
     for index, volume in enumerate(spec.data["volumes"]):
         path = volume["path"].rstrip("/") or "/"
-        if path == "/" or any(path == p or path.startswith(p + "/") for p in RUNTIME_PATHS):
+        if path == "/" or _under(path, RUNTIME_PATHS):
             yield spec.diagnostic(("volumes", index, "path"), f"{volume['path']} cannot be a volume: the "
                                   "runtime owns it", "mount data under its own directory, e.g. /data")
+        elif path in SYSTEM_DIRS:
+            yield spec.diagnostic(("volumes", index, "path"), f"{volume['path']} cannot be a volume: it is the "
+                                  "distro's own directory, which a mount would hide (and re-owning would hand to "
+                                  "the volume's owner)", "mount data under its own directory, e.g. /data or /etc/APP")
     log_dir = spec.data["logging"]["dir"].rstrip("/") or "/"
-    if log_dir == "/" or any(log_dir == p or log_dir.startswith(p + "/") for p in ("/proc", "/sys", "/dev")):
+    if log_dir == "/" or _under(log_dir, ("/proc", "/sys", "/dev")):
         yield spec.diagnostic(("logging", "dir"), f"{log_dir} cannot hold logs", "use e.g. /var/log/app")
+    elif log_dir in SYSTEM_DIRS or _under(log_dir, PROGRAM_TREES):
+        yield spec.diagnostic(("logging", "dir"), f"{log_dir} is the distro's own directory: rotated logs there "
+                              "would mix with installed files", "use a directory of its own, e.g. /var/log/app")
+
+
+def _check_platform_tags(spec: ResolvedSpec) -> Iterator[Diagnostic]:
+    """Each non-primary platform's image is tagged TAG-SUFFIX (linux/arm64: 1.0-arm64); a plain tag
+    of that form would name two images."""
+    tags = spec.data["tags"]
+    for platform in spec.data.get("platforms") or ():
+        suffix = f"-{platform_suffix(platform)}"
+        for index, tag in enumerate(tags):
+            if tag.endswith(suffix) and tag[: -len(suffix)] in tags:
+                yield spec.diagnostic(("tags", index), f"tag {tag!r} is also the name of {platform}'s image of "
+                                      f"tag {tag[: -len(suffix)]!r}", f"drop {tag!r}: gen tags {platform}'s "
+                                      "image with it already")
 
 
 CHECKS: tuple[Callable[[ResolvedSpec], Iterator[Diagnostic]], ...] = (
     _check_base, _check_accounts, _check_account_references, _check_service_users, _check_unique_entries,
-    _check_paths,
+    _check_paths, _check_platform_tags,
 )
 
 
@@ -208,5 +274,5 @@ def check_spec(spec: ResolvedSpec, parent: ResolvedSpec | None) -> list[Diagnost
     parent_kind = parent.data["init"]["kind"] if parent is not None else None
     if "base" not in spec.data:  # nothing else can be judged without knowing the distro
         return list(_check_base(spec))
-    return [*_check_init(spec, parent_kind), *_check_platforms(spec, parent)] + [
+    return [*_check_init(spec, parent_kind), *_check_platforms(spec, parent), *_check_parent_accounts(spec, parent)] + [
         d for check in CHECKS for d in check(spec)]

@@ -10,7 +10,7 @@ import difflib
 from functools import cache
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
 from generator.errors import Diagnostic
@@ -21,11 +21,20 @@ _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a 
                dict: "a mapping", type(None): "null (empty)"}
 
 
+# JSON Schema counts 1000.0 as an integer; YAML keeps it a float, and a uid or a size of 1000.0
+# would reach useradd or the init as "1000.0". Integers are ints here (never booleans).
+_StrictValidator = validators.extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)),
+)
+
+
 @cache
 def _validator() -> Draft202012Validator:
     schema = spec_schema()
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    return _StrictValidator(schema)
 
 
 def _described(schema: dict[str, Any]) -> str:
@@ -80,6 +89,8 @@ def _message(error: ValidationError) -> tuple[str, str]:
         return f"expected {expected}, got {got} {_short(value)}", hint
     if keyword == "pattern":
         return f"{_short(value)} is not valid here", described or f"must match {error.validator_value}"
+    if keyword == "not":
+        return f"{_short(value)} is reserved for gen's own use", described
     if keyword in ("oneOf", "anyOf"):
         inner = best_match(error.context) if error.context else None
         detail = f" ({inner.message})" if inner is not None and len(inner.message) < 120 else ""
@@ -110,7 +121,8 @@ def check_against_schema(spec: SpecFile) -> list[Diagnostic]:
             continue
         path = tuple(error.absolute_path)
         if _is_key_error(error):  # jsonschema reports the key as the instance, at the mapping's path
-            result.append(spec.diagnostic((*path, error.instance), f"invalid key {_short(error.instance)}",
+            why = "is reserved for gen's own use" if error.validator == "not" else "is not valid here"
+            result.append(spec.diagnostic((*path, error.instance), f"key {_short(error.instance)} {why}",
                                           _described(error.schema), key=True))
             continue
         message, hint = _message(error)

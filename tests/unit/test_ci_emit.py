@@ -217,4 +217,4 @@ def test_cli_install_defaults_to_the_checkout(tmp_path: Path):
 def test_distribution_is_not_the_index_name_gen_but_the_command_is():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["name"] != "gen"
-    assert project["scripts"]["gen"] == "generator.cli:main"
+    assert project["scripts"]["gen"] == "generator.entry:main"

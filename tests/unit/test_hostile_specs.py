@@ -124,3 +124,80 @@ def test_overlays_and_templates_never_bring_in_host_files(tmp_path, layout):
     assert "outside the project" in got.stderr or "holds a symlink" in got.stderr
     assert re.search(r"specs/x\.yaml:\d+:\d+: ", got.stderr)
     assert not (project / "output").exists(), "nothing written"
+
+
+# --- values that reach into gen's own state, or pass validate and fail at build -------------------
+
+RESERVED = {
+    "gen's label": ("labels: {dev.gen.spec.sha256: forged}\n", "key 'dev.gen.spec.sha256' is reserved"),
+    "OCI title label": ("labels: {org.opencontainers.image.title: other}\n", "is reserved for gen's own use"),
+    "GEN_ env": ("env: {GEN_LOG_DIR: /elsewhere}\n", "key 'GEN_LOG_DIR' is reserved"),
+    "S6_ env gen sets": ("env: {S6_VERBOSITY: '9'}\n", "S6_VERBOSITY (init.verbosity)"),
+    "build-id tag": ("tags: [gen-0123456789abcdef]\n", "'gen-0123456789abcdef' is reserved"),
+    "base image name": ("name: rootfs-debian-bookworm\n", "'rootfs-debian-bookworm' is reserved"),
+    "log dir /etc": ("logging: {dir: /etc}\n", "/etc is the distro's own directory"),
+    "log dir in /usr/lib": ("logging: {dir: /usr/lib/x}\n", "/usr/lib/x is the distro's own directory"),
+    "volume /usr": ("volumes: [{path: /usr, recursive: true}]\n", "/usr cannot be a volume"),
+    "volume /etc": ("volumes: [{path: /etc}]\n", "/etc cannot be a volume"),
+    "float uid": ("users: [{name: app, uid: 1000.0}]\n", "expected integer, got a number 1000.0"),
+    "root user": ("users: [{name: root, uid: 0}]\n", "'root' already exists in the base"),
+    "second uid 0": ("users: [{name: boss, uid: 0, group: g}]\ngroups: [{name: g, gid: 5000}]\n",
+                     "uid 0 belongs to the base's 'root'"),
+    "base uid": ("users: [{name: web, uid: 33, group: g}]\ngroups: [{name: g, gid: 5000}]\n",
+                 "uid 33 belongs to the base's 'www-data'"),
+    "implicit group on a base gid": ("users: [{name: app, uid: 100}]\n", "which the base's group 'users' has"),
+    "base gid": ("groups: [{name: g, gid: 65534}]\n", "gid 65534 belongs to the base's 'nogroup'"),
+    "platform tag": ("tags: [latest, latest-arm64]\nplatforms: [linux/amd64, linux/arm64]\n",
+                     "tag 'latest-arm64' is also the name of linux/arm64's image"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESERVED))
+def test_values_that_reach_into_gen_or_fail_at_build_are_refused(tmp_path, case):
+    field, said = RESERVED[case]
+    lines = {line.split(":", 1)[0]: line for line in SPEC.splitlines(keepends=True)}
+    for line in field.splitlines(keepends=True):  # the case's fields replace the plain spec's
+        lines[line.split(":", 1)[0]] = line
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "x.yaml").write_text("".join(lines.values()))
+    got = validate(tmp_path)
+    assert got.returncode == 2 and "Traceback" not in got.stderr, got.stderr
+    assert said in got.stderr
+    assert re.search(r"specs/x\.yaml:\d+:\d+: ", got.stderr), got.stderr
+
+
+def test_a_child_cannot_change_an_account_its_parent_created(tmp_path):
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "x.yaml").write_text(SPEC + "users: [{name: app, uid: 1000}]\n")
+    (tmp_path / "specs" / "y.yaml").write_text("name: y\ntags: [a]\nextends: x\nusers: [{name: app, uid: 1001}]\n")
+    got = validate(tmp_path)
+    assert got.returncode == 2 and "'app' is created by parent 'x' as" in got.stderr and "specs/y.yaml:4:" in got.stderr
+    (tmp_path / "specs" / "y.yaml").write_text("name: y\ntags: [a]\nextends: x\nusers: [{name: app, uid: 1000}]\n")
+    assert validate(tmp_path).returncode == 0
+
+
+def test_every_variable_the_init_sets_is_reserved(tmp_path):
+    """The schema's reserved env names and plan's init_env must not drift apart."""
+    from generator.model import build_image
+    from generator.plan.init_layer import init_env
+    from generator.schema import spec_schema
+    from generator.spec import load_project
+
+    pattern = re.compile(spec_schema()["properties"]["env"]["propertyNames"]["not"]["pattern"])
+    (tmp_path / "specs").mkdir()
+    for kind in ("s6", "s6-overlay"):
+        init = "{kind: s6-overlay, version: 3.2.3.2}" if kind == "s6-overlay" else "{kind: s6}"
+        (tmp_path / "specs" / "x.yaml").write_text(f"name: x\ntags: [a]\n{BASE}init: {init}\n"
+                                                   "sysctls: {values: {net.core.somaxconn: 1024}}\n")
+        names = set(init_env(build_image(load_project([tmp_path / "specs"], tmp_path).specs["x"])))
+        assert "GEN_SYSCTL_POLICY" in names and "S6_VERBOSITY" in names
+        assert sorted(n for n in names if not pattern.search(n)) == []
+
+
+def test_an_empty_overlay_is_refused_by_validate(tmp_path):
+    (tmp_path / "specs" / "files" / "etc").mkdir(parents=True)
+    (tmp_path / "specs" / "x.yaml").write_text(SPEC + "rootfs: [files]\n")
+    got = validate(tmp_path)
+    assert got.returncode == 2 and "holds no files" in got.stderr and "specs/x.yaml:6:" in got.stderr, got.stderr
+    (tmp_path / "specs" / "files" / "etc" / "motd").write_text("hi\n")
+    assert validate(tmp_path).returncode == 0

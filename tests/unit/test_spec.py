@@ -154,7 +154,7 @@ env: {B: child, C: new}
 labels: {l2: "2"}
 groups: [{name: g2, gid: 2000}]
 users:
-  - {name: u1, uid: 1001, shell: /bin/bash}
+  - {name: u1, uid: 1001}  # repeats the parent's: allowed, changing it is not
   - {name: u2, uid: 1002}
 volumes: [{path: /data, mode: "0700"}, {path: /cache}]
 services: [{name: s2, command: [b]}]
@@ -195,7 +195,7 @@ def test_merge_rules(tmp_path):
     assert data["env"] == {"A": "parent", "B": "child", "C": "new"}
     assert data["labels"] == {"l1": "1", "l2": "2"}
     assert [g["name"] for g in data["groups"]] == ["g1", "g2"]
-    assert [(u["name"], u["shell"]) for u in data["users"]] == [("u1", "/bin/bash"), ("u2", "/usr/sbin/nologin")]
+    assert [(u["name"], u["shell"]) for u in data["users"]] == [("u1", "/usr/sbin/nologin"), ("u2", "/usr/sbin/nologin")]
     assert [(v["path"], v["mode"], v.get("owner")) for v in data["volumes"]] == [("/data", "0700", None),
                                                                                   ("/cache", "0755", None)]
     assert [s["name"] for s in data["services"]] == ["s1", "s2"]
@@ -224,8 +224,8 @@ def test_diagnostic_on_inherited_entry_points_at_the_parent_file(tmp_path):
     ("init: {kind: s6, version: 3.2.0.2}\n", "only applies to kind s6-overlay"),
     ("users: [{name: a, uid: 1000}, {name: b, uid: 1000}]\n", "uid 1000 is given to two users"),
     ("groups: [{name: a, gid: 7000}, {name: b, gid: 7000}]\n", "gid 7000 is given to two groups"),
-    ("users: [{name: www-data, uid: 1000}]\n", "already exists in the base with uid 33"),
-    ("groups: [{name: staff, gid: 1000}]\n", "already exists in the base with gid 50"),
+    ("users: [{name: www-data, uid: 1000}]\n", "already exists in the base (with uid 33)"),
+    ("groups: [{name: staff, gid: 1000}]\n", "already exists in the base (with gid 50)"),
     ("users: [{name: a, uid: 1000, group: nope}]\n", "names group 'nope'"),
     ("users: [{name: a, uid: 1000, groups: [nope]}]\n", "names group 'nope'"),
     ("groups: [{name: g, gid: 1000}]\nusers: [{name: a, uid: 1000}]\n", "which group 'g' already has"),
