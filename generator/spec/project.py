@@ -127,6 +127,8 @@ def _chain(name: str, files: dict[str, SpecFile]) -> tuple[list[SpecFile], Diagn
     """The files from the root of name's chain down to name, or the problem that breaks it."""
     chain = [files[name]]
     while (parent := chain[-1].data.get("extends")) is not None:
+        if not isinstance(parent, str):  # the schema check has said so; the chain ends here
+            break
         if parent not in files:
             hint = difflib.get_close_matches(parent, list(files), n=1)
             return chain, chain[-1].diagnostic(

@@ -6,6 +6,7 @@ path tuples so later stages can point at any field without holding ruamel object
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,26 @@ def _plain(node: Any, path: JsonPath, spec: SpecFile, problems: list[Diagnostic]
     return node
 
 
+# A run of flow openers, as `[[[[`: ruamel's scanner keeps a possible simple key per open flow
+# level and checks them all at every token, so such a run costs about a second before the event
+# pass below can stop it at MAX_DEPTH. Cut it short from the text.
+_OPENER_RUN = re.compile(r"[\[{][\[{\s]*")  # maximal runs: one linear pass, no backtracking
+
+
+@dataclass(frozen=True)
+class _TextMark:
+    line: int  # 0-based, as ruamel's marks
+    column: int
+
+
+def _opener_run(text: str) -> _TextMark | None:
+    for run in _OPENER_RUN.finditer(text):
+        if run.group().count("[") + run.group().count("{") > MAX_DEPTH:
+            line = text.count("\n", 0, run.start())
+            return _TextMark(line, run.start() - (text.rfind("\n", 0, run.start()) + 1))
+    return None
+
+
 class _Frame:
     """An open mapping or sequence while scanning events: its anchor, the nodes it expands to, and
     (for a mapping) whether the next scalar is a key."""
@@ -105,6 +126,8 @@ class _Frame:
 def _plain_yaml_problem(text: str) -> tuple[str, Any] | None:
     """The first thing in text that is not plain, bounded YAML, as (message and hint, mark), from
     the event stream alone: nothing is constructed, so nothing can blow up first."""
+    if (mark := _opener_run(text)) is not None:
+        return f"nesting deeper than {MAX_DEPTH} levels: a spec is a page, not a tree this deep", mark
     anchors: dict[str, int] = {}
     stack: list[_Frame] = []
     total = 0
