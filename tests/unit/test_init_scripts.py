@@ -434,3 +434,15 @@ def test_volume_hook_is_not_recursive_unless_asked_and_leaves_others_data(init_r
     os.chown(data, 1234, 1234)  # someone else's, not empty: left alone
     assert _run_hook(init_root, VOLUME_HOOK).returncode == 0
     assert data.stat().st_uid == 1234
+
+
+def test_a_logger_still_starting_at_stop_is_not_taken_for_an_orphan(init_root):
+    """Under load the app can finish before its logger's run script has exec'd gen-log. The stop's
+    orphan reaper must leave the logger's subshells alone: it used to SIGTERM them (1 run in ~150
+    on a loaded machine), and the app's output was lost from stdout or from the files too."""
+    log_run = init_root.path / "usr/lib/gen/init/log-run"
+    text = log_run.read_text()
+    log_run.write_text(text.replace("\n", '\n[ "$(sleep 1; echo ready)" = ready ] || exit 1\n', 1))
+    result = init_root.run("echo", "ran", S6_VERBOSITY="2")
+    assert (result.returncode, result.stdout) == (0, b"ran\n"), result.stderr
+    assert (init_root.log_dir / "current").read_bytes() == b"ran\n"
