@@ -116,6 +116,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")
+def pytest_collection_modifyitems_last(items: list[pytest.Item]) -> None:
+    """The fresh-machine rehearsal runs in the background from the first integration test on; its
+    test goes last, after everything it runs beside."""
+    items.sort(key=lambda item: item.name == "test_the_readme_commands_work_on_a_fresh_machine")
+
+
 def _mounts_under(directory: Path) -> list[str]:
     """Mount points below directory (overlay layers containers storage left mounted), deepest first."""
     prefix = str(directory.resolve()) + "/"
@@ -132,7 +139,11 @@ def _unmount_storage_at_exit(tmp_path_factory: pytest.TempPathFactory):
     """Containers storage keeps overlay mounts under the tests' temporary directories; unmount
     them at the end so pytest can delete old runs (it warns "Device or resource busy" otherwise)."""
     yield
-    for point in _mounts_under(tmp_path_factory.getbasetemp()):
+    unmount_under(tmp_path_factory.getbasetemp())
+
+
+def unmount_under(directory: Path) -> None:
+    for point in _mounts_under(directory):
         subprocess.run(["umount", "-l", point], capture_output=True, timeout=30)
 
 

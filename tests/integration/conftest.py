@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.build.host import Host
+from generator.build.host import Host, gen_containers_conf
 from generator.verify.podman import Podman
 from tests.conftest import copy_bundled_specs
 
@@ -272,3 +272,31 @@ def local_registry(tmp_path_factory: pytest.TempPathFactory):
         proc.kill()
         proc.wait(timeout=10)
     log.close()
+
+
+REHEARSAL_TEST = "test_the_readme_commands_work_on_a_fresh_machine"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _rehearsal_beside_the_suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Start the fresh-machine rehearsal (25 minutes, in a container of its own) with the first
+    integration test when its test is selected and can run, so the rest of the suite runs beside
+    it; its test is ordered last (tests/conftest.py) and waits for it."""
+    from tests.conftest import missing_build_tools
+    from tests.integration.test_fresh_machine import start_rehearsal
+
+    wanted = any(item.name == REHEARSAL_TEST for item in request.session.items)
+    if not wanted or os.geteuid() != 0 or missing_build_tools():
+        yield None
+        return
+    env = dict(os.environ, CONTAINERS_CONF=str(gen_containers_conf()))
+    rehearsal = start_rehearsal(tmp_path_factory.mktemp("rehearsal"), env)
+    yield rehearsal
+    rehearsal.stop()
+
+
+@pytest.fixture(scope="session")
+def rehearsal(_rehearsal_beside_the_suite):
+    if _rehearsal_beside_the_suite is None:
+        pytest.skip("the rehearsal was not started (not root, or build tools missing)")
+    return _rehearsal_beside_the_suite

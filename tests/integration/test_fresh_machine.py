@@ -13,6 +13,11 @@ cannot stack on the container's own overlay root; the host's network, so the inn
 reach the same archive as the host; binfmt_misc is the kernel's, so the host's qemu handlers
 (registered with the F flag) serve the inner arm64 builds. A site that intercepts TLS trusts its
 own CA on every machine: the host's local CAs go into the rootfs as a site's image would have them.
+
+The rehearsal takes about 25 minutes, nearly all of it inside its own container and containers
+storage, so it runs in a background thread from the first integration test on (started by
+`start_rehearsal`, from tests/integration/conftest.py), beside the rest of the suite; its test
+is ordered last and waits for it.
 """
 
 from __future__ import annotations
@@ -22,18 +27,20 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from generator.build.host import Host
+from tests.conftest import unmount_under
 
 pytestmark = [pytest.mark.integration, pytest.mark.rehearsal]
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/gen-tests/fresh-debian:12"
-MACHINE_SECONDS = 3600  # the rehearsal container's life at most: the test's steps are bounded below it
+MACHINE_SECONDS = 5400  # the rehearsal container's life at most: its steps are bounded below it
 CHECKOUT = "/root/gen"
 LOCAL_CAS = Path("/usr/local/share/ca-certificates")
 # TLS trust settings a site sets machine-wide; their values are paths that exist in the rehearsal
@@ -63,11 +70,9 @@ def _host_sources() -> list[str]:
     return [str(f) for f in files if f.read_text().strip()]
 
 
-@pytest.fixture(scope="module")
-def fresh_debian(gen_host: Host, tmp_path_factory: pytest.TempPathFactory) -> str:
+def fresh_debian(host: Host, work: Path) -> str:
     """A Debian 12 minbase image bootstrapped from the host's apt sources: what a minimal cloud
     image has, less cloud-init, plus the site's CA files (not yet in any trust store)."""
-    work = tmp_path_factory.mktemp("fresh-rootfs")
     tarball = work / "rootfs.tar"
     hooks = []
     if LOCAL_CAS.is_dir():
@@ -77,7 +82,7 @@ def fresh_debian(gen_host: Host, tmp_path_factory: pytest.TempPathFactory) -> st
     assert sources, "the host has no apt sources to bootstrap the rehearsal from"
     subprocess.run(["mmdebstrap", "--variant=minbase", "--format=tar", *hooks, "bookworm", str(tarball), *sources],
                    check=True, capture_output=True, timeout=600)
-    subprocess.run(["podman", *gen_host.global_flags(), "import", str(tarball), IMAGE], env=gen_host.env,
+    subprocess.run(["podman", *host.global_flags(), "import", str(tarball), IMAGE], env=host.env,
                    check=True, capture_output=True, timeout=300)
     tarball.unlink()
     return IMAGE
@@ -86,11 +91,11 @@ def fresh_debian(gen_host: Host, tmp_path_factory: pytest.TempPathFactory) -> st
 class Machine:
     """A running rehearsal container; run() executes a shell line in the checkout, as root."""
 
-    def __init__(self, host: Host, name: str, env: dict[str, str], costs_file: Path):
-        self.host, self.name, self.env, self.costs_file = host, name, env, costs_file
+    def __init__(self, host: Host, name: str, env: dict[str, str]):
+        self.host, self.name, self.env = host, name, env
         self.timings: dict[str, float] = {}
 
-    def run(self, line: str, timeout: float, label: str | None = None) -> subprocess.CompletedProcess:
+    def run(self, line: str, timeout: float, label: str) -> subprocess.CompletedProcess:
         argv = ["podman", *self.host.global_flags(), "exec", "-w", CHECKOUT]
         argv += [f"--env={k}={v}" for k, v in self.env.items()]
         started = time.monotonic()
@@ -99,8 +104,8 @@ class Machine:
                                   text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
             said = subprocess.CompletedProcess(exc.cmd, -1, _text(exc.stdout), _text(exc.stderr))
-            pytest.fail(f"`{line}` did not finish in {timeout:.0f} s on the fresh machine:\n{_tail(said)}")
-        self.timings[label or line] = round(time.monotonic() - started, 1)
+            raise RuntimeError(f"`{line}` did not finish in {timeout:.0f} s on the fresh machine:\n{_tail(said)}")
+        self.timings[label] = round(time.monotonic() - started, 1)
         return proc
 
 
@@ -126,66 +131,135 @@ def _copy_checkout(dest: Path) -> None:
         shutil.copy2(source, target, follow_symlinks=False)
 
 
-@pytest.fixture(scope="module")
-def machine(gen_host: Host, fresh_debian: str, tmp_path_factory: pytest.TempPathFactory):
-    work = tmp_path_factory.mktemp("fresh-machine")
-    checkout, storage = work / "checkout", work / "containers"
-    _copy_checkout(checkout)
-    storage.mkdir()
-    name = f"gen-rehearsal-{os.getpid()}"
-    env = {k: os.environ[k] for k in TRUST_VARIABLES if os.environ.get(k, "").startswith("/etc/ssl/")}
-    podman = ["podman", *gen_host.global_flags()]
-    # Its own network namespace, as a machine has: the inner podman's bridge and rules stay inside.
-    # The sleep is bounded, so a container that outlives a killed test run still ends.
-    subprocess.run([*podman, "run", "-d", "--rm", "--name", name, "--privileged", "-v", f"{checkout}:{CHECKOUT}",
-                    "-v", f"{storage}:/var/lib/containers", fresh_debian, "sleep", str(MACHINE_SECONDS)],
-                   env=gen_host.env, check=True, capture_output=True, timeout=120)
-    try:
-        yield Machine(gen_host, name, env, tmp_path_factory.getbasetemp() / "fresh-machine-costs.json")
-    finally:
-        subprocess.run([*podman, "rm", "-f", "-t", "0", name], env=gen_host.env, capture_output=True, timeout=120)
-        subprocess.run([*podman, "rmi", "-f", fresh_debian], env=gen_host.env, capture_output=True, timeout=120)
-        shutil.rmtree(work, ignore_errors=True)  # gigabytes of inner images and a venv
+class Rehearsal:
+    """The fresh machine's steps, run in a background thread: each step's result by label, up to
+    the first that fails (the test reads them), the machine's timings, and any error of the
+    set-up itself. Its containers storage is its own, under `work`, so the session's builds never
+    wait on its locks."""
+
+    def __init__(self, work: Path, env: dict[str, str]) -> None:
+        self.work = work
+        self.host = Host.from_env(work / "storage", env=env)
+        self.results: dict[str, subprocess.CompletedProcess] = {}
+        self.timings: dict[str, float] = {}
+        self.error = ""
+        self.costs_file = work.parent / "fresh-machine-costs.json"  # kept after stop()
+        self.name = f"gen-rehearsal-{os.getpid()}"
+        self._thread = threading.Thread(target=self._run, name="rehearsal", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            pytest.fail(f"the rehearsal did not finish in {timeout:.0f} s")
+        if self.error:
+            pytest.fail(f"the rehearsal could not run: {self.error}")
+
+    def stop(self) -> None:
+        """Remove the machine (a step still running in it ends) and everything under work."""
+        podman = ["podman", *self.host.global_flags()]
+        subprocess.run([*podman, "rm", "-f", "-t", "0", self.name], env=self.host.env, capture_output=True, timeout=120)
+        self._thread.join(60)
+        subprocess.run([*podman, "rmi", "-f", IMAGE], env=self.host.env, capture_output=True, timeout=120)
+        unmount_under(self.work)
+        shutil.rmtree(self.work, ignore_errors=True)  # gigabytes of inner images and a venv
+
+    def _run(self) -> None:
+        try:
+            machine = self._start_machine()
+            for label, line, timeout in _steps():
+                result = machine.run(line, timeout=timeout, label=label)
+                self.results[label] = result
+                if result.returncode != 0 and label in STOP_ON_FAILURE:
+                    break
+            self.timings = machine.timings
+        except Exception as exc:  # noqa: BLE001 - reported by the test, in the main thread
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def _start_machine(self) -> Machine:
+        image = fresh_debian(self.host, self.work)
+        checkout, storage = self.work / "checkout", self.work / "containers"
+        _copy_checkout(checkout)
+        storage.mkdir()
+        env = {k: os.environ[k] for k in TRUST_VARIABLES if os.environ.get(k, "").startswith("/etc/ssl/")}
+        # Its own network namespace, as a machine has: the inner podman's bridge and rules stay inside.
+        # The sleep is bounded, so a container that outlives a killed test run still ends.
+        subprocess.run(["podman", *self.host.global_flags(), "run", "-d", "--rm", "--name", self.name,
+                        "--privileged", "-v", f"{checkout}:{CHECKOUT}", "-v", f"{storage}:/var/lib/containers",
+                        image, "sleep", str(MACHINE_SECONDS)],
+                       env=self.host.env, check=True, capture_output=True, timeout=120)
+        return Machine(self.host, self.name, env)
+
+
+# Steps after which nothing else can work when they fail.
+STOP_ON_FAILURE = ("preinstalled", "release", "main")
+
+
+def _steps() -> list[tuple[str, str, float]]:
+    """(label, shell line, timeout) in order; the timeouts allow for the rest of the suite
+    running beside the rehearsal on the same 2 cores."""
+    main, tests = readme_setup_commands()
+    fresh = (f"dpkg-query -W -f='${{Package}} ${{Status}}\\n' {' '.join(NOT_PREINSTALLED)} 2>/dev/null "
+             "| grep ' installed$' || true")
+    return [
+        ("preinstalled", fresh, 60),
+        ("release", "cat /etc/debian_version", 60),
+        ("packages before", PACKAGES_MB_COMMAND, 60),
+        ("main", main, 2400),
+        ("doctor", ".venv/bin/gen doctor", 300),
+        ("verify", ".venv/bin/gen verify app-base --json", 900),
+        ("unit tests", f'{tests} -m "not integration"', 1800),
+        # Every benchmark section, end to end at its smallest size: one that cannot start fails here.
+        ("bench", "bench/run --smoke --output /tmp/bench.md", 1800),
+        ("bench notes", "grep -E -A8 'could not run here|FAILED|crashed' /tmp/bench.md || true", 60),
+        # For the README: what the commands cost on 2 cores, beside pytest's own temporary directories.
+        ("disk", f"du -sm /var/lib/containers .venv tests/tools/node_modules | cut -f1 | paste -sd' '; "
+                 f"{PACKAGES_MB_COMMAND}", 120),
+    ]
+
+
+def start_rehearsal(work: Path, env: dict[str, str]) -> Rehearsal:
+    rehearsal = Rehearsal(work, env)
+    rehearsal.start()
+    return rehearsal
+
+
+REHEARSAL_SECONDS = MACHINE_SECONDS - 300
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the rehearsal runs a privileged container with nested builds: "
                     "run the tests as root")
-def test_the_readme_commands_work_on_a_fresh_machine(machine: Machine):
-    fresh = machine.run(f"dpkg-query -W -f='${{Package}} ${{Status}}\\n' {' '.join(NOT_PREINSTALLED)} 2>/dev/null "
-                        "| grep ' installed$' || true", timeout=60, label="preinstalled")
-    assert fresh.stdout.strip() == "", f"the rehearsal machine is not fresh: {fresh.stdout}"
-    release = machine.run("cat /etc/debian_version", timeout=60, label="release")
-    assert release.stdout.startswith("12."), f"the rehearsal machine is not Debian 12: {release.stdout}"
-    before = machine.run(PACKAGES_MB_COMMAND, timeout=60, label="packages before")
-    main, tests = readme_setup_commands()
-
-    built = machine.run(main, timeout=1200)
+def test_the_readme_commands_work_on_a_fresh_machine(rehearsal: Rehearsal):
+    rehearsal.wait(REHEARSAL_SECONDS)
+    results = rehearsal.results
+    assert results["preinstalled"].stdout.strip() == "", \
+        f"the rehearsal machine is not fresh: {results['preinstalled'].stdout}"
+    assert results["release"].stdout.startswith("12."), f"not Debian 12: {results['release'].stdout}"
+    main, _ = readme_setup_commands()
+    built = results["main"]
     assert built.returncode == 0, f"{main} failed on a fresh machine:\n{_tail(built)}"
     assert re.search(r"^built app-base@arm64 ", built.stdout, re.M), _tail(built)
 
-    doctor = machine.run(".venv/bin/gen doctor", timeout=300)
+    doctor = results["doctor"]
     assert doctor.returncode == 0, f"gen doctor found problems after {main}:\n{_tail(doctor)}"
 
-    verified = machine.run(".venv/bin/gen verify app-base --json", timeout=600)
+    verified = results["verify"]
     assert verified.returncode == 0, _tail(verified, 80)
     checks = {c["name"]: c for c in json.loads(verified.stdout)["checks"]}
     assert checks["structure test"]["status"] == "pass", checks["structure test"]
     assert [n for n, c in checks.items() if c["status"] != "pass"] == [], checks
 
-    unit = machine.run(f'{tests} -m "not integration"', timeout=1200)
+    unit = results["unit tests"]
     summary = _tail(unit, 15)
     assert unit.returncode == 0, summary
     assert re.search(r"\d+ passed", summary) and "skipped" not in summary and "failed" not in summary, summary
 
-    # Every benchmark section, end to end at its smallest size: one that cannot start fails here.
-    bench = machine.run("bench/run --smoke --output /tmp/bench.md", timeout=900)
-    notes = machine.run("grep -E -A8 'could not run here|FAILED|crashed' /tmp/bench.md || true", timeout=60)
+    bench, notes = results["bench"], results["bench notes"]
     assert bench.returncode == 0 and not notes.stdout.strip(), \
         f"a benchmark did not run on a fresh machine:\n{notes.stdout or _tail(bench, 60)}"
 
-    # For the README: what the commands cost on 2 cores, beside pytest's own temporary directories.
-    usage = machine.run(f"du -sm /var/lib/containers .venv tests/tools/node_modules | cut -f1 | paste -sd' '; "
-                        f"{PACKAGES_MB_COMMAND}", timeout=120, label="disk")
-    costs = {"seconds": machine.timings, "packages_mb_before": before.stdout.strip(),
-             "mb_storage_venv_node_modules_packages": usage.stdout.split()}
-    machine.costs_file.write_text(json.dumps(costs, indent=1) + "\n")
+    costs = {"seconds": rehearsal.timings, "packages_mb_before": results["packages before"].stdout.strip(),
+             "mb_storage_venv_node_modules_packages": results["disk"].stdout.split()}
+    rehearsal.costs_file.write_text(json.dumps(costs, indent=1) + "\n")
