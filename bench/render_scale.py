@@ -1,4 +1,5 @@
-"""Render scale: load, validate and render N generated specs in one process.
+"""Render scale: load, validate and render N generated specs in one process; then whole `gen`
+processes on the largest project, files written, as users run them.
 
 The specs form chains of depth 5 (a bootstrapped root, then four children each adding packages,
 a user, env and a label), so merging and the child-delta logic are exercised. Time per spec
@@ -8,6 +9,7 @@ time is reported, the render is checked: N images, each with a Dockerfile naming
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 import time
@@ -15,7 +17,7 @@ import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import Section, Size, median, size_from_argv
+from common import Section, Size, median, run, size_from_argv, timed
 
 from generator.render.project import render_project
 from generator.spec import load_project
@@ -97,6 +99,43 @@ def measure(size: Size) -> Section:
             peak = render_once(Path(tmp), count, trace_memory=True)[1]
         section.rows.append([count, round(seconds, 3), round(1000 * seconds / count, 2), round(peak / 1e6, 1)])
     section.notes.append(scale_note(section.rows))
+    return [section, whole_processes(params.largest, runs)]
+
+
+def _gen(project: Path, *args: str) -> None:
+    run([sys.executable, "-m", "generator", *args, "-C", str(project)], timeout=600, stdout=subprocess.DEVNULL)
+
+
+def whole_processes(count: int, runs: int) -> Section:
+    """Each command as a process of its own; a change of one spec re-renders into a staging tree
+    (unchanged files hard-linked) swapped in for output/ at once."""
+    section = Section(f"Whole gen processes on {count} specs, files written (median of {runs})",
+                      ["command", "seconds", "vs render with nothing changed"])
+    with tempfile.TemporaryDirectory(prefix="gen-bench-process-") as tmp:
+        project = Path(tmp)
+        write_specs(project, count)
+        first = timed(lambda: _gen(project, "render"))[0]
+        changed_spec = project / "specs" / "img00001.yaml"
+        original = changed_spec.read_text()
+
+        def change_one(index: int) -> float:
+            changed_spec.write_text(original + f"description: run {index}\n")
+            return timed(lambda: _gen(project, "render"))[0]
+
+        timings = {
+            "gen validate": median([timed(lambda: _gen(project, "validate"))[0] for _ in range(runs)]),
+            "gen render, empty output/": first,
+            "gen render, nothing changed": median([timed(lambda: _gen(project, "render"))[0] for _ in range(runs)]),
+            "gen render, one spec changed": median([change_one(i) for i in range(runs)]),
+            "gen render --check": median([timed(lambda: _gen(project, "render", "--check"))[0] for _ in range(runs)]),
+        }
+        if not (project / "output" / "img00001" / "Dockerfile").is_file():
+            raise AssertionError("gen render wrote no output")
+    unchanged = timings["gen render, nothing changed"]
+    section.rows = [[name, round(seconds, 2), round(seconds / unchanged, 2)] for name, seconds in timings.items()]
+    section.notes.append(f"The atomic swap's cost: a render that changes one spec of {count} takes "
+                         f"{timings['gen render, one spec changed'] / unchanged:.2f}x the one that changes nothing "
+                         "(both read every spec and compare every file).")
     return section
 
 
