@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.errors import UsageError
+from generator.errors import GenError, UsageError
 from generator.plan import SPEC_PATH, Plan
 from generator.plan.init_layer import LOGGER_TEMPLATE_DIR
 from generator.plan.structure_test import structure_test
@@ -243,6 +243,8 @@ def refuse_links(output_dir: Path) -> None:
     if output_dir.is_symlink():
         raise UsageError(f"{output_dir} is a symlink (to {os.readlink(output_dir)}): gen writes only inside the "
                          "project; make it a real directory")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"{output_dir} is not a directory: gen renders into output/; move it away")
     if (path := first_link(output_dir)) is not None:
         raise UsageError(f"{path} is a symlink (to {os.readlink(path)}): gen renders only regular files "
                          "into output/ and never follows links there; remove it")
@@ -322,6 +324,8 @@ def write_outputs(output_dir: Path, images: list[RenderedImage], prune: bool) ->
     try:
         _stage(output_dir, staging, images, report)
         _swap_in(staging, output_dir)
+    except OSError as exc:  # a full disk, output/ on a mount of its own (no hard links across): nothing changed
+        raise GenError(f"cannot write {output_dir}: {exc}; output/ is as it was") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # the old tree after a swap, else the unused new one
     return report

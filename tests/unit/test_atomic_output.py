@@ -197,3 +197,23 @@ def test_build_refuses_a_symlink_in_a_folder(tmp_path):
     (tmp_path / "output" / "img0" / "passwd").symlink_to("/etc/passwd")
     with pytest.raises(UsageError, match="passwd is a symlink"):
         load_outputs(tmp_path / "output")
+
+
+def test_an_output_that_is_a_file_or_cannot_be_written_is_one_clear_error(tmp_path, monkeypatch):
+    from generator.errors import GenError
+
+    write_specs(tmp_path, 1, "v0")
+    (tmp_path / "output").write_text("not a directory\n")
+    with pytest.raises(UsageError, match="is not a directory"):
+        render(tmp_path)
+    (tmp_path / "output").unlink()
+    render(tmp_path)
+    write_specs(tmp_path, 1, "v1")
+
+    def cross_device(*args):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr("generator.render.os.link", cross_device)
+    with pytest.raises(GenError, match="cannot write .*cross-device.*output/ is as it was"):
+        render(tmp_path)
+    assert versions(tmp_path) == {"v0"} and not list(tmp_path.glob(STAGING_PREFIX + "*"))
