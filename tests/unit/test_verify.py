@@ -231,6 +231,21 @@ def test_stop_check_failures(tmp_path: Path, stop_cost: float, code: int, why: s
     assert verdict.status is Status.FAIL and why in verdict.detail
 
 
+def test_stop_check_allows_emulation_its_slowness_only(tmp_path: Path) -> None:
+    """Under qemu (verify --platform of another architecture) the bound is 8 s, and podman stop
+    waits 10 s before SIGKILL; natively 2.55 s fails."""
+    fake = FakePodman(wait=lambda a: (0, "0\n", ""))
+    fake.costs["stop"] = 2.55
+    assert C.check_stop_time(_ctx(tmp_path, fake)).status is Status.FAIL
+    ctx = _ctx(tmp_path, fake)
+    ctx.podman.run_platform = "linux/arm64"
+    verdict = C.check_stop_time(ctx)
+    assert verdict.status is Status.PASS, verdict.detail
+    assert [c for c in fake.calls if c[0] == "stop"][-1][:3] == ["stop", "--time", "10"]
+    fake.costs["stop"] = 8.5
+    assert "bound 8 s under emulation" in C.check_stop_time(ctx).detail
+
+
 def _probe_exec(files: dict[str, str], procs: str = ""):
     def handler(args: list[str]):
         argv = args[2:]
