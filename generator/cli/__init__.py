@@ -19,6 +19,24 @@ from rich.console import Console
 from generator import __version__
 from generator.errors import Diagnostic, GenError, SpecError, UsageError
 
+
+
+def _flags_show_no_type() -> None:
+    """Recent Typer prints a type beside every option, `<bool>` for flags that take no value, which
+    reads as if `--json true` were needed; flags show none (older Typer has no such hook)."""
+    option = getattr(getattr(typer, "core", None), "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None or getattr(shown, "gen_flags_untyped", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    display_type_rich.gen_flags_untyped = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich
+
+
+_flags_show_no_type()
 app = typer.Typer(
     name="gen",
     help="Turn declarative YAML specs into reproducible, s6-supervised container base images.",
@@ -49,7 +67,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print gen's version and exit.")
+        bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print gen's version and exit.")
     ] = False,
 ) -> None:
     """gen renders specs/ to output/ (Dockerfiles and build contexts), builds them with buildah,

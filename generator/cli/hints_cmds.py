@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         prefix: Annotated[str, typer.Option("--prefix", help="Registry/organization prefix of the image.", envvar="GEN_PREFIX")] = "localhost/gen",
         as_json: Annotated[bool, typer.Option("--json", help="One JSON object: flags, compose, kubernetes.")] = False,
         flags_only: Annotated[bool, typer.Option("--flags", help="Only the --sysctl run flags (volumes need your "
-                                                 "host paths), on one line: podman run $(gen hints NAME --flags) IMAGE.")] = False,
+                                                 "host paths), shell-quoted on one line: eval \"podman run $(gen hints NAME --flags) IMAGE\".")] = False,
     ) -> None:
         """Print podman/docker run flags, a compose snippet and a Kubernetes securityContext
         that set the image's sysctls and volumes without --privileged."""
@@ -34,7 +34,8 @@ def register(app: typer.Typer) -> None:
         image = build_image(loaded.specs[name])
         h = runtime_hints(image, image_ref(image.name, image.tags[0], prefix))
         if flags_only:
-            out.print(" ".join(f for f in h.run_flags() if f.startswith("--sysctl=")), markup=False)
+            # Quoted: a multi-word value (kernel.sem=250 32000 32 128) stays one argument when pasted or eval'd.
+            out.print(shlex.join(f for f in h.run_flags() if f.startswith("--sysctl=")), markup=False)
             return
         if as_json:
             out.print_json(json.dumps({"run_flags": h.run_flags(), "compose": h.compose(name),

@@ -113,15 +113,27 @@ def test_layer_cache_options_are_checked_before_anything_builds(project):
 
 def test_version_and_help(project):
     assert gen("--version", cwd=project).stdout.startswith("gen ")
-    for command in ("render", "validate", "graph", "schema", "new", "build", "hints"):
+    assert gen("-V", cwd=project).stdout == gen("--version", cwd=project).stdout
+    for command in ("render", "validate", "graph", "schema", "new", "build", "hints", "verify", "rebuild"):
         result = gen(command, "--help", cwd=project)
         assert result.returncode == 0 and "Usage" in result.stdout, command
+        assert "<bool>" not in result.stdout, f"{command}: a flag shows a type as if it took a value"
 
 
 def test_hints_flags_are_one_shell_line(project):
     result = gen("hints", "app-base", "--flags", cwd=project)
     assert result.returncode == 0
     assert result.stdout.split() == ["--sysctl=kernel.msgmax=65536", "--sysctl=kernel.shmmax=68719476736"]
+
+
+def test_hints_flags_keep_a_multi_word_sysctl_one_argument_in_a_shell(project):
+    spec = project / "specs" / "app-base.yaml"
+    spec.write_text(spec.read_text().replace("  values:\n", "  values:\n    kernel.sem: \"250 32000 32 128\"\n", 1))
+    flags = gen("hints", "app-base", "--flags", cwd=project)
+    assert flags.returncode == 0, flags.stderr
+    argv = subprocess.run(["sh", "-c", f'eval "printf \'%s\\n\' {flags.stdout.strip()}"'],
+                          capture_output=True, text=True, timeout=10).stdout.splitlines()
+    assert "--sysctl=kernel.sem=250 32000 32 128" in argv and len(argv) == 3, argv
 
 
 def test_hints_of_a_non_root_image_let_the_runtime_own_its_volumes(project):
