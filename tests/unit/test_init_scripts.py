@@ -446,3 +446,22 @@ def test_a_logger_still_starting_at_stop_is_not_taken_for_an_orphan(init_root):
     result = init_root.run("echo", "ran", S6_VERBOSITY="2")
     assert (result.returncode, result.stdout) == (0, b"ran\n"), result.stderr
     assert (init_root.log_dir / "current").read_bytes() == b"ran\n"
+
+
+def test_cpu_ticks_grow_while_a_process_works_and_are_empty_once_it_is_gone(tmp_path):
+    """The s6-overlay stop waits for the app's logger as long as its CPU time grows (a stdout copy
+    far behind a fast app can need many seconds), so the helper must read /proc/PID/stat right
+    even when the command name holds spaces and parentheses."""
+    script = f""". {INIT_TEMPLATES}/usr/lib/gen/init/common
+cp /bin/sh "$1/a b) (c"
+"$1/a b) (c" -c 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done' &
+worker=$!
+sleep 0.3
+cpu_ticks $worker && first=$REPLY
+wait $worker
+cpu_ticks $worker; gone=$?
+echo "$first $gone '$REPLY'"
+"""
+    out = subprocess.run(["sh", "-c", script, "sh", str(tmp_path)], capture_output=True, text=True, timeout=30)
+    first, gone, reply = out.stdout.split()
+    assert int(first) > 0 and gone == "1" and reply == "''", out
