@@ -144,12 +144,13 @@ def render_project(project: Project, templates_dir: Path | None = None, *, plan_
             continue
         parent = images.get(spec.parent) if spec.parent else None
         spec_file = _relative(spec.path, project.root)
+        resolved_spec_json = canonical_json(spec.data)
         try:
             plan = make_plan(
                 image,
                 parent,
                 spec_file=spec_file,
-                resolved_spec_json=canonical_json(spec.data),
+                resolved_spec_json=resolved_spec_json,
                 bootstrap_key=bootstrap_key(image),
                 s6_overlay_sums=s6_overlay_sums,
             )
@@ -164,7 +165,7 @@ def render_project(project: Project, templates_dir: Path | None = None, *, plan_
             "name": name,
             "tags": list(image.tags),
             "spec": spec_file,
-            "resolved_spec_sha256": hashlib.sha256(canonical_json(spec.data).encode()).hexdigest(),
+            "resolved_spec_sha256": hashlib.sha256(resolved_spec_json.encode()).hexdigest(),
             "templates_sha256": templates.digest(templates_used(plan)),
             "parent": spec.parent,
             "base": _base_manifest(image, plan.base_kind, plan.base_image),

@@ -186,12 +186,15 @@ def load_project(paths: list[Path], root: Path) -> Project:
 def _dependency_order(specs: dict[str, ResolvedSpec]) -> dict[str, ResolvedSpec]:
     """Parents before children; siblings by name, each subtree kept together."""
     ordered: dict[str, ResolvedSpec] = {}
+    children: dict[str | None, list[str]] = {}
+    for name in sorted(specs):
+        children.setdefault(specs[name].parent, []).append(name)
 
     def visit(name: str) -> None:
         ordered[name] = specs[name]
-        for child in sorted(n for n, s in specs.items() if s.parent == name):
+        for child in children.get(name, ()):
             visit(child)
 
-    for root_name in sorted(n for n, s in specs.items() if s.parent is None):
+    for root_name in children.get(None, ()):
         visit(root_name)
     return ordered
