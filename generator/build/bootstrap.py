@@ -21,6 +21,7 @@ from generator.build.outputs import OutputImage
 from generator.build.proc import Cancel, ToolError, run_logged
 from generator.build.storage import StoredImage, inspect
 from generator.errors import GenError, UsageError
+from generator.platforms import Platform
 
 BOOTSTRAP_DISTROS = ("debian", "ubuntu")
 
@@ -74,13 +75,9 @@ def mmdebstrap_argv(base: dict, mirror_url: str, tarball: Path) -> list[str]:
     return argv
 
 
-# OCI architecture[/variant] -> Debian's name for it, where they differ.
-_DEBIAN_ARCH = {"arm/v7": "armhf", "arm/v5": "armel", "386": "i386", "ppc64le": "ppc64el"}
-
-
 def debian_arch(base: dict) -> str:
-    oci = "/".join(p for p in (str(base["arch"]), str(base.get("arch_variant") or "")) if p)
-    return _DEBIAN_ARCH.get(oci, str(base["arch"]))
+    """Debian's name for a bootstrap base's architecture (arch, arch_variant: armhf for arm/v7)."""
+    return Platform("linux", str(base["arch"]), str(base.get("arch_variant") or "")).debian_arch
 
 
 def import_platform_flags(base: dict) -> list[str]:

@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from generator.build.bootstrap import debian_arch
 from generator.build.host import Host, gen_containers_conf, host_platform, tool_version
 from generator.build.mirror import MirrorNotFound, resolve_mirror
 from generator.build.outputs import OutputImage, expand_platforms, load_outputs
 from generator.errors import GenError, HostError
+from generator.platforms import Platform
 
 REQUIRED_TOOLS = {
     "buildah": "apt-get install buildah",
@@ -131,9 +131,6 @@ def check_mirror(host: Host, distro: str = "debian", release: str = "bookworm") 
 
 
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
-# OCI architecture[/variant] -> qemu's name for it (binfmt handler qemu-<name>, qemu-<name>-static).
-QEMU_ARCH = {"amd64": "x86_64", "arm64": "aarch64", "arm/v7": "arm", "arm/v6": "arm", "386": "i386",
-             "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
 QEMU_INSTALL = "apt-get install qemu-user-static binfmt-support"
 
 
@@ -151,7 +148,7 @@ def check_emulation(platform: str, binfmt_dir: Path = BINFMT_DIR) -> Check:
     under qemu user emulation, which needs the static qemu registered with binfmt_misc with the F
     flag (the interpreter is opened at registration, so it works inside containers and chroots)."""
     name = f"qemu {platform}"
-    qemu = QEMU_ARCH.get(platform.split("/", 1)[1])
+    qemu = Platform.parse(platform).qemu_name
     if qemu is None:
         return Check(name, "problem", f"gen knows no qemu emulator for {platform}", "build it on a native host")
     if shutil.which(f"qemu-{qemu}-static") is None:
@@ -217,14 +214,13 @@ def check_arch_test(platform: str, arch: str) -> Check:
 
 def emulation_fix(platform: str) -> str:
     """The commands that give this host qemu user emulation of platform."""
-    qemu = QEMU_ARCH.get(platform.split("/", 1)[1], "<arch>")
+    qemu = Platform.parse(platform).qemu_name or "<arch>"
     return f"{QEMU_INSTALL}; update-binfmts --enable qemu-{qemu}"
 
 
 def platform_debian_arch(platform: str) -> str:
     """Debian's name for an OCI platform's architecture (linux/arm/v7 -> armhf)."""
-    parts = platform.split("/")
-    return debian_arch({"arch": parts[1], "arch_variant": parts[2] if len(parts) > 2 else ""})
+    return Platform.parse(platform).debian_arch
 
 
 def platform_checks(platform: str, bootstraps: bool, binfmt_dir: Path | None = None) -> list[Check]:

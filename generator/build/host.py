@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from generator.platforms import Platform
+
 STORAGE_ROOT_ENV = "GEN_STORAGE_ROOT"
 # overlay is several times faster than vfs for layered builds here (see bench/ and the report in
 # the build README section); vfs stays selectable for hosts whose filesystem cannot hold overlay.
@@ -97,18 +99,11 @@ class Host:
         return self.state_dir / "cache"
 
 
-# platform.machine() -> the OCI platform containers of this host run natively.
-_MACHINE_PLATFORMS = {"x86_64": "linux/amd64", "amd64": "linux/amd64", "aarch64": "linux/arm64",
-                      "arm64": "linux/arm64", "armv7l": "linux/arm/v7", "i686": "linux/386",
-                      "ppc64le": "linux/ppc64le", "s390x": "linux/s390x", "riscv64": "linux/riscv64"}
-
-
 def host_platform() -> str:
     """The build host's own OCI platform (os/arch[/variant])."""
     import platform
 
-    machine = platform.machine()
-    return _MACHINE_PLATFORMS.get(machine, f"linux/{machine}")
+    return str(Platform.of_machine(platform.machine()))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from generator.errors import UsageError
 from generator.render import MANIFEST, first_link, folder_context_sha256
+from generator.platforms import Platform
 from generator.schema import platform_suffix
 
 
@@ -260,6 +261,6 @@ def _platform_base(base: dict, platform: str, host: str) -> dict:
     keeps the plain name); a registry or local base is resolved per platform by the build."""
     if base.get("kind") != "bootstrap" or platform == host:
         return base
-    arch = platform.split("/")
-    return dict(base, image=f"{base['image']}-{platform_suffix(platform)}", platform=platform,
-                arch=arch[1], arch_variant=arch[2] if len(arch) > 2 else "")
+    target = Platform.parse(platform)
+    return dict(base, image=f"{base['image']}-{target.suffix}", platform=platform,
+                arch=target.architecture, arch_variant=target.variant)

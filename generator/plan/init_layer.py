@@ -29,6 +29,7 @@ from pathlib import Path
 
 from generator.errors import GenError, SpecFieldError, UsageError
 from generator.model import Image
+from generator.platforms import DEFAULT_PLATFORM, S6_OVERLAY_ARCHES, Platform
 from generator.plan.accounts import base_may_be_non_root
 
 GITHUB_RELEASES = "https://github.com/just-containers/s6-overlay/releases/download"
@@ -37,18 +38,6 @@ NOARCH = "s6-overlay-noarch.tar.xz"
 SYMLINK_FILES = ("s6-overlay-symlinks-noarch.tar.xz", "s6-overlay-symlinks-arch.tar.xz")
 FETCH_OUTPUT_DIR = "/gen-s6-overlay"
 
-# Container platform (TARGETARCH[/variant]) -> s6-overlay's name for it in release file names.
-S6_OVERLAY_ARCH = {
-    "amd64": "x86_64",
-    "arm64": "aarch64",
-    "arm/v7": "armhf",
-    "arm/v6": "arm",
-    "386": "i686",
-    "ppc64le": "powerpc64le",
-    "riscv64": "riscv64",
-    "s390x": "s390x",
-}
-DEFAULT_PLATFORM = "amd64"
 
 # Distro packages each provider needs in the final image, by template family.
 S6_PACKAGES = {"apt": ("execline", "s6"), "apk": ("execline", "s6"), "dnf": ("execline", "s6")}
@@ -250,7 +239,7 @@ def _arch_of(name: str) -> str | None:
     if name == NOARCH or name in SYMLINK_FILES:
         return None
     match = re.fullmatch(r"s6-overlay-([a-z0-9_]+)\.tar\.xz", name)
-    return match.group(1) if match and match.group(1) in S6_OVERLAY_ARCH.values() else None
+    return match.group(1) if match and match.group(1) in S6_OVERLAY_ARCHES else None
 
 
 def s6_overlay_checksums(image: Image, table: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, str]:
@@ -299,7 +288,9 @@ def s6_overlay_fetch_stage(image: Image, table: Mapping[str, Mapping[str, str]] 
     sums = s6_overlay_checksums(image, table)
     files = tuple(FetchFile(name, digest, _arch_of(name)) for name, digest in sorted(sums.items()))
     arches = sorted({f.arch for f in files if f.arch})
-    default_arch = S6_OVERLAY_ARCH[DEFAULT_PLATFORM] if S6_OVERLAY_ARCH[DEFAULT_PLATFORM] in arches else arches[0]
+    default_arch = DEFAULT_PLATFORM.s6_overlay_arch
+    if default_arch not in arches:
+        default_arch = arches[0]
     base_url, local_dir = _source(image)
     platform_archs = tuple((p, _platform_arch(p, arches)) for p in image.platforms or ())
     return FetchStage(
@@ -318,7 +309,7 @@ def s6_overlay_fetch_stage(image: Image, table: Mapping[str, Mapping[str, str]] 
 
 def _platform_arch(platform: str, known: list[str]) -> str:
     """s6-overlay's arch name for an OCI platform; an error when no release sum covers it."""
-    arch = S6_OVERLAY_ARCH.get(platform.split("/", 1)[1])
+    arch = Platform.parse(platform).s6_overlay_arch
     if arch is None or arch not in known:
         name = f"s6-overlay-{arch or '<arch>'}.tar.xz"
         raise SpecFieldError(("platforms",), f"no sha256 known for {name}, which {platform} needs",

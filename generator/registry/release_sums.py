@@ -11,14 +11,15 @@ import urllib.request
 from pathlib import Path
 
 from generator.errors import GenError
-from generator.plan.init_layer import GITHUB_RELEASES, NOARCH, S6_OVERLAY_ARCH, SYMLINK_FILES
+from generator.plan.init_layer import GITHUB_RELEASES, NOARCH, SYMLINK_FILES
+from generator.platforms import S6_OVERLAY_ARCHES
 
 FETCH_TIMEOUT = 30.0
 
 
 def release_files() -> tuple[str, ...]:
     """Every tarball a 3.x release may publish: noarch, symlinks and one per architecture."""
-    per_arch = tuple(f"s6-overlay-{arch}.tar.xz" for arch in sorted(set(S6_OVERLAY_ARCH.values())))
+    per_arch = tuple(f"s6-overlay-{arch}.tar.xz" for arch in sorted(S6_OVERLAY_ARCHES))
     return (NOARCH, *SYMLINK_FILES, *per_arch)
 
 

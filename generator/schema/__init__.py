@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
+
+from generator.platforms import Platform
 from typing import Any
 
 
@@ -23,7 +25,7 @@ FAMILY_BY_DISTRO = {
 
 def platform_suffix(platform: str) -> str:
     """The tag suffix of a platform's own image: linux/arm64 -> arm64, linux/arm/v7 -> arm-v7."""
-    return platform.split("/", 1)[1].replace("/", "-")
+    return Platform.parse(platform).suffix
 
 
 @cache

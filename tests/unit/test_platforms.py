@@ -230,3 +230,30 @@ def test_package_check_reads_every_platforms_image_with_its_own_lists(outputs, t
     verdict = rebuild.Verdict("child")
     rebuild._check_packages(ctx, outputs["child"], ("http://mirror", "bookworm", "main"), tmp_path / "lists", verdict)
     assert [c[0] for c in calls] == ["localhost/gen/child:2"] and verdict.stale
+
+
+@pytest.mark.parametrize("text, debian, s6_overlay, qemu, suffix", [
+    ("linux/amd64", "amd64", "x86_64", "x86_64", "amd64"),
+    ("linux/arm64", "arm64", "aarch64", "aarch64", "arm64"),
+    ("linux/arm/v7", "armhf", "armhf", "arm", "arm-v7"),
+    ("linux/arm/v6", "armel", "arm", "arm", "arm-v6"),
+    ("linux/386", "i386", "i686", "i386", "386"),
+    ("linux/ppc64le", "ppc64el", "powerpc64le", "ppc64le", "ppc64le"),
+    ("linux/mips64le", "mips64le", None, None, "mips64le"),  # known to none of the tables: its own name
+])
+def test_one_platform_type_names_the_architecture_for_each_tool(text, debian, s6_overlay, qemu, suffix):
+    from generator.platforms import Platform
+
+    platform = Platform.parse(text)
+    assert (platform.debian_arch, platform.s6_overlay_arch, platform.qemu_name, platform.suffix) == (
+        debian, s6_overlay, qemu, suffix)
+    assert str(platform) == text
+
+
+@pytest.mark.parametrize("machine, platform", [("x86_64", "linux/amd64"), ("aarch64", "linux/arm64"),
+                                               ("armv7l", "linux/arm/v7"), ("i686", "linux/386"),
+                                               ("loongarch64", "linux/loongarch64")])
+def test_the_host_platform_from_uname_machine(machine, platform):
+    from generator.platforms import Platform
+
+    assert str(Platform.of_machine(machine)) == platform
