@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from generator.build.outputs import build_id_tag, content_key
+from generator.files import write_text_atomic
 
 UP_TO_DATE = "up to date"
 NEW = "new"
@@ -48,11 +49,7 @@ def read_record(state_dir: Path, name: str) -> BuildRecord | None:
 
 
 def write_record(state_dir: Path, name: str, record: BuildRecord) -> None:
-    path = record_path(state_dir, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(record), indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_text_atomic(record_path(state_dir, name), json.dumps(asdict(record), indent=2, sort_keys=True) + "\n")
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,6 @@ hashes them) and `gen render` owns them.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from generator.build import storage
 from generator.build.host import Host, host_platform
 from generator.build.outputs import OutputImage, expand_platforms, files_sha256, units_of
 from generator.errors import UsageError
+from generator.files import write_text_atomic
 from generator.plan.init_layer import known_checksums
 from generator.registry.packages import installed_packages
 
@@ -83,16 +82,7 @@ def read_lock(project: Path) -> Lock:
 
 def write_lock(project: Path, lock: Lock) -> bool:
     """Write atomically, only when the text changes (so git and mtimes see no churn). True if written."""
-    path = lock_path(project)
-    text = lock.to_json()
-    if path.is_file() and path.read_text() == text:
-        return False
-    fd, tmp = tempfile.mkstemp(dir=project, prefix=".gen.lock.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return True
+    return write_text_atomic(lock_path(project), lock.to_json())
 
 
 def init_entry(image: OutputImage) -> dict:

@@ -29,6 +29,7 @@ from packageurl import PackageURL
 
 from generator.build.host import Host
 from generator.build.outputs import OutputImage
+from generator.files import write_text_atomic
 from generator.registry.lock import LockedImage, locked_units
 from generator.registry.packages import Package, installed_packages
 from generator.registry.updates import root_of
@@ -113,10 +114,7 @@ def write_sbom(output_dir: Path, image: OutputImage, locked: LockedImage, packag
     """Write the SBOM when its text changed; its path."""
     path = sbom_path(output_dir, image.name)
     text = sbom_json(build_sbom(image, locked, packages, distro, release))
-    if not path.is_file() or path.read_text() != text:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+    write_text_atomic(path, text)
     return path
 
 
