@@ -89,12 +89,28 @@ def timed(action: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def run(argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, check: bool = True,
-        env: dict[str, str] | None = None, cwd: Path | None = None, stdin=None, stdout=subprocess.PIPE,
-        ) -> subprocess.CompletedProcess:
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    stdin=None,
+    stdout=subprocess.PIPE,
+) -> subprocess.CompletedProcess:
     """A subprocess with a time bound; a failure names the command and its last output lines."""
-    proc = subprocess.run(list(argv), stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, timeout=timeout,
-                          env=env, cwd=cwd, text=stdout == subprocess.PIPE, check=False)
+    proc = subprocess.run(
+        list(argv),
+        stdin=stdin,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+        text=stdout == subprocess.PIPE,
+        check=False,
+    )
     if check and proc.returncode != 0:
         err = proc.stderr.decode(errors="replace") if isinstance(proc.stderr, bytes) else proc.stderr
         tail = "\n".join((err or "").strip().splitlines()[-8:])
@@ -130,21 +146,27 @@ class Storage:
         env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
         return env
 
-    def podman(self, *args: str, timeout: float = DEFAULT_TIMEOUT, check: bool = True,
-               stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
-        return run(["podman", *self.host.global_flags(), *args], timeout=timeout, check=check, env=self.env,
-                   stdout=stdout)
+    def podman(
+        self, *args: str, timeout: float = DEFAULT_TIMEOUT, check: bool = True, stdout=subprocess.PIPE
+    ) -> subprocess.CompletedProcess:
+        return run(
+            ["podman", *self.host.global_flags(), *args], timeout=timeout, check=check, env=self.env, stdout=stdout
+        )
 
-    def gen(self, *args: str, project: Path, timeout: float = DEFAULT_TIMEOUT,
-            check: bool = True) -> subprocess.CompletedProcess:
+    def gen(
+        self, *args: str, project: Path, timeout: float = DEFAULT_TIMEOUT, check: bool = True
+    ) -> subprocess.CompletedProcess:
         return run([str(VENV_BIN / "gen"), *args], timeout=timeout, check=check, env=self.env, cwd=project)
 
 
 def unmount_under(directory: Path) -> None:
     """Overlay mounts containers storage left below directory, so it can be deleted."""
     prefix = str(directory.resolve()) + "/"
-    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
-              if line.split()[4].startswith(prefix)]
+    points = [
+        line.split()[4]
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if line.split()[4].startswith(prefix)
+    ]
     for point in sorted(points, key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True, timeout=30, check=False)
 

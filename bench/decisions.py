@@ -88,6 +88,7 @@ def make_tree(shape: Shape = Shape()) -> Tree:
 def changed_images(shape: Shape) -> tuple[str, str]:
     """(leaf, middle) the scenarios edit: rt1-st2-app3 and rt2-st1 in the full tree, the nearest
     existing ones in a smaller tree."""
+
     def last(index: int, count: int) -> int:
         return min(index, count - 1)
 
@@ -96,12 +97,12 @@ def changed_images(shape: Shape) -> tuple[str, str]:
 
 
 def spec_text(name: str, parent: str | None, value: str = "1", comment: str = "") -> str:
-    head = f"name: {name}\ntags: [\"1\"]\n"
+    head = f'name: {name}\ntags: ["1"]\n'
     if parent is None:
         head += f"base: {{distro: debian, release: bookworm, local: {BASE_IMAGE}}}\ninit: {{kind: none}}\n"
     else:
         head += f"extends: {parent}\n"
-    return f"{comment}{head}env: {{{name.upper().replace('-', '_')}: \"{value}\"}}\n"
+    return f'{comment}{head}env: {{{name.upper().replace("-", "_")}: "{value}"}}\n'
 
 
 def base_tarball(marker: str) -> Path:
@@ -180,14 +181,20 @@ def measure(size: Size) -> Section:
         section = Section(
             f"Build decisions ({count} tiny images on a local base)",
             ["scenario", "gen rebuilt", "minimal set", "laincloud rule", "gen = minimal"],
-            notes=[f"First build of all {count} images: {first:.0f} s (`gen build -j 2`).",
-                   f"No-op `gen build` with all {count} up to date: {build_s:.2f} s; `--dry-run`: {plan_s:.2f} s "
-                   f"(whole process, median; target < 1 s: {'met' if build_s < 1 else 'missed'})."])
+            notes=[
+                f"First build of all {count} images: {first:.0f} s (`gen build -j 2`).",
+                f"No-op `gen build` with all {count} up to date: {build_s:.2f} s; `--dry-run`: {plan_s:.2f} s "
+                f"(whole process, median; target < 1 s: {'met' if build_s < 1 else 'missed'}).",
+            ],
+        )
         for row in scenarios(storage, project, tree, changed_images(params.shape)):
             section.rows.append(row)
         misses = [r[0] for r in section.rows if r[4] != "yes"]
-        section.notes.append("gen rebuilt exactly the minimal set in every scenario." if not misses
-                             else f"gen's set differs from the minimal one in: {', '.join(misses)}.")
+        section.notes.append(
+            "gen rebuilt exactly the minimal set in every scenario."
+            if not misses
+            else f"gen's set differs from the minimal one in: {', '.join(misses)}."
+        )
         return section
     finally:
         remove_storage(storage.root)
@@ -199,8 +206,12 @@ def scenarios(storage: Storage, project: Path, tree: Tree, changed: tuple[str, s
     cases = [
         ("one leaf spec changed", lambda: edit(project, tree, leaf, value="2"), {leaf}, {leaf}),
         ("one middle spec changed", lambda: edit(project, tree, middle, value="2"), {middle}, {middle}),
-        ("comment added to the root spec", lambda: edit(project, tree, "root", comment="# reviewed\n"),
-         set(), {"root"}),
+        (
+            "comment added to the root spec",
+            lambda: edit(project, tree, "root", comment="# reviewed\n"),
+            set(),
+            {"root"},
+        ),
         ("base image moved (re-imported)", lambda: import_base(storage, "two"), {"root"}, set()),
     ]
     for title, change, changed_inputs, changed_files in cases:

@@ -39,7 +39,7 @@ def manifest(output: Path, name: str) -> dict:
 
 def chain(output: Path, name: str) -> list[str]:
     names = [name]
-    while (parent := manifest(output, names[0]).get("parent")):
+    while parent := manifest(output, names[0]).get("parent"):
         names.insert(0, parent)
     return names
 
@@ -57,8 +57,11 @@ def packages_of(step: str) -> list[str]:
 
 
 def usual_apt(packages: list[str]) -> str:
-    return ("RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
-            + " ".join(packages) + " && rm -rf /var/lib/apt/lists/*")
+    return (
+        "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+        + " ".join(packages)
+        + " && rm -rf /var/lib/apt/lists/*"
+    )
 
 
 def moved_copy(step: str, name: str) -> str:
@@ -66,7 +69,7 @@ def moved_copy(step: str, name: str) -> str:
         return step  # from a builder stage, not the context
     if "--chmod" in step or "--chown" in step:
         raise BenchError(f"{name}: COPY with options is not flattened by this benchmark: {step}")
-    body = step[len("COPY "):].strip()
+    body = step[len("COPY ") :].strip()
     if body.startswith("["):
         *sources, dest = json.loads(body)
     else:
@@ -121,26 +124,60 @@ def measure(size: Size) -> Section:
     context = WORK / "handwritten"
     shutil.rmtree(context, ignore_errors=True)
     shutil.copytree(output, context)
-    section = Section("Image size and layers: gen's images against hand-written single-stage equivalents",
-                      ["image", "gen MB", "gen layers", "hand-written MB", "hand-written layers", "gen / hand size"])
-    names = sorted((p.name for p in output.iterdir() if (p / "gen-manifest.json").is_file()),
-                   key=lambda n: len(chain(output, n)))
+    section = Section(
+        "Image size and layers: gen's images against hand-written single-stage equivalents",
+        ["image", "gen MB", "gen layers", "hand-written MB", "hand-written layers", "gen / hand size"],
+    )
+    names = sorted(
+        (p.name for p in output.iterdir() if (p / "gen-manifest.json").is_file()), key=lambda n: len(chain(output, n))
+    )
     for name in deepest(names, PARAMS[size].images):
         text, packages = flattened(output, name)
         dockerfile = context / f"{name}.Dockerfile"
         dockerfile.write_text(text)
         tag = f"localhost/bench/hand-{name}:1"
         base_id = stored(storage, root_base(output, name)).id
-        run(["buildah", *storage.host.global_flags(), "bud", "--isolation", "chroot", "--layers", "--format", "oci",
-             "--pull=never", "--timestamp", "1700000000", "--build-arg", f"BASE_IMAGE={base_id}", "-t", tag,
-             "-f", str(dockerfile), str(context)], env=storage.env, timeout=900)
+        run(
+            [
+                "buildah",
+                *storage.host.global_flags(),
+                "bud",
+                "--isolation",
+                "chroot",
+                "--layers",
+                "--format",
+                "oci",
+                "--pull=never",
+                "--timestamp",
+                "1700000000",
+                "--build-arg",
+                f"BASE_IMAGE={base_id}",
+                "-t",
+                tag,
+                "-f",
+                str(dockerfile),
+                str(context),
+            ],
+            env=storage.env,
+            timeout=900,
+        )
         if packages:
             storage.podman("run", "--rm", "--entrypoint", "dpkg", tag, "-s", *packages, timeout=120)
         gen, hand = stored(storage, examples.ref(name)), stored(storage, tag)
-        section.rows.append([name, round(gen.size / 1e6, 1), gen.layers, round(hand.size / 1e6, 1), hand.layers,
-                             f"{gen.size / hand.size:.2f}"])
-    section.notes.append("Layer counts include the bootstrapped root's one layer. The hand-written files are kept "
-                         f"in {context.relative_to(WORK.parent.parent)}/ for inspection.")
+        section.rows.append(
+            [
+                name,
+                round(gen.size / 1e6, 1),
+                gen.layers,
+                round(hand.size / 1e6, 1),
+                hand.layers,
+                f"{gen.size / hand.size:.2f}",
+            ]
+        )
+    section.notes.append(
+        "Layer counts include the bootstrapped root's one layer. The hand-written files are kept "
+        f"in {context.relative_to(WORK.parent.parent)}/ for inspection."
+    )
     return section
 
 

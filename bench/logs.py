@@ -30,15 +30,34 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import (REPO, WORK, BenchError, Section, Size, Storage, bundled_examples, median, require, run,
-                    size_from_argv)
+from common import (
+    REPO,
+    WORK,
+    BenchError,
+    Section,
+    Size,
+    Storage,
+    bundled_examples,
+    median,
+    require,
+    run,
+    size_from_argv,
+)
 
 INIT_TEMPLATE = REPO / "templates" / "init" / "s6"  # copied, never written to
 GEN_LOG_SOURCE = REPO / "templates" / "logger" / "gen-log.c"
 INIT_LIB = Path("usr") / "lib" / "gen" / "init"  # log-run and gen-log, below an init root
 # The flags of the image's builder stage (templates/stages/gen-log-build.j2), less its warnings.
-GEN_LOG_CFLAGS = ("-std=gnu11", "-O2", "-pthread", "-fPIE", "-pie", "-fstack-protector-strong",
-                  "-D_FORTIFY_SOURCE=2", "-Wl,-z,relro,-z,now")
+GEN_LOG_CFLAGS = (
+    "-std=gnu11",
+    "-O2",
+    "-pthread",
+    "-fPIE",
+    "-pie",
+    "-fstack-protector-strong",
+    "-D_FORTIFY_SOURCE=2",
+    "-Wl,-z,relro,-z,now",
+)
 MAX_SIZE = 268435455  # s6-log's largest `s`, gen's default logging.max_size
 
 _ISO8601 = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{9}  ", re.MULTILINE)
@@ -67,8 +86,13 @@ class Variant:
 
 def gen_variant(name: str, init_root: Path, **env: str) -> Variant:
     """gen's log-run itself, from init_root, with the settings the image's ENV would give it."""
-    settings = {"GEN_INIT_ROOT": str(init_root), "GEN_LOGGER": "gen-log", "GEN_LOG_MAX_SIZE": str(MAX_SIZE),
-                "GEN_LOG_KEEP": "3", **env}
+    settings = {
+        "GEN_INIT_ROOT": str(init_root),
+        "GEN_LOGGER": "gen-log",
+        "GEN_LOG_MAX_SIZE": str(MAX_SIZE),
+        "GEN_LOG_KEEP": "3",
+        **env,
+    }
     stamp = {"iso8601": "iso8601", "tai64n": "tai64n"}.get(env.get("GEN_LOG_TIMESTAMP", ""), "")
     return Variant(name, ("GEN-LOG-RUN",), stamp, settings, MAX_SIZE)
 
@@ -90,8 +114,12 @@ def host_variants(init_root: Path) -> list[Variant]:
         gen_variant(GEN_LOG_ISO8601, init_root, GEN_LOG_TIMESTAMP="iso8601"),
         gen_variant("gen log-run, gen-log, tai64n timestamps", init_root, GEN_LOG_TIMESTAMP="tai64n"),
         gen_variant(GEN_S6_LOG, init_root, GEN_LOGGER="s6-log"),
-        gen_variant("gen log-run, GEN_LOGGER=s6-log, copy to stdout (/dev/null)", init_root,
-                    GEN_LOGGER="s6-log", GEN_LOG_STDOUT_FILE="1"),
+        gen_variant(
+            "gen log-run, GEN_LOGGER=s6-log, copy to stdout (/dev/null)",
+            init_root,
+            GEN_LOGGER="s6-log",
+            GEN_LOG_STDOUT_FILE="1",
+        ),
         Variant(f"s6-log -l 0 n3 {s} (no line limit)", ("s6-log", "-l", "0", "n3", s, "DIR")),
         Variant(f"s6-log -b n3 {s} S{3 * MAX_SIZE} (total cap)", ("s6-log", "-b", "n3", s, f"S{3 * MAX_SIZE}", "DIR")),
     ]
@@ -157,10 +185,11 @@ def check_log_dir(directory: Path, expected: bytes, stamp: str = "", max_file: i
 def compare(got: bytes, expected: bytes, where: str) -> None:
     if got == expected:
         return
-    at = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
+    at = next((i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b), min(len(got), len(expected)))
     line = expected.count(b"\n", 0, at)
-    raise AssertionError(f"{where}: output differs from the input at line {line} "
-                         f"({len(got)} bytes arrived, {len(expected)} sent)")
+    raise AssertionError(
+        f"{where}: output differs from the input at line {line} ({len(got)} bytes arrived, {len(expected)} sent)"
+    )
 
 
 def k8s_file_payload(log: bytes) -> bytes:
@@ -235,8 +264,10 @@ def interleaved_medians(variants, repeats: int, run) -> dict[str, float]:
 
 def host_section(total_mb: int, repeats: int) -> Section:
     require("s6-log", "gcc")
-    section = Section(f"Log throughput on the host ({total_mb} MB per run, median of {repeats})",
-                      ["line bytes", "variant", "s", "MB/s", "ratio to pipe-to-file"])
+    section = Section(
+        f"Log throughput on the host ({total_mb} MB per run, median of {repeats})",
+        ["line bytes", "variant", "s", "MB/s", "ratio to pipe-to-file"],
+    )
     WORK.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="logs-", dir=WORK) as tmp:
         work = Path(tmp)
@@ -244,20 +275,30 @@ def host_section(total_mb: int, repeats: int) -> Section:
         for line_bytes in (100, 1000):
             data_path = work / f"data-{line_bytes}"
             expected = make_data(data_path, total_mb * 1_000_000, line_bytes)
-            times = interleaved_medians(variants, repeats,
-                                        lambda v: run_host_variant(v, data_path, expected, work))
+            times = interleaved_medians(variants, repeats, lambda v: run_host_variant(v, data_path, expected, work))  # noqa: B023 (run in this iteration)
             limit = times[variants[0].name]
             for variant in variants:
                 seconds = times[variant.name]
-                section.rows.append([line_bytes, variant.name, round(seconds, 3),
-                                     round(len(expected) / 1e6 / seconds, 1), round(limit / seconds, 2)])
+                section.rows.append(
+                    [
+                        line_bytes,
+                        variant.name,
+                        round(seconds, 3),
+                        round(len(expected) / 1e6 / seconds, 1),
+                        round(limit / seconds, 2),
+                    ]
+                )
             data_path.unlink()
-    section.notes.append("every variant reads the same lines through a pipe: `cat DATA | VARIANT`, the limit "
-                         "being `cat DATA | cat > DIR/current`; outputs checked line by line (timestamps stripped) "
-                         "before timing counts.")
-    section.notes.append("gen log-run: templates/init/s6/usr/lib/gen/init/log-run as the images run it, with "
-                         f"GEN_LOG_MAX_SIZE={MAX_SIZE} and GEN_LOG_KEEP=3 (rotation on); gen-log compiled here with "
-                         "the builder stage's flags; its stdout copy, and s6-log's, go to /dev/null.")
+    section.notes.append(
+        "every variant reads the same lines through a pipe: `cat DATA | VARIANT`, the limit "
+        "being `cat DATA | cat > DIR/current`; outputs checked line by line (timestamps stripped) "
+        "before timing counts."
+    )
+    section.notes.append(
+        "gen log-run: templates/init/s6/usr/lib/gen/init/log-run as the images run it, with "
+        f"GEN_LOG_MAX_SIZE={MAX_SIZE} and GEN_LOG_KEEP=3 (rotation on); gen-log compiled here with "
+        "the builder stage's flags; its stdout copy, and s6-log's, go to /dev/null."
+    )
     return section
 
 
@@ -280,23 +321,42 @@ def container_variants() -> list[ContainerVariant]:
     logs = ("-e", "GEN_LOG_DIR=/bench/logs")
     app = ("IMAGE", "cat", "/bench/input")
     return [
-        ContainerVariant("write to a file in the container (limit)",
-                         ("--log-driver", "k8s-file", "--entrypoint", "sh", "IMAGE", "-c",
-                          "exec cat /bench/input > /bench/logs/current"), ("files",)),
+        ContainerVariant(
+            "write to a file in the container (limit)",
+            (
+                "--log-driver",
+                "k8s-file",
+                "--entrypoint",
+                "sh",
+                "IMAGE",
+                "-c",
+                "exec cat /bench/input > /bench/logs/current",
+            ),
+            ("files",),
+        ),
         ContainerVariant(SHIPPED, ("--log-driver", "k8s-file", *logs, *app), ("files", "k8s")),
-        ContainerVariant("gen pipeline, gen-log, files only (GEN_LOG_STDOUT=0)",
-                         ("--log-driver", "k8s-file", *logs, "-e", "GEN_LOG_STDOUT=0", *app), ("files",)),
-        ContainerVariant("gen pipeline, gen-log, --log-driver none",
-                         ("--log-driver", "none", *logs, *app), ("files",)),
-        ContainerVariant("gen pipeline, GEN_LOGGER=s6-log (files + stdout into k8s-file)",
-                         ("--log-driver", "k8s-file", *logs, "-e", "GEN_LOGGER=s6-log", *app), ("files", "k8s")),
-        ContainerVariant("podman k8s-file driver alone (cat to stdout, no init)",
-                         ("--log-driver", "k8s-file", "--entrypoint", "cat", "IMAGE", "/bench/input"), ("k8s",)),
+        ContainerVariant(
+            "gen pipeline, gen-log, files only (GEN_LOG_STDOUT=0)",
+            ("--log-driver", "k8s-file", *logs, "-e", "GEN_LOG_STDOUT=0", *app),
+            ("files",),
+        ),
+        ContainerVariant("gen pipeline, gen-log, --log-driver none", ("--log-driver", "none", *logs, *app), ("files",)),
+        ContainerVariant(
+            "gen pipeline, GEN_LOGGER=s6-log (files + stdout into k8s-file)",
+            ("--log-driver", "k8s-file", *logs, "-e", "GEN_LOGGER=s6-log", *app),
+            ("files", "k8s"),
+        ),
+        ContainerVariant(
+            "podman k8s-file driver alone (cat to stdout, no init)",
+            ("--log-driver", "k8s-file", "--entrypoint", "cat", "IMAGE", "/bench/input"),
+            ("k8s",),
+        ),
     ]
 
 
-def run_container(storage: Storage, image: str, variant: ContainerVariant, data_path: Path,
-                  expected: bytes | None, work: Path) -> float:
+def run_container(
+    storage: Storage, image: str, variant: ContainerVariant, data_path: Path, expected: bytes | None, work: Path
+) -> float:
     """Seconds from `podman run -d` to the container's exit; with expected, the output is checked."""
     log_dir = Path(tempfile.mkdtemp(dir=work))
     name = f"gen-bench-log-{log_dir.name}"
@@ -305,14 +365,25 @@ def run_container(storage: Storage, image: str, variant: ContainerVariant, data_
     start = time.perf_counter()
     # :U gives the log directory to the user the image runs as (non-root in the bundled images), as
     # the image's own log directory is; every variant pays the same chown of an empty directory.
-    storage.podman("run", "-d", "--name", name, "-v", f"{data_path}:/bench/input:ro",
-                   "-v", f"{log_dir}:/bench/logs:U", *args, timeout=300)
+    storage.podman(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "-v",
+        f"{data_path}:/bench/input:ro",
+        "-v",
+        f"{log_dir}:/bench/logs:U",
+        *args,
+        timeout=300,
+    )
     code = storage.podman("wait", name, timeout=900).stdout.strip()
     elapsed = time.perf_counter() - start
     try:
         if code != "0":
-            raise BenchError(f"{variant.name}: container exited {code}: "
-                             f"{storage.podman('logs', name, check=False).stderr[-500:]}")
+            raise BenchError(
+                f"{variant.name}: container exited {code}: {storage.podman('logs', name, check=False).stderr[-500:]}"
+            )
         if expected is not None:
             if "files" in variant.checks:
                 check_log_dir(log_dir, expected)
@@ -327,33 +398,50 @@ def run_container(storage: Storage, image: str, variant: ContainerVariant, data_
 
 def container_section(storage: Storage, image: str, total_mb: int, repeats: int) -> Section:
     require("podman")
-    section = Section(f"Log throughput inside a container ({image}, {total_mb} MB per run, median of {repeats})",
-                      ["line bytes", "variant", "s (net)", "MB/s", "ratio to file in container",
-                       "x k8s-file driver"])
+    section = Section(
+        f"Log throughput inside a container ({image}, {total_mb} MB per run, median of {repeats})",
+        ["line bytes", "variant", "s (net)", "MB/s", "ratio to file in container", "x k8s-file driver"],
+    )
     variants = container_variants()
     with tempfile.TemporaryDirectory(prefix="clogs-", dir=WORK) as tmp:
         work = Path(tmp)
         empty = work / "empty"
         empty.write_bytes(b"")
         # Start-up and teardown of each variant with nothing to log, subtracted from its times.
-        overhead = {v.name: median([run_container(storage, image, v, empty, None, work) for _ in range(repeats)])
-                    for v in variants}
+        overhead = {
+            v.name: median([run_container(storage, image, v, empty, None, work) for _ in range(repeats)])
+            for v in variants
+        }
         for line_bytes in (100, 1000):
             data_path = work / f"data-{line_bytes}"
             expected = make_data(data_path, total_mb * 1_000_000, line_bytes)
-            times = interleaved_medians(variants, repeats, lambda v: max(
-                run_container(storage, image, v, data_path, expected, work) - overhead[v.name], 1e-3))
+            times = interleaved_medians(
+                variants,
+                repeats,
+                lambda v: max(run_container(storage, image, v, data_path, expected, work) - overhead[v.name], 1e-3),  # noqa: B023
+            )
             limit, k8s = times[variants[0].name], times[variants[-1].name]
             for variant in variants:
                 seconds = times[variant.name]
-                section.rows.append([line_bytes, variant.name, round(seconds, 3),
-                                     round(len(expected) / 1e6 / seconds, 1), round(limit / seconds, 2),
-                                     round(k8s / seconds, 2)])
+                section.rows.append(
+                    [
+                        line_bytes,
+                        variant.name,
+                        round(seconds, 3),
+                        round(len(expected) / 1e6 / seconds, 1),
+                        round(limit / seconds, 2),
+                        round(k8s / seconds, 2),
+                    ]
+                )
             data_path.unlink()
-    section.notes.append("net = wall time of `podman run -d` .. `podman wait` minus the same variant's run with "
-                         "empty input (start-up: " + ", ".join(f"{v:.2f} s" for v in overhead.values()) + ").")
-    section.notes.append("checked: the log directory (and the k8s-file log, rebuilt from its F/P records) holds "
-                         "every line once, in order.")
+    section.notes.append(
+        "net = wall time of `podman run -d` .. `podman wait` minus the same variant's run with "
+        "empty input (start-up: " + ", ".join(f"{v:.2f} s" for v in overhead.values()) + ")."
+    )
+    section.notes.append(
+        "checked: the log directory (and the k8s-file log, rebuilt from its F/P records) holds "
+        "every line once, in order."
+    )
     return section
 
 
@@ -379,9 +467,11 @@ def host_target_note(section: Section) -> str:
     for line_bytes in sorted({row[0] for row in section.rows}):
         plain, stamped = ratio[line_bytes, GEN_LOG_DEFAULT], ratio[line_bytes, GEN_LOG_ISO8601]
         s6 = ratio[line_bytes, GEN_S6_LOG]
-        parts.append(f"{line_bytes}-byte lines: gen-log {plain} of pipe-to-file with rotation (target 0.5, "
-                     f"{_met(plain, 0.5)}), {stamped} with iso8601 timestamps (target 0.3, {_met(stamped, 0.3)}); "
-                     f"{round(plain / s6, 1) if s6 else 'n/a'}x the same log-run with GEN_LOGGER=s6-log")
+        parts.append(
+            f"{line_bytes}-byte lines: gen-log {plain} of pipe-to-file with rotation (target 0.5, "
+            f"{_met(plain, 0.5)}), {stamped} with iso8601 timestamps (target 0.3, {_met(stamped, 0.3)}); "
+            f"{round(plain / s6, 1) if s6 else 'n/a'}x the same log-run with GEN_LOGGER=s6-log"
+        )
     return "Targets: " + "; ".join(parts) + "."
 
 
@@ -393,9 +483,11 @@ def container_target_note(section: Section) -> str:
     for row in section.rows:
         if row[1] == SHIPPED:
             line_bytes, to_file, to_k8s = row[0], row[4], row[5]
-            parts.append(f"{line_bytes}-byte lines: shipped pipeline {to_k8s}x k8s-file alone (target 1, "
-                         f"{_met(to_k8s, 1.0)}), {to_file} of the file write in the container (target 0.5, "
-                         f"{_met(to_file, 0.5)})")
+            parts.append(
+                f"{line_bytes}-byte lines: shipped pipeline {to_k8s}x k8s-file alone (target 1, "
+                f"{_met(to_k8s, 1.0)}), {to_file} of the file write in the container (target 0.5, "
+                f"{_met(to_file, 0.5)})"
+            )
     return "Targets: " + "; ".join(parts) + "."
 
 

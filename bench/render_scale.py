@@ -90,8 +90,10 @@ def render_once(directory: Path, count: int, trace_memory: bool = False) -> tupl
 def measure(size: Size) -> Section:
     params = PARAMS[size]
     runs = params.runs
-    section = Section(f"Render scale: load, validate and render N specs in one process (median of {runs})",
-                      ["specs", "seconds", "ms per spec", "peak MB"])
+    section = Section(
+        f"Render scale: load, validate and render N specs in one process (median of {runs})",
+        ["specs", "seconds", "ms per spec", "peak MB"],
+    )
     for count in params.counts:
         with tempfile.TemporaryDirectory(prefix="gen-bench-render-") as tmp:
             write_specs(Path(tmp), count)
@@ -109,8 +111,10 @@ def _gen(project: Path, *args: str) -> None:
 def whole_processes(count: int, runs: int) -> Section:
     """Each command as a process of its own; a change of one spec re-renders into a staging tree
     (unchanged files hard-linked) swapped in for output/ at once."""
-    section = Section(f"Whole gen processes on {count} specs, files written (median of {runs})",
-                      ["command", "seconds", "vs render with nothing changed"])
+    section = Section(
+        f"Whole gen processes on {count} specs, files written (median of {runs})",
+        ["command", "seconds", "vs render with nothing changed"],
+    )
     with tempfile.TemporaryDirectory(prefix="gen-bench-process-") as tmp:
         project = Path(tmp)
         write_specs(project, count)
@@ -133,18 +137,25 @@ def whole_processes(count: int, runs: int) -> Section:
             raise AssertionError("gen render wrote no output")
     unchanged = timings["gen render, nothing changed"]
     section.rows = [[name, round(seconds, 2), round(seconds / unchanged, 2)] for name, seconds in timings.items()]
-    section.notes.append(f"The atomic swap's cost: a render that changes one spec of {count} takes "
-                         f"{timings['gen render, one spec changed'] / unchanged:.2f}x the one that changes nothing "
-                         "(both read every spec and compare every file).")
+    section.notes.append(
+        f"The atomic swap's cost: a render that changes one spec of {count} takes "
+        f"{timings['gen render, one spec changed'] / unchanged:.2f}x the one that changes nothing "
+        "(both read every spec and compare every file)."
+    )
     return section
 
 
 def scale_note(rows: list[list]) -> str:
     per_spec, largest, seconds = [row[2] for row in rows], rows[-1][0], rows[-1][1]
-    target = (f"{seconds} s ({'met' if seconds < 2 else 'missed'})" if largest == TARGET_SPECS
-              else f"not measured at {largest} specs")
-    return (f"Time per spec from {rows[0][0]} to {largest} specs: {per_spec[0]} -> {per_spec[-1]} ms (linear "
-            f"growth keeps it flat). Target: {TARGET_SPECS} specs under 2 s: {target}.")
+    target = (
+        f"{seconds} s ({'met' if seconds < 2 else 'missed'})"
+        if largest == TARGET_SPECS
+        else f"not measured at {largest} specs"
+    )
+    return (
+        f"Time per spec from {rows[0][0]} to {largest} specs: {per_spec[0]} -> {per_spec[-1]} ms (linear "
+        f"growth keeps it flat). Target: {TARGET_SPECS} specs under 2 s: {target}."
+    )
 
 
 if __name__ == "__main__":

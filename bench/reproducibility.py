@@ -34,21 +34,37 @@ def shallowest(output: Path, count: int | None) -> list[str]:
 def measure(size: Size) -> Section:
     examples = bundled_examples(size)
     names = shallowest(examples.project / "output", PARAMS[size].images)
-    seconds, proc = timed(lambda: examples.storage.gen("build", "--check-reproducible", "--format", "json", *names,
-                                                       project=examples.project, timeout=3600, check=False))
+    seconds, proc = timed(
+        lambda: examples.storage.gen(
+            "build",
+            "--check-reproducible",
+            "--format",
+            "json",
+            *names,
+            project=examples.project,
+            timeout=3600,
+            check=False,
+        )
+    )
     try:
         results = json.loads(proc.stdout)
     except json.JSONDecodeError:
-        raise BenchError(f"gen build --check-reproducible exited {proc.returncode}:\n"
-                         + "\n".join(proc.stderr.strip().splitlines()[-8:])) from None
+        raise BenchError(
+            f"gen build --check-reproducible exited {proc.returncode}:\n"
+            + "\n".join(proc.stderr.strip().splitlines()[-8:])
+        ) from None
     same = [r["name"] for r in results if r["reproducible"] and r["first"] == r["second"]]
-    section = Section("Reproducibility: two builds from empty storage",
-                      ["image", "identical", "image id"],
-                      [[r["name"], "yes" if r["name"] in same else "NO", r["first"][:12]] for r in results])
+    section = Section(
+        "Reproducibility: two builds from empty storage",
+        ["image", "identical", "image id"],
+        [[r["name"], "yes" if r["name"] in same else "NO", r["first"][:12]] for r in results],
+    )
     share = len(same) / len(results) if results else 0.0
     built = " and ".join(names) or "the whole chain"
-    section.notes.append(f"{len(same)} of {len(results)} bundled images bit-identical ({share:.0%}; target 100%: "
-                         f"{'met' if share == 1 else 'missed'}); both builds of {built} took {seconds:.0f} s.")
+    section.notes.append(
+        f"{len(same)} of {len(results)} bundled images bit-identical ({share:.0%}; target 100%: "
+        f"{'met' if share == 1 else 'missed'}); both builds of {built} took {seconds:.0f} s."
+    )
     for r in results:
         if r["name"] not in same:
             section.notes.append(f"{r['name']} differs in: " + ", ".join(r["differences"][:10]))

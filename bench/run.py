@@ -33,9 +33,11 @@ MODULES = {
     "runtime": "stop latency and zombies",
     "logs": "log throughput",
 }
-SMOKE_NOTICE = ("**Smoke run: its numbers mean nothing.** Every section ran once at its smallest size, the "
-                "bundled examples built for this machine's platform only, to prove that it runs here; results "
-                "come from `bench/run` (or `--quick`).\n")
+SMOKE_NOTICE = (
+    "**Smoke run: its numbers mean nothing.** Every section ran once at its smallest size, the "
+    "bundled examples built for this machine's platform only, to prove that it runs here; results "
+    "come from `bench/run` (or `--quick`).\n"
+)
 
 
 class Outcome(enum.Enum):
@@ -68,20 +70,36 @@ def exit_code(outcomes: Iterable[Outcome], size: Size) -> int:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", metavar="NAME",
-                        help=f"benchmarks to run (default: all): {', '.join(MODULES)}")
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all): {', '.join(MODULES)}"
+    )
     sizes = parser.add_mutually_exclusive_group()
-    sizes.add_argument("--quick", dest="size", action="store_const", const=Size.QUICK, default=Size.FULL,
-                       help="fewer repetitions and less data, for a first look")
-    sizes.add_argument("--smoke", dest="size", action="store_const", const=Size.SMOKE,
-                       help="prove every section runs here: each runs once at its smallest size, the bundled "
-                            "examples for this machine's platform only; the numbers mean nothing, and a section "
-                            "that could not run here makes the exit status 1")
-    parser.add_argument("--output", help="Markdown file to write (default: bench/results.md; under --smoke, "
-                                          "bench/.work/smoke.md, so smoke numbers never replace results)")
+    sizes.add_argument(
+        "--quick",
+        dest="size",
+        action="store_const",
+        const=Size.QUICK,
+        default=Size.FULL,
+        help="fewer repetitions and less data, for a first look",
+    )
+    sizes.add_argument(
+        "--smoke",
+        dest="size",
+        action="store_const",
+        const=Size.SMOKE,
+        help="prove every section runs here: each runs once at its smallest size, the bundled "
+        "examples for this machine's platform only; the numbers mean nothing, and a section "
+        "that could not run here makes the exit status 1",
+    )
+    parser.add_argument(
+        "--output",
+        help="Markdown file to write (default: bench/results.md; under --smoke, "
+        "bench/.work/smoke.md, so smoke numbers never replace results)",
+    )
     options = parser.parse_args(argv)
-    options.output = options.output or str((WORK / "smoke.md") if options.size is Size.SMOKE
-                                           else BENCH_DIR / "results.md")
+    options.output = options.output or str(
+        (WORK / "smoke.md") if options.size is Size.SMOKE else BENCH_DIR / "results.md"
+    )
     unknown = [n for n in options.names if n not in MODULES]
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(MODULES)}")
@@ -90,10 +108,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def header(size: Size) -> str:
     flag = "" if size is Size.FULL else f" --{size.value}"
-    return ("# gen benchmarks\n\n" + (SMOKE_NOTICE + "\n" if size is Size.SMOKE else "")
-            + f"Written by `bench/run{flag}` on {time.strftime('%Y-%m-%d')}, {platform.system()} "
-            f"{platform.release()}, {os.cpu_count()} cores. "
-            "Times are medians; every ratio compares runs made side by side in this one run.\n")
+    return (
+        "# gen benchmarks\n\n"
+        + (SMOKE_NOTICE + "\n" if size is Size.SMOKE else "")
+        + f"Written by `bench/run{flag}` on {time.strftime('%Y-%m-%d')}, {platform.system()} "
+        f"{platform.release()}, {os.cpu_count()} cores. "
+        "Times are medians; every ratio compares runs made side by side in this one run.\n"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -66,20 +66,34 @@ def measure(size: Size) -> Section:
     image = examples.ref("runtime")
     storage = examples.storage
     runs = PARAMS[size].runs
-    section = Section(f"Runtime of a generated image ({image}; stop: median of {runs})",
-                      ["case", "stop (s)", "exit codes", f"zombies after {ORPHANS} orphans"])
+    section = Section(
+        f"Runtime of a generated image ({image}; stop: median of {runs})",
+        ["case", "stop (s)", "exit codes", f"zombies after {ORPHANS} orphans"],
+    )
     orphan_script = f"i=0; while [ $i -lt {ORPHANS} ]; do (sleep 0.5 &); i=$((i+1)); done; exec sleep 600"
     cases = [
         ("gen image: CMD supervised by s6", [image, "sh", "-c", APP], [image, "sh", "-c", orphan_script]),
-        ("shell-form PID 1, no init", ["--entrypoint", "sh", image, "-c", "sleep 600"],
-         ["--entrypoint", "sh", image, "-c", orphan_script]),
-        ("podman run --init (catatonit)", ["--init", "--entrypoint", "sh", image, "-c", APP],
-         ["--init", "--entrypoint", "sh", image, "-c", orphan_script]),
+        (
+            "shell-form PID 1, no init",
+            ["--entrypoint", "sh", image, "-c", "sleep 600"],
+            ["--entrypoint", "sh", image, "-c", orphan_script],
+        ),
+        (
+            "podman run --init (catatonit)",
+            ["--init", "--entrypoint", "sh", image, "-c", APP],
+            ["--init", "--entrypoint", "sh", image, "-c", orphan_script],
+        ),
     ]
     for label, stop_args, zombie_args in cases:
         results = [stop_seconds(storage, stop_args) for _ in range(runs)]
-        section.rows.append([label, round(median([r[0] for r in results]), 2),
-                             " ".join(map(str, sorted({r[1] for r in results}))), zombies_in(storage, zombie_args)])
+        section.rows.append(
+            [
+                label,
+                round(median([r[0] for r in results]), 2),
+                " ".join(map(str, sorted({r[1] for r in results}))),
+                zombies_in(storage, zombie_args),
+            ]
+        )
     gen_row, init_row = section.rows[0], section.rows[2]
     if gen_row[2] != "0":
         raise AssertionError(f"gen's image stopped with exit codes {gen_row[2]}, expected 0")
@@ -88,7 +102,8 @@ def measure(size: Size) -> Section:
         f"Target: stop within the app's own exit time plus 0.3 s, 0 zombies. The app's own exit time is "
         f"the --init case ({init_row[1]} s: podman's stop round trip with SIGTERM going straight to the app); "
         f"gen takes {extra:+.2f} s more and leaves {gen_row[3]} zombies "
-        f"({'met' if extra <= 0.3 and gen_row[3] == 0 else 'missed'}).")
+        f"({'met' if extra <= 0.3 and gen_row[3] == 0 else 'missed'})."
+    )
     section.notes.append(f"The shell-form PID 1 ignores SIGTERM, so podman waits its {STOP_TIMEOUT} s and kills (137).")
     return section
 

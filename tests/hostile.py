@@ -33,20 +33,81 @@ BASE_FIELDS = {
     "cmd": "[sh]",
 }
 # Top-level fields a hostile value is put into (schema fields, and keys the schema does not know).
-TARGET_FIELDS = ["name", "tags", "base", "init", "cmd", "env", "labels", "users", "groups", "volumes", "logging",
-                 "sysctls", "services", "packages", "rootfs", "templates", "extends", "platforms", "user",
-                 "description", "healthcheck", "expose", "workdir", "unknown_field"]
-FIXED_HOSTILE = [
-    "!foo x", "!!python/object/apply:os.system [touch /tmp/gen-fuzz-pwned]", '"\\ud800"', "{1: x}", "{~: x}",
-    "1000.0", "-1", "true", "null", "''", "/etc", "../../outside", "/proc/x", "[/etc]", "[../..]",
-    "{dev.gen.init: x}", "{GEN_LOG_DIR: /etc}", "{S6_VERBOSITY: '9'}", "[gen-0123456789abcdef]",
-    "[{name: root, uid: 0}]", "[{name: a, uid: 1000.0}]", "[{path: /usr, recursive: true}]", "{dir: /etc}",
-    "*undefined_alias", "&a [*a]", "{<<: {a: 1}}", "[latest, latest-arm64]", "\"\\x00\"", "'{{ 7*7 }}'",
-    "\"{% for x in range(10**9) %}{% endfor %}\"", "files", "tpl", "y",
+TARGET_FIELDS = [
+    "name",
+    "tags",
+    "base",
+    "init",
+    "cmd",
+    "env",
+    "labels",
+    "users",
+    "groups",
+    "volumes",
+    "logging",
+    "sysctls",
+    "services",
+    "packages",
+    "rootfs",
+    "templates",
+    "extends",
+    "platforms",
+    "user",
+    "description",
+    "healthcheck",
+    "expose",
+    "workdir",
+    "unknown_field",
 ]
-LAYOUTS = ["spec link out", "output link out", "image dir link out", "file link in output", "overlay link out",
-           "link in overlay", "templates link out", "dangling output link", "staging link", "extends chain",
-           "extends cycle", "prior output"]
+FIXED_HOSTILE = [
+    "!foo x",
+    "!!python/object/apply:os.system [touch /tmp/gen-fuzz-pwned]",
+    '"\\ud800"',
+    "{1: x}",
+    "{~: x}",
+    "1000.0",
+    "-1",
+    "true",
+    "null",
+    "''",
+    "/etc",
+    "../../outside",
+    "/proc/x",
+    "[/etc]",
+    "[../..]",
+    "{dev.gen.init: x}",
+    "{GEN_LOG_DIR: /etc}",
+    "{S6_VERBOSITY: '9'}",
+    "[gen-0123456789abcdef]",
+    "[{name: root, uid: 0}]",
+    "[{name: a, uid: 1000.0}]",
+    "[{path: /usr, recursive: true}]",
+    "{dir: /etc}",
+    "*undefined_alias",
+    "&a [*a]",
+    "{<<: {a: 1}}",
+    "[latest, latest-arm64]",
+    '"\\x00"',
+    "'{{ 7*7 }}'",
+    '"{% for x in range(10**9) %}{% endfor %}"',
+    "files",
+    "tpl",
+    "y",
+]
+LAYOUTS = [
+    "spec link out",
+    "output link out",
+    "image dir link out",
+    "file link in output",
+    "overlay link out",
+    "link in overlay",
+    "templates link out",
+    "dangling output link",
+    "staging link",
+    "extends chain",
+    "extends cycle",
+    "prior output",
+]
 COMMANDS = [("validate",), ("render",), ("render", "--check")]
 
 
@@ -60,8 +121,11 @@ def alias_bomb(width: int, depth: int) -> str:
 hostile_values = st.one_of(
     st.sampled_from(FIXED_HOSTILE),
     st.builds(alias_bomb, st.integers(2, 12), st.integers(2, 12)),
-    st.builds(lambda depth, opener: opener * depth + {"[": "]", "{a: ": "}"}[opener] * depth,
-              st.integers(1, 5000), st.sampled_from(["[", "{a: "])),
+    st.builds(
+        lambda depth, opener: opener * depth + {"[": "]", "{a: ": "}"}[opener] * depth,
+        st.integers(1, 5000),
+        st.sampled_from(["[", "{a: "]),
+    ),
     st.integers(1, 6000).map(lambda digits: "9" * digits),
     st.text(max_size=40).map(lambda text: json.dumps(text, ensure_ascii=False)),
     st.integers(-(2**70), 2**70).map(str),
@@ -84,8 +148,13 @@ def cases(draw) -> Case:
     for name in draw(st.lists(st.sampled_from(TARGET_FIELDS), max_size=4, unique=True)):
         fields[name] = draw(hostile_values)
     raw = draw(st.one_of(st.none(), st.none(), st.none(), st.text(max_size=300)))
-    return Case(fields, draw(st.lists(st.sampled_from(LAYOUTS), max_size=4, unique=True)),
-                draw(st.sampled_from(COMMANDS)), draw(st.integers(1, 40)), raw)
+    return Case(
+        fields,
+        draw(st.lists(st.sampled_from(LAYOUTS), max_size=4, unique=True)),
+        draw(st.sampled_from(COMMANDS)),
+        draw(st.integers(1, 40)),
+        raw,
+    )
 
 
 # --- running a case ------------------------------------------------------------------------------
@@ -294,9 +363,12 @@ def fuzz(count: int, seconds_limit: float = 2.0, memory_limit_mb: float = 200.0,
     started = time.monotonic()
     one()
     seconds, slowest = stats["slowest"]
-    print(f"{stats['cases']} cases in {time.monotonic() - started:.0f} s; exit codes {stats['codes']}; slowest "
-          f"{seconds:.2f} s wall ({repr(slowest)[:300]}), {stats['slowest_cpu']:.2f} s CPU; largest memory growth {stats['largest']:.0f} MB; cases with problems: "
-          f"{stats['problems']}")
+    print(
+        f"{stats['cases']} cases in {time.monotonic() - started:.0f} s; exit codes {stats['codes']}; slowest "
+        f"{seconds:.2f} s wall ({repr(slowest)[:300]}), {stats['slowest_cpu']:.2f} s CPU; "
+        f"largest memory growth {stats['largest']:.0f} MB; cases with problems: "
+        f"{stats['problems']}"
+    )
     return 1 if stats["problems"] else 0
 
 

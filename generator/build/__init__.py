@@ -10,8 +10,8 @@ The only stage (with verify) that runs subprocesses. Entry points:
 from generator.build.decide import UP_TO_DATE
 from generator.build.engine import (
     DEFAULT_PREFIX,
-    BuildFailed,
     Builder,
+    BuildFailed,
     BuildOptions,
     BuildReport,
     BuiltImage,
@@ -24,7 +24,23 @@ from generator.build.proc import Cancel, Interrupted
 from generator.build.since import affected_images, changed_paths
 
 __all__ = [
-    "DEFAULT_PREFIX", "UP_TO_DATE", "BuildEvent", "BuildFailed", "BuildOptions", "BuildReport", "Builder",
-    "BuiltImage", "Cancel", "EventHandler", "Host", "Interrupted", "MirrorNotFound", "Phase",
-    "PlannedImage", "affected_images", "changed_paths", "gen_containers_conf", "resolve_mirror",
+    "DEFAULT_PREFIX",
+    "UP_TO_DATE",
+    "BuildEvent",
+    "BuildFailed",
+    "BuildOptions",
+    "BuildReport",
+    "Builder",
+    "BuiltImage",
+    "Cancel",
+    "EventHandler",
+    "Host",
+    "Interrupted",
+    "MirrorNotFound",
+    "Phase",
+    "PlannedImage",
+    "affected_images",
+    "changed_paths",
+    "gen_containers_conf",
+    "resolve_mirror",
 ]

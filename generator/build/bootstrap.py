@@ -28,8 +28,8 @@ BOOTSTRAP_DISTROS = ("debian", "ubuntu")
 # Run inside the new root after packages are installed ("$1" is the root). Each line removes or
 # fixes something that otherwise records the build host or the build time.
 CUSTOMIZE_HOOKS = (
-    'echo localhost > "$1/etc/hostname"',            # host's name is copied in otherwise
-    ': > "$1/etc/resolv.conf"',                      # host's resolvers; engines mount their own
+    'echo localhost > "$1/etc/hostname"',  # host's name is copied in otherwise
+    ': > "$1/etc/resolv.conf"',  # host's resolvers; engines mount their own
     # ... and so are their modes: a host whose /etc/hostname is 0755 made another rootfs.
     'chmod 0644 "$1/etc/hostname" "$1/etc/resolv.conf"',
     'rm -f "$1/etc/machine-id" "$1/var/lib/dbus/machine-id"',  # per-machine identity, if any
@@ -88,8 +88,9 @@ def import_platform_flags(base: dict) -> list[str]:
     return flags + (["--variant", str(base["arch_variant"])] if base.get("arch_variant") else [])
 
 
-def bootstrap_base(host: Host, image: OutputImage, project_root: Path, cancel: Cancel,
-                   on_event: EventHandler) -> StoredImage:
+def bootstrap_base(
+    host: Host, image: OutputImage, project_root: Path, cancel: Cancel, on_event: EventHandler
+) -> StoredImage:
     """The base image of a bootstrap manifest, bootstrapped and imported unless its tag exists."""
     base = image.base
     ref = str(base["image"])
@@ -98,8 +99,10 @@ def bootstrap_base(host: Host, image: OutputImage, project_root: Path, cancel: C
         return found
     distro = str(base.get("distro", ""))
     if distro not in BOOTSTRAP_DISTROS:
-        raise UsageError(f"{image.directory}/gen-manifest.json: bootstrap of {distro!r} is not supported; "
-                         f"use {' or '.join(BOOTSTRAP_DISTROS)}, or an image/local base")
+        raise UsageError(
+            f"{image.directory}/gen-manifest.json: bootstrap of {distro!r} is not supported; "
+            f"use {' or '.join(BOOTSTRAP_DISTROS)}, or an image/local base"
+        )
     mirror = resolve_mirror(spec_mirror(project_root, image), distro, str(base["release"]), host.env)
     url = snapshot_url(mirror, base.get("snapshot"))
     epoch = int(base.get("source_date_epoch", image.source_date_epoch))
@@ -117,21 +120,34 @@ def bootstrap_base(host: Host, image: OutputImage, project_root: Path, cancel: C
     env = dict(host.env, SOURCE_DATE_EPOCH=str(epoch))
     with log_path.open("w") as log:
         emit(f"mmdebstrap {base['release']}", ref)
-        code, tail = run_logged(mmdebstrap_argv(base, url, partial), env, log, cancel,
-                                on_line=lambda line: emit(line) if line.startswith("I: ") else None)
+        code, tail = run_logged(
+            mmdebstrap_argv(base, url, partial),
+            env,
+            log,
+            cancel,
+            on_line=lambda line: emit(line) if line.startswith("I: ") else None,
+        )
         if code != 0:
             partial.unlink(missing_ok=True)
-            raise ToolError(f"{image.name}: bootstrapping {ref} with mmdebstrap failed (exit {code}); "
-                            f"check the mirror ({_mirror_source(image, host)}) and run `gen doctor`",
-                            tail, log_path)
+            raise ToolError(
+                f"{image.name}: bootstrapping {ref} with mmdebstrap failed (exit {code}); "
+                f"check the mirror ({_mirror_source(image, host)}) and run `gen doctor`",
+                tail,
+                log_path,
+            )
         os.utime(partial, (epoch, epoch))
         partial.replace(tarball)
         emit("import", ref)
-        code, tail = run_logged(["podman", *host.global_flags(), "import", *import_platform_flags(base),
-                                 str(tarball), ref], host.env, log, cancel)
+        code, tail = run_logged(
+            ["podman", *host.global_flags(), "import", *import_platform_flags(base), str(tarball), ref],
+            host.env,
+            log,
+            cancel,
+        )
     if code != 0:
-        raise ToolError(f"{image.name}: importing {tarball} as {ref} failed (exit {code}); run `gen doctor`",
-                        tail, log_path)
+        raise ToolError(
+            f"{image.name}: importing {tarball} as {ref} failed (exit {code}); run `gen doctor`", tail, log_path
+        )
     tarball.unlink(missing_ok=True)  # the image holds it now; 170 MB is not worth keeping twice
     imported = inspect(host, ref)
     if imported is None:

@@ -63,8 +63,9 @@ class Decision:
         return build_id_tag(self.key) if self.key else None
 
 
-def why_changed(record: BuildRecord | None, files_hash: str, parent_id: str | None,
-                base_id: str | None) -> tuple[str, ...]:
+def why_changed(
+    record: BuildRecord | None, files_hash: str, parent_id: str | None, base_id: str | None
+) -> tuple[str, ...]:
     """Reasons to build, from the previous build's inputs. An id is "" when it does not apply
     (a root image has no parent; a child's base is its parent) and None while still to be built."""
     if record is None:
@@ -81,9 +82,15 @@ def why_changed(record: BuildRecord | None, files_hash: str, parent_id: str | No
     return tuple(reasons) or (IMAGE_MISSING,)
 
 
-def decide(files_hash: str, parent_id: str | None, base_id: str | None, record: BuildRecord | None,
-           build_id_exists: Callable[[str], bool], tags_in_place: Callable[[str], bool],
-           platform: str = "") -> Decision:
+def decide(
+    files_hash: str,
+    parent_id: str | None,
+    base_id: str | None,
+    record: BuildRecord | None,
+    build_id_exists: Callable[[str], bool],
+    tags_in_place: Callable[[str], bool],
+    platform: str = "",
+) -> Decision:
     """The decision for one image (ids as in why_changed). build_id_exists(tag) and
     tags_in_place(tag) answer from storage; platform is set for one platform of several."""
     if parent_id is None or base_id is None:

@@ -24,8 +24,10 @@ REQUIRED_TOOLS = {
     "git": "apt-get install git",
 }
 MIN_VERSIONS = {"buildah": (1, 28), "podman": (4, 3), "mmdebstrap": (1, 0)}
-RLIMIT_FIX = ("export CONTAINERS_CONF={conf}  (gen's own, with default_ulimits = [] under [containers]), "
-              "or add `default_ulimits = []` under [containers] in the containers.conf you use")
+RLIMIT_FIX = (
+    "export CONTAINERS_CONF={conf}  (gen's own, with default_ulimits = [] under [containers]), "
+    "or add `default_ulimits = []` under [containers] in the containers.conf you use"
+)
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,14 @@ def check_tools(host: Host) -> list[Check]:
         minimum = MIN_VERSIONS.get(name)
         if minimum and found.version and found.version < minimum:
             want = ".".join(map(str, minimum))
-            checks.append(Check(name, "problem", f"{found.text}: gen needs {want} or newer",
-                                f"{install} (from a newer release or backports)"))
+            checks.append(
+                Check(
+                    name,
+                    "problem",
+                    f"{found.text}: gen needs {want} or newer",
+                    f"{install} (from a newer release or backports)",
+                )
+            )
         else:
             checks.append(Check(name, "ok", found.text))
     return checks
@@ -65,15 +73,17 @@ def check_tools(host: Host) -> list[Check]:
 def check_storage(host: Host) -> Check:
     argv = ["podman", *host.global_flags(), "info", "--format", "{{.Store.GraphDriverName}} {{.Store.GraphRoot}}"]
     try:
-        proc = subprocess.run(argv, env=host.env, capture_output=True, text=True, timeout=60,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(argv, env=host.env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Check("storage", "problem", f"podman info failed: {exc}", "install podman; see its error above")
     if proc.returncode != 0:
-        return Check("storage", "problem", proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else
-                     f"podman info exited {proc.returncode}",
-                     "fix the storage configuration podman names, or give gen an isolated store with "
-                     "--storage-root DIR (or GEN_STORAGE_ROOT)")
+        return Check(
+            "storage",
+            "problem",
+            proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"podman info exited {proc.returncode}",
+            "fix the storage configuration podman names, or give gen an isolated store with "
+            "--storage-root DIR (or GEN_STORAGE_ROOT)",
+        )
     return Check("storage", "ok", proc.stdout.strip())
 
 
@@ -98,11 +108,22 @@ def check_rlimits(host: Host, probe_image: str | None) -> Check:
     conf = host.env.get("CONTAINERS_CONF", "")
     fix = RLIMIT_FIX.format(conf=gen_containers_conf())
     if probe_image:
-        argv = ["podman", *host.global_flags(), "run", "--rm", "--network", "none", "--pull", "never",
-                probe_image, "true"]
+        argv = [
+            "podman",
+            *host.global_flags(),
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--pull",
+            "never",
+            probe_image,
+            "true",
+        ]
         try:
-            proc = subprocess.run(argv, env=host.env, capture_output=True, text=True, timeout=120,
-                                  stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                argv, env=host.env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return Check("podman run", "problem", f"trial run failed: {exc}", fix)
         if proc.returncode == 0:
@@ -110,22 +131,34 @@ def check_rlimits(host: Host, probe_image: str | None) -> Check:
         err = proc.stderr.strip()
         if "rlimit" in err:
             return Check("podman run", "problem", err.splitlines()[-1], fix)
-        return Check("podman run", "problem", err.splitlines()[-1] if err else f"exit {proc.returncode}",
-                     "see the error; then rerun `gen doctor`")
+        return Check(
+            "podman run",
+            "problem",
+            err.splitlines()[-1] if err else f"exit {proc.returncode}",
+            "see the error; then rerun `gen doctor`",
+        )
     sets = _conf_sets_ulimits(Path(conf)) if conf else None
     if sets:
         return Check("podman run", "ok", f"{conf} sets default_ulimits (no local image to try a run)")
-    return Check("podman run", "warning",
-                 f"{conf or 'no CONTAINERS_CONF'} does not set default_ulimits; `podman run` may fail with "
-                 "\"error setting rlimit type 7\" on this host (no local image to try)", fix)
+    return Check(
+        "podman run",
+        "warning",
+        f"{conf or 'no CONTAINERS_CONF'} does not set default_ulimits; `podman run` may fail with "
+        '"error setting rlimit type 7" on this host (no local image to try)',
+        fix,
+    )
 
 
 def check_mirror(host: Host, distro: str = "debian", release: str = "bookworm") -> Check:
     try:
         mirror = resolve_mirror(None, distro, release, host.env)
     except MirrorNotFound as exc:
-        return Check("mirror", "problem", str(exc).splitlines()[0],
-                     f"export GEN_MIRROR=<URL of a {distro} archive mirror>, or set base.bootstrap.mirror")
+        return Check(
+            "mirror",
+            "problem",
+            str(exc).splitlines()[0],
+            f"export GEN_MIRROR=<URL of a {distro} archive mirror>, or set base.bootstrap.mirror",
+        )
     source = "GEN_MIRROR" if host.env.get("GEN_MIRROR") else "host apt sources"
     return Check("mirror", "ok", f"{distro} {release}: {mirror} (from {source})")
 
@@ -139,8 +172,12 @@ def check_binfmt(binfmt_dir: Path = BINFMT_DIR) -> Check:
     handlers = sorted(p.name for p in binfmt_dir.glob("qemu-*")) if binfmt_dir.is_dir() else []
     if handlers:
         return Check("binfmt", "info", f"foreign architectures: {', '.join(handlers)}")
-    return Check("binfmt", "info", "no qemu binfmt handlers: native-architecture builds only",
-                 f"{QEMU_INSTALL} (only for other architectures)")
+    return Check(
+        "binfmt",
+        "info",
+        "no qemu binfmt handlers: native-architecture builds only",
+        f"{QEMU_INSTALL} (only for other architectures)",
+    )
 
 
 def check_emulation(platform: str, binfmt_dir: Path = BINFMT_DIR) -> Check:
@@ -154,17 +191,29 @@ def check_emulation(platform: str, binfmt_dir: Path = BINFMT_DIR) -> Check:
     if shutil.which(f"qemu-{qemu}-static") is None:
         return Check(name, "problem", f"qemu-{qemu}-static is not installed", QEMU_INSTALL)
     if not (binfmt_dir / "register").exists():
-        return Check(name, "problem", f"binfmt_misc is not mounted at {binfmt_dir}",
-                     f"mount -t binfmt_misc binfmt_misc {binfmt_dir}; update-binfmts --enable qemu-{qemu}")
+        return Check(
+            name,
+            "problem",
+            f"binfmt_misc is not mounted at {binfmt_dir}",
+            f"mount -t binfmt_misc binfmt_misc {binfmt_dir}; update-binfmts --enable qemu-{qemu}",
+        )
     handler = binfmt_dir / f"qemu-{qemu}"
     lines = handler.read_text().splitlines() if handler.is_file() else []
     if not lines or lines[0] != "enabled" or _read(binfmt_dir / "status") != "enabled":
-        return Check(name, "problem", f"no enabled binfmt handler qemu-{qemu}",
-                     f"update-binfmts --enable qemu-{qemu} (and echo 1 > {binfmt_dir}/status)")
+        return Check(
+            name,
+            "problem",
+            f"no enabled binfmt handler qemu-{qemu}",
+            f"update-binfmts --enable qemu-{qemu} (and echo 1 > {binfmt_dir}/status)",
+        )
     flags = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("flags:")), "")
     if "F" not in flags:
-        return Check(name, "problem", f"qemu-{qemu} is registered without the F flag: containers cannot use it",
-                     f"update-binfmts --disable qemu-{qemu}; apt-get install --reinstall qemu-user-static")
+        return Check(
+            name,
+            "problem",
+            f"qemu-{qemu} is registered without the F flag: containers cannot use it",
+            f"update-binfmts --disable qemu-{qemu}; apt-get install --reinstall qemu-user-static",
+        )
     return Check(name, "ok", f"qemu-{qemu} registered (flags {flags})")
 
 
@@ -189,8 +238,9 @@ def _arch_test(arch: str, native_only: bool) -> tuple[bool, str]:
     args = [*(["-n"] if native_only else []), arch]
     command = " ".join([ARCH_TEST, *args])
     try:
-        proc = subprocess.run([path, *args], capture_output=True, text=True, timeout=ARCH_TEST_TIMEOUT,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [path, *args], capture_output=True, text=True, timeout=ARCH_TEST_TIMEOUT, stdin=subprocess.DEVNULL
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"`{command}` failed: {exc}"
     said = " ".join(proc.stdout.split())
@@ -204,8 +254,9 @@ def check_arch_test(platform: str, arch: str) -> Check:
     arch-test (only a Recommends of mmdebstrap) it stops with exit 25."""
     name = f"arch-test {platform}"
     if shutil.which(ARCH_TEST) is None:
-        return Check(name, "problem", f"arch-test is not installed (mmdebstrap needs it to bootstrap {arch})",
-                     ARCH_TEST_INSTALL)
+        return Check(
+            name, "problem", f"arch-test is not installed (mmdebstrap needs it to bootstrap {arch})", ARCH_TEST_INSTALL
+        )
     passed, said = _arch_test(arch, native_only=False)
     if passed:
         return Check(name, "ok", said)
@@ -239,9 +290,11 @@ def platform_checks(platform: str, bootstraps: bool, binfmt_dir: Path | None = N
     return [replace(c, platform=platform) for c in checks]
 
 
-def foreign_platform_bootstraps(units: Iterable[OutputImage], native: str,
-                                base_stored: Callable[[OutputImage], bool] = lambda unit: False,
-                                ) -> dict[str, bool]:
+def foreign_platform_bootstraps(
+    units: Iterable[OutputImage],
+    native: str,
+    base_stored: Callable[[OutputImage], bool] = lambda unit: False,
+) -> dict[str, bool]:
     """Each foreign platform among build units (expand_platforms()'s) -> whether mmdebstrap will
     bootstrap a rootfs for it: a root unit on a bootstrapped base not yet in storage (base_stored
     says). mmdebstrap skips its architecture test for the extract variant."""
@@ -250,23 +303,35 @@ def foreign_platform_bootstraps(units: Iterable[OutputImage], native: str,
         platform = unit.platform or native
         if platform == native:
             continue
-        needed = (unit.base_kind == "bootstrap" and bool(unit.base.get("arch"))
-                  and unit.base.get("variant") != "extract" and not base_stored(unit))
+        needed = (
+            unit.base_kind == "bootstrap"
+            and bool(unit.base.get("arch"))
+            and unit.base.get("variant") != "extract"
+            and not base_stored(unit)
+        )
         bootstraps[platform] = bootstraps.get(platform, False) or needed
     return dict(sorted(bootstraps.items()))
 
 
-def build_problems(units: Iterable[OutputImage], native: str,
-                   base_stored: Callable[[OutputImage], bool] = lambda unit: False,
-                   binfmt_dir: Path | None = None) -> list[Check]:
+def build_problems(
+    units: Iterable[OutputImage],
+    native: str,
+    base_stored: Callable[[OutputImage], bool] = lambda unit: False,
+    binfmt_dir: Path | None = None,
+) -> list[Check]:
     """The platform checks a build of these units must pass before it starts; problems only.
     Native-only units need none, so they cost no subprocess."""
-    return [c for platform, bootstraps in foreign_platform_bootstraps(units, native, base_stored).items()
-            for c in platform_checks(platform, bootstraps, binfmt_dir) if c.problem]
+    return [
+        c
+        for platform, bootstraps in foreign_platform_bootstraps(units, native, base_stored).items()
+        for c in platform_checks(platform, bootstraps, binfmt_dir)
+        if c.problem
+    ]
 
 
-def require_platforms(units: Iterable[OutputImage], native: str,
-                      base_stored: Callable[[OutputImage], bool] = lambda unit: False) -> None:
+def require_platforms(
+    units: Iterable[OutputImage], native: str, base_stored: Callable[[OutputImage], bool] = lambda unit: False
+) -> None:
     """Raise HostError with each problem a build of these units would hit, one line each."""
     problems = build_problems(units, native, base_stored)
     if problems:
@@ -298,11 +363,17 @@ def check_podman_init(host: Host) -> Check:
     path = podman_init_path(host.env)
     if os.access(path, os.X_OK):
         return Check("podman --init", "ok", str(path))
-    fix = (PODMAN_INIT_INSTALL if path == PODMAN_INIT_DEFAULT
-           else f"{PODMAN_INIT_INSTALL}, and point init_path in containers.conf at /usr/bin/catatonit")
-    return Check("podman --init", "warning",
-                 f"{path} is missing: `podman run --init` fails (gen does not use it; bench/run's runtime "
-                 "benchmark does)", fix)
+    fix = (
+        PODMAN_INIT_INSTALL
+        if path == PODMAN_INIT_DEFAULT
+        else f"{PODMAN_INIT_INSTALL}, and point init_path in containers.conf at /usr/bin/catatonit"
+    )
+    return Check(
+        "podman --init",
+        "warning",
+        f"{path} is missing: `podman run --init` fails (gen does not use it; bench/run's runtime benchmark does)",
+        fix,
+    )
 
 
 def run_checks(host: Host, probe_image: str | None = None, foreign: dict[str, bool] | None = None) -> list[Check]:
@@ -325,8 +396,7 @@ def probe_image(host: Host) -> str | None:
     """A local image to try `podman run` with: a gen rootfs if there is one, else any named image."""
     argv = ["podman", *host.global_flags(), "images", "--noheading", "--format", "{{.Repository}}:{{.Tag}}"]
     try:
-        proc = subprocess.run(argv, env=host.env, capture_output=True, text=True, timeout=60,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(argv, env=host.env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired):
         return None
     names = [n for n in proc.stdout.split() if not n.startswith("<none>")]

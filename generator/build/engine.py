@@ -42,9 +42,20 @@ SOURCE_DATE_EPOCH_FLAGS_SINCE = (1, 41)
 BASE_DIGEST_LABEL = "org.opencontainers.image.base.digest"
 _STEP = re.compile(r"^STEP \d+(/\d+)?: ")
 # Output that points at the host rather than the Dockerfile.
-_HOST_PROBLEMS = ("rlimit", "no space left", "permission denied", "operation not permitted",
-                  "error mounting", "overlay", "storage", "newuidmap", "read-only file system",
-                  "temporary failure resolving", "could not resolve", "failed to fetch")
+_HOST_PROBLEMS = (
+    "rlimit",
+    "no space left",
+    "permission denied",
+    "operation not permitted",
+    "error mounting",
+    "overlay",
+    "storage",
+    "newuidmap",
+    "read-only file system",
+    "temporary failure resolving",
+    "could not resolve",
+    "failed to fetch",
+)
 
 
 @dataclass(frozen=True)
@@ -114,8 +125,15 @@ class Builder:
     """Builds rendered images in one storage. Thread-safe for --jobs: each image is built by one
     worker; bootstraps of a shared base are serialised by a lock."""
 
-    def __init__(self, host: Host, output_dir: Path, project_root: Path, options: BuildOptions,
-                 on_event: EventHandler = ignore_event, cancel: Cancel | None = None):
+    def __init__(
+        self,
+        host: Host,
+        output_dir: Path,
+        project_root: Path,
+        options: BuildOptions,
+        on_event: EventHandler = ignore_event,
+        cancel: Cancel | None = None,
+    ):
         if options.backend not in BACKENDS:
             raise GenError(f"unknown backend {options.backend!r}; use one of {', '.join(BACKENDS)}")
         self.host = host
@@ -144,11 +162,14 @@ class Builder:
         chosen = set(select(self.images, wanted))
         if self.options.platforms:
             chosen = {n for n in chosen if self.platform_of(n) in self.options.platforms}
-            missing = [n for n in names if not any(self.platform_of(u.name) in self.options.platforms
-                                                   for u in per_name[n])]
+            missing = [
+                n for n in names if not any(self.platform_of(u.name) in self.options.platforms for u in per_name[n])
+            ]
             if missing or not chosen:
-                raise UsageError(f"{', '.join(missing) or 'no image'} is not built for "
-                                 f"{', '.join(self.options.platforms)}; see the spec's platforms")
+                raise UsageError(
+                    f"{', '.join(missing) or 'no image'} is not built for "
+                    f"{', '.join(self.options.platforms)}; see the spec's platforms"
+                )
         for name in list(chosen):
             chosen.update(ancestors(self.images, name))
         return [n for n in topological_order(self.images) if n in chosen]
@@ -166,8 +187,7 @@ class Builder:
         found = storage.inspect(self.host, ref)
         return found.id if found else None
 
-    def _decide(self, image: OutputImage, parent_id: str | None,
-                index: storage.NameIndex | None = None) -> Decision:
+    def _decide(self, image: OutputImage, parent_id: str | None, index: storage.NameIndex | None = None) -> Decision:
         if image.parent:
             base_id: str | None = ""
         else:
@@ -186,8 +206,9 @@ class Builder:
             return found is not None and set(tags) <= set(found.names)
 
         record = read_record(self.host.state_dir, image.name)
-        return decide(self.files_hash(image.name), parent_id, base_id, record, build_id_exists,
-                      tags_in_place, image.platform)
+        return decide(
+            self.files_hash(image.name), parent_id, base_id, record, build_id_exists, tags_in_place, image.platform
+        )
 
     # -- planning ------------------------------------------------------------------------------
 
@@ -204,9 +225,16 @@ class Builder:
             ids[name] = None
             if decision.action != "build":
                 ids[name] = self._stored_id(f"{self.options.prefix}/{image.repo}:{decision.build_id}", index)
-            planned[name] = PlannedImage(name, decision.action, decision.reasons, decision.key,
-                                         decision.build_id, full_tags(image, self.options.prefix),
-                                         image.parent, ids[name])
+            planned[name] = PlannedImage(
+                name,
+                decision.action,
+                decision.reasons,
+                decision.key,
+                decision.build_id,
+                full_tags(image, self.options.prefix),
+                image.parent,
+                ids[name],
+            )
         return list(planned.values())
 
     def platform_problems(self, names: list[str]) -> list[Check]:
@@ -217,8 +245,11 @@ class Builder:
         if all(self.platform_of(u.name) == self.host_platform for u in units):
             return []
         building = {p.name for p in self.plan(names) if p.action == "build"}
-        return build_problems([u for u in units if u.name in building], self.host_platform,
-                              base_stored=lambda unit: self.base_id(unit) is not None)
+        return build_problems(
+            [u for u in units if u.name in building],
+            self.host_platform,
+            base_stored=lambda unit: self.base_id(unit) is not None,
+        )
 
     # -- building ------------------------------------------------------------------------------
 
@@ -265,28 +296,36 @@ class Builder:
                         failed.add(name)
                     except GenError as exc:
                         failed.add(name)
-                        report.failed.append(BuildFailed(name, "", f"{name}: {exc}",
-                                                         getattr(exc, "tail", []), getattr(exc, "log", None)))
+                        report.failed.append(
+                            BuildFailed(name, "", f"{name}: {exc}", getattr(exc, "tail", []), getattr(exc, "log", None))
+                        )
                         self._emit(name, Phase.FAILED, message=str(exc))
                     else:
                         done[name] = result.image_id
                         report.built.append(result)
         if self.cancel.is_set:
-            raise Interrupted("interrupted: images finished before the signal keep their new tags; "
-                              "the rest keep their previous ones")
+            raise Interrupted(
+                "interrupted: images finished before the signal keep their new tags; the rest keep their previous ones"
+            )
         return report
 
     @staticmethod
     def _up_to_date(planned: PlannedImage, unchanged: set[str]) -> bool:
         """The plan's skip still holds when the parent was skipped too (its id is the planned one)."""
-        return (planned.action == "skip" and planned.image_id is not None
-                and (planned.parent is None or planned.parent in unchanged))
+        return (
+            planned.action == "skip"
+            and planned.image_id is not None
+            and (planned.parent is None or planned.parent in unchanged)
+        )
 
     def _skip(self, planned: PlannedImage, report: BuildReport) -> str:
         assert planned.image_id is not None
         self._emit(planned.name, Phase.SKIPPED, message=", ".join(planned.reasons))
-        report.built.append(BuiltImage(planned.name, "skipped", planned.reasons, planned.image_id,
-                                       planned.build_id, planned.tags, 0.0, None))
+        report.built.append(
+            BuiltImage(
+                planned.name, "skipped", planned.reasons, planned.image_id, planned.build_id, planned.tags, 0.0, None
+            )
+        )
         return planned.image_id
 
     def build_one(self, name: str, parent_id: str) -> BuiltImage:
@@ -309,18 +348,25 @@ class Builder:
             assert found is not None
             storage.tag(self.host, found.id, list(tags))
             self._emit(name, Phase.TAGGED, elapsed=time.monotonic() - started, message=found.id)
-            return BuiltImage(name, "retagged", decision.reasons, found.id, decision.build_id, tags,
-                              time.monotonic() - started, None)
+            return BuiltImage(
+                name, "retagged", decision.reasons, found.id, decision.build_id, tags, time.monotonic() - started, None
+            )
         base_ref_id = parent_id if image.parent else self.base_id(image)
         assert base_ref_id
         image_id, log = self._run_build(image, base_ref_id, started)
         self.cancel.check()  # a signal during the build's last moments: leave the new id untagged
         storage.tag(self.host, image_id, [build_ref, *tags])
-        write_record(self.host.state_dir, name, BuildRecord(
-            files_sha256=self.files_hash(name),
-            parent_id=parent_id if image.parent else "",
-            base_id="" if image.parent else base_ref_id,
-            key=decision.key, image_id=image_id))
+        write_record(
+            self.host.state_dir,
+            name,
+            BuildRecord(
+                files_sha256=self.files_hash(name),
+                parent_id=parent_id if image.parent else "",
+                base_id="" if image.parent else base_ref_id,
+                key=decision.key,
+                image_id=image_id,
+            ),
+        )
         elapsed = time.monotonic() - started
         self._emit(name, Phase.TAGGED, elapsed=elapsed, message=image_id)
         return BuiltImage(name, "built", decision.reasons, image_id, decision.build_id, tags, elapsed, log)
@@ -329,43 +375,67 @@ class Builder:
         kind = image.base_kind
         ref = str(image.base.get("image", ""))
         if kind != "bootstrap" and image.platform and image.platform != self.host_platform:
-            raise GenError(f"{image.name}: building {image.platform} needs a bootstrapped base: a registry or "
-                           f"local base is used as stored, for one platform; set base.bootstrap in {image.spec} "
-                           "or build this image for the host's platform only")
+            raise GenError(
+                f"{image.name}: building {image.platform} needs a bootstrapped base: a registry or "
+                f"local base is used as stored, for one platform; set base.bootstrap in {image.spec} "
+                "or build this image for the host's platform only"
+            )
         if kind == "bootstrap":
             with self._bootstrap_lock:
-                bootstrap_base(self.host, image, self.project_root, self.cancel,
-                               lambda event: self.on_event(event))
+                bootstrap_base(self.host, image, self.project_root, self.cancel, lambda event: self.on_event(event))
         elif storage.inspect(self.host, ref) is None:
             if kind == "image":
                 self._pull(image, ref)
             else:
-                raise GenError(f"{image.name}: base image {ref} is not in local storage; load it first "
-                               f"(podman load / podman pull) or change base.local in {image.spec}")
+                raise GenError(
+                    f"{image.name}: base image {ref} is not in local storage; load it first "
+                    f"(podman load / podman pull) or change base.local in {image.spec}"
+                )
 
     def _pull(self, image: OutputImage, ref: str) -> None:
         self.host.logs_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.host.logs_dir / f"{image.name}.pull.log"
         with log_path.open("w") as log:
-            code, tail = run_logged(["buildah", *self.host.global_flags(), "pull", ref], self.host.env,
-                                    log, self.cancel)
+            code, tail = run_logged(
+                ["buildah", *self.host.global_flags(), "pull", ref], self.host.env, log, self.cancel
+            )
         if code != 0:
-            raise BuildFailed(image.name, "pull", f"{image.name}: pulling base {ref} failed (exit {code}); "
-                              "check registry access or use a bootstrap/local base; run `gen doctor`",
-                              tail, log_path)
+            raise BuildFailed(
+                image.name,
+                "pull",
+                f"{image.name}: pulling base {ref} failed (exit {code}); "
+                "check registry access or use a bootstrap/local base; run `gen doctor`",
+                tail,
+                log_path,
+            )
 
-    def build_argv(self, image: OutputImage, base_id: str, iidfile: Path,
-                   extra_args: list[str] | None = None) -> list[str]:
+    def build_argv(
+        self, image: OutputImage, base_id: str, iidfile: Path, extra_args: list[str] | None = None
+    ) -> list[str]:
         epoch = str(image.source_date_epoch)
         tool = self.options.backend
-        argv = [tool, *self.host.global_flags(), "bud" if tool == "buildah" else "build",
-                "--isolation", "chroot", "--layers", "--format", "oci", "--pull=never"]
+        argv = [
+            tool,
+            *self.host.global_flags(),
+            "bud" if tool == "buildah" else "build",
+            "--isolation",
+            "chroot",
+            "--layers",
+            "--format",
+            "oci",
+            "--pull=never",
+        ]
         if self.options.no_cache:
             argv.append("--no-cache")
         elif self.options.layer_cache:
             # Steps another machine already ran come from the registry; new ones go back to it.
-            argv += ["--cache-from", self.options.layer_cache, "--cache-to", self.options.layer_cache,
-                     f"--tls-verify={'true' if self.options.layer_cache_tls_verify else 'false'}"]
+            argv += [
+                "--cache-from",
+                self.options.layer_cache,
+                "--cache-to",
+                self.options.layer_cache,
+                f"--tls-verify={'true' if self.options.layer_cache_tls_verify else 'false'}",
+            ]
         version = tool_version(tool, self.host.env).version or (0,)
         if tool == "buildah" and version >= SOURCE_DATE_EPOCH_FLAGS_SINCE:
             argv += ["--source-date-epoch", epoch, "--rewrite-timestamp"]
@@ -378,9 +448,18 @@ class Builder:
         # The base digest is a --label, not a Dockerfile ARG: buildah before 1.29 reads no registry
         # layer cache after an ARG step (buildah#4315), and a partly cached build records the cache's
         # name in its history, so only a build cached whole gives the image the first runner made.
-        argv += ["--build-arg", f"BASE_IMAGE={base_id}", "--label", f"{BASE_DIGEST_LABEL}=sha256:{base_id}",
-                 *(extra_args or []), "--iidfile", str(iidfile),
-                 "-f", str(image.directory / "Dockerfile"), str(image.directory)]
+        argv += [
+            "--build-arg",
+            f"BASE_IMAGE={base_id}",
+            "--label",
+            f"{BASE_DIGEST_LABEL}=sha256:{base_id}",
+            *(extra_args or []),
+            "--iidfile",
+            str(iidfile),
+            "-f",
+            str(image.directory / "Dockerfile"),
+            str(image.directory),
+        ]
         return argv
 
     def _run_build(self, image: OutputImage, base_id: str, started: float) -> tuple[str, Path]:
@@ -399,11 +478,18 @@ class Builder:
                 self._emit(image.name, Phase.STEP, line, time.monotonic() - started)
 
         with log_path.open("w") as log, served_directories(image.served_dirs, self.project_root) as served:
-            code, tail = run_logged(self.build_argv(image, base_id, iidfile, served), self.host.env, log,
-                                    self.cancel, on_line=on_line, cwd=image.directory)
+            code, tail = run_logged(
+                self.build_argv(image, base_id, iidfile, served),
+                self.host.env,
+                log,
+                self.cancel,
+                on_line=on_line,
+                cwd=image.directory,
+            )
         if code != 0 or not iidfile.is_file():
-            raise BuildFailed(image.name, step, _failure_message(image.name, step, code, tail, log_path),
-                              tail, log_path)
+            raise BuildFailed(
+                image.name, step, _failure_message(image.name, step, code, tail, log_path), tail, log_path
+            )
         image_id = iidfile.read_text().strip().removeprefix("sha256:")
         iidfile.unlink()
         return image_id, log_path

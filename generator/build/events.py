@@ -8,13 +8,13 @@ from enum import Enum
 
 
 class Phase(str, Enum):
-    PLANNED = "planned"      # decided: build or skip, with the reason in message
+    PLANNED = "planned"  # decided: build or skip, with the reason in message
     BOOTSTRAP = "bootstrap"  # bootstrapping a base rootfs
-    STARTED = "started"      # buildah started on this image
-    STEP = "step"            # buildah entered a Dockerfile step (step holds its text)
-    TAGGED = "tagged"        # build done and every tag applied (message: the image id)
-    SKIPPED = "skipped"      # up to date, or a parent failed (message says which)
-    FAILED = "failed"        # message holds the error
+    STARTED = "started"  # buildah started on this image
+    STEP = "step"  # buildah entered a Dockerfile step (step holds its text)
+    TAGGED = "tagged"  # build done and every tag applied (message: the image id)
+    SKIPPED = "skipped"  # up to date, or a parent failed (message says which)
+    FAILED = "failed"  # message holds the error
 
 
 @dataclass(frozen=True)

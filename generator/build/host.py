@@ -46,8 +46,9 @@ class Host:
     base_env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
     @classmethod
-    def from_env(cls, storage_root: Path | None = None, project: Path = Path("."),
-                 env: dict[str, str] | None = None) -> Host:
+    def from_env(
+        cls, storage_root: Path | None = None, project: Path = Path("."), env: dict[str, str] | None = None
+    ) -> Host:
         env = dict(os.environ if env is None else env)
         root = storage_root or (Path(env[STORAGE_ROOT_ENV]) if env.get(STORAGE_ROOT_ENV) else None)
         if root is not None:
@@ -67,9 +68,12 @@ class Host:
         if self.storage_root is None:
             return []
         return [
-            "--root", str(self.storage_root / "storage"),
-            "--runroot", str(self.runroot),
-            "--storage-driver", self.driver,
+            "--root",
+            str(self.storage_root / "storage"),
+            "--runroot",
+            str(self.runroot),
+            "--storage-driver",
+            self.driver,
         ]
 
     @property

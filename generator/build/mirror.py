@@ -66,13 +66,15 @@ def parse_deb822(path: Path, text: str) -> list[AptSource]:
         if "deb" not in types:
             continue
         enabled = stanza.get("enabled", "yes").strip().lower() not in ("no", "false", "0")
-        sources.append(AptSource(
-            path,
-            tuple(stanza.get("uris", "").split()),
-            tuple(stanza.get("suites", "").split()),
-            tuple(stanza.get("components", "").split()),
-            enabled,
-        ))
+        sources.append(
+            AptSource(
+                path,
+                tuple(stanza.get("uris", "").split()),
+                tuple(stanza.get("suites", "").split()),
+                tuple(stanza.get("components", "").split()),
+                enabled,
+            )
+        )
     return sources
 
 
@@ -135,8 +137,9 @@ def mirror_from_sources(sources: list[AptSource], distro: str, suite: str) -> st
     return None
 
 
-def resolve_mirror(spec_mirror: str | None, distro: str, suite: str,
-                   env: dict[str, str], etc_apt: Path = Path("/etc/apt")) -> str:
+def resolve_mirror(
+    spec_mirror: str | None, distro: str, suite: str, env: dict[str, str], etc_apt: Path = Path("/etc/apt")
+) -> str:
     """The mirror for a bootstrap, by precedence: spec, GEN_MIRROR, host apt sources."""
     if spec_mirror:
         return spec_mirror.rstrip("/")

@@ -10,8 +10,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from generator.errors import UsageError
-from generator.render import MANIFEST, first_link, folder_context_sha256
 from generator.platforms import Platform
+from generator.render import MANIFEST, first_link, folder_context_sha256
 from generator.schema import platform_suffix
 
 
@@ -76,8 +76,9 @@ def load_output(directory: Path) -> OutputImage:
         overlays=tuple(data.get("overlays", ())),
         served_dirs=tuple(sorted((data.get("served_dirs") or {}).items())),
         platforms=tuple(data["platforms"]) if data.get("platforms") else None,
-        platform_build_args=tuple(sorted((p, tuple(sorted(args.items())))
-                                         for p, args in (data.get("platform_build_args") or {}).items())),
+        platform_build_args=tuple(
+            sorted((p, tuple(sorted(args.items()))) for p, args in (data.get("platform_build_args") or {}).items())
+        ),
     )
 
 
@@ -85,14 +86,20 @@ def _check_unchanged_since_render(directory: Path, manifest: dict) -> None:
     """A folder must be what `gen render` wrote: a build of one edited by hand, or left half old
     and half new, would not be what the spec says (and no spec could reproduce it)."""
     if (link := first_link(directory)) is not None:
-        raise UsageError(f"{link} is a symlink (to {os.readlink(link)}): gen renders only regular files and "
-                         "never builds through links; remove it and run `gen render`")
+        raise UsageError(
+            f"{link} is a symlink (to {os.readlink(link)}): gen renders only regular files and "
+            "never builds through links; remove it and run `gen render`"
+        )
     recorded = manifest.get("context_sha256")
     if recorded is None:
-        raise UsageError(f"{directory / MANIFEST}: manifest lacks context_sha256; run `gen render` with this gen version")
+        raise UsageError(
+            f"{directory / MANIFEST}: manifest lacks context_sha256; run `gen render` with this gen version"
+        )
     if folder_context_sha256(directory) != recorded:
-        raise UsageError(f"{directory}: its files differ from what `gen render` wrote (context_sha256 "
-                         f"{recorded[:12]}...); run `gen render` to re-render it, or `git checkout` the folder")
+        raise UsageError(
+            f"{directory}: its files differ from what `gen render` wrote (context_sha256 "
+            f"{recorded[:12]}...); run `gen render` to re-render it, or `git checkout` the folder"
+        )
 
 
 def load_outputs(output_dir: Path) -> dict[str, OutputImage]:
@@ -107,8 +114,10 @@ def load_outputs(output_dir: Path) -> dict[str, OutputImage]:
             images[image.name] = image
     for image in images.values():
         if image.parent and image.parent not in images:
-            raise UsageError(f"{image.directory / MANIFEST}: parent {image.parent!r} is not rendered under "
-                             f"{output_dir}; run `gen render`")
+            raise UsageError(
+                f"{image.directory / MANIFEST}: parent {image.parent!r} is not rendered under "
+                f"{output_dir}; run `gen render`"
+            )
     return images
 
 
@@ -238,9 +247,15 @@ def expand_platforms(images: dict[str, OutputImage], host: str) -> dict[str, Out
             name = unit_name(image, platform, host)
             suffix = "" if platform == primary else f"-{platform_suffix(platform)}"
             parent = unit_name(images[image.parent], platform, host) if image.parent else None
-            units[name] = replace(image, name=name, repository=image.name, platform=platform, parent=parent,
-                                  tags=tuple(f"{t}{suffix}" for t in image.tags),
-                                  base=_platform_base(image.base, platform, host))
+            units[name] = replace(
+                image,
+                name=name,
+                repository=image.name,
+                platform=platform,
+                parent=parent,
+                tags=tuple(f"{t}{suffix}" for t in image.tags),
+                base=_platform_base(image.base, platform, host),
+            )
     return units
 
 
@@ -262,5 +277,10 @@ def _platform_base(base: dict, platform: str, host: str) -> dict:
     if base.get("kind") != "bootstrap" or platform == host:
         return base
     target = Platform.parse(platform)
-    return dict(base, image=f"{base['image']}-{target.suffix}", platform=platform,
-                arch=target.architecture, arch_variant=target.variant)
+    return dict(
+        base,
+        image=f"{base['image']}-{target.suffix}",
+        platform=platform,
+        arch=target.architecture,
+        arch_variant=target.variant,
+    )

@@ -51,16 +51,31 @@ class Cancel:
             raise Interrupted("interrupted")
 
 
-def run_logged(argv: list[str], env: dict[str, str], log: IO[str], cancel: Cancel,
-               on_line: Callable[[str], None] | None = None, cwd: Path | None = None,
-               timeout: float = 3600) -> tuple[int, list[str]]:
+def run_logged(
+    argv: list[str],
+    env: dict[str, str],
+    log: IO[str],
+    cancel: Cancel,
+    on_line: Callable[[str], None] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 3600,
+) -> tuple[int, list[str]]:
     """Run argv, copying its merged output to log and each line to on_line. Returns the exit
     code and the last lines. On cancel the tool's whole process group gets SIGTERM, then SIGKILL."""
     cancel.check()
     log.write(f"$ {' '.join(argv)}\n")
     log.flush()
-    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True, errors="replace", start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
     tail: deque[str] = deque(maxlen=TAIL_LINES)
 
     def pump() -> None:
@@ -100,17 +115,27 @@ def _stop_group(proc: subprocess.Popen) -> None:
             continue
 
 
-def run_quiet(argv: list[str], env: dict[str, str], timeout: float = 300,
-              check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_quiet(
+    argv: list[str], env: dict[str, str], timeout: float = 300, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run a short query (inspect, tag, images); raises ToolError with stderr on failure."""
     try:
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.run(
+            argv,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     except FileNotFoundError:
         raise ToolError(f"{argv[0]} is not installed; run `gen doctor`") from None
     except subprocess.TimeoutExpired:
         raise ToolError(f"{' '.join(argv[:3])} timed out after {timeout:.0f} s; run `gen doctor`") from None
     if check and proc.returncode != 0:
-        raise ToolError(f"{' '.join(argv)} failed (exit {proc.returncode}): {proc.stderr.strip()}",
-                        proc.stderr.strip().splitlines()[-TAIL_LINES:])
+        raise ToolError(
+            f"{' '.join(argv)} failed (exit {proc.returncode}): {proc.stderr.strip()}",
+            proc.stderr.strip().splitlines()[-TAIL_LINES:],
+        )
     return proc

@@ -49,9 +49,17 @@ def _round_host(host: Host, root: Path) -> Host:
     return Host(storage_root=root, driver=host.driver, state_dir=root / "gen", base_env=host.base_env)
 
 
-def check_reproducible(host: Host, output_dir: Path, project_root: Path, names: list[str],
-                       options: BuildOptions, work_dir: Path, on_event: EventHandler = ignore_event,
-                       cancel: Cancel | None = None, keep: bool = False) -> ReproReport:
+def check_reproducible(
+    host: Host,
+    output_dir: Path,
+    project_root: Path,
+    names: list[str],
+    options: BuildOptions,
+    work_dir: Path,
+    on_event: EventHandler = ignore_event,
+    cancel: Cancel | None = None,
+    keep: bool = False,
+) -> ReproReport:
     """Build names (and ancestors) twice in fresh storage under work_dir and compare image ids."""
     cancel = cancel or Cancel()
     rounds = []
@@ -116,9 +124,17 @@ def tar_entries(path: Path) -> dict[str, tuple]:
             if member.isfile():
                 handle = tar.extractfile(member)
                 content = hashlib.sha256(handle.read()).hexdigest() if handle else ""
-            entries[member.name] = (member.type, oct(member.mode), member.uid, member.gid, int(member.mtime),
-                                    member.size, member.linkname, content,
-                                    tuple(sorted((member.pax_headers or {}).items())))
+            entries[member.name] = (
+                member.type,
+                oct(member.mode),
+                member.uid,
+                member.gid,
+                int(member.mtime),
+                member.size,
+                member.linkname,
+                content,
+                tuple(sorted((member.pax_headers or {}).items())),
+            )
     return entries
 
 
@@ -130,7 +146,7 @@ def diff_layers(first: list[Path], second: list[Path]) -> list[str]:
     diffs = []
     if len(first) != len(second):
         diffs.append(f"layer count differs: {len(first)} vs {len(second)}")
-    for index, (a, b) in enumerate(zip(first, second)):
+    for index, (a, b) in enumerate(zip(first, second, strict=False)):
         if a.name == b.name:
             continue  # same digest, same bytes
         entries_a, entries_b = tar_entries(a), tar_entries(b)
@@ -139,7 +155,7 @@ def diff_layers(first: list[Path], second: list[Path]) -> list[str]:
             if ea is None or eb is None:
                 diffs.append(f"layer {index}: {path}: only in {'second' if ea is None else 'first'} build")
             elif ea != eb:
-                fields = [f for f, x, y in zip(_FIELDS, ea, eb) if x != y]
+                fields = [f for f, x, y in zip(_FIELDS, ea, eb, strict=True) if x != y]
                 diffs.append(f"layer {index}: {path}: {', '.join(fields)} differ")
         if list(entries_a) != list(entries_b) and set(entries_a) == set(entries_b):
             diffs.append(f"layer {index}: same entries in a different order")
@@ -155,9 +171,13 @@ def explain(host_a: Host, host_b: Host, ref: str, work: Path) -> tuple[list[str]
     if not diffs:
         diffs.append("layers are identical: the image configuration differs (labels, env, history)")
     report = None
-    differing = [(a, b) for a, b in zip(layers_a, layers_b) if a.name != b.name]
+    differing = [(a, b) for a, b in zip(layers_a, layers_b, strict=False) if a.name != b.name]
     if differing and shutil.which("diffoscope"):
         report = work / "diffoscope.txt"
-        subprocess.run(["diffoscope", "--text", str(report), str(differing[0][0]), str(differing[0][1])],
-                       capture_output=True, timeout=600, stdin=subprocess.DEVNULL)
+        subprocess.run(
+            ["diffoscope", "--text", str(report), str(differing[0][0]), str(differing[0][1])],
+            capture_output=True,
+            timeout=600,
+            stdin=subprocess.DEVNULL,
+        )
     return diffs, report

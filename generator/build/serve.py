@@ -31,8 +31,9 @@ def served_directories(dirs: tuple[tuple[str, str], ...], project_root: Path) ->
             path = Path(directory.removeprefix("file://"))
             path = path if path.is_absolute() else project_root / path
             if not path.is_dir():
-                raise UsageError(f"{arg}: {path} is not a directory; point init.source at the directory holding "
-                                 "the release files")
+                raise UsageError(
+                    f"{arg}: {path} is not a directory; point init.source at the directory holding the release files"
+                )
             server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(path)))
             thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
             thread.start()

@@ -20,8 +20,10 @@ def changed_paths(project_root: Path, rev: str) -> list[str]:
     except FileNotFoundError:
         raise UsageError("--since needs git, which is not installed") from None
     if proc.returncode != 0:
-        raise UsageError(f"--since {rev}: git cannot diff it against HEAD: {proc.stderr.strip()}; "
-                         "give a commit, tag or branch of this repository")
+        raise UsageError(
+            f"--since {rev}: git cannot diff it against HEAD: {proc.stderr.strip()}; "
+            "give a commit, tag or branch of this repository"
+        )
     return [line for line in proc.stdout.splitlines() if line]
 
 
@@ -42,6 +44,9 @@ def affected_images(images: dict[str, OutputImage], changed: list[str], output_d
     did), with every image built on one of them."""
     if any(_under(path, shared) for path in changed for shared in SHARED_INPUTS):
         return set(images)
-    hit = {name for name, image in images.items()
-           if any(_under(path, own) for path in changed for own in _inputs(image, output_dir))}
+    hit = {
+        name
+        for name, image in images.items()
+        if any(_under(path, own) for path in changed for own in _inputs(image, output_dir))
+    }
     return dependents(images, hit)

@@ -34,21 +34,25 @@ def image_statuses(builder: Builder) -> list[ImageStatus]:
             current = storage.inspect(builder.host, planned.tags[0])
         build_id = None
         if current is not None:
-            build_id = next((n.rsplit(":", 1)[1] for n in current.names
-                             if n.rsplit(":", 1)[1].startswith("gen-")), None)
-        rows.append(ImageStatus(
-            name=planned.name,
-            tags=tuple(n for n in current.names if n.rsplit(":", 1)[1] in planned_tags(planned.tags))
-            if current else (),
-            id=current.id if current else None,
-            digest=current.digest if current else None,
-            up_to_date=planned.action == "skip",
-            reasons=planned.reasons,
-            size=current.size if current else None,
-            layers=current.layers if current else None,
-            build_id=build_id,
-            platform=image.platform or builder.host_platform,
-        ))
+            build_id = next(
+                (n.rsplit(":", 1)[1] for n in current.names if n.rsplit(":", 1)[1].startswith("gen-")), None
+            )
+        rows.append(
+            ImageStatus(
+                name=planned.name,
+                tags=tuple(n for n in current.names if n.rsplit(":", 1)[1] in planned_tags(planned.tags))
+                if current
+                else (),
+                id=current.id if current else None,
+                digest=current.digest if current else None,
+                up_to_date=planned.action == "skip",
+                reasons=planned.reasons,
+                size=current.size if current else None,
+                layers=current.layers if current else None,
+                build_id=build_id,
+                platform=image.platform or builder.host_platform,
+            )
+        )
     return rows
 
 

@@ -10,15 +10,14 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.console import Console
+from rich.markup import escape
 
 from generator import __version__
 from generator.errors import Diagnostic, GenError, SpecError, UsageError
-
 
 
 def _flags_show_no_type() -> None:
@@ -53,7 +52,7 @@ ProjectOption = Annotated[
     typer.Option("--project", "-C", help="Project root holding specs/ and output/.", envvar="GEN_PROJECT"),
 ]
 SpecsArgument = Annotated[
-    Optional[list[Path]],
+    list[Path] | None,
     typer.Argument(help="Spec files or directories (default: specs/ of the project).", show_default=False),
 ]
 
@@ -113,7 +112,7 @@ def render(
         bool, typer.Option("--check", help="Write nothing; exit 1 with a diff when output/ is stale.")
     ] = False,
     templates: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--templates", help="Your template directory, overriding the bundled templates."),
     ] = None,
 ) -> None:
@@ -164,8 +163,9 @@ def graph(
     loaded = _load(project, specs)
     edges = [(s.parent, s.name) for s in loaded.specs.values() if s.parent]
     if format is GraphFormat.json:
-        nodes = [{"name": n, "parent": loaded.specs[n].parent, "tags": loaded.specs[n].data["tags"]}
-                 for n in loaded.order()]
+        nodes = [
+            {"name": n, "parent": loaded.specs[n].parent, "tags": loaded.specs[n].data["tags"]} for n in loaded.order()
+        ]
         out.print_json(json.dumps({"nodes": nodes, "edges": [list(e) for e in edges]}))
     elif format is GraphFormat.dot:
         lines = ["digraph gen {", "  rankdir=LR;"]
@@ -173,6 +173,7 @@ def graph(
         lines += [f'  "{p}" -> "{c}";' for p, c in edges]
         out.print("\n".join(lines + ["}"]), markup=False)
     else:
+
         def walk(name: str, depth: int) -> None:
             out.print("  " * depth + name, markup=False)
             for child in loaded.children(name):
@@ -190,7 +191,9 @@ class SchemaFormat(str, Enum):
 
 @app.command()
 def schema(
-    format: Annotated[SchemaFormat, typer.Option("--format", "-f", help="json: the schema; markdown: the reference table.")] = SchemaFormat.json,
+    format: Annotated[
+        SchemaFormat, typer.Option("--format", "-f", help="json: the schema; markdown: the reference table.")
+    ] = SchemaFormat.json,
 ) -> None:
     """Print the spec JSON Schema (draft 2020-12) for editors, or the spec reference."""
     from generator.schema import schema_text
@@ -202,7 +205,7 @@ def schema(
 @app.command()
 def new(
     name: Annotated[str, typer.Argument(help="Name of the new image (lowercase, digits, . _ -).")],
-    extends: Annotated[Optional[str], typer.Option("--extends", help="Parent spec to build FROM.")] = None,
+    extends: Annotated[str | None, typer.Option("--extends", help="Parent spec to build FROM.")] = None,
     project: ProjectOption = Path("."),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing spec.")] = False,
 ) -> None:
@@ -217,8 +220,13 @@ def _register_stage_commands() -> None:
     """Commands of the later stages live beside their stage; each module adds its own."""
     import importlib
 
-    for module in ("generator.cli.build_cmds", "generator.cli.verify_cmds", "generator.cli.hints_cmds",
-                   "generator.cli.registry_cmds", "generator.cli.init_cmds"):
+    for module in (
+        "generator.cli.build_cmds",
+        "generator.cli.verify_cmds",
+        "generator.cli.hints_cmds",
+        "generator.cli.registry_cmds",
+        "generator.cli.init_cmds",
+    ):
         try:
             importlib.import_module(module).register(app)
         except ModuleNotFoundError as exc:

@@ -12,19 +12,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from generator.build import (
     DEFAULT_PREFIX,
+    Builder,
     BuildEvent,
     BuildOptions,
-    Builder,
     Cancel,
     Host,
     Phase,
@@ -43,13 +43,19 @@ ProjectOption = Annotated[
     Path, typer.Option("--project", "-C", help="Project root holding specs/ and output/.", envvar="GEN_PROJECT")
 ]
 StorageOption = Annotated[
-    Optional[Path],
-    typer.Option("--storage-root", help="Isolated containers storage (and gen's logs/state) in DIR instead "
-                 "of your normal storage.", envvar="GEN_STORAGE_ROOT", show_default=False),
+    Path | None,
+    typer.Option(
+        "--storage-root",
+        help="Isolated containers storage (and gen's logs/state) in DIR instead of your normal storage.",
+        envvar="GEN_STORAGE_ROOT",
+        show_default=False,
+    ),
 ]
 PrefixOption = Annotated[
-    str, typer.Option("--prefix", help="Registry/organization prefix of every tag, e.g. registry.example/org.",
-                      envvar="GEN_PREFIX")
+    str,
+    typer.Option(
+        "--prefix", help="Registry/organization prefix of every tag, e.g. registry.example/org.", envvar="GEN_PREFIX"
+    ),
 ]
 
 
@@ -86,10 +92,18 @@ def _fail(exc: GenError) -> typer.Exit:
     return typer.Exit(exc.exit_code)
 
 
-def _builder(project: Path, storage_root: Path | None, prefix: str, jobs: int = 1,
-             backend: str = "buildah", on_event=None, cancel: Cancel | None = None,
-             layer_cache: str | None = None, insecure_registry: bool = False,
-             platforms: tuple[str, ...] = ()) -> Builder:
+def _builder(
+    project: Path,
+    storage_root: Path | None,
+    prefix: str,
+    jobs: int = 1,
+    backend: str = "buildah",
+    on_event=None,
+    cancel: Cancel | None = None,
+    layer_cache: str | None = None,
+    insecure_registry: bool = False,
+    platforms: tuple[str, ...] = (),
+) -> Builder:
     if jobs < 1:
         raise UsageError(f"--jobs {jobs}: give 1 or more")
     host = Host.from_env(storage_root, project)
@@ -103,8 +117,14 @@ def _builder(project: Path, storage_root: Path | None, prefix: str, jobs: int = 
         cache, verify = f"{target.host}/{target.org}", target.tls_verify
     elif insecure_registry:
         raise UsageError("--insecure-registry applies to --layer-cache; give --layer-cache HOST/REPO too")
-    options = BuildOptions(prefix=prefix.rstrip("/"), jobs=jobs, backend=backend, layer_cache=cache,
-                           layer_cache_tls_verify=verify, platforms=platforms)
+    options = BuildOptions(
+        prefix=prefix.rstrip("/"),
+        jobs=jobs,
+        backend=backend,
+        layer_cache=cache,
+        layer_cache_tls_verify=verify,
+        platforms=platforms,
+    )
     kwargs = {"on_event": on_event} if on_event else {}
     return Builder(host, project / "output", project, options, cancel=cancel, **kwargs)
 
@@ -122,8 +142,7 @@ class _Display:
             step = event.step or event.phase.value
             self.progress.update(task, step=step[:90])
         elif event.phase == Phase.TAGGED:
-            self._finish(event.image, f"[green]built[/] {event.image} {event.message[:12]} "
-                                      f"({event.elapsed:.1f} s)")
+            self._finish(event.image, f"[green]built[/] {event.image} {event.message[:12]} ({event.elapsed:.1f} s)")
         elif event.phase == Phase.SKIPPED:
             self._finish(event.image, f"[dim]skipped[/] {event.image}: {escape(event.message)}")
         elif event.phase == Phase.FAILED:
@@ -142,54 +161,109 @@ class _Display:
 
 def _print_plan(planned, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps([
-            {"name": p.name, "action": p.action, "reasons": list(p.reasons), "build_id": p.build_id,
-             "tags": list(p.tags), "parent": p.parent} for p in planned]))
+        out.print_json(
+            json.dumps(
+                [
+                    {
+                        "name": p.name,
+                        "action": p.action,
+                        "reasons": list(p.reasons),
+                        "build_id": p.build_id,
+                        "tags": list(p.tags),
+                        "parent": p.parent,
+                    }
+                    for p in planned
+                ]
+            )
+        )
         return
     for p in planned:
         verb = {"build": "[bold]build[/]", "skip": "[dim]skip[/]", "retag": "[bold]retag[/]"}[p.action]
         out.print(f"{verb} {p.name}: {escape(', '.join(p.reasons))}", markup=True, highlight=False)
     count = sum(p.action != "skip" for p in planned)
-    out.print(f"{count} of {len(planned)} image(s) would be built or retagged" if count
-              else "nothing to build: every image is up to date")
+    out.print(
+        f"{count} of {len(planned)} image(s) would be built or retagged"
+        if count
+        else "nothing to build: every image is up to date"
+    )
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def build(
-        names: Annotated[Optional[list[str]], typer.Argument(help="Images to build (default: all rendered).",
-                                                              show_default=False)] = None,
+        names: Annotated[
+            list[str] | None, typer.Argument(help="Images to build (default: all rendered).", show_default=False)
+        ] = None,
         project: ProjectOption = Path("."),
         storage_root: StorageOption = None,
         prefix: PrefixOption = DEFAULT_PREFIX,
         jobs: Annotated[int, typer.Option("--jobs", "-j", help="Build up to N independent images at once.")] = 1,
         backend: Annotated[Backend, typer.Option("--backend", help="Tool that runs the builds.")] = Backend.buildah,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and why; build nothing.")] = False,
-        since: Annotated[Optional[str], typer.Option(
-            "--since", help="Build the images whose spec, templates or overlays changed in (REV, HEAD], "
-                            "and their dependents.", metavar="REV")] = None,
-        check_reproducible: Annotated[bool, typer.Option(
-            "--check-reproducible", help="Build twice from empty storage; compare digests, name differing files.")] = False,
+        since: Annotated[
+            str | None,
+            typer.Option(
+                "--since",
+                help="Build the images whose spec, templates or overlays changed in (REV, HEAD], and their dependents.",
+                metavar="REV",
+            ),
+        ] = None,
+        check_reproducible: Annotated[
+            bool,
+            typer.Option(
+                "--check-reproducible", help="Build twice from empty storage; compare digests, name differing files."
+            ),
+        ] = False,
         format: Annotated[OutputFormat, typer.Option("--format", help="Plan/result format.")] = OutputFormat.text,
-        layer_cache: Annotated[Optional[str], typer.Option(
-            "--layer-cache", envvar="GEN_LAYER_CACHE", metavar="HOST/REPO",
-            help="Registry repository of cached build steps: read before running a step, written after "
-                 "(buildah --cache-from/--cache-to), so CI runners share layers.")] = None,
-        insecure_registry: Annotated[bool, typer.Option(
-            "--insecure-registry", help="Plain HTTP for --layer-cache; loopback registries only.")] = False,
-        platform: Annotated[Optional[list[str]], typer.Option(
-            "--platform", help="Only this platform's images (repeatable; one CI job per platform). Default: every "
-                               "platform the specs name.", metavar="OS/ARCH", show_default=False)] = None,
+        layer_cache: Annotated[
+            str | None,
+            typer.Option(
+                "--layer-cache",
+                envvar="GEN_LAYER_CACHE",
+                metavar="HOST/REPO",
+                help="Registry repository of cached build steps: read before running a step, written after "
+                "(buildah --cache-from/--cache-to), so CI runners share layers.",
+            ),
+        ] = None,
+        insecure_registry: Annotated[
+            bool, typer.Option("--insecure-registry", help="Plain HTTP for --layer-cache; loopback registries only.")
+        ] = False,
+        platform: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--platform",
+                help="Only this platform's images (repeatable; one CI job per platform). Default: every "
+                "platform the specs name.",
+                metavar="OS/ARCH",
+                show_default=False,
+            ),
+        ] = None,
     ) -> None:
         """Build rendered images (and missing or stale parents) with buildah, parents first,
         skipping what is up to date; tag each under --prefix plus an immutable gen-<id> tag."""
         cancel = Cancel()
         try:
-            with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TextColumn("{task.fields[step]}"),
-                          TimeElapsedColumn(), console=err, transient=True) as progress:
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("[bold]{task.description}"),
+                TextColumn("{task.fields[step]}"),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+            ) as progress:
                 display = _Display(progress)
-                builder = _builder(project, storage_root, prefix, jobs, backend.value, display, cancel,
-                                   layer_cache, insecure_registry, tuple(platform or ()))
+                builder = _builder(
+                    project,
+                    storage_root,
+                    prefix,
+                    jobs,
+                    backend.value,
+                    display,
+                    cancel,
+                    layer_cache,
+                    insecure_registry,
+                    tuple(platform or ()),
+                )
                 wanted = list(names or [])
                 if since:
                     chosen = affected_images(builder.images, changed_paths(project, since))
@@ -238,18 +312,40 @@ def register(app: typer.Typer) -> None:
         except GenError as exc:
             raise _fail(exc) from None
         if format is OutputFormat.json:
-            out.print_json(json.dumps([{
-                "name": r.name, "tags": list(r.tags), "id": r.id, "digest": r.digest, "up_to_date": r.up_to_date,
-                "reasons": list(r.reasons), "size": r.size, "layers": r.layers, "build_id": r.build_id,
-                "platform": r.platform,
-            } for r in rows]))
+            out.print_json(
+                json.dumps(
+                    [
+                        {
+                            "name": r.name,
+                            "tags": list(r.tags),
+                            "id": r.id,
+                            "digest": r.digest,
+                            "up_to_date": r.up_to_date,
+                            "reasons": list(r.reasons),
+                            "size": r.size,
+                            "layers": r.layers,
+                            "build_id": r.build_id,
+                            "platform": r.platform,
+                        }
+                        for r in rows
+                    ]
+                )
+            )
             return
         table = Table("image", "platform", "tags", "id", "size", "layers", "build id", "status")
         for r in rows:
             status = "[green]up to date[/]" if r.up_to_date else f"[yellow]{', '.join(r.reasons)}[/]"
             size = f"{r.size / 1e6:.1f} MB" if r.size is not None else "-"
-            table.add_row(r.name, r.platform, " ".join(t.rsplit(":", 1)[1] for t in r.tags) or "-", (r.id or "-")[:12],
-                          size, str(r.layers or "-"), r.build_id or "-", status)
+            table.add_row(
+                r.name,
+                r.platform,
+                " ".join(t.rsplit(":", 1)[1] for t in r.tags) or "-",
+                (r.id or "-")[:12],
+                size,
+                str(r.layers or "-"),
+                r.build_id or "-",
+                status,
+            )
         out.print(table)
 
     @app.command()
@@ -265,8 +361,11 @@ def register(app: typer.Typer) -> None:
         marks = {"ok": "green", "problem": "bold red", "warning": "yellow", "info": "blue"}
         for check in checks:
             label = "PROBLEM" if check.problem else check.status  # padded before styling, so columns align
-            out.print(f"[{marks[check.status]}]{label:>8}[/] {check.name}: {escape(check.detail)}",
-                      markup=True, highlight=False)
+            out.print(
+                f"[{marks[check.status]}]{label:>8}[/] {check.name}: {escape(check.detail)}",
+                markup=True,
+                highlight=False,
+            )
             if check.fix and check.status != "ok":
                 out.print(f"         fix: {check.fix}", markup=False, highlight=False)
         problems = [c for c in checks if c.problem]
@@ -284,15 +383,29 @@ def _print_problems(problems: list[Check], fatal: bool) -> None:
 
 def _print_report(report, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps({
-            "ok": report.ok,
-            "images": [{"name": b.name, "action": b.action, "reasons": list(b.reasons), "id": b.image_id,
-                        "build_id": b.build_id, "tags": list(b.tags), "seconds": round(b.elapsed, 1)}
-                       for b in report.built],
-            "failed": [{"name": f.image, "step": f.step, "log": str(f.log) if f.log else None}
-                       for f in report.failed],
-            "skipped_after_failure": report.skipped_after_failure,
-        }))
+        out.print_json(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "images": [
+                        {
+                            "name": b.name,
+                            "action": b.action,
+                            "reasons": list(b.reasons),
+                            "id": b.image_id,
+                            "build_id": b.build_id,
+                            "tags": list(b.tags),
+                            "seconds": round(b.elapsed, 1),
+                        }
+                        for b in report.built
+                    ],
+                    "failed": [
+                        {"name": f.image, "step": f.step, "log": str(f.log) if f.log else None} for f in report.failed
+                    ],
+                    "skipped_after_failure": report.skipped_after_failure,
+                }
+            )
+        )
     else:
         built = [b for b in report.built if b.action != "skipped"]
         for b in report.built:
@@ -309,12 +422,24 @@ def _check(builder: Builder, wanted: list[str], display, cancel: Cancel, as_json
     from generator.build.reproduce import check_reproducible
 
     work = builder.host.state_dir / "reproduce"
-    result = check_reproducible(builder.host, builder.output_dir, builder.project_root, wanted,
-                                builder.options, work, display, cancel)
+    result = check_reproducible(
+        builder.host, builder.output_dir, builder.project_root, wanted, builder.options, work, display, cancel
+    )
     if as_json:
-        out.print_json(json.dumps([{"name": r.name, "reproducible": r.reproducible, "first": r.first_id,
-                                    "second": r.second_id, "differences": list(r.differences)}
-                                   for r in result.results]))
+        out.print_json(
+            json.dumps(
+                [
+                    {
+                        "name": r.name,
+                        "reproducible": r.reproducible,
+                        "first": r.first_id,
+                        "second": r.second_id,
+                        "differences": list(r.differences),
+                    }
+                    for r in result.results
+                ]
+            )
+        )
     for r in result.results:
         if r.reproducible:
             if not as_json:

@@ -14,11 +14,21 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def hints(
         name: Annotated[str, typer.Argument(help="Spec name.")],
-        project: Annotated[Path, typer.Option("--project", "-C", help="Project root.", envvar="GEN_PROJECT")] = Path("."),
-        prefix: Annotated[str, typer.Option("--prefix", help="Registry/organization prefix of the image.", envvar="GEN_PREFIX")] = "localhost/gen",
+        project: Annotated[Path, typer.Option("--project", "-C", help="Project root.", envvar="GEN_PROJECT")] = Path(
+            "."
+        ),
+        prefix: Annotated[
+            str, typer.Option("--prefix", help="Registry/organization prefix of the image.", envvar="GEN_PREFIX")
+        ] = "localhost/gen",
         as_json: Annotated[bool, typer.Option("--json", help="One JSON object: flags, compose, kubernetes.")] = False,
-        flags_only: Annotated[bool, typer.Option("--flags", help="Only the --sysctl run flags (volumes need your "
-                                                 "host paths), shell-quoted on one line: eval \"podman run $(gen hints NAME --flags) IMAGE\".")] = False,
+        flags_only: Annotated[
+            bool,
+            typer.Option(
+                "--flags",
+                help="Only the --sysctl run flags (volumes need your "
+                'host paths), shell-quoted on one line: eval "podman run $(gen hints NAME --flags) IMAGE".',
+            ),
+        ] = False,
     ) -> None:
         """Print podman/docker run flags, a compose snippet and a Kubernetes securityContext
         that set the image's sysctls and volumes without --privileged."""
@@ -38,23 +48,36 @@ def register(app: typer.Typer) -> None:
             out.print(shlex.join(f for f in h.run_flags() if f.startswith("--sysctl=")), markup=False)
             return
         if as_json:
-            out.print_json(json.dumps({"run_flags": h.run_flags(), "compose": h.compose(name),
-                                       "kubernetes": h.kubernetes(), "node_level": dict(h.node_level),
-                                       "unsafe_for_kubernetes": list(h.unsafe_for_kubernetes())}))
+            out.print_json(
+                json.dumps(
+                    {
+                        "run_flags": h.run_flags(),
+                        "compose": h.compose(name),
+                        "kubernetes": h.kubernetes(),
+                        "node_level": dict(h.node_level),
+                        "unsafe_for_kubernetes": list(h.unsafe_for_kubernetes()),
+                    }
+                )
+            )
             return
         out.print("# podman" if h.run_as and h.volumes else "# podman / docker", markup=False)
         out.print(shlex.join(["podman", "run", *h.run_flags(), h.image_ref]), markup=False)
         out.print("\n# compose", markup=False)
         if h.run_as and h.volumes:
             uid, gid = h.run_as
-            out.print(f"# the image runs as uid {uid}: give it the host directories (chown {uid}:{gid} DIR), "
-                      'or start it as root (user: "0") so its init re-owns them', markup=False)
+            out.print(
+                f"# the image runs as uid {uid}: give it the host directories (chown {uid}:{gid} DIR), "
+                'or start it as root (user: "0") so its init re-owns them',
+                markup=False,
+            )
         out.print(_yaml(h.compose(name)), markup=False, end="")
         out.print("\n# Kubernetes pod spec", markup=False)
         out.print(_yaml(h.kubernetes()), markup=False, end="")
         if h.unsafe_for_kubernetes():
             keys = ",".join(h.unsafe_for_kubernetes())
-            out.print(f"# not in Kubernetes' safe set: start the kubelet with --allowed-unsafe-sysctls={keys}", markup=False)
+            out.print(
+                f"# not in Kubernetes' safe set: start the kubelet with --allowed-unsafe-sysctls={keys}", markup=False
+            )
         for key, value in h.node_level:
             out.print(f"# node-level, set on the host: sysctl -w {key}={shlex.quote(value)}", markup=False)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,15 +15,32 @@ def register(app: typer.Typer) -> None:
     @group.command("add-version")
     def add_version_command(
         version: Annotated[str, typer.Argument(help="Release, e.g. 3.2.0.2.")],
-        sums_from: Annotated[Optional[str], typer.Option(
-            "--sums-from", help="Where the release's .sha256 files are: a mirror URL or a local directory (default: "
-                                "the project's GitHub releases).", show_default=False)] = None,
-        project: Annotated[Path, typer.Option(
-            "--project", "-C", help="Project root: the table is its s6-overlay-checksums.json.",
-            envvar="GEN_PROJECT")] = Path("."),
-        table: Annotated[Optional[Path], typer.Option(
-            "--table", help="Write this table instead (e.g. gen's shipped one, when releasing gen).",
-            show_default=False)] = None,
+        sums_from: Annotated[
+            str | None,
+            typer.Option(
+                "--sums-from",
+                help="Where the release's .sha256 files are: a mirror URL or a local directory (default: "
+                "the project's GitHub releases).",
+                show_default=False,
+            ),
+        ] = None,
+        project: Annotated[
+            Path,
+            typer.Option(
+                "--project",
+                "-C",
+                help="Project root: the table is its s6-overlay-checksums.json.",
+                envvar="GEN_PROJECT",
+            ),
+        ] = Path("."),
+        table: Annotated[
+            Path | None,
+            typer.Option(
+                "--table",
+                help="Write this table instead (e.g. gen's shipped one, when releasing gen).",
+                show_default=False,
+            ),
+        ] = None,
     ) -> None:
         """Read the release's published .sha256 files and record its sums in the project, so specs
         can name the version without listing checksums. A version gen already knows must have the

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.console import Console
+from rich.markup import escape
 
 from generator.build import DEFAULT_PREFIX, Host
 from generator.errors import GenError, UsageError
@@ -21,34 +21,54 @@ from generator.errors import GenError, UsageError
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-NamesArgument = Annotated[Optional[list[str]], typer.Argument(help="Images (default: all rendered).",
-                                                               show_default=False)]
+NamesArgument = Annotated[list[str] | None, typer.Argument(help="Images (default: all rendered).", show_default=False)]
 ProjectOption = Annotated[
     Path, typer.Option("--project", "-C", help="Project root holding specs/ and output/.", envvar="GEN_PROJECT")
 ]
 StorageOption = Annotated[
-    Optional[Path],
-    typer.Option("--storage-root", help="Isolated containers storage (and gen's state) in DIR.",
-                 envvar="GEN_STORAGE_ROOT", show_default=False),
+    Path | None,
+    typer.Option(
+        "--storage-root",
+        help="Isolated containers storage (and gen's state) in DIR.",
+        envvar="GEN_STORAGE_ROOT",
+        show_default=False,
+    ),
 ]
 PrefixOption = Annotated[
     str, typer.Option("--prefix", help="Local name prefix the images were built under.", envvar="GEN_PREFIX")
 ]
 RegistryOption = Annotated[
-    str, typer.Option("--registry", "-r", help="Registry and organization, HOST[:PORT]/ORG.", envvar="GEN_REGISTRY",
-                      metavar="HOST/ORG")
+    str,
+    typer.Option(
+        "--registry",
+        "-r",
+        help="Registry and organization, HOST[:PORT]/ORG.",
+        envvar="GEN_REGISTRY",
+        metavar="HOST/ORG",
+    ),
 ]
 InsecureOption = Annotated[
     bool, typer.Option("--insecure-registry", help="Plain HTTP / unverified TLS; loopback registries only.")
 ]
 SinceOption = Annotated[
-    Optional[str], typer.Option("--since", help="Only images whose spec, templates or overlays changed in "
-                                "(REV, HEAD], and their dependents.", metavar="REV")
+    str | None,
+    typer.Option(
+        "--since",
+        help="Only images whose spec, templates or overlays changed in (REV, HEAD], and their dependents.",
+        metavar="REV",
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-OnlyPlatformOption = Annotated[Optional[list[str]], typer.Option(
-    "--platform", help="Only this platform's image of an image built for several (repeatable; one CI job per "
-                       "platform); push then joins no index.", metavar="OS/ARCH", show_default=False)]
+OnlyPlatformOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--platform",
+        help="Only this platform's image of an image built for several (repeatable; one CI job per "
+        "platform); push then joins no index.",
+        metavar="OS/ARCH",
+        show_default=False,
+    ),
+]
 
 
 def _fail(exc: GenError) -> typer.Exit:
@@ -62,14 +82,29 @@ def _progress(line: str) -> None:
 
 def _print_transfers(done, as_json: bool, verb: str) -> None:
     if as_json:
-        out.print_json(json.dumps([{"name": t.name, "tags": list(t.tags), "digest": t.digest,
-                                    "image_id": t.image_id or None, "from": t.source, "to": t.destination,
-                                    "sbom_tag": t.sbom_tag, "platforms": dict(t.platforms) or None}
-                                   for t in done]))
+        out.print_json(
+            json.dumps(
+                [
+                    {
+                        "name": t.name,
+                        "tags": list(t.tags),
+                        "digest": t.digest,
+                        "image_id": t.image_id or None,
+                        "from": t.source,
+                        "to": t.destination,
+                        "sbom_tag": t.sbom_tag,
+                        "platforms": dict(t.platforms) or None,
+                    }
+                    for t in done
+                ]
+            )
+        )
         return
     for t in done:
-        out.print(f"{verb} {t.name} {t.digest or '(platform images, no index)'} -> "
-                  f"{t.destination}:{{{','.join(t.tags)}}}", markup=False)
+        out.print(
+            f"{verb} {t.name} {t.digest or '(platform images, no index)'} -> {t.destination}:{{{','.join(t.tags)}}}",
+            markup=False,
+        )
         for platform, digest in t.platforms:
             out.print(f"  {platform}: {digest}", markup=False)
         if t.sbom_tag:
@@ -78,16 +113,34 @@ def _print_transfers(done, as_json: bool, verb: str) -> None:
         out.print("no image selected")
 
 
-def _transfer(operation, verb: str, names, registry: str, insecure_registry: bool, since, project: Path,
-              storage_root, prefix: str, as_json: bool, **platform_options) -> None:
+def _transfer(
+    operation,
+    verb: str,
+    names,
+    registry: str,
+    insecure_registry: bool,
+    since,
+    project: Path,
+    storage_root,
+    prefix: str,
+    as_json: bool,
+    **platform_options,
+) -> None:
     """push or pull: the images chosen by names/--since, between gen's storage and the registry."""
     from generator.registry import parse_registry, select_images
 
     try:
         target = parse_registry(_required(registry), insecure_registry)
         images, chosen = select_images(project, list(names or []), since)
-        done = operation(Host.from_env(storage_root, project), images, chosen, prefix.rstrip("/"), target, _progress,
-                         **platform_options)
+        done = operation(
+            Host.from_env(storage_root, project),
+            images,
+            chosen,
+            prefix.rstrip("/"),
+            target,
+            _progress,
+            **platform_options,
+        )
     except GenError as exc:
         raise _fail(exc) from None
     _print_transfers(done, as_json, verb)
@@ -104,9 +157,14 @@ def register(app: typer.Typer) -> None:
         storage_root: StorageOption = None,
         prefix: PrefixOption = DEFAULT_PREFIX,
         platform: OnlyPlatformOption = None,
-        index_only: Annotated[bool, typer.Option(
-            "--index-only", help="Join the platforms' images already in the registry into each image's index; "
-                                 "upload no image (the last CI job).")] = False,
+        index_only: Annotated[
+            bool,
+            typer.Option(
+                "--index-only",
+                help="Join the platforms' images already in the registry into each image's index; "
+                "upload no image (the last CI job).",
+            ),
+        ] = False,
         as_json: JsonOption = False,
     ) -> None:
         """Push built images with every tag, the build-id tag gen-<key> included, to HOST/ORG/NAME; an
@@ -116,8 +174,20 @@ def register(app: typer.Typer) -> None:
 
         if platform and index_only:
             raise _fail(UsageError("--platform and --index-only exclude each other: the index joins every platform"))
-        _transfer(push_images, "pushed", names, registry, insecure_registry, since, project, storage_root, prefix,
-                  as_json, only=tuple(platform or ()), index_only=index_only)
+        _transfer(
+            push_images,
+            "pushed",
+            names,
+            registry,
+            insecure_registry,
+            since,
+            project,
+            storage_root,
+            prefix,
+            as_json,
+            only=tuple(platform or ()),
+            index_only=index_only,
+        )
 
     @app.command()
     def pull(
@@ -135,8 +205,19 @@ def register(app: typer.Typer) -> None:
         `gen build` sees them as up to date (every platform's image of one built for several)."""
         from generator.registry import pull_images
 
-        _transfer(pull_images, "pulled", names, registry, insecure_registry, since, project, storage_root, prefix,
-                  as_json, only=tuple(platform or ()))
+        _transfer(
+            pull_images,
+            "pulled",
+            names,
+            registry,
+            insecure_registry,
+            since,
+            project,
+            storage_root,
+            prefix,
+            as_json,
+            only=tuple(platform or ()),
+        )
 
     @app.command()
     def retag(
@@ -151,8 +232,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Copy every tag of the images from one organization (or registry) to another, registry to
         registry; manifests are copied byte for byte, so digests stay the same."""
-        from generator.registry import parse_registry, retag_images, select_images
         from generator.errors import UsageError
+        from generator.registry import parse_registry, retag_images, select_images
 
         try:
             src = parse_registry(_required(source, "--from"), insecure_registry, "--from")
@@ -167,8 +248,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def lock(
-        update: Annotated[bool, typer.Option("--update", help="Refresh gen.lock from the images in storage "
-                                             "(and their digests in --registry, when given).")] = False,
+        update: Annotated[
+            bool,
+            typer.Option(
+                "--update",
+                help="Refresh gen.lock from the images in storage (and their digests in --registry, when given).",
+            ),
+        ] = False,
         registry: RegistryOption = "",
         insecure_registry: InsecureOption = False,
         project: ProjectOption = Path("."),
@@ -236,17 +322,29 @@ def register(app: typer.Typer) -> None:
         except GenError as exc:
             raise _fail(exc) from None
 
-    @app.command(epilog="Exit codes: 0 nothing to do; 3 images were rebuilt (or adopted); 1 a step failed; "
-                        "2 bad input. A report goes to --report-dir as rebuild-report.json and .md.")
+    @app.command(
+        epilog="Exit codes: 0 nothing to do; 3 images were rebuilt (or adopted); 1 a step failed; "
+        "2 bad input. A report goes to --report-dir as rebuild-report.json and .md."
+    )
     def rebuild(
         registry: RegistryOption = "",
         insecure_registry: InsecureOption = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the decision and why; change nothing.")] = False,
-        no_package_check: Annotated[bool, typer.Option("--no-package-check",
-                                    help="Skip (b): resolving installed packages against the package index.")] = False,
-        skip_verify: Annotated[bool, typer.Option("--skip-verify", help="Do not run `gen verify` on rebuilt images.")] = False,
-        report_dir: Annotated[Optional[Path], typer.Option("--report-dir", help="Where the reports go "
-                              "(default: .gen/ of the project).", show_default=False)] = None,
+        no_package_check: Annotated[
+            bool,
+            typer.Option(
+                "--no-package-check", help="Skip (b): resolving installed packages against the package index."
+            ),
+        ] = False,
+        skip_verify: Annotated[
+            bool, typer.Option("--skip-verify", help="Do not run `gen verify` on rebuilt images.")
+        ] = False,
+        report_dir: Annotated[
+            Path | None,
+            typer.Option(
+                "--report-dir", help="Where the reports go (default: .gen/ of the project).", show_default=False
+            ),
+        ] = None,
         project: ProjectOption = Path("."),
         storage_root: StorageOption = None,
         prefix: PrefixOption = DEFAULT_PREFIX,
@@ -259,7 +357,8 @@ def register(app: typer.Typer) -> None:
         Exit code 0: nothing to do; 3: images were rebuilt; 1: a step failed; 2: bad input."""
         from generator.build.outputs import load_outputs
         from generator.registry import parse_registry
-        from generator.registry.rebuild import RebuildContext, rebuild as run, report_markdown, write_report
+        from generator.registry.rebuild import RebuildContext, report_markdown, write_report
+        from generator.registry.rebuild import rebuild as run
 
         try:
             target = parse_registry(registry, insecure_registry) if registry.strip() else None
@@ -268,8 +367,16 @@ def register(app: typer.Typer) -> None:
 
                 raise UsageError("--insecure-registry needs --registry HOST/ORG")
             host = Host.from_env(storage_root, project)
-            ctx = RebuildContext(host, project, load_outputs(project / "output"), prefix.rstrip("/"), target,
-                                 check_packages=not no_package_check, verify=not skip_verify, progress=_progress)
+            ctx = RebuildContext(
+                host,
+                project,
+                load_outputs(project / "output"),
+                prefix.rstrip("/"),
+                target,
+                check_packages=not no_package_check,
+                verify=not skip_verify,
+                progress=_progress,
+            )
             data = run(ctx, dry_run)
             paths = write_report(report_dir or project / ".gen", data) if not dry_run else ()
         except GenError as exc:
@@ -286,13 +393,29 @@ def register(app: typer.Typer) -> None:
     def ci(
         platform: Annotated[str, typer.Argument(help="github or gitlab.")],
         registry: RegistryOption = "",
-        cron: Annotated[str, typer.Option("--cron", help="When the scheduled rebuild runs (5 cron fields, UTC).")] = "17 3 * * *",
-        install: Annotated[Optional[str], typer.Option("--install", help="Shell command that installs gen on a "
-                           "runner and puts it on PATH. Default: install gen from the pipeline's own checkout (the "
-                           "commit it runs on) into a virtual environment, for specs kept in gen's own repository; "
-                           "give this when they live in another repository.", show_default=False)] = None,
-        output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write (default: "
-                          ".github/workflows/gen-rebuild.yml or .gitlab-ci.yml); - for stdout.", show_default=False)] = None,
+        cron: Annotated[
+            str, typer.Option("--cron", help="When the scheduled rebuild runs (5 cron fields, UTC).")
+        ] = "17 3 * * *",
+        install: Annotated[
+            str | None,
+            typer.Option(
+                "--install",
+                help="Shell command that installs gen on a "
+                "runner and puts it on PATH. Default: install gen from the pipeline's own checkout (the "
+                "commit it runs on) into a virtual environment, for specs kept in gen's own repository; "
+                "give this when they live in another repository.",
+                show_default=False,
+            ),
+        ] = None,
+        output: Annotated[
+            Path | None,
+            typer.Option(
+                "--output",
+                "-o",
+                help="Where to write (default: .github/workflows/gen-rebuild.yml or .gitlab-ci.yml); - for stdout.",
+                show_default=False,
+            ),
+        ] = None,
         project: ProjectOption = Path("."),
     ) -> None:
         """Emit a scheduled CI pipeline: a plan job computes the stale set with `gen rebuild --dry-run`,

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from generator.build import DEFAULT_PREFIX, Host
@@ -34,20 +34,42 @@ def results_table(ref: str, results) -> Table:
 def register(app: typer.Typer) -> None:
     @app.command()
     def verify(
-        target: Annotated[str, typer.Argument(help="A spec name (verifies <prefix>/NAME:<first tag>) or an "
-                                                   "image reference.", metavar="NAME|IMAGE")],
-        project: Annotated[Path, typer.Option("--project", "-C", help="Project root holding specs/ and output/.",
-                                              envvar="GEN_PROJECT")] = Path("."),
-        storage_root: Annotated[Optional[Path], typer.Option(
-            "--storage-root", help="Isolated containers storage instead of your normal storage.",
-            envvar="GEN_STORAGE_ROOT", show_default=False)] = None,
-        prefix: Annotated[str, typer.Option("--prefix", help="Registry/organization prefix of the tags.",
-                                            envvar="GEN_PREFIX")] = DEFAULT_PREFIX,
-        check: Annotated[Optional[list[str]], typer.Option(
-            "--check", help="Run only this check (repeatable); see the table's names.", show_default=False)] = None,
-        platform: Annotated[str, typer.Option(
-            "--platform", help="For a spec name: verify its image for this platform (e.g. linux/arm64), run "
-                               "under qemu emulation when foreign.", metavar="OS/ARCH")] = "",
+        target: Annotated[
+            str,
+            typer.Argument(
+                help="A spec name (verifies <prefix>/NAME:<first tag>) or an image reference.", metavar="NAME|IMAGE"
+            ),
+        ],
+        project: Annotated[
+            Path, typer.Option("--project", "-C", help="Project root holding specs/ and output/.", envvar="GEN_PROJECT")
+        ] = Path("."),
+        storage_root: Annotated[
+            Path | None,
+            typer.Option(
+                "--storage-root",
+                help="Isolated containers storage instead of your normal storage.",
+                envvar="GEN_STORAGE_ROOT",
+                show_default=False,
+            ),
+        ] = None,
+        prefix: Annotated[
+            str, typer.Option("--prefix", help="Registry/organization prefix of the tags.", envvar="GEN_PREFIX")
+        ] = DEFAULT_PREFIX,
+        check: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--check", help="Run only this check (repeatable); see the table's names.", show_default=False
+            ),
+        ] = None,
+        platform: Annotated[
+            str,
+            typer.Option(
+                "--platform",
+                help="For a spec name: verify its image for this platform (e.g. linux/arm64), run "
+                "under qemu emulation when foreign.",
+                metavar="OS/ARCH",
+            ),
+        ] = "",
         as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     ) -> None:
         """Run the image with podman and check its init layer: PID 1, log rotation, exit codes,
@@ -63,25 +85,42 @@ def register(app: typer.Typer) -> None:
                 results = verify_image(host, ref, podman=podman, only=check, output_dir=project / "output")
             else:
                 with err.status(f"verifying {ref}") as status:
+
                     def progress(result) -> None:
                         status.update(f"verifying {ref}: {result.name} done")
 
-                    results = verify_image(host, ref, podman=podman, only=check, on_result=progress,
-                                           output_dir=project / "output")
+                    results = verify_image(
+                        host, ref, podman=podman, only=check, on_result=progress, output_dir=project / "output"
+                    )
         except GenError as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
             raise typer.Exit(exc.exit_code) from None
         failures = [r for r in results if not r.passed]
         if as_json:
-            out.print_json(json.dumps({
-                "image": ref, "ok": not failures,
-                "checks": [{"name": r.name, "status": r.status.value, "detail": r.detail,
-                            "seconds": round(r.duration, 2)} for r in results],
-            }))
+            out.print_json(
+                json.dumps(
+                    {
+                        "image": ref,
+                        "ok": not failures,
+                        "checks": [
+                            {
+                                "name": r.name,
+                                "status": r.status.value,
+                                "detail": r.detail,
+                                "seconds": round(r.duration, 2),
+                            }
+                            for r in results
+                        ],
+                    }
+                )
+            )
         else:
             out.print(results_table(ref, results))
-            summary = f"{len(failures)} of {len(results)} check(s) failed" if failures else \
-                f"all {len(results)} check(s) passed"
+            summary = (
+                f"{len(failures)} of {len(results)} check(s) failed"
+                if failures
+                else f"all {len(results)} check(s) passed"
+            )
             out.print(f"[bold red]{summary}[/]" if failures else f"[green]{summary}[/]", markup=True)
         if failures:
             raise typer.Exit(1)

@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from generator.spec import ResolvedSpec
 
 
-
 @dataclass(frozen=True)
 class Bootstrap:
     variant: str
@@ -277,7 +276,9 @@ def build_image(spec: ResolvedSpec) -> Image:
         services=tuple(
             Service(s["name"], tuple(s["command"]), s.get("user"), s["log_stdout"]) for s in data["services"]
         ),
-        logging=Logging(**{k: data["logging"][k] for k in ("dir", "max_size", "keep", "timestamp", "stdout", "logger")}),
+        logging=Logging(
+            **{k: data["logging"][k] for k in ("dir", "max_size", "keep", "timestamp", "stdout", "logger")}
+        ),
         sysctls=Sysctls(
             values=tuple(sorted((k, str(v)) for k, v in data["sysctls"]["values"].items())),
             policy=data["sysctls"]["policy"],

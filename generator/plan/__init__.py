@@ -302,10 +302,7 @@ def _metadata(image: Image, parent: Image | None, layer_entrypoint: tuple[str, .
 
 
 def _volume_config(volumes: tuple[Volume, ...]) -> str:
-    lines = [
-        f"{v.path} {v.owner} {v.group} {v.mode} {int(v.fix_ownership)} {int(v.recursive)}"
-        for v in volumes
-    ]
+    lines = [f"{v.path} {v.owner} {v.group} {v.mode} {int(v.fix_ownership)} {int(v.recursive)}" for v in volumes]
     return "".join(line + "\n" for line in lines)
 
 
@@ -313,7 +310,11 @@ def _config_files(image: Image) -> tuple[ConfigFile, ...]:
     """The spec printer, and the files the init layer's start-up hooks read (one line
     per item, fields space-separated: every field is validated to hold no spaces)."""
     files = [
-        ConfigFile(SPEC_PRINTER, f"#!/bin/sh\n# Prints the resolved spec this image was built from.\nexec cat /{SPEC_PATH}\n", 0o755),
+        ConfigFile(
+            SPEC_PRINTER,
+            f"#!/bin/sh\n# Prints the resolved spec this image was built from.\nexec cat /{SPEC_PATH}\n",
+            0o755,
+        ),
     ]
     if image.init.kind != "none" and image.sysctls.values:
         files.append(ConfigFile("etc/gen/sysctl.conf", sysctl_config(image)))
@@ -349,10 +350,8 @@ def make_plan(
         steps.append(CreateDirectories(directories))
     config_files = _config_files(image)
     steps.append(CopyConfigFiles("gen-config"))
-    overlays = tuple(
-        OverlaySource(str(o.src), f"rootfs/{i:02d}-{o.src.name}") for i, o in enumerate(image.rootfs, 1)
-    )
-    steps.extend(CopyOverlay(o.context_dir, d.dest) for o, d in zip(overlays, image.rootfs))
+    overlays = tuple(OverlaySource(str(o.src), f"rootfs/{i:02d}-{o.src.name}") for i, o in enumerate(image.rootfs, 1))
+    steps.extend(CopyOverlay(o.context_dir, d.dest) for o, d in zip(overlays, image.rootfs, strict=True))
     layer_env = init_env(image) if layer is not None else {}
     env = _env(image, layer_env)
     if env:

@@ -58,8 +58,9 @@ def runtime_hints(image: Image, image_ref: str) -> RuntimeHints:
             node.append((key, value))
         else:
             settable.append((key, value, cls))
-    return RuntimeHints(image_ref, tuple(settable), tuple(node), tuple(v.path for v in image.volumes),
-                        _non_root_ids(image))
+    return RuntimeHints(
+        image_ref, tuple(settable), tuple(node), tuple(v.path for v in image.volumes), _non_root_ids(image)
+    )
 
 
 def _non_root_ids(image: Image) -> tuple[int, int] | None:

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from generator.errors import GenError, SpecFieldError, UsageError
 from generator.model import Image
-from generator.platforms import DEFAULT_PLATFORM, S6_OVERLAY_ARCHES, Platform
 from generator.plan.accounts import base_may_be_non_root
+from generator.platforms import DEFAULT_PLATFORM, S6_OVERLAY_ARCHES, Platform
 
 GITHUB_RELEASES = "https://github.com/just-containers/s6-overlay/releases/download"
 CHECKSUMS_FILE = "s6-overlay-checksums.json"
@@ -50,9 +50,21 @@ HOOK_FAILURE_BEHAVIOUR = {"continue": "0", "warn": "1", "stop": "2"}
 # (each service logs to $GEN_LOG_DIR/<name>/).
 RESERVED_SERVICE_NAMES = frozenset({"app", "current", "state", "lock", "processed", "previous"})
 # ... and in s6-overlay images, the names s6-overlay's and gen's own s6-rc services have.
-OVERLAY_RESERVED_NAMES = frozenset({"base", "user", "user2", "top", "fix-attrs", "legacy-cont-init",
-                                    "legacy-services", "s6rc-oneshot-runner", "s6rc-fdholder", "gen-setup",
-                                    "gen-app"})
+OVERLAY_RESERVED_NAMES = frozenset(
+    {
+        "base",
+        "user",
+        "user2",
+        "top",
+        "fix-attrs",
+        "legacy-cont-init",
+        "legacy-services",
+        "s6rc-oneshot-runner",
+        "s6rc-fdholder",
+        "gen-setup",
+        "gen-app",
+    }
+)
 
 # s6-overlay: where CMD goes (ENTRYPOINT ["/init", this]), gen's s6-rc oneshots, the skeletons of
 # a service's s6-rc definitions, and the release from which user bundles live in user-bundles.d.
@@ -184,12 +196,14 @@ def known_checksums(project_root: Path) -> dict[str, dict[str, str]]:
         project = json.loads(path.read_text(encoding="utf-8"))
         valid = isinstance(project, dict) and all(
             isinstance(files, dict) and all(isinstance(d, str) and _SHA256.match(d) for d in files.values())
-            for files in project.values())
+            for files in project.values()
+        )
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UsageError(f"{path}: not a JSON table ({exc}); rewrite it with `gen s6-overlay add-version`") from None
     if not valid:
-        raise UsageError(f"{path}: expected {{version: {{file name: sha256}}}}; rewrite it with "
-                         "`gen s6-overlay add-version`")
+        raise UsageError(
+            f"{path}: expected {{version: {{file name: sha256}}}}; rewrite it with `gen s6-overlay add-version`"
+        )
     return json.loads(merge_table(checksum_table(), project))
 
 
@@ -224,8 +238,10 @@ def merge_table(table: Mapping[str, Mapping[str, str]], entries: Mapping[str, Ma
         for name, digest in files.items():
             old = merged.get(version, {}).get(name)
             if old is not None and old != digest:
-                raise GenError(f"s6-overlay {version} {name}: the table has {old}, the new sum is {digest}; "
-                               "a published release never changes, so check where the new one came from")
+                raise GenError(
+                    f"s6-overlay {version} {name}: the table has {old}, the new sum is {digest}; "
+                    "a published release never changes, so check where the new one came from"
+                )
         merged.setdefault(version, {}).update(files)
     ordered = {v: dict(sorted(merged[v].items())) for v in sorted(merged, key=_version_key)}
     return json.dumps(ordered, indent=2) + "\n"
@@ -254,21 +270,32 @@ def s6_overlay_checksums(image: Image, table: Mapping[str, Mapping[str, str]] | 
     if not sums:
         known = ", ".join(sorted(table, key=_version_key))
         raise SpecFieldError(
-            ("init", "version"), f"gen knows no checksums for s6-overlay {init.version} (known: {known})",
+            ("init", "version"),
+            f"gen knows no checksums for s6-overlay {init.version} (known: {known})",
             f"run `gen s6-overlay add-version {init.version} --sums-from DIR|URL` (the release's .sha256 files), "
-            f"add them under init.checksums ({NOARCH}: <sha256>, ...), or pick a known version")
+            f"add them under init.checksums ({NOARCH}: <sha256>, ...), or pick a known version",
+        )
     for name, digest in sums.items():
         if not _SHA256.match(digest):
             raise SpecFieldError(("init", "checksums", name), f"{digest!r} is not a sha256", "64 hex digits")
         if name != NOARCH and name not in SYMLINK_FILES and _arch_of(name) is None:
-            raise SpecFieldError(("init", "checksums", name), f"{name!r} is not an s6-overlay 3.x release file",
-                                 f"e.g. {NOARCH} or s6-overlay-x86_64.tar.xz")
+            raise SpecFieldError(
+                ("init", "checksums", name),
+                f"{name!r} is not an s6-overlay 3.x release file",
+                f"e.g. {NOARCH} or s6-overlay-x86_64.tar.xz",
+            )
     if NOARCH not in sums:
-        raise SpecFieldError(("init", "checksums"), f"no sha256 for {NOARCH} of s6-overlay {init.version}",
-                             f"add init.checksums.{NOARCH}")
+        raise SpecFieldError(
+            ("init", "checksums"),
+            f"no sha256 for {NOARCH} of s6-overlay {init.version}",
+            f"add init.checksums.{NOARCH}",
+        )
     if not any(_arch_of(n) for n in sums):
-        raise SpecFieldError(("init", "checksums"), f"no sha256 for any s6-overlay-<arch>.tar.xz of {init.version}",
-                             "add init.checksums.s6-overlay-x86_64.tar.xz (or your arch)")
+        raise SpecFieldError(
+            ("init", "checksums"),
+            f"no sha256 for any s6-overlay-<arch>.tar.xz of {init.version}",
+            "add init.checksums.s6-overlay-x86_64.tar.xz (or your arch)",
+        )
     return sums
 
 
@@ -278,7 +305,7 @@ def _source(image: Image) -> tuple[str, str | None]:
     if source is None:
         return f"{GITHUB_RELEASES}/v{image.init.version}", None
     if source.startswith("file://"):
-        return "", source[len("file://"):]
+        return "", source[len("file://") :]
     if source.startswith("/"):
         return "", source
     return source.rstrip("/"), None
@@ -312,8 +339,11 @@ def _platform_arch(platform: str, known: list[str]) -> str:
     arch = Platform.parse(platform).s6_overlay_arch
     if arch is None or arch not in known:
         name = f"s6-overlay-{arch or '<arch>'}.tar.xz"
-        raise SpecFieldError(("platforms",), f"no sha256 known for {name}, which {platform} needs",
-                             f"add init.checksums.{name} (from its release's .sha256 file) or drop {platform}")
+        raise SpecFieldError(
+            ("platforms",),
+            f"no sha256 known for {name}, which {platform} needs",
+            f"add init.checksums.{name} (from its release's .sha256 file) or drop {platform}",
+        )
     return arch
 
 
@@ -328,8 +358,11 @@ def _check_services(image: Image) -> None:
         reserved |= {f"{s.name}-{suffix}" for s in image.services for suffix in ("log", "pipeline")}
     for index, service in enumerate(image.services):
         if service.name in reserved:
-            raise SpecFieldError(("services", index, "name"), f"the name {service.name!r} is reserved by the init "
-                                 f"layer ({', '.join(sorted(reserved))})", "rename the service")
+            raise SpecFieldError(
+                ("services", index, "name"),
+                f"the name {service.name!r} is reserved by the init layer ({', '.join(sorted(reserved))})",
+                "rename the service",
+            )
 
 
 def _logger_stage(image: Image, parent: Image | None) -> CompileStage | None:
@@ -338,8 +371,15 @@ def _logger_stage(image: Image, parent: Image | None) -> CompileStage | None:
         return None
     if parent is not None and parent.init.kind in ("s6", "s6-overlay") and parent.logging.logger == "gen-log":
         return None
-    return CompileStage("gen-log", LOGGER_CONTEXT_DIR, COMPILER_PACKAGES[image.family], image.family,
-                        LOGGER_OUTPUT_DIR, LOGGER_PATH, base_may_be_non_root(image, parent))
+    return CompileStage(
+        "gen-log",
+        LOGGER_CONTEXT_DIR,
+        COMPILER_PACKAGES[image.family],
+        image.family,
+        LOGGER_OUTPUT_DIR,
+        LOGGER_PATH,
+        base_may_be_non_root(image, parent),
+    )
 
 
 def layer_packages(image: Image) -> tuple[str, ...]:
@@ -347,8 +387,9 @@ def layer_packages(image: Image) -> tuple[str, ...]:
     return S6_PACKAGES[image.family] if image.init.kind == "s6" else ()
 
 
-def init_layer(image: Image, parent: Image | None,
-               sums_table: Mapping[str, Mapping[str, str]] | None = None) -> InitLayer:
+def init_layer(
+    image: Image, parent: Image | None, sums_table: Mapping[str, Mapping[str, str]] | None = None
+) -> InitLayer:
     """The init layer an image with init.kind s6 or s6-overlay gets. Its files are idempotent, so a
     child restates them; only gen-log's builder stage is left to the first image that needs it."""
     _check_services(image)
@@ -357,8 +398,14 @@ def init_layer(image: Image, parent: Image | None,
         return InitLayer(layer_packages(image), "init/s6", None, ("/init",), _logger_stage(image, parent))
     if kind == "s6-overlay":
         # The overlay brings its own s6 and execline; gen brings its scripts and the logger.
-        return InitLayer((), "init/s6-overlay", s6_overlay_fetch_stage(image, sums_table), ("/init", OVERLAY_CMD),
-                         _logger_stage(image, parent), rc_definitions(image))
+        return InitLayer(
+            (),
+            "init/s6-overlay",
+            s6_overlay_fetch_stage(image, sums_table),
+            ("/init", OVERLAY_CMD),
+            _logger_stage(image, parent),
+            rc_definitions(image),
+        )
     raise GenError(f"{image.spec_path}: init.kind {kind!r} has no init layer")
 
 
@@ -370,15 +417,37 @@ def rc_definitions(image: Image) -> tuple[RcDefinition, ...]:
     for service in image.services:
         name, logger = service.name, f"{service.name}-log"
         argv = tuple((f"data/argv/{i:06d}", arg) for i, arg in enumerate(service.command))
-        definitions.append(RcDefinition(f"{RC_SOURCES}/{name}", RC_SKELETONS["service"], (
-            ("producer-for", f"{logger}\n"), ("data/user", service.user or image.user or ""),
-            ("dependencies.d/base", ""), ("dependencies.d/gen-setup", ""), *argv)))
+        definitions.append(
+            RcDefinition(
+                f"{RC_SOURCES}/{name}",
+                RC_SKELETONS["service"],
+                (
+                    ("producer-for", f"{logger}\n"),
+                    ("data/user", service.user or image.user or ""),
+                    ("dependencies.d/base", ""),
+                    ("dependencies.d/gen-setup", ""),
+                    *argv,
+                ),
+            )
+        )
         prefix = (("data/prefix", f"{name}:"),) if service.log_stdout and stdout_writers > 1 else ()
-        definitions.append(RcDefinition(f"{RC_SOURCES}/{logger}", RC_SKELETONS["logger"], (
-            ("consumer-for", f"{name}\n"), ("pipeline-name", f"{name}-pipeline\n"), ("data/name", name),
-            ("data/stdout", "1" if service.log_stdout else "0"), ("dependencies.d/gen-setup", ""), *prefix)))
-    definitions.append(RcDefinition(f"{RC_SOURCES}/gen-app/dependencies.d", None,
-                                    tuple((s.name, "") for s in image.services)))
+        definitions.append(
+            RcDefinition(
+                f"{RC_SOURCES}/{logger}",
+                RC_SKELETONS["logger"],
+                (
+                    ("consumer-for", f"{name}\n"),
+                    ("pipeline-name", f"{name}-pipeline\n"),
+                    ("data/name", name),
+                    ("data/stdout", "1" if service.log_stdout else "0"),
+                    ("dependencies.d/gen-setup", ""),
+                    *prefix,
+                ),
+            )
+        )
+    definitions.append(
+        RcDefinition(f"{RC_SOURCES}/gen-app/dependencies.d", None, tuple((s.name, "") for s in image.services))
+    )
     contents = (*GEN_ONESHOTS, *(f"{s.name}-pipeline" for s in image.services))
     definitions.append(RcDefinition(_user_bundle(image.init.version or ""), None, tuple((c, "") for c in contents)))
     return tuple(definitions)

@@ -35,27 +35,36 @@ def _account_tests(image: Image) -> list[dict[str, Any]]:
     tests = []
     gids = account_ids(image)[1]
     for user in image.users:
-        tests.append({
-            "name": f"user {user.name}: uid, gid, home and shell",
-            "command": "getent",
-            "args": ["passwd", user.name],
-            "expectedOutput": [_exact(f"{user.name}:x:{user.uid}:{gids[user.group]}::{user.home}:{user.shell}")
-                               .replace("::", ":[^:]*:")],
-        })
-        tests.append({
-            "name": f"user {user.name}: groups",
-            "command": "id",
-            "args": ["-nG", user.name],
-            # Go's regexp: $ is the end of the text, after the newline the command prints.
-            "expectedOutput": [f"(^| ){re.escape(g)}( |\\n|$)" for g in (user.group, *user.groups)],
-        })
+        tests.append(
+            {
+                "name": f"user {user.name}: uid, gid, home and shell",
+                "command": "getent",
+                "args": ["passwd", user.name],
+                "expectedOutput": [
+                    _exact(f"{user.name}:x:{user.uid}:{gids[user.group]}::{user.home}:{user.shell}").replace(
+                        "::", ":[^:]*:"
+                    )
+                ],
+            }
+        )
+        tests.append(
+            {
+                "name": f"user {user.name}: groups",
+                "command": "id",
+                "args": ["-nG", user.name],
+                # Go's regexp: $ is the end of the text, after the newline the command prints.
+                "expectedOutput": [f"(^| ){re.escape(g)}( |\\n|$)" for g in (user.group, *user.groups)],
+            }
+        )
     for group in image.groups:
-        tests.append({
-            "name": f"group {group.name}: gid",
-            "command": "getent",
-            "args": ["group", group.name],
-            "expectedOutput": [f"^{re.escape(group.name)}:x:{group.gid}:"],
-        })
+        tests.append(
+            {
+                "name": f"group {group.name}: gid",
+                "command": "getent",
+                "args": ["group", group.name],
+                "expectedOutput": [f"^{re.escape(group.name)}:x:{group.gid}:"],
+            }
+        )
     return tests
 
 
@@ -64,12 +73,15 @@ def _package_tests(image: Image, plan: Plan) -> list[dict[str, Any]]:
         return []  # dpkg-query is the apt family's database; apk and rpm differ (see README)
     names = sorted({p.split("=", 1)[0] for p in (*image.packages, *(plan.init.packages if plan.init else ()))})
     # Not dpkg-query -f '${Status}': container-structure-test expands ${...} in arguments.
-    return [{
-        "name": f"package {name} installed",
-        "command": "dpkg",
-        "args": ["-s", name],
-        "expectedOutput": ["(?m)^Status: install ok installed$"],
-    } for name in names]
+    return [
+        {
+            "name": f"package {name} installed",
+            "command": "dpkg",
+            "args": ["-s", name],
+            "expectedOutput": ["(?m)^Status: install ok installed$"],
+        }
+        for name in names
+    ]
 
 
 def _ownership_tests(image: Image, plan: Plan) -> list[dict[str, Any]]:
@@ -85,12 +97,16 @@ def _ownership_tests(image: Image, plan: Plan) -> list[dict[str, Any]]:
 def _file_tests(plan: Plan) -> list[dict[str, Any]]:
     tests: list[dict[str, Any]] = []
     if plan.init is not None:
-        tests.append({"name": "init layer entrypoint", "path": plan.init.entrypoint[0], "shouldExist": True,
-                      "isExecutableBy": "owner"})
-    tests.append({"name": "embedded spec", "path": f"/{SPEC_PATH}", "shouldExist": True,
-                  "permissions": "-rw-r--r--"})
-    tests.append({"name": "spec printer", "path": f"/{SPEC_PRINTER}", "shouldExist": True,
-                  "isExecutableBy": "any"})
+        tests.append(
+            {
+                "name": "init layer entrypoint",
+                "path": plan.init.entrypoint[0],
+                "shouldExist": True,
+                "isExecutableBy": "owner",
+            }
+        )
+    tests.append({"name": "embedded spec", "path": f"/{SPEC_PATH}", "shouldExist": True, "permissions": "-rw-r--r--"})
+    tests.append({"name": "spec printer", "path": f"/{SPEC_PRINTER}", "shouldExist": True, "isExecutableBy": "any"})
     return tests
 
 
@@ -118,11 +134,16 @@ def structure_test(plan: Plan) -> dict[str, Any]:
     image = plan.image
     return {
         "schemaVersion": SCHEMA_VERSION,
-        "commandTests": _account_tests(image) + _ownership_tests(image, plan) + _package_tests(image, plan) + [{
-            "name": "embedded spec printed by gen-spec",
-            "command": f"/{SPEC_PRINTER}",
-            "expectedOutput": [f'"name": "{image.name}"'],
-        }],
+        "commandTests": _account_tests(image)
+        + _ownership_tests(image, plan)
+        + _package_tests(image, plan)
+        + [
+            {
+                "name": "embedded spec printed by gen-spec",
+                "command": f"/{SPEC_PRINTER}",
+                "expectedOutput": [f'"name": "{image.name}"'],
+            }
+        ],
         "fileExistenceTests": _file_tests(plan),
         "metadataTest": _metadata_test(plan),
     }

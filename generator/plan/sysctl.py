@@ -36,14 +36,31 @@ KUBERNETES_SAFE = frozenset(
 )
 
 _NAMESPACED_EXACT = frozenset(
-    {"kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced", "kernel.msgmax",
-     "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.hostname", "kernel.domainname"}
+    {
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.hostname",
+        "kernel.domainname",
+    }
 )
 _NAMESPACED_PREFIXES = ("fs.mqueue.", "net.")
 # net.core keys that stay global to the host even with a network namespace.
 _NET_GLOBAL = frozenset(
-    {"net.core.rmem_max", "net.core.wmem_max", "net.core.rmem_default", "net.core.wmem_default",
-     "net.core.netdev_max_backlog", "net.core.optmem_max", "net.core.netdev_budget"}
+    {
+        "net.core.rmem_max",
+        "net.core.wmem_max",
+        "net.core.rmem_default",
+        "net.core.wmem_default",
+        "net.core.netdev_max_backlog",
+        "net.core.optmem_max",
+        "net.core.netdev_budget",
+    }
 )
 
 

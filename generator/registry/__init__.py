@@ -19,8 +19,16 @@ from generator.registry.target import Registry, is_loopback, parse_registry
 from generator.registry.transfer import Transferred, pull_images, push_images, retag_images
 
 __all__ = [
-    "Registry", "RegistryError", "Skopeo", "Transferred", "is_loopback", "parse_registry", "pull_images",
-    "push_images", "retag_images", "select_images",
+    "Registry",
+    "RegistryError",
+    "Skopeo",
+    "Transferred",
+    "is_loopback",
+    "parse_registry",
+    "pull_images",
+    "push_images",
+    "retag_images",
+    "select_images",
 ]
 
 

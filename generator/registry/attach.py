@@ -56,9 +56,13 @@ def write_layout(directory: Path, payload: bytes, media_type: str, annotations: 
         (blobs / hex_digest).write_bytes(data)
         return {"mediaType": kind, "digest": f"sha256:{hex_digest}", "size": len(data)}
 
-    manifest = {"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,
-                "config": blob(EMPTY_CONFIG, CONFIG_MEDIA_TYPE),
-                "layers": [blob(payload, media_type)], "annotations": annotations}
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "config": blob(EMPTY_CONFIG, CONFIG_MEDIA_TYPE),
+        "layers": [blob(payload, media_type)],
+        "annotations": annotations,
+    }
     descriptor = blob(json.dumps(manifest, sort_keys=True).encode(), MANIFEST_MEDIA_TYPE)
     descriptor["annotations"] = {"org.opencontainers.image.ref.name": "artifact"}
     (directory / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [descriptor]}))
@@ -66,8 +70,9 @@ def write_layout(directory: Path, payload: bytes, media_type: str, annotations: 
     return descriptor["digest"]
 
 
-def attach_sbom(skopeo: Skopeo, output_dir: Path, name: str, image_id: str, image_digest: str,
-                registry: Registry, unit: str = "") -> Attached | None:
+def attach_sbom(
+    skopeo: Skopeo, output_dir: Path, name: str, image_id: str, image_digest: str, registry: Registry, unit: str = ""
+) -> Attached | None:
     """Push output/<unit or name>.sbom.cdx.json next to the image in repository `name` when it
     describes image_id; None when there is no SBOM for this build (run `gen sbom` first)."""
     path = sbom_path(output_dir, unit or name)
@@ -76,7 +81,11 @@ def attach_sbom(skopeo: Skopeo, output_dir: Path, name: str, image_id: str, imag
     tag = sbom_tag(image_digest)
     with tempfile.TemporaryDirectory(prefix="gen-sbom-") as tmp:
         layout = Path(tmp) / "layout"
-        write_layout(layout, path.read_bytes(), SBOM_MEDIA_TYPE,
-                     {"org.opencontainers.image.title": path.name, "dev.gen.subject": image_digest})
+        write_layout(
+            layout,
+            path.read_bytes(),
+            SBOM_MEDIA_TYPE,
+            {"org.opencontainers.image.title": path.name, "dev.gen.subject": image_digest},
+        )
         digest = skopeo.push_layout(layout, registry, name, tag)
     return Attached(tag, digest)

@@ -34,8 +34,9 @@ def dag_levels(images: dict[str, OutputImage]) -> list[list[str]]:
     return [sorted(levels[d]) for d in sorted(levels)]
 
 
-def render_pipeline(platform: str, images: dict[str, OutputImage], registry: str, cron: str = DEFAULT_CRON,
-                    install: str | None = None) -> str:
+def render_pipeline(
+    platform: str, images: dict[str, OutputImage], registry: str, cron: str = DEFAULT_CRON, install: str | None = None
+) -> str:
     """install: the shell command that puts gen on a runner; None installs gen from the pipeline's own
     checkout (into a virtual environment), so a scheduled job with registry credentials runs exactly
     the commit it was started on and nothing fetched from a package index by name."""
@@ -55,16 +56,27 @@ def render_pipeline(platform: str, images: dict[str, OutputImage], registry: str
     last = len(levels) - 1
     from generator.render.templates import bundled_dir
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(bundled_dir())), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(bundled_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
     return env.get_template(PLATFORMS[platform]).render(
-        cron=cron.strip(), registry=registry, from_checkout=install is None, install=(install or "").strip(),
+        cron=cron.strip(),
+        registry=registry,
+        from_checkout=install is None,
+        install=(install or "").strip(),
         levels=levels,
-        last_needs=["plan", f"level-{last}"], last_gitlab_needs=[_gitlab_needs(0)[0], f"level-{last}"])
+        last_needs=["plan", f"level-{last}"],
+        last_gitlab_needs=[_gitlab_needs(0)[0], f"level-{last}"],
+    )
 
 
 def _gitlab_needs(index: int) -> list[str]:
-    needs = ['{job: plan, artifacts: true}']
+    needs = ["{job: plan, artifacts: true}"]
     if index:
         needs.append(f"level-{index - 1}")
     return needs

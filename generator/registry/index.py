@@ -43,11 +43,28 @@ def push_index(host: Host, registry: Registry, name: str, instance_digests: list
                 run_quiet([*buildah, "add", *tls, listed, f"docker://{repository}@{digest}"], host.env, timeout=300)
             with tempfile.TemporaryDirectory(prefix="gen-index-") as tmp:
                 digestfile = Path(tmp) / "digest"
-                run_quiet([*buildah, "push", "--all", "--quiet", "--format", "oci", *tls, "--digestfile",
-                           str(digestfile), listed, f"docker://{repository}:{tag}"], host.env, timeout=INDEX_TIMEOUT)
+                run_quiet(
+                    [
+                        *buildah,
+                        "push",
+                        "--all",
+                        "--quiet",
+                        "--format",
+                        "oci",
+                        *tls,
+                        "--digestfile",
+                        str(digestfile),
+                        listed,
+                        f"docker://{repository}:{tag}",
+                    ],
+                    host.env,
+                    timeout=INDEX_TIMEOUT,
+                )
                 return digestfile.read_text().strip()
         finally:
             run_quiet([*buildah, "rm", listed], host.env, timeout=120, check=False)
     except ToolError as exc:
-        raise RegistryError(f"{name}: joining {len(instance_digests)} platform images as {repository}:{tag} "
-                            f"failed: {scrub(str(exc).splitlines()[0])}") from None
+        raise RegistryError(
+            f"{name}: joining {len(instance_digests)} platform images as {repository}:{tag} "
+            f"failed: {scrub(str(exc).splitlines()[0])}"
+        ) from None

@@ -51,8 +51,11 @@ class Lock:
     images: dict[str, LockedImage] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        data = {"lock_version": LOCK_VERSION, "registry": self.registry,
-                "images": {n: asdict(self.images[n]) for n in sorted(self.images)}}
+        data = {
+            "lock_version": LOCK_VERSION,
+            "registry": self.registry,
+            "images": {n: asdict(self.images[n]) for n in sorted(self.images)},
+        }
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
@@ -68,11 +71,15 @@ def read_lock(project: Path) -> Lock:
     except FileNotFoundError:
         return Lock()
     except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); "
-                         "restore it from git or run `gen lock --update`") from None
+        raise UsageError(
+            f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); "
+            "restore it from git or run `gen lock --update`"
+        ) from None
     if data.get("lock_version") != LOCK_VERSION:
-        raise UsageError(f"{path}: lock_version {data.get('lock_version')!r} is not {LOCK_VERSION}; "
-                         "run `gen lock --update` with this gen")
+        raise UsageError(
+            f"{path}: lock_version {data.get('lock_version')!r} is not {LOCK_VERSION}; "
+            "run `gen lock --update` with this gen"
+        )
     try:
         images = {name: LockedImage(**entry) for name, entry in (data.get("images") or {}).items()}
     except TypeError as exc:
@@ -109,8 +116,11 @@ def base_entry(host: Host, image: OutputImage, prefix: str, parent: OutputImage 
     if image.parent:
         ref = f"{prefix}/{parent.repo}:{parent.tags[0]}" if parent else str(image.base.get("image", ""))
         found = storage.inspect(host, ref)
-        return {"kind": "parent", "name": parent.repo if parent else image.parent,
-                "image_id": found.id if found else ""}
+        return {
+            "kind": "parent",
+            "name": parent.repo if parent else image.parent,
+            "image_id": found.id if found else "",
+        }
     ref = str(image.base.get("image", ""))
     found = storage.inspect(host, ref)
     entry = {"kind": kind, "ref": ref, "image_id": found.id if found else ""}
@@ -126,13 +136,16 @@ def locked_image(host: Host, images: dict[str, OutputImage], name: str, prefix: 
     if len(units) == 1 and not images[name].platforms:
         return replace(units[0][1], digest=digest)
     primary = next(entry for unit, entry in units if unit.name == name)
-    per_platform = {unit.platform: {"build_id": e.build_id, "image_id": e.image_id, "base": e.base,
-                                    "packages": e.packages} for unit, e in units}
+    per_platform = {
+        unit.platform: {"build_id": e.build_id, "image_id": e.image_id, "base": e.base, "packages": e.packages}
+        for unit, e in units
+    }
     return replace(primary, digest=digest, platforms=per_platform)
 
 
-def locked_units(host: Host, images: dict[str, OutputImage], name: str,
-                 prefix: str) -> list[tuple[OutputImage, LockedImage]]:
+def locked_units(
+    host: Host, images: dict[str, OutputImage], name: str, prefix: str
+) -> list[tuple[OutputImage, LockedImage]]:
     """Each platform's build unit of the image (one for an image without platforms) with its own
     lock entry, in the spec's platform order."""
     units = expand_platforms(images, host_platform())
@@ -147,10 +160,16 @@ def _locked_unit(host: Host, units: dict[str, OutputImage], image: OutputImage, 
     parent = units[image.parent] if image.parent else None
     packages = installed_packages(host, f"{prefix}/{image.repo}:{image.tags[0]}")
     return LockedImage(
-        name=image.repo, parent=parent.repo if parent else None, tags=list(image.tags),
-        build_id=build_ids[-1] if build_ids else "", image_id=found.id, digest="",
-        files_sha256=files_sha256(image.directory), base=base_entry(host, image, prefix, parent),
-        init=init_entry(image), packages=package_versions(packages),
+        name=image.repo,
+        parent=parent.repo if parent else None,
+        tags=list(image.tags),
+        build_id=build_ids[-1] if build_ids else "",
+        image_id=found.id,
+        digest="",
+        files_sha256=files_sha256(image.directory),
+        base=base_entry(host, image, prefix, parent),
+        init=init_entry(image),
+        packages=package_versions(packages),
     )
 
 

@@ -10,10 +10,10 @@ would put wrong licenses in an SBOM.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from generator.build.host import Host
 from generator.build.proc import ToolError, run_quiet
@@ -24,9 +24,17 @@ DOC_DIR = "usr/share/doc"
 DEP5_FORMAT = re.compile(r"^Format:\s*\S*copyright-format", re.IGNORECASE | re.MULTILINE)
 # DEP-5 short names whose SPDX identifier differs from the name (DEP-5 marks "or later" with +).
 DEP5_TO_SPDX = {
-    "Expat": "MIT", "BSD-2-clause": "BSD-2-Clause", "BSD-3-clause": "BSD-3-Clause",
-    "BSD-4-clause": "BSD-4-Clause", "public-domain": "", "Zlib": "Zlib", "Artistic": "Artistic-1.0-Perl",
-    "MPL-2.0": "MPL-2.0", "Apache-2.0": "Apache-2.0", "ISC": "ISC", "OpenSSL": "OpenSSL",
+    "Expat": "MIT",
+    "BSD-2-clause": "BSD-2-Clause",
+    "BSD-3-clause": "BSD-3-Clause",
+    "BSD-4-clause": "BSD-4-Clause",
+    "public-domain": "",
+    "Zlib": "Zlib",
+    "Artistic": "Artistic-1.0-Perl",
+    "MPL-2.0": "MPL-2.0",
+    "Apache-2.0": "Apache-2.0",
+    "ISC": "ISC",
+    "OpenSSL": "OpenSSL",
 }
 _GNU = re.compile(r"^(GPL|LGPL|AGPL|GFDL)-(\d(?:\.\d)?)(\+)?$")
 
@@ -50,8 +58,15 @@ def parse_status(text: str) -> list[Package]:
         version = stanza.get("version", "")
         source, _, rest = stanza.get("source", "").partition(" ")
         source_version = rest.strip("() ") or version
-        packages.append(Package(stanza.get("package", ""), version, stanza.get("architecture", ""),
-                                source or stanza.get("package", ""), source_version))
+        packages.append(
+            Package(
+                stanza.get("package", ""),
+                version,
+                stanza.get("architecture", ""),
+                source or stanza.get("package", ""),
+                source_version,
+            )
+        )
     return sorted(packages, key=lambda p: (p.name, p.architecture))
 
 
@@ -129,8 +144,25 @@ def installed_packages(host: Host, ref: str) -> list[Package]:
                 return []
             packages = parse_status(status.read_text(errors="replace"))
             return [_with_licenses(root, p) for p in packages]
-    proc = run_quiet(["podman", *host.global_flags(), "run", "--rm", "--network", "none", "--user", "0",
-                      "--entrypoint", "cat", ref, "/" + STATUS_FILE], host.env, timeout=120, check=False)
+    proc = run_quiet(
+        [
+            "podman",
+            *host.global_flags(),
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--user",
+            "0",
+            "--entrypoint",
+            "cat",
+            ref,
+            "/" + STATUS_FILE,
+        ],
+        host.env,
+        timeout=120,
+        check=False,
+    )
     if proc.returncode != 0:
         if "no such file" in proc.stderr.lower():
             return []
@@ -150,5 +182,6 @@ def _with_licenses(root: Path, package: Package) -> Package:
     licenses = dep5_licenses(text)
     if not licenses:
         return package
-    return Package(package.name, package.version, package.architecture, package.source,
-                   package.source_version, licenses)
+    return Package(
+        package.name, package.version, package.architecture, package.source, package.source_version, licenses
+    )

@@ -22,8 +22,7 @@ from generator.build import storage
 from generator.build.doctor import require_platforms
 from generator.build.engine import Builder, BuildOptions
 from generator.build.host import Host, host_platform
-from generator.build.outputs import (OutputImage, files_sha256, image_units, platform_suffix, topological_order,
-                                     units_of)
+from generator.build.outputs import OutputImage, files_sha256, image_units, platform_suffix, topological_order, units_of
 from generator.build.proc import Cancel
 from generator.errors import GenError
 from generator.registry.attach import attach_sbom
@@ -122,13 +121,19 @@ def assess(ctx: RebuildContext, lock: Lock) -> list[Verdict]:
             pinned = str(locked.base.get("digest", ""))
             now = _base_tag_digest(ctx, skopeo, str(image.base.get("image", "")))
             if now and pinned and now != pinned:
-                verdict.add(BASE_MOVED, f"base tag {str(image.base['image']).split('@')[0]} now names {now}, "
-                                        f"the spec pins {pinned}: update base.image in {image.spec}")
+                verdict.add(
+                    BASE_MOVED,
+                    f"base tag {str(image.base['image']).split('@')[0]} now names {now}, "
+                    f"the spec pins {pinned}: update base.image in {image.spec}",
+                )
         # (d) the parent
         parent = verdicts.get(image.parent or "")
         if parent is not None and parent.adopt_digest:
-            verdict.add(BASE_MOVED, f"parent {parent.name} changed in the registry: "
-                                    f"{lock.images[parent.name].digest} -> {parent.adopt_digest}")
+            verdict.add(
+                BASE_MOVED,
+                f"parent {parent.name} changed in the registry: "
+                f"{lock.images[parent.name].digest} -> {parent.adopt_digest}",
+            )
         elif parent is not None and parent.stale:
             verdict.add(PARENT_REBUILT, f"parent {parent.name} is rebuilt")
         if local is None and not verdict.stale and not verdict.adopt_digest:
@@ -141,8 +146,9 @@ def assess(ctx: RebuildContext, lock: Lock) -> list[Verdict]:
     return [verdicts[n] for n in topological_order(ctx.images)]
 
 
-def _check_packages(ctx: RebuildContext, image: OutputImage, source: tuple[str, str, str], lists_cache: Path,
-                    verdict: Verdict) -> None:
+def _check_packages(
+    ctx: RebuildContext, image: OutputImage, source: tuple[str, str, str], lists_cache: Path, verdict: Verdict
+) -> None:
     """(b) for every platform's image in storage: one with updates makes the image stale (all its
     platforms are rebuilt, as for any reason). Each platform keeps apt lists of its own."""
     found: dict[tuple[str, str, str], tuple[Update, list[str]]] = {}  # (package, old, new) -> platforms
@@ -155,14 +161,22 @@ def _check_packages(ctx: RebuildContext, image: OutputImage, source: tuple[str, 
         cache = lists_cache / platform_suffix(unit.platform) if unit.platform else lists_cache
         for update in available_updates(ctx.host, ref, source, cache, unit.platform or None):
             found.setdefault((update.package, update.old, update.new), (update, []))[1].append(unit.platform)
-    verdict.updates = [asdict(u) | {"security": u.security, "platforms": [p for p in platforms if p]}
-                       for u, platforms in found.values()]
+    verdict.updates = [
+        asdict(u) | {"security": u.security, "platforms": [p for p in platforms if p]}
+        for u, platforms in found.values()
+    ]
     if verdict.updates:
         security = sum(u["security"] for u in verdict.updates)
-        shown = [f"{u['package']} {u['old']} -> {u['new']}" + (f" ({', '.join(u['platforms'])})" if u["platforms"] else "")
-                 for u in verdict.updates[:8]]
-        verdict.add(PACKAGES, f"{len(verdict.updates)} package update(s), {security} security: " + ", ".join(shown)
-                    + (" ..." if len(verdict.updates) > 8 else ""))
+        shown = [
+            f"{u['package']} {u['old']} -> {u['new']}" + (f" ({', '.join(u['platforms'])})" if u["platforms"] else "")
+            for u in verdict.updates[:8]
+        ]
+        verdict.add(
+            PACKAGES,
+            f"{len(verdict.updates)} package update(s), {security} security: "
+            + ", ".join(shown)
+            + (" ..." if len(verdict.updates) > 8 else ""),
+        )
 
 
 def _verify(ctx: RebuildContext, ref: str) -> str:
@@ -207,9 +221,16 @@ def _force_fresh(ctx: RebuildContext, units: list[OutputImage], locked: LockedIm
 
 def run_rebuild(ctx: RebuildContext, verdicts: list[Verdict], lock: Lock) -> list[Outcome]:
     """Adopt and rebuild per the verdicts, parents first; stop a branch at its first failure."""
-    builders = {flag: Builder(ctx.host, ctx.project / "output", ctx.project,
-                              BuildOptions(prefix=ctx.prefix, no_cache=flag), cancel=ctx.cancel)
-                for flag in (False, True)}
+    builders = {
+        flag: Builder(
+            ctx.host,
+            ctx.project / "output",
+            ctx.project,
+            BuildOptions(prefix=ctx.prefix, no_cache=flag),
+            cancel=ctx.cancel,
+        )
+        for flag in (False, True)
+    }
     outcomes: list[Outcome] = []
     failed: set[str] = set()
     ids: dict[str, str] = {}
@@ -219,17 +240,37 @@ def run_rebuild(ctx: RebuildContext, verdicts: list[Verdict], lock: Lock) -> lis
         old_digest, old_id = (locked.digest, locked.image_id) if locked else ("", "")
         if image.parent in failed:
             failed.add(name)
-            outcomes.append(Outcome(name, "skipped-after-failure", verdict.reasons, old_digest, "", old_id, "",
-                                    "skipped", error=f"parent {image.parent} failed"))
+            outcomes.append(
+                Outcome(
+                    name,
+                    "skipped-after-failure",
+                    verdict.reasons,
+                    old_digest,
+                    "",
+                    old_id,
+                    "",
+                    "skipped",
+                    error=f"parent {image.parent} failed",
+                )
+            )
             continue
         if verdict.adopt_digest:
             ctx.progress(f"adopting {name} {verdict.adopt_digest} from the registry")
             ids[name] = _adopt(ctx, name, verdict.adopt_digest)
             lock.images[name] = locked_image(ctx.host, ctx.images, name, ctx.prefix, verdict.adopt_digest)
-            outcomes.append(Outcome(name, "adopted", [{"code": BASE_MOVED, "detail": "published in the registry "
-                                    "under the same tag"}], old_digest, verdict.adopt_digest, old_id, ids[name],
-                                    "skipped", package_changes(locked.packages if locked else {},
-                                                               lock.images[name].packages)))
+            outcomes.append(
+                Outcome(
+                    name,
+                    "adopted",
+                    [{"code": BASE_MOVED, "detail": "published in the registry under the same tag"}],
+                    old_digest,
+                    verdict.adopt_digest,
+                    old_id,
+                    ids[name],
+                    "skipped",
+                    package_changes(locked.packages if locked else {}, lock.images[name].packages),
+                )
+            )
             continue
         if not verdict.stale:
             continue
@@ -237,13 +278,15 @@ def run_rebuild(ctx: RebuildContext, verdicts: list[Verdict], lock: Lock) -> lis
             outcomes.append(_rebuild_one(ctx, builders, verdict, lock, ids))
         except GenError as exc:
             failed.add(name)
-            outcomes.append(Outcome(name, "failed", verdict.reasons, old_digest, "", old_id, "", "skipped",
-                                    error=str(exc)))
+            outcomes.append(
+                Outcome(name, "failed", verdict.reasons, old_digest, "", old_id, "", "skipped", error=str(exc))
+            )
     return outcomes
 
 
-def _rebuild_one(ctx: RebuildContext, builders: dict[bool, Builder], verdict: Verdict, lock: Lock,
-                 ids: dict[str, str]) -> Outcome:
+def _rebuild_one(
+    ctx: RebuildContext, builders: dict[bool, Builder], verdict: Verdict, lock: Lock, ids: dict[str, str]
+) -> Outcome:
     name, image = verdict.name, ctx.images[verdict.name]
     locked = lock.images.get(name)
     old_digest, old_id = (locked.digest, locked.image_id) if locked else ("", "")
@@ -276,14 +319,30 @@ def _rebuild_one(ctx: RebuildContext, builders: dict[bool, Builder], verdict: Ve
     _sbom(ctx, name, entry)
     if ctx.registry is not None:  # each SBOM beside its own image: per platform when there are several
         for unit in units:
-            attach_sbom(Skopeo(ctx.host), ctx.project / "output", name, ids[unit.name],
-                        platform_digests.get(unit.platform, digest), ctx.registry, unit.name)
+            attach_sbom(
+                Skopeo(ctx.host),
+                ctx.project / "output",
+                name,
+                ids[unit.name],
+                platform_digests.get(unit.platform, digest),
+                ctx.registry,
+                unit.name,
+            )
     if built.action == "built":
         action = "rebuilt"
     else:  # the build stage found it built already (by hand, or a reproducible parent rebuild)
         action = "unchanged" if (built.image_id, digest) == (old_id, old_digest or digest) else "updated"
-    return Outcome(name, action, verdict.reasons, old_digest, digest, old_id, built.image_id, verified,
-                   package_changes(locked.packages if locked else {}, entry.packages))
+    return Outcome(
+        name,
+        action,
+        verdict.reasons,
+        old_digest,
+        digest,
+        old_id,
+        built.image_id,
+        verified,
+        package_changes(locked.packages if locked else {}, entry.packages),
+    )
 
 
 def _stored_id(ctx: RebuildContext, image: OutputImage) -> str:
@@ -304,39 +363,62 @@ def exit_code(outcomes: list[Outcome]) -> int:
     return EXIT_REBUILT if any(o.action in ("rebuilt", "adopted", "updated") for o in outcomes) else EXIT_NOTHING
 
 
-def report_data(verdicts: list[Verdict], outcomes: list[Outcome], dry_run: bool, registry: Registry | None,
-                started: float) -> dict:
+def report_data(
+    verdicts: list[Verdict], outcomes: list[Outcome], dry_run: bool, registry: Registry | None, started: float
+) -> dict:
     return {
         "dry_run": dry_run,
         "registry": str(registry) if registry else None,
         "seconds": round(time.monotonic() - started, 1),
-        "decisions": [{"name": v.name, "stale": v.stale, "adopt": v.adopt_digest or None, "reasons": v.reasons,
-                       "package_updates": v.updates} for v in verdicts],
+        "decisions": [
+            {
+                "name": v.name,
+                "stale": v.stale,
+                "adopt": v.adopt_digest or None,
+                "reasons": v.reasons,
+                "package_updates": v.updates,
+            }
+            for v in verdicts
+        ],
         "results": [asdict(o) for o in outcomes],
-        "exit_code": exit_code(outcomes) if not dry_run else (
-            EXIT_REBUILT if any(v.stale or v.adopt_digest for v in verdicts) else EXIT_NOTHING),
+        "exit_code": exit_code(outcomes)
+        if not dry_run
+        else (EXIT_REBUILT if any(v.stale or v.adopt_digest for v in verdicts) else EXIT_NOTHING),
     }
 
 
 def report_markdown(data: dict) -> str:
     lines = ["# gen rebuild report", ""]
-    lines.append(f"Registry: {data['registry'] or 'none (nothing pushed)'}; "
-                 f"{'dry run; ' if data['dry_run'] else ''}took {data['seconds']} s.")
+    lines.append(
+        f"Registry: {data['registry'] or 'none (nothing pushed)'}; "
+        f"{'dry run; ' if data['dry_run'] else ''}took {data['seconds']} s."
+    )
     lines += ["", "| image | decision | why |", "| --- | --- | --- |"]
     for d in data["decisions"]:
         decision = "adopt" if d["adopt"] else ("rebuild" if d["stale"] else "up to date")
         why = "; ".join(f"({r['code']}) {r['detail']}" for r in d["reasons"]) or "-"
         lines.append(f"| {d['name']} | {decision} | {why.replace('|', '/')} |")
     if data["results"]:
-        lines += ["", "## Results", "", "| image | action | old digest | new digest | verify |",
-                  "| --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            "## Results",
+            "",
+            "| image | action | old digest | new digest | verify |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for r in data["results"]:
-            lines.append(f"| {r['name']} | {r['action']} | {r['old_digest'] or '-'} | {r['new_digest'] or '-'} "
-                         f"| {r['verify']} |")
+            lines.append(
+                f"| {r['name']} | {r['action']} | {r['old_digest'] or '-'} | {r['new_digest'] or '-'} | {r['verify']} |"
+            )
         for r in data["results"]:
             if r["package_changes"]:
-                lines += ["", f"### Package changes in {r['name']}", "", "| package | old | new |",
-                          "| --- | --- | --- |"]
+                lines += [
+                    "",
+                    f"### Package changes in {r['name']}",
+                    "",
+                    "| package | old | new |",
+                    "| --- | --- | --- |",
+                ]
                 lines += [f"| {c['package']} | {c['old'] or '-'} | {c['new'] or '-'} |" for c in r["package_changes"]]
             if r["error"]:
                 lines += ["", f"### {r['name']} failed", "", "```", r["error"], "```"]
@@ -359,8 +441,11 @@ def rebuild(ctx: RebuildContext, dry_run: bool) -> dict:
     outcomes: list[Outcome] = []
     if not dry_run:
         # A foreign platform the host cannot build would fail minutes in, after other images.
-        require_platforms([u for v in verdicts if v.stale for u in image_units(ctx.images[v.name], host_platform())],
-                          host_platform(), base_stored=lambda unit: storage.exists(ctx.host, str(unit.base["image"])))
+        require_platforms(
+            [u for v in verdicts if v.stale for u in image_units(ctx.images[v.name], host_platform())],
+            host_platform(),
+            base_stored=lambda unit: storage.exists(ctx.host, str(unit.base["image"])),
+        )
         outcomes = run_rebuild(ctx, verdicts, lock)
         if ctx.registry is not None:
             lock.registry = str(ctx.registry)

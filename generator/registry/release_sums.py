@@ -36,8 +36,10 @@ def _read(source: str, name: str) -> str | None:
             return None
         raise GenError(f"{source}/{name}: HTTP {exc.code}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        raise GenError(f"{source}/{name}: {getattr(exc, 'reason', exc)}; check the address, or pass "
-                       "--source with a mirror or a directory holding the .sha256 files") from None
+        raise GenError(
+            f"{source}/{name}: {getattr(exc, 'reason', exc)}; check the address, or pass "
+            "--source with a mirror or a directory holding the .sha256 files"
+        ) from None
 
 
 def fetch_sha256_files(version: str, source: str | None = None) -> dict[str, str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cyclonedx.contrib.license.exceptions import InvalidSpdxLicenseException
@@ -52,7 +52,10 @@ def _package_component(package: Package, distro: str, release: str, licenses: Li
         qualifiers["upstream"] = f"{package.source}@{package.source_version}"
     purl = PackageURL(type="deb", namespace=distro, name=package.name, version=package.version, qualifiers=qualifiers)
     return Component(
-        name=package.name, version=package.version, type=ComponentType.LIBRARY, purl=purl,
+        name=package.name,
+        version=package.version,
+        type=ComponentType.LIBRARY,
+        purl=purl,
         bom_ref=f"deb:{package.name}:{package.architecture}",
         licenses=[_license(licenses, name) for name in package.licenses],
         properties=[Property(name="dev.gen:source", value=f"{package.source} {package.source_version}")],
@@ -75,28 +78,45 @@ def _base_component(image: OutputImage, locked: LockedImage) -> Component:
     properties = [Property(name="dev.gen:base-kind", value=str(base.get("kind", "")))]
     if base.get("digest"):
         properties.append(Property(name="dev.gen:manifest-digest", value=str(base["digest"])))
-    return Component(name=str(name), type=ComponentType.CONTAINER, bom_ref="base", hashes=hashes,
-                     properties=properties, description="the image this one is built on (hash: its image id)")
+    return Component(
+        name=str(name),
+        type=ComponentType.CONTAINER,
+        bom_ref="base",
+        hashes=hashes,
+        properties=properties,
+        description="the image this one is built on (hash: its image id)",
+    )
 
 
 def _init_components(locked: LockedImage) -> list[Component]:
     init = locked.init
     if init.get("kind") != "s6-overlay":
         return []
-    return [Component(name=file, version=str(init.get("version", "")), type=ComponentType.FILE,
-                      bom_ref=f"s6-overlay:{file}", hashes=[_sha256(digest)])
-            for file, digest in sorted((init.get("checksums") or {}).items())]
+    return [
+        Component(
+            name=file,
+            version=str(init.get("version", "")),
+            type=ComponentType.FILE,
+            bom_ref=f"s6-overlay:{file}",
+            hashes=[_sha256(digest)],
+        )
+        for file, digest in sorted((init.get("checksums") or {}).items())
+    ]
 
 
 def build_sbom(image: OutputImage, locked: LockedImage, packages: list[Package], distro: str, release: str) -> Bom:
     licenses = LicenseFactory()
-    subject = Component(name=image.repo, version=locked.build_id or None, type=ComponentType.CONTAINER,
-                        bom_ref=f"image:{image.name}", hashes=[_sha256(locked.image_id)],
-                        properties=[Property(name="dev.gen:tag", value=t) for t in image.tags]
-                        + ([Property(name="dev.gen:manifest-digest", value=locked.digest)] if locked.digest else [])
-                        + ([Property(name="dev.gen:platform", value=image.platform)] if image.platform else []))
-    metadata = BomMetaData(component=subject,
-                           timestamp=datetime.fromtimestamp(image.source_date_epoch, tz=timezone.utc))
+    subject = Component(
+        name=image.repo,
+        version=locked.build_id or None,
+        type=ComponentType.CONTAINER,
+        bom_ref=f"image:{image.name}",
+        hashes=[_sha256(locked.image_id)],
+        properties=[Property(name="dev.gen:tag", value=t) for t in image.tags]
+        + ([Property(name="dev.gen:manifest-digest", value=locked.digest)] if locked.digest else [])
+        + ([Property(name="dev.gen:platform", value=image.platform)] if image.platform else []),
+    )
+    metadata = BomMetaData(component=subject, timestamp=datetime.fromtimestamp(image.source_date_epoch, tz=UTC))
     components = [_base_component(image, locked), *_init_components(locked)]
     components += [_package_component(p, distro, release, licenses) for p in packages]
     serial = uuid.uuid5(_NAMESPACE, f"{image.name}:{locked.image_id}")
@@ -109,8 +129,9 @@ def sbom_json(bom: Bom) -> str:
     return JsonV1Dot6(bom).output_as_string(indent=2) + "\n"
 
 
-def write_sbom(output_dir: Path, image: OutputImage, locked: LockedImage, packages: list[Package],
-               distro: str, release: str) -> Path:
+def write_sbom(
+    output_dir: Path, image: OutputImage, locked: LockedImage, packages: list[Package], distro: str, release: str
+) -> Path:
     """Write the SBOM when its text changed; its path."""
     path = sbom_path(output_dir, image.name)
     text = sbom_json(build_sbom(image, locked, packages, distro, release))
@@ -118,8 +139,9 @@ def write_sbom(output_dir: Path, image: OutputImage, locked: LockedImage, packag
     return path
 
 
-def write_sboms(host: Host, output_dir: Path, images: dict[str, OutputImage], name: str, prefix: str,
-                digest: str = "") -> list[Path]:
+def write_sboms(
+    host: Host, output_dir: Path, images: dict[str, OutputImage], name: str, prefix: str, digest: str = ""
+) -> list[Path]:
     """The SBOM of each platform's image of `name` as it is in storage; digest is the registry's
     (an index's, for several platforms) and goes into the primary one."""
     root = root_of(images, name)

@@ -55,23 +55,35 @@ class Skopeo:
     def _run(self, argv: list[str], timeout: float, what: str):
         for attempt in range(TRANSIENT_ATTEMPTS):
             try:
-                return run_quiet(["skopeo", "--command-timeout", f"{int(timeout)}s", *argv], self.host.env,
-                                 timeout=timeout + 30)
+                return run_quiet(
+                    ["skopeo", "--command-timeout", f"{int(timeout)}s", *argv], self.host.env, timeout=timeout + 30
+                )
             except ToolError as exc:
                 if attempt + 1 < TRANSIENT_ATTEMPTS and is_transient(str(exc)):
-                    time.sleep(2 ** attempt)  # a registry's 5xx or a dropped connection: try again
+                    time.sleep(2**attempt)  # a registry's 5xx or a dropped connection: try again
                     continue
-                raise RegistryError(f"{what}: {scrub(str(exc).splitlines()[0] if str(exc) else 'skopeo failed')}"
-                                    f"{_hint(str(exc))}") from None
+                raise RegistryError(
+                    f"{what}: {scrub(str(exc).splitlines()[0] if str(exc) else 'skopeo failed')}{_hint(str(exc))}"
+                ) from None
         raise AssertionError("unreachable")
 
     def push(self, local_ref: str, registry: Registry, name: str, tag: str) -> str:
         """Copy an image from gen's storage to registry/name:tag; its manifest digest."""
         with tempfile.TemporaryDirectory(prefix="gen-push-") as tmp:
             digestfile = Path(tmp) / "digest"
-            self._run(["copy", "--quiet", *tls_flag("dest-tls-verify", registry.tls_verify),
-                       "--digestfile", str(digestfile), self.host.skopeo_ref(local_ref), registry.ref(name, tag)],
-                      COPY_TIMEOUT, f"pushing {local_ref} to {registry.repository(name)}:{tag}")
+            self._run(
+                [
+                    "copy",
+                    "--quiet",
+                    *tls_flag("dest-tls-verify", registry.tls_verify),
+                    "--digestfile",
+                    str(digestfile),
+                    self.host.skopeo_ref(local_ref),
+                    registry.ref(name, tag),
+                ],
+                COPY_TIMEOUT,
+                f"pushing {local_ref} to {registry.repository(name)}:{tag}",
+            )
             return digestfile.read_text().strip()
 
     def copy_tag(self, src: Registry, src_tag: str, dst: Registry, dst_tag: str, name: str) -> str:
@@ -79,10 +91,22 @@ class Skopeo:
         with tempfile.TemporaryDirectory(prefix="gen-copy-") as tmp:
             digestfile = Path(tmp) / "digest"
             # --all: an index moves with every platform's image, byte for byte.
-            self._run(["copy", "--quiet", "--all", "--preserve-digests", *tls_flag("src-tls-verify", src.tls_verify),
-                       *tls_flag("dest-tls-verify", dst.tls_verify), "--digestfile", str(digestfile),
-                       src.ref(name, src_tag), dst.ref(name, dst_tag)],
-                      COPY_TIMEOUT, f"copying {src.repository(name)}:{src_tag} to {dst.repository(name)}:{dst_tag}")
+            self._run(
+                [
+                    "copy",
+                    "--quiet",
+                    "--all",
+                    "--preserve-digests",
+                    *tls_flag("src-tls-verify", src.tls_verify),
+                    *tls_flag("dest-tls-verify", dst.tls_verify),
+                    "--digestfile",
+                    str(digestfile),
+                    src.ref(name, src_tag),
+                    dst.ref(name, dst_tag),
+                ],
+                COPY_TIMEOUT,
+                f"copying {src.repository(name)}:{src_tag} to {dst.repository(name)}:{dst_tag}",
+            )
             return digestfile.read_text().strip()
 
     def push_layout(self, layout: Path, registry: Registry, name: str, tag: str) -> str:
@@ -90,33 +114,70 @@ class Skopeo:
         artifact such as an SBOM must keep its media types); its manifest digest."""
         with tempfile.TemporaryDirectory(prefix="gen-attach-") as tmp:
             digestfile = Path(tmp) / "digest"
-            self._run(["copy", "--quiet", "--preserve-digests", *tls_flag("dest-tls-verify", registry.tls_verify),
-                       "--digestfile", str(digestfile), f"oci:{layout}", registry.ref(name, tag)],
-                      COPY_TIMEOUT, f"pushing {layout.name} to {registry.repository(name)}:{tag}")
+            self._run(
+                [
+                    "copy",
+                    "--quiet",
+                    "--preserve-digests",
+                    *tls_flag("dest-tls-verify", registry.tls_verify),
+                    "--digestfile",
+                    str(digestfile),
+                    f"oci:{layout}",
+                    registry.ref(name, tag),
+                ],
+                COPY_TIMEOUT,
+                f"pushing {layout.name} to {registry.repository(name)}:{tag}",
+            )
             return digestfile.read_text().strip()
 
     def pull(self, registry: Registry, name: str, tag: str, local_ref: str) -> None:
         """Copy registry/name:tag into gen's storage as local_ref (image id = config digest, kept)."""
-        self._run(["copy", "--quiet", *tls_flag("src-tls-verify", registry.tls_verify), registry.ref(name, tag),
-                   self.host.skopeo_ref(local_ref)],
-                  COPY_TIMEOUT, f"pulling {registry.repository(name)}:{tag}")
+        self._run(
+            [
+                "copy",
+                "--quiet",
+                *tls_flag("src-tls-verify", registry.tls_verify),
+                registry.ref(name, tag),
+                self.host.skopeo_ref(local_ref),
+            ],
+            COPY_TIMEOUT,
+            f"pulling {registry.repository(name)}:{tag}",
+        )
 
     def pull_ref(self, remote: str, tls_verify: bool, local_ref: str) -> None:
         """Copy any registry reference (repo:tag or repo@digest) into gen's storage as local_ref."""
-        self._run(["copy", "--quiet", *tls_flag("src-tls-verify", tls_verify), f"docker://{remote}",
-                   self.host.skopeo_ref(local_ref)], COPY_TIMEOUT, f"pulling {remote}")
+        self._run(
+            [
+                "copy",
+                "--quiet",
+                *tls_flag("src-tls-verify", tls_verify),
+                f"docker://{remote}",
+                self.host.skopeo_ref(local_ref),
+            ],
+            COPY_TIMEOUT,
+            f"pulling {remote}",
+        )
 
     def digest(self, remote: str, tls_verify: bool) -> str | None:
         """The manifest digest a registry reference (repo:tag) points at; None when it does not exist."""
-        argv = ["inspect", "--no-tags", *tls_flag("tls-verify", tls_verify), "--format", "{{.Digest}}",
-                f"docker://{remote}"]
+        argv = [
+            "inspect",
+            "--no-tags",
+            *tls_flag("tls-verify", tls_verify),
+            "--format",
+            "{{.Digest}}",
+            f"docker://{remote}",
+        ]
         proc = run_quiet(["skopeo", *argv], self.host.env, timeout=QUERY_TIMEOUT, check=False)
         if proc.returncode == 0:
             return proc.stdout.strip()
         if any(marker in proc.stderr.lower() for marker in _NOT_FOUND):
             return None
-        raise RegistryError(f"inspecting {remote}: {scrub(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'skopeo failed')}"
-                            f"{_hint(proc.stderr)}")
+        raise RegistryError(
+            f"inspecting {remote}: "
+            f"{scrub(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'skopeo failed')}"
+            f"{_hint(proc.stderr)}"
+        )
 
     def tags(self, registry: Registry, name: str) -> list[str]:
         """Tags of registry/name; [] when the repository does not exist."""
@@ -126,19 +187,24 @@ class Skopeo:
             return sorted(json.loads(proc.stdout).get("Tags") or [])
         if any(marker in proc.stderr.lower() for marker in _NOT_FOUND):
             return []
-        raise RegistryError(f"listing tags of {registry.repository(name)}: "
-                            f"{scrub(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'skopeo failed')}"
-                            f"{_hint(proc.stderr)}")
+        raise RegistryError(
+            f"listing tags of {registry.repository(name)}: "
+            f"{scrub(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'skopeo failed')}"
+            f"{_hint(proc.stderr)}"
+        )
 
 
 def _hint(text: str) -> str:
     lower = text.lower()
     if "http response to https client" in lower:
-        return ("\n  the registry speaks plain HTTP: for a loopback registry add --insecure-registry; "
-                "otherwise give it TLS")
+        return (
+            "\n  the registry speaks plain HTTP: for a loopback registry add --insecure-registry; otherwise give it TLS"
+        )
     if "unauthorized" in lower or "authentication required" in lower or "denied" in lower:
-        return ("\n  log in first (`skopeo login HOST` or `podman login HOST`, which write the standard auth "
-                "file), or point REGISTRY_AUTH_FILE at an auth file")
+        return (
+            "\n  log in first (`skopeo login HOST` or `podman login HOST`, which write the standard auth "
+            "file), or point REGISTRY_AUTH_FILE at an auth file"
+        )
     if "connection refused" in lower or "no such host" in lower or "i/o timeout" in lower:
         return "\n  the registry is not reachable: check the host and port"
     return ""

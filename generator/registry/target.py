@@ -39,7 +39,7 @@ class Registry:
 def host_name(host: str) -> str:
     """The host without its port (and without the brackets of an IPv6 literal)."""
     if host.startswith("["):
-        return host[1:host.index("]")]
+        return host[1 : host.index("]")]
     return host.rsplit(":", 1)[0] if ":" in host else host
 
 
@@ -58,14 +58,20 @@ def parse_registry(text: str, insecure: bool = False, option: str = "--registry"
     value = text.strip().removeprefix("docker://").rstrip("/")
     host, _, org = value.partition("/")
     if not host or not _HOST.match(host) or not ("." in host or ":" in host or host == "localhost"):
-        raise UsageError(f"{option} {text!r}: expected HOST[:PORT]/ORG, e.g. registry.example.com/team or "
-                         "127.0.0.1:5000/team (the host needs a dot or a port so it is not read as an org)")
+        raise UsageError(
+            f"{option} {text!r}: expected HOST[:PORT]/ORG, e.g. registry.example.com/team or "
+            "127.0.0.1:5000/team (the host needs a dot or a port so it is not read as an org)"
+        )
     bad = [part for part in org.split("/") if org and not _ORG_PART.match(part)]
     if bad:
-        raise UsageError(f"{option} {text!r}: {bad[0]!r} is not a valid repository path component "
-                         "(lowercase letters, digits, and . _ - between them)")
+        raise UsageError(
+            f"{option} {text!r}: {bad[0]!r} is not a valid repository path component "
+            "(lowercase letters, digits, and . _ - between them)"
+        )
     if insecure and not is_loopback(host):
-        raise UsageError(f"--insecure-registry is allowed only for a loopback registry (127.0.0.1, localhost, "
-                         f"[::1]), not {host_name(host)!r}: give the registry a TLS certificate, or trust its CA "
-                         f"in /etc/containers/certs.d/{host}/ca.crt")
+        raise UsageError(
+            f"--insecure-registry is allowed only for a loopback registry (127.0.0.1, localhost, "
+            f"[::1]), not {host_name(host)!r}: give the registry a TLS certificate, or trust its CA "
+            f"in /etc/containers/certs.d/{host}/ca.crt"
+        )
     return Registry(host=host, org=org, tls_verify=not insecure)

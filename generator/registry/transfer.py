@@ -14,10 +14,10 @@ from dataclasses import dataclass, replace
 from generator.build import storage
 from generator.build.host import Host, host_platform
 from generator.build.outputs import OutputImage, image_units, platform_suffix, primary_platform
+from generator.errors import UsageError
 from generator.registry.attach import attach_sbom
 from generator.registry.index import index_build_id, push_index
 from generator.registry.skopeo import RegistryError, Skopeo
-from generator.errors import UsageError
 from generator.registry.target import Registry
 
 BUILD_ID_PREFIX = "gen-"
@@ -54,16 +54,25 @@ def stored_tags(host: Host, prefix: str, image: OutputImage) -> tuple[storage.St
     ref = local_ref(prefix, image.repo, image.tags[0])
     found = storage.inspect(host, ref)
     if found is None:
-        raise RegistryError(f"{image.name}: {ref} is not in the storage gen uses; run `gen build {image.repo}` "
-                            "(or `gen pull`) first")
+        raise RegistryError(
+            f"{image.name}: {ref} is not in the storage gen uses; run `gen build {image.repo}` (or `gen pull`) first"
+        )
     repo = f"{prefix}/{image.repo}:"
-    build_ids = sorted(n[len(repo):] for n in found.names
-                       if n.startswith(repo) and n[len(repo):].startswith(BUILD_ID_PREFIX))
+    build_ids = sorted(
+        n[len(repo) :] for n in found.names if n.startswith(repo) and n[len(repo) :].startswith(BUILD_ID_PREFIX)
+    )
     return found, [*image.tags, *build_ids]
 
 
-def push_image(host: Host, image: OutputImage, prefix: str, registry: Registry,
-               skopeo: Skopeo | None = None, only: tuple[str, ...] = (), index_only: bool = False) -> Transferred:
+def push_image(
+    host: Host,
+    image: OutputImage,
+    prefix: str,
+    registry: Registry,
+    skopeo: Skopeo | None = None,
+    only: tuple[str, ...] = (),
+    index_only: bool = False,
+) -> Transferred:
     """Push one image with all its tags (an index of its platforms' images when the spec names them).
     only: push just these platforms' images, no index (one CI job per platform); index_only: join
     the platforms' images already in the registry into the index, uploading no image."""
@@ -78,8 +87,15 @@ def push_image(host: Host, image: OutputImage, prefix: str, registry: Registry,
     _copy_tags(skopeo, registry, image.repo, first, digest, [t for t in tags if t != first])
     ordered = tuple(sorted(tags, key=lambda t: t.startswith(BUILD_ID_PREFIX)))
     attached = attach_sbom(skopeo, image.directory.parent, image.repo, found.id, digest, registry)
-    return Transferred(image.name, ordered, digest, found.id, f"{prefix}/{image.repo}",
-                       registry.repository(image.repo), attached.tag if attached else None)
+    return Transferred(
+        image.name,
+        ordered,
+        digest,
+        found.id,
+        f"{prefix}/{image.repo}",
+        registry.repository(image.repo),
+        attached.tag if attached else None,
+    )
 
 
 def _copy_tags(skopeo: Skopeo, registry: Registry, name: str, first: str, digest: str, tags: list[str]) -> None:
@@ -87,12 +103,21 @@ def _copy_tags(skopeo: Skopeo, registry: Registry, name: str, first: str, digest
     for tag in tags:
         copied = skopeo.copy_tag(registry, first, registry, tag, name)
         if copied != digest:
-            raise RegistryError(f"{name}: {registry.repository(name)}:{tag} got digest {copied}, "
-                                f"not {digest} like {first}; the registry rewrote the manifest")
+            raise RegistryError(
+                f"{name}: {registry.repository(name)}:{tag} got digest {copied}, "
+                f"not {digest} like {first}; the registry rewrote the manifest"
+            )
 
 
-def _push_platforms(host: Host, image: OutputImage, prefix: str, registry: Registry, skopeo: Skopeo,
-                    only: tuple[str, ...], index_only: bool) -> Transferred:
+def _push_platforms(
+    host: Host,
+    image: OutputImage,
+    prefix: str,
+    registry: Registry,
+    skopeo: Skopeo,
+    only: tuple[str, ...],
+    index_only: bool,
+) -> Transferred:
     """Each platform's image under its build-id and TAG-SUFFIX tags, then one index of them all
     under the spec's tags and the index's build-id tag (module index)."""
     units = image_units(image, host_platform())
@@ -107,18 +132,28 @@ def _push_platforms(host: Host, image: OutputImage, prefix: str, registry: Regis
     platforms = tuple((p, pushed[p][1]) for p in image.platforms or () if p in pushed)
     if only:  # no index: digest "" and the tags of the platforms' images
         tags = tuple(t for u in units if u.platform in pushed for t in (*_suffixed(image, u), pushed[u.platform][0]))
-        return Transferred(image.name, tags, "", "", f"{prefix}/{image.name}", registry.repository(image.name),
-                           None, platforms)
+        return Transferred(
+            image.name, tags, "", "", f"{prefix}/{image.name}", registry.repository(image.name), None, platforms
+        )
     first = index_build_id([pushed[u.platform][0] for u in units])
     index_digest = push_index(host, registry, image.name, [pushed[u.platform][1] for u in units], first)
     _copy_tags(skopeo, registry, image.name, first, index_digest, list(image.tags))
     _, _, image_id, sbom = pushed[primary_platform(image, host_platform())]
-    return Transferred(image.name, (*image.tags, first), index_digest, image_id, f"{prefix}/{image.name}",
-                       registry.repository(image.name), sbom, platforms)
+    return Transferred(
+        image.name,
+        (*image.tags, first),
+        index_digest,
+        image_id,
+        f"{prefix}/{image.name}",
+        registry.repository(image.name),
+        sbom,
+        platforms,
+    )
 
 
-def _push_platform(host: Host, image: OutputImage, unit: OutputImage, prefix: str, registry: Registry,
-                   skopeo: Skopeo) -> tuple[str, str, str, str | None]:
+def _push_platform(
+    host: Host, image: OutputImage, unit: OutputImage, prefix: str, registry: Registry, skopeo: Skopeo
+) -> tuple[str, str, str, str | None]:
     """One platform's image under its build id and TAG-SUFFIX (the plain tags are the index's),
     its SBOM beside it (cosign's scheme is per image digest): (build id, digest, image id, SBOM tag)."""
     found, tags = stored_tags(host, prefix, unit)
@@ -137,13 +172,22 @@ def _suffixed(image: OutputImage, unit: OutputImage) -> tuple[str, ...]:
 def _check_platforms(image: OutputImage, only: tuple[str, ...]) -> None:
     unknown = [p for p in only if p not in (image.platforms or ())]
     if unknown:
-        raise UsageError(f"{image.name} is not built for {', '.join(unknown)} "
-                         f"(its platforms: {', '.join(image.platforms or ('the host',))})")
+        raise UsageError(
+            f"{image.name} is not built for {', '.join(unknown)} "
+            f"(its platforms: {', '.join(image.platforms or ('the host',))})"
+        )
 
 
-def push_images(host: Host, images: dict[str, OutputImage], names: list[str], prefix: str,
-                registry: Registry, progress: Progress = _quiet, only: tuple[str, ...] = (),
-                index_only: bool = False) -> list[Transferred]:
+def push_images(
+    host: Host,
+    images: dict[str, OutputImage],
+    names: list[str],
+    prefix: str,
+    registry: Registry,
+    progress: Progress = _quiet,
+    only: tuple[str, ...] = (),
+    index_only: bool = False,
+) -> list[Transferred]:
     """Push names (parents first) with all their tags (see push_image for only and index_only)."""
     skopeo = Skopeo(host)
     done = []
@@ -159,8 +203,10 @@ def registry_tags(skopeo: Skopeo, registry: Registry, image: OutputImage) -> tup
     repository = registry.repository(image.repo)
     digest = skopeo.digest(f"{repository}:{image.tags[0]}", registry.tls_verify)
     if digest is None:
-        raise RegistryError(f"{image.name}: {repository}:{image.tags[0]} does not exist; push it first "
-                            f"(`gen push {image.repo} --registry {registry}`)")
+        raise RegistryError(
+            f"{image.name}: {repository}:{image.tags[0]} does not exist; push it first "
+            f"(`gen push {image.repo} --registry {registry}`)"
+        )
     tags = list(image.tags)
     for tag in skopeo.tags(registry, image.repo):
         if tag.startswith(BUILD_ID_PREFIX) and skopeo.digest(f"{repository}:{tag}", registry.tls_verify) == digest:
@@ -168,20 +214,28 @@ def registry_tags(skopeo: Skopeo, registry: Registry, image: OutputImage) -> tup
     return digest, tags
 
 
-def pull_image(host: Host, image: OutputImage, prefix: str, registry: Registry,
-               skopeo: Skopeo | None = None, only: tuple[str, ...] = ()) -> Transferred:
+def pull_image(
+    host: Host,
+    image: OutputImage,
+    prefix: str,
+    registry: Registry,
+    skopeo: Skopeo | None = None,
+    only: tuple[str, ...] = (),
+) -> Transferred:
     """Pull one image with all its tags; for an image with several platforms, each platform's image
     (only those in `only`, when given) from its TAG-SUFFIX tags under the tags `gen build` gives it."""
     skopeo = skopeo or Skopeo(host)
     if image.platforms:
         return _pull_platforms(host, image, prefix, registry, skopeo, only)
     digest, image_id, tags = _pull_tags(host, skopeo, registry, image, image.tags, prefix)
-    return Transferred(image.name, tuple(tags), digest, image_id, registry.repository(image.name),
-                       f"{prefix}/{image.name}")
+    return Transferred(
+        image.name, tuple(tags), digest, image_id, registry.repository(image.name), f"{prefix}/{image.name}"
+    )
 
 
-def _pull_platforms(host: Host, image: OutputImage, prefix: str, registry: Registry, skopeo: Skopeo,
-                    only: tuple[str, ...]) -> Transferred:
+def _pull_platforms(
+    host: Host, image: OutputImage, prefix: str, registry: Registry, skopeo: Skopeo, only: tuple[str, ...]
+) -> Transferred:
     _check_platforms(image, only)
     pulled = []
     for unit in image_units(image, host_platform()):
@@ -191,20 +245,31 @@ def _pull_platforms(host: Host, image: OutputImage, prefix: str, registry: Regis
         pulled.append((unit, digest, image_id))
     index = skopeo.digest(f"{registry.repository(image.name)}:{image.tags[0]}", registry.tls_verify) or ""
     primary = next((p for p in pulled if p[0].name == image.name), pulled[0])
-    return Transferred(image.name, image.tags, index, primary[2], registry.repository(image.name),
-                       f"{prefix}/{image.name}", None, tuple((u.platform, d) for u, d, _ in pulled))
+    return Transferred(
+        image.name,
+        image.tags,
+        index,
+        primary[2],
+        registry.repository(image.name),
+        f"{prefix}/{image.name}",
+        None,
+        tuple((u.platform, d) for u, d, _ in pulled),
+    )
 
 
-def _pull_tags(host: Host, skopeo: Skopeo, registry: Registry, image: OutputImage, remote_tags: tuple[str, ...],
-               prefix: str) -> tuple[str, str, list[str]]:
+def _pull_tags(
+    host: Host, skopeo: Skopeo, registry: Registry, image: OutputImage, remote_tags: tuple[str, ...], prefix: str
+) -> tuple[str, str, list[str]]:
     """Pull the image the registry has under remote_tags (checked to be one) into storage under the
     image's own tags and the build-id tags naming it there: (digest, image id, tags carried)."""
     digest, tags = registry_tags(skopeo, registry, replace(image, tags=remote_tags))
     repository = registry.repository(image.repo)
     missing = [t for t in remote_tags[1:] if skopeo.digest(f"{repository}:{t}", registry.tls_verify) != digest]
     if missing:
-        raise RegistryError(f"{image.name}: tag(s) {', '.join(missing)} in {repository} do not name the same "
-                            f"image as {remote_tags[0]}; push the image again")
+        raise RegistryError(
+            f"{image.name}: tag(s) {', '.join(missing)} in {repository} do not name the same "
+            f"image as {remote_tags[0]}; push the image again"
+        )
     first = local_ref(prefix, image.repo, image.tags[0])
     skopeo.pull(registry, image.repo, remote_tags[0], first)
     found = storage.inspect(host, first)
@@ -215,8 +280,15 @@ def _pull_tags(host: Host, skopeo: Skopeo, registry: Registry, image: OutputImag
     return digest, found.id, [*image.tags, *build_ids]
 
 
-def pull_images(host: Host, images: dict[str, OutputImage], names: list[str], prefix: str,
-                registry: Registry, progress: Progress = _quiet, only: tuple[str, ...] = ()) -> list[Transferred]:
+def pull_images(
+    host: Host,
+    images: dict[str, OutputImage],
+    names: list[str],
+    prefix: str,
+    registry: Registry,
+    progress: Progress = _quiet,
+    only: tuple[str, ...] = (),
+) -> list[Transferred]:
     skopeo = Skopeo(host)
     done = []
     for name in names:
@@ -225,8 +297,9 @@ def pull_images(host: Host, images: dict[str, OutputImage], names: list[str], pr
     return done
 
 
-def retag_image(host: Host, image: OutputImage, source: Registry, destination: Registry,
-                skopeo: Skopeo | None = None) -> Transferred:
+def retag_image(
+    host: Host, image: OutputImage, source: Registry, destination: Registry, skopeo: Skopeo | None = None
+) -> Transferred:
     """Copy every tag of the image's repository from source to destination, digests unchanged."""
     skopeo = skopeo or Skopeo(host)
     tags = skopeo.tags(source, image.name)
@@ -241,12 +314,19 @@ def retag_image(host: Host, image: OutputImage, source: Registry, destination: R
         digests[tag] = after
     first = image.tags[0] if image.tags[0] in digests else tags[0]
     ordered = tuple(sorted(tags, key=lambda t: (t.startswith(BUILD_ID_PREFIX), t)))
-    return Transferred(image.name, ordered, digests[first], "", source.repository(image.name),
-                       destination.repository(image.name))
+    return Transferred(
+        image.name, ordered, digests[first], "", source.repository(image.name), destination.repository(image.name)
+    )
 
 
-def retag_images(host: Host, images: dict[str, OutputImage], names: list[str], source: Registry,
-                 destination: Registry, progress: Progress = _quiet) -> list[Transferred]:
+def retag_images(
+    host: Host,
+    images: dict[str, OutputImage],
+    names: list[str],
+    source: Registry,
+    destination: Registry,
+    progress: Progress = _quiet,
+) -> list[Transferred]:
     skopeo = Skopeo(host)
     done = []
     for name in names:

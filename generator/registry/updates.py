@@ -29,8 +29,8 @@ _INST = re.compile(r"^Inst (\S+) \[([^\]]+)\] \((\S+) ([^\[)]*?)\s*(?:\[[^\]]*\]
 # The sh -c program of the check container; mirror and suite come in as environment variables.
 CHECK_SCRIPT = (
     'set -e; echo "deb $GEN_APT_URL $GEN_APT_SUITE $GEN_APT_COMPONENTS" > /etc/apt/sources.list; '
-    'apt-get -qq -o Acquire::Check-Valid-Until=false update >&2; '
-    'apt-get -s -o Debug::NoLocking=1 upgrade'
+    "apt-get -qq -o Acquire::Check-Valid-Until=false update >&2; "
+    "apt-get -s -o Debug::NoLocking=1 upgrade"
 )
 
 
@@ -61,7 +61,9 @@ def root_of(images: dict[str, OutputImage], name: str) -> OutputImage:
     return images[chain[-1]] if chain else images[name]
 
 
-def apt_source(project: Path, images: dict[str, OutputImage], name: str, env: dict[str, str]) -> tuple[str, str, str] | None:
+def apt_source(
+    project: Path, images: dict[str, OutputImage], name: str, env: dict[str, str]
+) -> tuple[str, str, str] | None:
     """(url, suite, components) the image's packages come from; None for a non-apt distro or a
     base that is not bootstrapped (gen does not know its sources)."""
     root = root_of(images, name)
@@ -73,19 +75,42 @@ def apt_source(project: Path, images: dict[str, OutputImage], name: str, env: di
     return url, str(base["release"]), " ".join(base.get("components") or ["main"])
 
 
-def available_updates(host: Host, ref: str, source: tuple[str, str, str], lists_cache: Path,
-                      platform: str | None = None) -> list[Update]:
+def available_updates(
+    host: Host, ref: str, source: tuple[str, str, str], lists_cache: Path, platform: str | None = None
+) -> list[Update]:
     """Updates the package index offers for the image `ref` (of `platform`, emulated if foreign)."""
     url, suite, components = source
     lists_cache.mkdir(parents=True, exist_ok=True)
     # As root: the image's USER may be a non-root user, and apt needs root.
-    argv = ["podman", *host.global_flags(), "run", "--rm", "--network", "host", "--user", "0",
-            *(["--platform", platform] if platform else []), "--entrypoint", "sh",
-            "-e", f"GEN_APT_URL={url}", "-e", f"GEN_APT_SUITE={suite}", "-e", f"GEN_APT_COMPONENTS={components}",
-            "-v", f"{lists_cache}:/var/lib/apt/lists", ref, "-c", CHECK_SCRIPT]
+    argv = [
+        "podman",
+        *host.global_flags(),
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--user",
+        "0",
+        *(["--platform", platform] if platform else []),
+        "--entrypoint",
+        "sh",
+        "-e",
+        f"GEN_APT_URL={url}",
+        "-e",
+        f"GEN_APT_SUITE={suite}",
+        "-e",
+        f"GEN_APT_COMPONENTS={components}",
+        "-v",
+        f"{lists_cache}:/var/lib/apt/lists",
+        ref,
+        "-c",
+        CHECK_SCRIPT,
+    ]
     proc = run_quiet(argv, host.env, timeout=CHECK_TIMEOUT, check=False)
     if proc.returncode != 0:
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-        raise GenError(f"checking {ref} for package updates failed (exit {proc.returncode}): {tail}; "
-                       "check the mirror (spec base.bootstrap.mirror, GEN_MIRROR or the host's apt sources)")
+        raise GenError(
+            f"checking {ref} for package updates failed (exit {proc.returncode}): {tail}; "
+            "check the mirror (spec base.bootstrap.mirror, GEN_MIRROR or the host's apt sources)"
+        )
     return parse_simulation(proc.stdout)

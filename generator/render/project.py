@@ -82,10 +82,13 @@ def _foreign_tree(spec: ResolvedSpec, field: tuple, directory: Path, root: Path,
         return spec.diagnostic(field, f"{what} {why}", "keep it inside the project, as a real directory")
     link = first_link(directory)
     if link is not None:
-        return spec.diagnostic(field, f"{what} {directory} holds a symlink, {link.relative_to(directory)} -> "
-                               f"{os.readlink(link)}, which gen does not follow",
-                               "replace it with the file itself, or create the link in the image (a RUN step of "
-                               "your template); gen copies only regular files")
+        return spec.diagnostic(
+            field,
+            f"{what} {directory} holds a symlink, {link.relative_to(directory)} -> "
+            f"{os.readlink(link)}, which gen does not follow",
+            "replace it with the file itself, or create the link in the image (a RUN step of "
+            "your template); gen copies only regular files",
+        )
     return None
 
 
@@ -113,13 +116,23 @@ def _check_image(spec: ResolvedSpec, image: Image, root: Path) -> tuple[list[Dia
             errors.append(problem)
         elif not any(path.is_file() for path in overlay.src.rglob("*")):
             # git keeps no empty directory: a fresh clone would lack it, and the build's COPY fails
-            errors.append(spec.diagnostic(("rootfs", index), f"overlay directory {_relative(overlay.src, root)} holds no files",
-                                          "put the files to copy in it, or remove it from rootfs"))
+            errors.append(
+                spec.diagnostic(
+                    ("rootfs", index),
+                    f"overlay directory {_relative(overlay.src, root)} holds no files",
+                    "put the files to copy in it, or remove it from rootfs",
+                )
+            )
     if image.templates is not None and not image.templates.is_dir():
-        errors.append(spec.diagnostic(("templates",), f"template directory {image.templates} does not exist",
-                                      "create it or remove the field"))
-    elif image.templates is not None and (
-            problem := _foreign_tree(spec, ("templates",), image.templates, root, "template directory")) is not None:
+        errors.append(
+            spec.diagnostic(
+                ("templates",), f"template directory {image.templates} does not exist", "create it or remove the field"
+            )
+        )
+    elif (
+        image.templates is not None
+        and (problem := _foreign_tree(spec, ("templates",), image.templates, root, "template directory")) is not None
+    ):
         errors.append(problem)
     return errors, warnings
 

@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 from generator.errors import GenError, UsageError
+from generator.render.templates import TemplateSet
 from generator.spec.schema_check import check_against_schema
 from generator.spec.yamlfile import read_spec_file
-from generator.render.templates import TemplateSet
 
 _NAME = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*$")
 

@@ -90,7 +90,7 @@ class TemplateSet:
                     break
         return found
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019 - one TemplateSet lives for one render
+    @functools.cache  # noqa: B019 - one TemplateSet lives for one render
     def tree(self, prefix: str) -> list[tuple[str, Path]]:
         """Files under `prefix` (e.g. "init/s6"), user files shadowing bundled ones, as
         (relative name, source path)."""
@@ -100,7 +100,7 @@ class TemplateSet:
                 found[path.relative_to(root / prefix).as_posix()] = path
         return sorted(found.items())
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019 - templates do not change during a render
+    @functools.cache  # noqa: B019 - templates do not change during a render
     def digest(self, parts: tuple[str, ...]) -> str:
         """sha256 over the name, mode bit and bytes of the template files an output uses, user
         files included. parts are file names or, ending in "/", directories (relative to a root);

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
-
-from generator.platforms import Platform
 from typing import Any
 
+from generator.platforms import Platform
 
 # The package-manager family of each distro the schema allows; selects templates/family/<family>.j2.
 FAMILY_BY_DISTRO = {

@@ -48,7 +48,10 @@ def _rows(properties: dict[str, Any], required: list[str], prefix: str, root: di
         description = node.get("description", "").replace("|", "\\|").replace("\n", " ")
         rows.append(f"| `{path}` | {_type(raw, root)} | {default} | {description} |")
         items = _resolve(node.get("items", {}), root)
-        for nested, sub_prefix in ((node, f"{path}."), (items, f"{path}[]."),):
+        for nested, sub_prefix in (
+            (node, f"{path}."),
+            (items, f"{path}[]."),
+        ):
             if nested.get("type") == "object" and "properties" in nested:
                 rows += _rows(nested["properties"], nested.get("required", []), sub_prefix, root)
         for branch in items.get("oneOf", []):

@@ -20,10 +20,38 @@ BOOTSTRAP_DISTROS = ("debian", "ubuntu")
 RUNTIME_PATHS = ("/proc", "/sys", "/dev", "/run")
 # The distro's own directories: a volume on one hides what packages put there (and `recursive`
 # would hand it all to the volume's owner); logs below the program trees mix with installed files.
-SYSTEM_DIRS = ("/bin", "/boot", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/sbin", "/usr", "/usr/bin",
-               "/usr/lib", "/usr/libexec", "/usr/local", "/usr/sbin", "/usr/share", "/var", "/var/lib")
-PROGRAM_TREES = ("/bin", "/boot", "/lib", "/lib32", "/lib64", "/libx32", "/sbin", "/usr/bin", "/usr/lib",
-                 "/usr/libexec", "/usr/sbin")
+SYSTEM_DIRS = (
+    "/bin",
+    "/boot",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/sbin",
+    "/usr",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/libexec",
+    "/usr/local",
+    "/usr/sbin",
+    "/usr/share",
+    "/var",
+    "/var/lib",
+)
+PROGRAM_TREES = (
+    "/bin",
+    "/boot",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/sbin",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/libexec",
+    "/usr/sbin",
+)
 
 
 @cache
@@ -41,41 +69,63 @@ def _check_base(spec: ResolvedSpec) -> Iterator[Diagnostic]:
     own_base = spec.own.get("base")
     if spec.parent is not None:
         if own_base is not None:
-            yield spec.diagnostic(("base",), "a spec with `extends` inherits its parent's base and may not set one",
-                                  f"remove `base`, or remove `extends: {spec.parent}` to start a new chain",
-                                  key=True)
+            yield spec.diagnostic(
+                ("base",),
+                "a spec with `extends` inherits its parent's base and may not set one",
+                f"remove `base`, or remove `extends: {spec.parent}` to start a new chain",
+                key=True,
+            )
         return
     if own_base is None:
-        yield spec.diagnostic((), "missing `base`: a spec without `extends` must say what it starts from",
-                              "add `base: {distro: debian, release: bookworm, bootstrap: {}}`, or `extends: PARENT`")
+        yield spec.diagnostic(
+            (),
+            "missing `base`: a spec without `extends` must say what it starts from",
+            "add `base: {distro: debian, release: bookworm, bootstrap: {}}`, or `extends: PARENT`",
+        )
         return
     sources = [s for s in BASE_SOURCES if s in own_base]
     if len(sources) != 1:
         found = ", ".join(sources) or "none"
-        yield spec.diagnostic(("base",), f"base needs exactly one of bootstrap, image, local (found: {found})",
-                              "bootstrap builds a rootfs locally with mmdebstrap; image is a registry image "
-                              "pinned by digest; local is an image already in storage or an OCI archive")
+        yield spec.diagnostic(
+            ("base",),
+            f"base needs exactly one of bootstrap, image, local (found: {found})",
+            "bootstrap builds a rootfs locally with mmdebstrap; image is a registry image "
+            "pinned by digest; local is an image already in storage or an OCI archive",
+        )
     if "bootstrap" in own_base and own_base["distro"] not in BOOTSTRAP_DISTROS:
-        yield spec.diagnostic(("base", "bootstrap"), f"bootstrap (mmdebstrap) only makes debian and ubuntu "
-                              f"root filesystems, not {own_base['distro']}",
-                              "use base.image (pinned by digest) or base.local for this distro", key=True)
+        yield spec.diagnostic(
+            ("base", "bootstrap"),
+            f"bootstrap (mmdebstrap) only makes debian and ubuntu root filesystems, not {own_base['distro']}",
+            "use base.image (pinned by digest) or base.local for this distro",
+            key=True,
+        )
 
 
 def _check_init(spec: ResolvedSpec, parent_init_kind: str | None) -> Iterator[Diagnostic]:
     init = spec.data["init"]
     overlay_only = [k for k in ("version", "checksums", "source") if k in init]
     if init["kind"] == "s6-overlay" and "version" not in init:
-        yield spec.diagnostic(("init", "kind"), "init.kind s6-overlay needs a pinned init.version",
-                              "add e.g. `version: 3.2.0.2` under init")
+        yield spec.diagnostic(
+            ("init", "kind"),
+            "init.kind s6-overlay needs a pinned init.version",
+            "add e.g. `version: 3.2.0.2` under init",
+        )
     elif init["kind"] != "s6-overlay" and overlay_only:
-        yield spec.diagnostic(("init", overlay_only[0]), f"init.{overlay_only[0]} only applies to kind s6-overlay "
-                              f"(this spec's init is {init['kind']})", f"remove init.{overlay_only[0]}", key=True)
+        yield spec.diagnostic(
+            ("init", overlay_only[0]),
+            f"init.{overlay_only[0]} only applies to kind s6-overlay (this spec's init is {init['kind']})",
+            f"remove init.{overlay_only[0]}",
+            key=True,
+        )
     own_kind = spec.own.get("init", {}).get("kind")
     if spec.parent is not None and own_kind is not None and own_kind != parent_init_kind:
         if parent_init_kind != "none":
-            yield spec.diagnostic(("init", "kind"), f"a child cannot replace or remove the {parent_init_kind} "
-                                  f"init layer its parent {spec.parent!r} installs",
-                                  "leave init.kind unset, or extend a parent without an init layer")
+            yield spec.diagnostic(
+                ("init", "kind"),
+                f"a child cannot replace or remove the {parent_init_kind} "
+                f"init layer its parent {spec.parent!r} installs",
+                "leave init.kind unset, or extend a parent without an init layer",
+            )
 
 
 def _check_platforms(spec: ResolvedSpec, parent: ResolvedSpec | None) -> Iterator[Diagnostic]:
@@ -84,15 +134,22 @@ def _check_platforms(spec: ResolvedSpec, parent: ResolvedSpec | None) -> Iterato
         return
     inherited = parent.data.get("platforms")
     if inherited is None:
-        yield spec.diagnostic(("platforms",), f"parent {parent.name!r} builds only for the build host's "
-                              "platform, so a child cannot choose others", f"set platforms on {parent.name!r} "
-                              "first (a child may then narrow that list)", key=True)
+        yield spec.diagnostic(
+            ("platforms",),
+            f"parent {parent.name!r} builds only for the build host's platform, so a child cannot choose others",
+            f"set platforms on {parent.name!r} first (a child may then narrow that list)",
+            key=True,
+        )
         return
     for index, platform in enumerate(own):
         if platform not in inherited:
-            yield spec.diagnostic(("platforms", index), f"{platform} is not built for parent {parent.name!r} "
-                                  f"({', '.join(inherited)}): a child may narrow its parent's platforms, never "
-                                  "widen them", f"add {platform} to {parent.name!r}'s platforms, or remove it here")
+            yield spec.diagnostic(
+                ("platforms", index),
+                f"{platform} is not built for parent {parent.name!r} "
+                f"({', '.join(inherited)}): a child may narrow its parent's platforms, never "
+                "widen them",
+                f"add {platform} to {parent.name!r}'s platforms, or remove it here",
+            )
 
 
 def _duplicates(items: list[dict], key: str) -> Iterator[tuple[int, object]]:
@@ -109,11 +166,13 @@ def _check_accounts(spec: ResolvedSpec) -> Iterator[Diagnostic]:
     family = FAMILY_BY_DISTRO[spec.data["base"]["distro"]]
     base_users, base_groups = base_accounts(family)
     for index, uid in _duplicates(users, "uid"):
-        yield spec.diagnostic(("users", index, "uid"), f"uid {uid} is given to two users",
-                              "give every user its own fixed uid")
+        yield spec.diagnostic(
+            ("users", index, "uid"), f"uid {uid} is given to two users", "give every user its own fixed uid"
+        )
     for index, gid in _duplicates(groups, "gid"):
-        yield spec.diagnostic(("groups", index, "gid"), f"gid {gid} is given to two groups",
-                              "give every group its own fixed gid")
+        yield spec.diagnostic(
+            ("groups", index, "gid"), f"gid {gid} is given to two groups", "give every group its own fixed gid"
+        )
     yield from _check_base_clashes(spec, "users", "uid", base_users)
     yield from _check_base_clashes(spec, "groups", "gid", base_groups)
     yield from _check_implicit_groups(spec, base_groups)
@@ -123,14 +182,20 @@ def _check_accounts(spec: ResolvedSpec) -> Iterator[Diagnostic]:
         if "group" not in user:
             clash = next((g for g, gid in group_ids.items() if gid == user["uid"] and g != user["name"]), None)
             if clash:
-                yield spec.diagnostic(("users", index, "uid"), f"user {user['name']!r} gets its own group with "
-                                      f"gid {user['uid']}, which group {clash!r} already has",
-                                      f"set `group: {clash}` on the user, or pick another uid")
+                yield spec.diagnostic(
+                    ("users", index, "uid"),
+                    f"user {user['name']!r} gets its own group with "
+                    f"gid {user['uid']}, which group {clash!r} already has",
+                    f"set `group: {clash}` on the user, or pick another uid",
+                )
         for field, names in (("group", [user.get("group")]), ("groups", user["groups"])):
             for name in names:
                 if name is not None and name not in known_groups:
-                    yield spec.diagnostic(("users", index, field), f"user {user['name']!r} names group {name!r}, "
-                                          "which is not declared", f"add `{{name: {name}, gid: N}}` to groups")
+                    yield spec.diagnostic(
+                        ("users", index, field),
+                        f"user {user['name']!r} names group {name!r}, which is not declared",
+                        f"add `{{name: {name}, gid: N}}` to groups",
+                    )
 
 
 def _check_base_clashes(spec: ResolvedSpec, field: str, id_key: str, base: dict[str, int]) -> Iterator[Diagnostic]:
@@ -138,12 +203,19 @@ def _check_base_clashes(spec: ResolvedSpec, field: str, id_key: str, base: dict[
     owner_of = {number: name for name, number in base.items()}
     for index, entry in enumerate(spec.data[field]):
         if entry["name"] in base:
-            yield spec.diagnostic((field, index, "name"), f"{entry['name']!r} already exists in the base (with "
-                                  f"{id_key} {base[entry['name']]}): it cannot be created again",
-                                  f"leave it out (it is there), or use another name", key=True)
+            yield spec.diagnostic(
+                (field, index, "name"),
+                f"{entry['name']!r} already exists in the base (with "
+                f"{id_key} {base[entry['name']]}): it cannot be created again",
+                "leave it out (it is there), or use another name",
+                key=True,
+            )
         elif entry[id_key] in owner_of:
-            yield spec.diagnostic((field, index, id_key), f"{id_key} {entry[id_key]} belongs to the base's "
-                                  f"{owner_of[entry[id_key]]!r}", f"pick an unused {id_key} (1000 and up are free)")
+            yield spec.diagnostic(
+                (field, index, id_key),
+                f"{id_key} {entry[id_key]} belongs to the base's {owner_of[entry[id_key]]!r}",
+                f"pick an unused {id_key} (1000 and up are free)",
+            )
 
 
 def _check_implicit_groups(spec: ResolvedSpec, base_groups: dict[str, int]) -> Iterator[Diagnostic]:
@@ -153,9 +225,12 @@ def _check_implicit_groups(spec: ResolvedSpec, base_groups: dict[str, int]) -> I
         if "group" in user or user["name"] in base_groups:
             continue
         if user["uid"] in owner_of:
-            yield spec.diagnostic(("users", index, "uid"), f"user {user['name']!r} gets its own group with gid "
-                                  f"{user['uid']}, which the base's group {owner_of[user['uid']]!r} has",
-                                  "pick another uid, or set `group:` to a declared group")
+            yield spec.diagnostic(
+                ("users", index, "uid"),
+                f"user {user['name']!r} gets its own group with gid "
+                f"{user['uid']}, which the base's group {owner_of[user['uid']]!r} has",
+                "pick another uid, or set `group:` to a declared group",
+            )
 
 
 def _check_parent_accounts(spec: ResolvedSpec, parent: ResolvedSpec | None) -> Iterator[Diagnostic]:
@@ -167,9 +242,13 @@ def _check_parent_accounts(spec: ResolvedSpec, parent: ResolvedSpec | None) -> I
         for index, entry in enumerate(spec.data[field]):
             before = created.get(entry["name"])
             if before is not None and before != entry:
-                yield spec.diagnostic((field, index, "name"), f"{entry['name']!r} is created by parent "
-                                      f"{parent.name!r} as {_account_text(before)}; a child cannot change it",
-                                      "leave it out here (it is inherited), or use another name", key=True)
+                yield spec.diagnostic(
+                    (field, index, "name"),
+                    f"{entry['name']!r} is created by parent "
+                    f"{parent.name!r} as {_account_text(before)}; a child cannot change it",
+                    "leave it out here (it is inherited), or use another name",
+                    key=True,
+                )
 
 
 def _account_text(entry: dict) -> str:
@@ -194,12 +273,19 @@ def _check_account_references(spec: ResolvedSpec) -> Iterator[Diagnostic]:
     references += [(("volumes", i, "owner"), v.get("owner")) for i, v in enumerate(spec.data["volumes"])]
     for path, name in references:
         if name is not None and name not in users:
-            yield spec.diagnostic(path, f"user {name!r} is not declared", "add it to users (with a fixed uid), "
-                                  f"or use one of: {', '.join(sorted(users - {'root'}))[:200] or 'root'}")
+            yield spec.diagnostic(
+                path,
+                f"user {name!r} is not declared",
+                "add it to users (with a fixed uid), "
+                f"or use one of: {', '.join(sorted(users - {'root'}))[:200] or 'root'}",
+            )
     for index, volume in enumerate(spec.data["volumes"]):
         if "group" in volume and volume["group"] not in groups:
-            yield spec.diagnostic(("volumes", index, "group"), f"group {volume['group']!r} is not declared",
-                                  "add it to groups (with a fixed gid)")
+            yield spec.diagnostic(
+                ("volumes", index, "group"),
+                f"group {volume['group']!r} is not declared",
+                "add it to groups (with a fixed gid)",
+            )
 
 
 def _check_service_users(spec: ResolvedSpec) -> Iterator[Diagnostic]:
@@ -209,23 +295,29 @@ def _check_service_users(spec: ResolvedSpec) -> Iterator[Diagnostic]:
         return
     for index, service in enumerate(spec.data["services"]):
         if service.get("user") not in (None, user):
-            yield spec.diagnostic(("services", index, "user"),
-                                  f"service {service['name']!r} runs as {service['user']!r}, but PID 1 runs as "
-                                  f"{user!r} (the image's user) and cannot switch users",
-                                  f"run it as {user!r}, or set init.start_as_root: true (PID 1 then starts as "
-                                  "root and drops to each service's user)")
+            yield spec.diagnostic(
+                ("services", index, "user"),
+                f"service {service['name']!r} runs as {service['user']!r}, but PID 1 runs as "
+                f"{user!r} (the image's user) and cannot switch users",
+                f"run it as {user!r}, or set init.start_as_root: true (PID 1 then starts as "
+                "root and drops to each service's user)",
+            )
 
 
 def _check_unique_entries(spec: ResolvedSpec) -> Iterator[Diagnostic]:
     for field, key in (("users", "name"), ("groups", "name"), ("services", "name"), ("volumes", "path")):
         own = spec.own.get(field, [])
         for index, value in _duplicates(own, key):
-            yield spec.file.diagnostic((field, index, key), f"{field} lists {value!r} twice",
-                                       f"list each {key} once (a child replaces a parent's entry with the same {key})")
+            yield spec.file.diagnostic(
+                (field, index, key),
+                f"{field} lists {value!r} twice",
+                f"list each {key} once (a child replaces a parent's entry with the same {key})",
+            )
     if "app" in {s["name"] for s in spec.data["services"]}:
         index = [s["name"] for s in spec.data["services"]].index("app")
-        yield spec.diagnostic(("services", index, "name"), "service name 'app' is reserved for CMD",
-                              "choose another name")
+        yield spec.diagnostic(
+            ("services", index, "name"), "service name 'app' is reserved for CMD", "choose another name"
+        )
 
 
 def _under(path: str, roots: tuple[str, ...]) -> bool:
@@ -236,18 +328,28 @@ def _check_paths(spec: ResolvedSpec) -> Iterator[Diagnostic]:
     for index, volume in enumerate(spec.data["volumes"]):
         path = volume["path"].rstrip("/") or "/"
         if path == "/" or _under(path, RUNTIME_PATHS):
-            yield spec.diagnostic(("volumes", index, "path"), f"{volume['path']} cannot be a volume: the "
-                                  "runtime owns it", "mount data under its own directory, e.g. /data")
+            yield spec.diagnostic(
+                ("volumes", index, "path"),
+                f"{volume['path']} cannot be a volume: the runtime owns it",
+                "mount data under its own directory, e.g. /data",
+            )
         elif path in SYSTEM_DIRS:
-            yield spec.diagnostic(("volumes", index, "path"), f"{volume['path']} cannot be a volume: it is the "
-                                  "distro's own directory, which a mount would hide (and re-owning would hand to "
-                                  "the volume's owner)", "mount data under its own directory, e.g. /data or /etc/APP")
+            yield spec.diagnostic(
+                ("volumes", index, "path"),
+                f"{volume['path']} cannot be a volume: it is the "
+                "distro's own directory, which a mount would hide (and re-owning would hand to "
+                "the volume's owner)",
+                "mount data under its own directory, e.g. /data or /etc/APP",
+            )
     log_dir = spec.data["logging"]["dir"].rstrip("/") or "/"
     if log_dir == "/" or _under(log_dir, ("/proc", "/sys", "/dev")):
         yield spec.diagnostic(("logging", "dir"), f"{log_dir} cannot hold logs", "use e.g. /var/log/app")
     elif log_dir in SYSTEM_DIRS or _under(log_dir, PROGRAM_TREES):
-        yield spec.diagnostic(("logging", "dir"), f"{log_dir} is the distro's own directory: rotated logs there "
-                              "would mix with installed files", "use a directory of its own, e.g. /var/log/app")
+        yield spec.diagnostic(
+            ("logging", "dir"),
+            f"{log_dir} is the distro's own directory: rotated logs there would mix with installed files",
+            "use a directory of its own, e.g. /var/log/app",
+        )
 
 
 def _check_platform_tags(spec: ResolvedSpec) -> Iterator[Diagnostic]:
@@ -258,14 +360,21 @@ def _check_platform_tags(spec: ResolvedSpec) -> Iterator[Diagnostic]:
         suffix = f"-{platform_suffix(platform)}"
         for index, tag in enumerate(tags):
             if tag.endswith(suffix) and tag[: -len(suffix)] in tags:
-                yield spec.diagnostic(("tags", index), f"tag {tag!r} is also the name of {platform}'s image of "
-                                      f"tag {tag[: -len(suffix)]!r}", f"drop {tag!r}: gen tags {platform}'s "
-                                      "image with it already")
+                yield spec.diagnostic(
+                    ("tags", index),
+                    f"tag {tag!r} is also the name of {platform}'s image of tag {tag[: -len(suffix)]!r}",
+                    f"drop {tag!r}: gen tags {platform}'s image with it already",
+                )
 
 
 CHECKS: tuple[Callable[[ResolvedSpec], Iterator[Diagnostic]], ...] = (
-    _check_base, _check_accounts, _check_account_references, _check_service_users, _check_unique_entries,
-    _check_paths, _check_platform_tags,
+    _check_base,
+    _check_accounts,
+    _check_account_references,
+    _check_service_users,
+    _check_unique_entries,
+    _check_paths,
+    _check_platform_tags,
 )
 
 
@@ -275,4 +384,5 @@ def check_spec(spec: ResolvedSpec, parent: ResolvedSpec | None) -> list[Diagnost
     if "base" not in spec.data:  # nothing else can be judged without knowing the distro
         return list(_check_base(spec))
     return [*_check_init(spec, parent_kind), *_check_platforms(spec, parent), *_check_parent_accounts(spec, parent)] + [
-        d for check in CHECKS for d in check(spec)]
+        d for check in CHECKS for d in check(spec)
+    ]

@@ -43,19 +43,20 @@ def _merge_maps(parent: dict, child: dict) -> dict:
     return result
 
 
-def _append_unique(field: str, parent: list, child: list, parent_origins: dict, depth: int,
-                   origins: dict) -> list:
+def _append_unique(field: str, parent: list, child: list, parent_origins: dict, depth: int, origins: dict) -> list:
     result: list = []
     for item, origin in [(item, parent_origins[(field, i)]) for i, item in enumerate(parent)] + [
-            (item, (depth, (field, i))) for i, item in enumerate(child)]:
+        (item, (depth, (field, i))) for i, item in enumerate(child)
+    ]:
         if item not in result:
             origins[(field, len(result))] = origin
             result.append(item)
     return result
 
 
-def _merge_keyed(field: str, key: str, parent: list, child: list, parent_origins: dict, depth: int,
-                 origins: dict) -> list:
+def _merge_keyed(
+    field: str, key: str, parent: list, child: list, parent_origins: dict, depth: int, origins: dict
+) -> list:
     result = [_copy(item) for item in parent]
     for index in range(len(parent)):
         origins[(field, index)] = parent_origins[(field, index)]
@@ -71,12 +72,17 @@ def _merge_keyed(field: str, key: str, parent: list, child: list, parent_origins
 
 def own_origins(data: dict, depth: int) -> dict[JsonPath, Origin]:
     """Origins of a spec's own list entries: each is where it is written."""
-    return {(field, i): (depth, (field, i)) for field, value in data.items() if isinstance(value, list)
-            for i in range(len(value))}
+    return {
+        (field, i): (depth, (field, i))
+        for field, value in data.items()
+        if isinstance(value, list)
+        for i in range(len(value))
+    }
 
 
-def merge(parent: dict, parent_origins: dict[JsonPath, Origin], child: dict, depth: int
-          ) -> tuple[dict, dict[JsonPath, Origin]]:
+def merge(
+    parent: dict, parent_origins: dict[JsonPath, Origin], child: dict, depth: int
+) -> tuple[dict, dict[JsonPath, Origin]]:
     """The resolved data of a child at chain position `depth`, from its parent's resolved data.
 
     parent_origins must cover every top-level list entry of parent; the result's origins do too.
@@ -89,8 +95,9 @@ def merge(parent: dict, parent_origins: dict[JsonPath, Origin], child: dict, dep
         elif field in APPENDED_LISTS and isinstance(value, list):
             result[field] = _append_unique(field, parent.get(field, []), value, parent_origins, depth, origins)
         elif field in KEYED_LISTS and isinstance(value, list) and all(isinstance(v, dict) for v in value):
-            result[field] = _merge_keyed(field, KEYED_LISTS[field], parent.get(field, []), value,
-                                         parent_origins, depth, origins)
+            result[field] = _merge_keyed(
+                field, KEYED_LISTS[field], parent.get(field, []), value, parent_origins, depth, origins
+            )
         else:
             result[field] = _copy(value)
             if isinstance(value, list):

@@ -76,8 +76,16 @@ def _read_all(paths: list[Path], root: Path) -> tuple[dict[str, SpecFile], list[
     problems: list[Diagnostic] = []
     for link in paths:
         if (why := outside_project(link, root)) is not None:
-            problems.append(Diagnostic(str(link), 0, 0, "", f"not read: {why}",
-                                       "gen reads only the project's own files: copy the spec into it"))
+            problems.append(
+                Diagnostic(
+                    str(link),
+                    0,
+                    0,
+                    "",
+                    f"not read: {why}",
+                    "gen reads only the project's own files: copy the spec into it",
+                )
+            )
             continue
         path = link.resolve()
         spec, parse_problems = read_spec_file(path, _display(path, root))
@@ -89,11 +97,21 @@ def _read_all(paths: list[Path], root: Path) -> tuple[dict[str, SpecFile], list[
         if not isinstance(name, str):
             continue
         if path.stem != name:
-            problems.append(spec.diagnostic(("name",), f"spec {name!r} is in a file named {path.name}",
-                                            f"rename the file to {name}{path.suffix}, or set `name: {path.stem}`"))
+            problems.append(
+                spec.diagnostic(
+                    ("name",),
+                    f"spec {name!r} is in a file named {path.name}",
+                    f"rename the file to {name}{path.suffix}, or set `name: {path.stem}`",
+                )
+            )
         if name in files:
-            problems.append(spec.diagnostic(("name",), f"two specs are named {name!r}: "
-                                            f"{files[name].display} and {spec.display}", "give each spec its own name"))
+            problems.append(
+                spec.diagnostic(
+                    ("name",),
+                    f"two specs are named {name!r}: {files[name].display} and {spec.display}",
+                    "give each spec its own name",
+                )
+            )
             continue
         files[name] = spec
     return files, problems
@@ -132,18 +150,23 @@ def _chain(name: str, files: dict[str, SpecFile]) -> tuple[list[SpecFile], Diagn
         if parent not in files:
             hint = difflib.get_close_matches(parent, list(files), n=1)
             return chain, chain[-1].diagnostic(
-                ("extends",), f"parent spec {parent!r} not found",
-                (f"did you mean {hint[0]!r}? " if hint else "") + f"known specs: {', '.join(sorted(files))}")
+                ("extends",),
+                f"parent spec {parent!r} not found",
+                (f"did you mean {hint[0]!r}? " if hint else "") + f"known specs: {', '.join(sorted(files))}",
+            )
         if any(f.data["name"] == parent for f in chain):
             names = [f.data["name"] for f in chain]
-            cycle = " -> ".join(names[names.index(parent):] + [parent])
-            return chain, chain[-1].diagnostic(("extends",), f"extends forms a cycle: {cycle}",
-                                               "one spec of the cycle must start from a base instead")
+            cycle = " -> ".join(names[names.index(parent) :] + [parent])
+            return chain, chain[-1].diagnostic(
+                ("extends",), f"extends forms a cycle: {cycle}", "one spec of the cycle must start from a base instead"
+            )
         chain.append(files[parent])
         if len(chain) > MAX_EXTENDS_DEPTH:
             return chain, files[name].diagnostic(
-                ("extends",), f"the extends chain of {name!r} is deeper than {MAX_EXTENDS_DEPTH} specs",
-                "flatten it: a child may extend any spec, not only the one above it")
+                ("extends",),
+                f"the extends chain of {name!r} is deeper than {MAX_EXTENDS_DEPTH} specs",
+                "flatten it: a child may extend any spec, not only the one above it",
+            )
     return list(reversed(chain)), None
 
 

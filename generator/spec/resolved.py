@@ -36,8 +36,9 @@ class ResolvedSpec:
         best = max(reversed(self.chain), key=lambda f: f.longest_known_prefix(path))  # nearest wins ties
         return best, path
 
-    def diagnostic(self, path: JsonPath, message: str, hint: str = "", severity: str = "error",
-                   *, key: bool = False) -> Diagnostic:
+    def diagnostic(
+        self, path: JsonPath, message: str, hint: str = "", severity: str = "error", *, key: bool = False
+    ) -> Diagnostic:
         """A diagnostic at the line that wrote `path` (in this spec or the parent it came from)."""
         source, source_path = self.source_of(path)
         if source.longest_known_prefix(source_path) == 0:

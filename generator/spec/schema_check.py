@@ -17,8 +17,15 @@ from generator.errors import Diagnostic
 from generator.schema import spec_schema
 from generator.spec.yamlfile import SpecFile
 
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-               dict: "a mapping", type(None): "null (empty)"}
+_TYPE_NAMES = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "a mapping",
+    type(None): "null (empty)",
+}
 
 
 # JSON Schema counts 1000.0 as an integer; YAML keeps it a float, and a uid or a size of 1000.0
@@ -26,7 +33,8 @@ _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a 
 _StrictValidator = validators.extend(
     Draft202012Validator,
     type_checker=Draft202012Validator.TYPE_CHECKER.redefine(
-        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)),
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    ),
 )
 
 
@@ -77,8 +85,10 @@ def _message(error: ValidationError) -> tuple[str, str]:
         return f"missing required field {field!r}", _described(schema.get("properties", {}).get(field, {}))
     if keyword == "enum":
         choices = [str(c) for c in error.validator_value]
-        return (f"{_short(value)} is not one of: {', '.join(choices)}",
-                _suggest(str(value), choices).rstrip() or described)
+        return (
+            f"{_short(value)} is not one of: {', '.join(choices)}",
+            _suggest(str(value), choices).rstrip() or described,
+        )
     if keyword == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
@@ -98,13 +108,20 @@ def _message(error: ValidationError) -> tuple[str, str]:
     if keyword == "uniqueItems":
         return "list has duplicate entries", "list each entry once"
     if keyword == "minItems":
-        return f"list needs at least {error.validator_value} entr{'y' if error.validator_value == 1 else 'ies'}", described
+        return (
+            f"list needs at least {error.validator_value} entr{'y' if error.validator_value == 1 else 'ies'}",
+            described,
+        )
     if keyword in ("minimum", "maximum"):
         bound = "at least" if keyword == "minimum" else "at most"
         return f"{_short(value)} is out of range: must be {bound} {error.validator_value}", described
     if keyword in ("minLength", "maxLength"):
         bound = "at least" if keyword == "minLength" else "at most"
-        return f"{_short(value)} is too {'short' if keyword == 'minLength' else 'long'}: {bound} {error.validator_value} characters", described
+        return (
+            f"{_short(value)} is too {'short' if keyword == 'minLength' else 'long'}: "
+            f"{bound} {error.validator_value} characters",
+            described,
+        )
     return error.message, described
 
 
@@ -122,8 +139,11 @@ def check_against_schema(spec: SpecFile) -> list[Diagnostic]:
         path = tuple(error.absolute_path)
         if _is_key_error(error):  # jsonschema reports the key as the instance, at the mapping's path
             why = "is reserved for gen's own use" if error.validator == "not" else "is not valid here"
-            result.append(spec.diagnostic((*path, error.instance), f"key {_short(error.instance)} {why}",
-                                          _described(error.schema), key=True))
+            result.append(
+                spec.diagnostic(
+                    (*path, error.instance), f"key {_short(error.instance)} {why}", _described(error.schema), key=True
+                )
+            )
             continue
         message, hint = _message(error)
         result.append(spec.diagnostic(path, message, hint))

@@ -56,8 +56,9 @@ class SpecFile:
                 return n
         return 0
 
-    def diagnostic(self, path: JsonPath, message: str, hint: str = "", *, key: bool = False,
-                   severity: str = "error") -> Diagnostic:
+    def diagnostic(
+        self, path: JsonPath, message: str, hint: str = "", *, key: bool = False, severity: str = "error"
+    ) -> Diagnostic:
         known = path[: self.longest_known_prefix(path)]
         line, column = self.position(known, key=key and known == path) or (1, 1)
         return Diagnostic(self.display, line, column, json_path_text(path), message, hint, severity)
@@ -142,8 +143,9 @@ class _Composer:
         start = (mark.line + 1, mark.column + 1)
         if kind == "MappingStartEvent" or kind == "SequenceStartEvent":
             mapping = kind == "MappingStartEvent"
-            self.open.append(_Open(_Node(start, pairs=[] if mapping else None, items=None if mapping else []),
-                                   event.anchor))
+            self.open.append(
+                _Open(_Node(start, pairs=[] if mapping else None, items=None if mapping else []), event.anchor)
+            )
             if len(self.open) > MAX_DEPTH:
                 raise _NotPlain(f"nesting deeper than {MAX_DEPTH} levels: a spec is a page, not a tree this deep", mark)
             return
@@ -173,8 +175,12 @@ class _Composer:
         elif top.key is None:
             if node.pairs is None and node.items is None:
                 if node.scalar in top.keys:
-                    raise _NotPlain(f"found duplicate key {node.scalar!r}: each key may appear once in a mapping; "
-                                    "merge the two entries", mark, syntax=True)
+                    raise _NotPlain(
+                        f"found duplicate key {node.scalar!r}: each key may appear once in a mapping; "
+                        "merge the two entries",
+                        mark,
+                        syntax=True,
+                    )
                 top.keys.add(node.scalar)
             top.key = node
         else:
@@ -182,12 +188,14 @@ class _Composer:
             top.key = None
         top.node.size += node.size
         if sum(o.node.size for o in self.open) > MAX_NODES:
-            raise _NotPlain(f"the document expands to more than {MAX_NODES} nodes (through aliases?): write it "
-                            "out plainly", mark)
+            raise _NotPlain(
+                f"the document expands to more than {MAX_NODES} nodes (through aliases?): write it out plainly", mark
+            )
 
 
-_NODE_EVENTS = frozenset({"MappingStartEvent", "SequenceStartEvent", "MappingEndEvent", "SequenceEndEvent",
-                          "ScalarEvent", "AliasEvent"})
+_NODE_EVENTS = frozenset(
+    {"MappingStartEvent", "SequenceStartEvent", "MappingEndEvent", "SequenceEndEvent", "ScalarEvent", "AliasEvent"}
+)
 
 
 class _NotPlain(Exception):
@@ -205,8 +213,9 @@ def _scalar(event: Any, is_key: bool) -> Any:
     value = event.value
     plain = not event.style
     if is_key and plain and value == "<<":
-        raise _NotPlain("merge keys (<<) are not allowed: write the fields out, or share them with extends",
-                        event.start_mark)
+        raise _NotPlain(
+            "merge keys (<<) are not allowed: write the fields out, or share them with extends", event.start_mark
+        )
     digits = value.lstrip("+-").replace("_", "")
     if plain and digits.isdigit() and len(digits) > MAX_INT_DIGITS:
         raise _NotPlain(f"an integer of {len(digits)} digits: at most {MAX_INT_DIGITS}", event.start_mark)
@@ -228,10 +237,18 @@ def _plain(node: _Node, path: JsonPath, spec: SpecFile, problems: list[Diagnosti
         for key_node, value_node in node.pairs:
             key = key_node.scalar
             if not isinstance(key, str) or key_node.pairs is not None or key_node.items is not None:
-                shown = "a mapping" if key_node.pairs is not None else "a list" if key_node.items is not None \
-                    else repr(key)
-                problems.append(Diagnostic(spec.display, *key_node.start, json_path_text(path),
-                                           f"key {shown} is not a string", "quote the key"))
+                shown = (
+                    "a mapping" if key_node.pairs is not None else "a list" if key_node.items is not None else repr(key)
+                )
+                problems.append(
+                    Diagnostic(
+                        spec.display,
+                        *key_node.start,
+                        json_path_text(path),
+                        f"key {shown} is not a string",
+                        "quote the key",
+                    )
+                )
                 key = str(key)
             child = (*path, key)
             spec.key_positions[child] = key_node.start
@@ -261,8 +278,16 @@ def read_spec_file(path: Path, display: str) -> tuple[SpecFile | None, list[Diag
     """Parse path. Returns (None, problems) when the file is not a readable YAML mapping."""
     try:
         if path.stat().st_size > MAX_SPEC_BYTES:
-            return None, [Diagnostic(display, 0, 0, "", f"the spec is {path.stat().st_size} bytes: at most "
-                                     f"{MAX_SPEC_BYTES}", "a spec is a page of YAML; move data into overlays")]
+            return None, [
+                Diagnostic(
+                    display,
+                    0,
+                    0,
+                    "",
+                    f"the spec is {path.stat().st_size} bytes: at most {MAX_SPEC_BYTES}",
+                    "a spec is a page of YAML; move data into overlays",
+                )
+            ]
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Diagnostic(display, 0, 0, "", f"cannot read spec: {exc}", "check the file exists and is UTF-8")]
@@ -277,18 +302,30 @@ def read_spec_file(path: Path, display: str) -> tuple[SpecFile | None, list[Diag
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         what = " ".join(p for p in (exc.context, exc.problem) if p)
-        hint = ("\\u escapes must name a character (a lone surrogate \\ud800-\\udfff is not one)"
-                if "escape" in what else "fix the YAML syntax (indentation, quotes, ':' after keys)")
+        hint = (
+            "\\u escapes must name a character (a lone surrogate \\ud800-\\udfff is not one)"
+            if "escape" in what
+            else "fix the YAML syntax (indentation, quotes, ':' after keys)"
+        )
         return None, [Diagnostic(display, line, column, "", f"invalid YAML: {what}", hint)]
     except yaml.YAMLError as exc:
         return None, [Diagnostic(display, 0, 0, "", f"invalid YAML: {exc}", "fix the YAML syntax")]
     except (ValueError, OverflowError, RecursionError) as exc:  # a value ruamel cannot construct
         return None, [Diagnostic(display, 0, 0, "", f"invalid YAML: {str(exc)[:200]}", "write plain values")]
     if document is None or document.pairs is None:
-        kind = "empty" if document is None else "a list" if document.items is not None else \
-            type(document.scalar).__name__
-        return None, [Diagnostic(display, 1, 1, "$", f"a spec must be a mapping of fields, this file is {kind}",
-                                 "start from `gen new NAME`, which writes a valid spec")]
+        kind = (
+            "empty" if document is None else "a list" if document.items is not None else type(document.scalar).__name__
+        )
+        return None, [
+            Diagnostic(
+                display,
+                1,
+                1,
+                "$",
+                f"a spec must be a mapping of fields, this file is {kind}",
+                "start from `gen new NAME`, which writes a valid spec",
+            )
+        ]
     spec = SpecFile(path, display, {})
     spec.value_positions[()] = (1, 1)
     problems: list[Diagnostic] = []

@@ -25,8 +25,16 @@ from generator.verify.expectations import EMBEDDED_SPEC, Expectations, parse_emb
 from generator.verify.podman import Podman
 
 __all__ = [
-    "CHECKS", "CheckResult", "Expectations", "ImageNotFound", "Podman", "Status", "check_names",
-    "read_expectations", "resolve_ref", "verify_image",
+    "CHECKS",
+    "CheckResult",
+    "Expectations",
+    "ImageNotFound",
+    "Podman",
+    "Status",
+    "check_names",
+    "read_expectations",
+    "resolve_ref",
+    "verify_image",
 ]
 
 
@@ -78,8 +86,10 @@ def _platform_tag(project: Path, name: str, tag: str, platform: str) -> str:
     image = load_output(project / "output" / name)
     built = image.platforms or (host_platform(),)
     if platform not in built:
-        raise UsageError(f"{name} is not built for {platform} (its platforms: {', '.join(built)}); "
-                         "choose one of those or add it to the spec's platforms")
+        raise UsageError(
+            f"{name} is not built for {platform} (its platforms: {', '.join(built)}); "
+            "choose one of those or add it to the spec's platforms"
+        )
     return next((u.tags[0] for u in image_units(image, host_platform()) if u.platform == platform), tag)
 
 
@@ -113,10 +123,16 @@ def read_expectations(podman: Podman, ref: str) -> Expectations:
     return found or without_spec()
 
 
-def verify_image(host: Host, ref: str, expectations: Expectations | None = None, *,
-                 podman: Podman | None = None, only: Iterable[str] | None = None,
-                 on_result: Callable[[CheckResult], None] | None = None,
-                 output_dir: Path | None = None) -> list[CheckResult]:
+def verify_image(
+    host: Host,
+    ref: str,
+    expectations: Expectations | None = None,
+    *,
+    podman: Podman | None = None,
+    only: Iterable[str] | None = None,
+    on_result: Callable[[CheckResult], None] | None = None,
+    output_dir: Path | None = None,
+) -> list[CheckResult]:
     """Run every check (or those named in `only`) against the image; results in table order.
     output_dir (the project's output/) holds the image's generated structure test, if any."""
     podman = podman or Podman(host)
@@ -157,7 +173,7 @@ def foreign_platform(image: dict) -> str:
 
 def structure_config_for(output_dir: Path | None, config: dict) -> Path | None:
     """output/<title>/structure-test.yaml for an image whose OCI title label names a rendered image."""
-    title = ((config.get("Labels") or {}).get("org.opencontainers.image.title") or "")
+    title = (config.get("Labels") or {}).get("org.opencontainers.image.title") or ""
     if output_dir is None or not title or "/" in title or title.startswith("."):
         return None
     path = output_dir / title / STRUCTURE_TEST

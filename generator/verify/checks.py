@@ -97,15 +97,21 @@ class Context:
         env.update(extra or {})
         return env
 
-    def run_logged(self, args: list[str], options: list[str] | None = None,
-                   env: dict[str, str] | None = None, timeout: float = RUN_TIMEOUT) -> tuple[Outcome, Path]:
+    def run_logged(
+        self,
+        args: list[str],
+        options: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = RUN_TIMEOUT,
+    ) -> tuple[Outcome, Path]:
         """Run CMD to its end, then copy the app's log directory out of the stopped container.
         Returns the run and the local copy (missing when the image has no such directory)."""
         name = f"gen-verify-{os.urandom(6).hex()}"
         copy = self.workdir / name
         try:
-            outcome = self.podman.run(self.ref, args, options=options or [], env=self.run_env(env),
-                                      timeout=timeout, name=name, remove=False)
+            outcome = self.podman.run(
+                self.ref, args, options=options or [], env=self.run_env(env), timeout=timeout, name=name, remove=False
+            )
             self.podman.copy_out(name, self.expect.log_dir, copy)
         finally:
             self.podman.remove(name)
@@ -134,8 +140,7 @@ class Context:
         return self._probe
 
     def _start_probe(self) -> str:
-        script = ("echo $$ > /tmp/gen-verify.app; (sleep 1 & echo $! > /tmp/gen-verify.orphan); "
-                  "exec sleep 600")
+        script = "echo $$ > /tmp/gen-verify.app; (sleep 1 & echo $! > /tmp/gen-verify.orphan); exec sleep 600"
         name = self.podman.start(self.ref, ["sh", "-c", script], env=self.run_env())
         self._cleanup.append(name)
         self.wait_ready(name, ["cat", "/tmp/gen-verify.app", "/tmp/gen-verify.orphan"])
@@ -158,7 +163,9 @@ class Context:
             raise ToolError(f"the app did not start within {READY_TIMEOUT:.0f} s")
         if exited:
             said = self.podman.logs_tail(name)
-            raise ToolError(f"the container exited ({exited[0]}) before the app started" + (f": {said}" if said else ""))
+            raise ToolError(
+                f"the container exited ({exited[0]}) before the app started" + (f": {said}" if said else "")
+            )
 
     def read_in_probe(self, path: str) -> str | None:
         got = self.podman.exec(self.probe(), ["cat", path])
@@ -273,17 +280,21 @@ def check_reaping(ctx: Context) -> Verdict:
         return passed(f"orphaned child {orphan_pid} was reaped; no zombies")
     zombies = sorted(pid for pid, (state, _) in snapshot.items() if state == "Z")
     if zombies:
-        return failed(f"zombies after {REAP_TIMEOUT:.0f} s: pids {', '.join(map(str, zombies))} (nothing reaps orphans)")
+        return failed(
+            f"zombies after {REAP_TIMEOUT:.0f} s: pids {', '.join(map(str, zombies))} (nothing reaps orphans)"
+        )
     return failed(f"orphaned child {orphan_pid} still present after {REAP_TIMEOUT:.0f} s")
 
 
 def check_stop_time(ctx: Context) -> Verdict:
     """An app that exits 0 on SIGTERM: `podman stop` must return well under the bound, exit 0."""
-    script = ('trap "exit 0" TERM; touch /tmp/gen-verify.ready; '
-              'while :; do sleep 1 & wait $!; done')
+    script = 'trap "exit 0" TERM; touch /tmp/gen-verify.ready; while :; do sleep 1 & wait $!; done'
     emulated = bool(ctx.podman.run_platform)
-    bound, grace = ((EMULATED_STOP_BOUND_SECONDS, EMULATED_STOP_GRACE_SECONDS) if emulated
-                    else (STOP_BOUND_SECONDS, STOP_GRACE_SECONDS))
+    bound, grace = (
+        (EMULATED_STOP_BOUND_SECONDS, EMULATED_STOP_GRACE_SECONDS)
+        if emulated
+        else (STOP_BOUND_SECONDS, STOP_GRACE_SECONDS)
+    )
     name = ctx.podman.start(ctx.ref, ["sh", "-c", script], env=ctx.run_env())
     try:
         ctx.wait_ready(name, ["test", "-e", "/tmp/gen-verify.ready"])
@@ -311,15 +322,16 @@ def check_exit_code(ctx: Context) -> Verdict:
 
 def check_exit_signal(ctx: Context) -> Verdict:
     want = 128 + EXIT_SIGNAL.value
-    got = ctx.podman.run(ctx.ref, ["sh", "-c", f"kill -{EXIT_SIGNAL.name[3:]} $$"], env=ctx.run_env(),
-                         timeout=RUN_TIMEOUT)
+    got = ctx.podman.run(
+        ctx.ref, ["sh", "-c", f"kill -{EXIT_SIGNAL.name[3:]} $$"], env=ctx.run_env(), timeout=RUN_TIMEOUT
+    )
     if got.code == want:
         return passed(f"CMD killed by {EXIT_SIGNAL.name} -> exit {got.code} (128+{EXIT_SIGNAL.value})")
     return failed(f"CMD killed by {EXIT_SIGNAL.name} -> {_code_detail(got)}, expected {want}")
 
 
 def _marked(lines: list[str], marker: str) -> list[str]:
-    return [line[len(marker):] for line in lines if line.startswith(marker)]
+    return [line[len(marker) :] for line in lines if line.startswith(marker)]
 
 
 def check_args(ctx: Context) -> Verdict:
@@ -340,8 +352,7 @@ def check_environment(ctx: Context) -> Verdict:
     """CMD sees `-e` variables and the image's ENV, without any wrapper."""
     marker = "gen-verify-env:"
     value = "a value with spaces"
-    outcome, lines = ctx.app_lines(["sh", "-c", f'env | sed "s/^/{marker}/"'],
-                                   env={"GEN_VERIFY_VALUE": value})
+    outcome, lines = ctx.app_lines(["sh", "-c", f'env | sed "s/^/{marker}/"'], env={"GEN_VERIFY_VALUE": value})
     if lines is None or outcome.code != 0:
         return failed(f"cannot read the app's environment: {_code_detail(outcome)}")
     seen = dict(line.partition("=")[::2] for line in _marked(lines, marker))
@@ -396,7 +407,7 @@ def judge_log_dir(directory: Path, max_size: int, keep: int, last: int) -> Verdi
             line = strip_timestamp(line)
             if not line.startswith(LOG_LINE_PREFIX):
                 continue
-            n = line[len(LOG_LINE_PREFIX):len(LOG_LINE_PREFIX) + 7]
+            n = line[len(LOG_LINE_PREFIX) : len(LOG_LINE_PREFIX) + 7]
             if not n.isdigit() or line != _log_line(int(n)):
                 return failed(f"damaged line in {path.name}: {line[:60]!r}")
             numbers.append(int(n))
@@ -416,16 +427,21 @@ def _runs_or_explains(ctx: Context, options: list[str], script: str) -> Verdict:
         return passed(f"runs with {shown}")
     # Warnings (e.g. a sysctl the policy lets pass) may come first; the reason must be one line.
     # s6-overlay's stage 2 always follows a failed start-up with its own fixed notice.
-    said = [line.strip() for line in got.stderr.splitlines()
-            if line.strip() and "warning:" not in line and not line.strip().endswith(OVERLAY_STOP_NOTICE)]
+    said = [
+        line.strip()
+        for line in got.stderr.splitlines()
+        if line.strip() and "warning:" not in line and not line.strip().endswith(OVERLAY_STOP_NOTICE)
+    ]
     if len(said) != 1:
-        return failed(f"with {shown}: exit {got.code} and {len(said)} line(s) on stderr, expected it to run "
-                      f"or say in one line what to change: {' / '.join(said)[:300]}")
+        return failed(
+            f"with {shown}: exit {got.code} and {len(said)} line(s) on stderr, expected it to run "
+            f"or say in one line what to change: {' / '.join(said)[:300]}"
+        )
     # :U gives the tmpfs to the container's user; podman's is root's otherwise, whatever its mode.
-    extra = [flag for path in ("/run", ctx.expect.log_dir) if path not in options
-             for flag in ("--tmpfs", f"{path}:U")]
-    again = ctx.podman.run(ctx.ref, ["sh", "-c", script], options=options + extra, env=ctx.run_env(),
-                           timeout=RUN_TIMEOUT)
+    extra = [flag for path in ("/run", ctx.expect.log_dir) if path not in options for flag in ("--tmpfs", f"{path}:U")]
+    again = ctx.podman.run(
+        ctx.ref, ["sh", "-c", script], options=options + extra, env=ctx.run_env(), timeout=RUN_TIMEOUT
+    )
     if again.code == 0:
         return passed(f"with {shown} it says {said[0]!r}; runs with {' '.join(extra)} added")
     return failed(f"with {shown}: {said[0]!r}; still {_code_detail(again)} with {' '.join(extra)} added")
@@ -451,9 +467,13 @@ def _write_to_root_owned_mount(ctx: Context, volume: VolumeExpectation, options:
     host_dir = ctx.workdir / f"volume-{os.urandom(4).hex()}"
     host_dir.mkdir(mode=0o755)
     os.chmod(host_dir, 0o755)
-    got = ctx.podman.run(ctx.ref, ["sh", "-c", 'touch "$1/.gen-verify-write"', "sh", volume.path],
-                         options=[*options, "--volume", f"{host_dir}:{volume.path}"], env=ctx.run_env(),
-                         timeout=RUN_TIMEOUT)
+    got = ctx.podman.run(
+        ctx.ref,
+        ["sh", "-c", 'touch "$1/.gen-verify-write"', "sh", volume.path],
+        options=[*options, "--volume", f"{host_dir}:{volume.path}"],
+        env=ctx.run_env(),
+        timeout=RUN_TIMEOUT,
+    )
     return got, host_dir / ".gen-verify-write"
 
 
@@ -470,16 +490,21 @@ def check_volumes(ctx: Context) -> Verdict:
         if root_start:
             got, probe = _write_to_root_owned_mount(ctx, volume, [])
             if not probe.exists() and not (volume.path in got.stderr and "--user 0" in got.stderr):
-                return failed(f"{volume.path}: started as non-root, the app cannot write a root-owned bind "
-                              f"mount and nothing says why: {_code_detail(got)}")
+                return failed(
+                    f"{volume.path}: started as non-root, the app cannot write a root-owned bind "
+                    f"mount and nothing says why: {_code_detail(got)}"
+                )
         got, probe = _write_to_root_owned_mount(ctx, volume, root_start)
         if got.code != 0 or not probe.exists():
             started = " started with --user 0" if root_start else ""
-            return failed(f"{volume.path}: a root-owned bind mount is not writable by the app{started}: "
-                          f"{_code_detail(got)}")
+            return failed(
+                f"{volume.path}: a root-owned bind mount is not writable by the app{started}: {_code_detail(got)}"
+            )
         owner = probe.stat().st_uid
         if volume.uid is not None and owner != volume.uid:
-            return failed(f"{volume.path}: the app's file is owned by uid {owner}, declared {volume.owner} ({volume.uid})")
+            return failed(
+                f"{volume.path}: the app's file is owned by uid {owner}, declared {volume.owner} ({volume.uid})"
+            )
         notes.append(f"{volume.path} (owner uid {probe.parent.stat().st_uid})")
     how = "with --user 0 (started as its user, it says how)" if root_start else "as the image starts"
     return passed(f"root-owned bind mount writable by the app {how}: " + ", ".join(notes))
@@ -504,8 +529,9 @@ def check_sysctls_runtime(ctx: Context) -> Verdict:
         return skipped("no namespaced sysctls declared")
     marker = "gen-verify-sysctl:"
     flags = ctx.expect.sysctl_run_flags(ctx.ref)
-    outcome, lines = ctx.app_lines(["sh", "-c", _read_sysctls_script(marker), "sh", *(k for k, _ in settable)],
-                                   options=flags)
+    outcome, lines = ctx.app_lines(
+        ["sh", "-c", _read_sysctls_script(marker), "sh", *(k for k, _ in settable)], options=flags
+    )
     if outcome.code != 0 or lines is None:
         return failed(f"with {' '.join(flags)}: {_code_detail(outcome)}")
     seen = dict(line.partition("=")[::2] for line in _marked(lines, marker))
@@ -518,8 +544,9 @@ def check_sysctls_runtime(ctx: Context) -> Verdict:
 def _runtime_defaults(ctx: Context, keys: list[str]) -> dict[str, str]:
     """Values a container gets without --sysctl, read with the init layer bypassed."""
     marker = "gen-verify-sysctl:"
-    got = ctx.podman.run(ctx.ref, ["-c", _read_sysctls_script(marker), "sh", *keys], entrypoint="/bin/sh",
-                         timeout=RUN_TIMEOUT)
+    got = ctx.podman.run(
+        ctx.ref, ["-c", _read_sysctls_script(marker), "sh", *keys], entrypoint="/bin/sh", timeout=RUN_TIMEOUT
+    )
     return dict(line.partition("=")[::2] for line in _marked(got.stdout.splitlines(), marker))
 
 
@@ -560,8 +587,10 @@ def check_structure(ctx: Context) -> Verdict:
     if not report.cases:
         return failed(report.detail)
     first = report.failures[0]
-    return failed(f"{report.detail}: {', '.join(c.name for c in report.failures)}; "
-                  f"{first.errors[0] if first.errors else ''}".rstrip("; "))
+    return failed(
+        f"{report.detail}: {', '.join(c.name for c in report.failures)}; "
+        f"{first.errors[0] if first.errors else ''}".rstrip("; ")
+    )
 
 
 CheckFunction = Callable[[Context], Verdict]

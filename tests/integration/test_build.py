@@ -17,20 +17,27 @@ from tests.conftest import SESSION_BASE, copy_bundled_specs, rehash_output_dir
 
 pytestmark = pytest.mark.integration
 
-BOOTSTRAP = (f"base: {{distro: debian, release: bookworm, bootstrap: {{variant: minbase, "
-             f"include: [{', '.join(SESSION_BASE['include'])}], "
-             f"source_date_epoch: {SESSION_BASE['source_date_epoch']}}}}}\n")
+BOOTSTRAP = (
+    f"base: {{distro: debian, release: bookworm, bootstrap: {{variant: minbase, "
+    f"include: [{', '.join(SESSION_BASE['include'])}], "
+    f"source_date_epoch: {SESSION_BASE['source_date_epoch']}}}}}\n"
+)
 CHAIN = {
-    "top": "name: top\ntags: [\"1\"]\n" + BOOTSTRAP,
-    "middle": "name: middle\ntags: [\"1\"]\nextends: top\nrootfs: [overlays/middle]\n",
-    "leaf": "name: leaf\ntags: [\"1\"]\nextends: middle\nenv: {LEAF: \"1\"}\n",
-    "other": "name: other\ntags: [\"1\"]\nextends: top\nenv: {OTHER: \"1\"}\n",
+    "top": 'name: top\ntags: ["1"]\n' + BOOTSTRAP,
+    "middle": 'name: middle\ntags: ["1"]\nextends: top\nrootfs: [overlays/middle]\n',
+    "leaf": 'name: leaf\ntags: ["1"]\nextends: middle\nenv: {LEAF: "1"}\n',
+    "other": 'name: other\ntags: ["1"]\nextends: top\nenv: {OTHER: "1"}\n',
 }
 
 
 def gen(args: list[str], project: Path, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "generator", *args, "-C", str(project)], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "generator", *args, "-C", str(project)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def plan(project: Path, env: dict[str, str]) -> dict[str, list[str]]:
@@ -67,15 +74,33 @@ def test_overlay_change_in_the_middle_rebuilds_it_and_its_child_only(chain, gen_
     built = gen(["build"], chain, gen_env)
     assert built.returncode == 0, built.stderr[-3000:]
     assert plan(chain, gen_env) == {}
-    got = subprocess.run(["podman", *gen_host.global_flags(), "run", "--rm", "--entrypoint", "cat",
-                          "localhost/gen/leaf:1", "/etc/middle.conf"], env=gen_env, capture_output=True, text=True,
-                         timeout=120)
+    got = subprocess.run(
+        [
+            "podman",
+            *gen_host.global_flags(),
+            "run",
+            "--rm",
+            "--entrypoint",
+            "cat",
+            "localhost/gen/leaf:1",
+            "/etc/middle.conf",
+        ],
+        env=gen_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert got.stdout == "v=2\n"
 
 
 def image_id(gen_host, env, ref: str) -> str | None:
-    got = subprocess.run(["podman", *gen_host.global_flags(), "image", "inspect", "--format", "{{.Id}}", ref],
-                         env=env, capture_output=True, text=True, timeout=120)
+    got = subprocess.run(
+        ["podman", *gen_host.global_flags(), "image", "inspect", "--format", "{{.Id}}", ref],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return got.stdout.strip() if got.returncode == 0 else None
 
 
@@ -87,8 +112,13 @@ def test_interrupted_build_keeps_previous_tags_and_exits_non_zero(chain, gen_env
     text = dockerfile.read_text()
     dockerfile.write_text(text.replace("\nCOPY gen-config/ /", "\nRUN sleep 60\nCOPY gen-config/ /", 1))
     rehash_output_dir(dockerfile.parent)
-    proc = subprocess.Popen([sys.executable, "-m", "generator", "build", "other", "-C", str(chain)], env=gen_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "generator", "build", "other", "-C", str(chain)],
+        env=gen_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     log = gen_host.logs_dir / "other.log"
     while time.monotonic() < deadline and not (log.is_file() and "sleep 60" in log.read_text(errors="replace")):
@@ -98,10 +128,20 @@ def test_interrupted_build_keeps_previous_tags_and_exits_non_zero(chain, gen_env
     out, err = proc.communicate(timeout=60)
     assert proc.returncode != 0, out + err
     assert image_id(gen_host, gen_env, "localhost/gen/other:1") == before
-    dangling = subprocess.run(["podman", *gen_host.global_flags(), "ps", "-a", "--format", "{{.Names}}"],
-                              env=gen_env, capture_output=True, text=True, timeout=60)
-    buildah = subprocess.run(["buildah", *gen_host.global_flags(), "containers", "--format", "{{.ContainerName}}"],
-                             env=gen_env, capture_output=True, text=True, timeout=60)
+    dangling = subprocess.run(
+        ["podman", *gen_host.global_flags(), "ps", "-a", "--format", "{{.Names}}"],
+        env=gen_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    buildah = subprocess.run(
+        ["buildah", *gen_host.global_flags(), "containers", "--format", "{{.ContainerName}}"],
+        env=gen_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "other" not in dangling.stdout + buildah.stdout
     dockerfile.write_text(text)  # resumes: the next build finds the image up to date
     rehash_output_dir(dockerfile.parent)
@@ -121,13 +161,35 @@ def test_bundled_chain_is_reproducible_from_empty_storage(tmp_path, gen_env):
 
 def test_rendered_dockerfile_builds_unchanged_with_podman(chain, gen_env, gen_host, bootstrapped_base):
     context = chain / "output" / "top"
-    built = subprocess.run(["podman", *gen_host.global_flags(), "build", "--format", "oci", "--layers",
-                            "--build-arg", f"BASE_IMAGE={bootstrapped_base}", "-t", "localhost/gen-podman-check/top:1",
-                            "-f", str(context / "Dockerfile"), str(context)],
-                           env=gen_env, capture_output=True, text=True, timeout=600)
+    built = subprocess.run(
+        [
+            "podman",
+            *gen_host.global_flags(),
+            "build",
+            "--format",
+            "oci",
+            "--layers",
+            "--build-arg",
+            f"BASE_IMAGE={bootstrapped_base}",
+            "-t",
+            "localhost/gen-podman-check/top:1",
+            "-f",
+            str(context / "Dockerfile"),
+            str(context),
+        ],
+        env=gen_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
-    ran = subprocess.run(["podman", *gen_host.global_flags(), "run", "--rm", "localhost/gen-podman-check/top:1",
-                          "echo", "hi"], env=gen_env, capture_output=True, text=True, timeout=120)
+    ran = subprocess.run(
+        ["podman", *gen_host.global_flags(), "run", "--rm", "localhost/gen-podman-check/top:1", "echo", "hi"],
+        env=gen_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert (ran.returncode, ran.stdout) == (0, "hi\n"), ran.stderr
 
 
@@ -136,12 +198,15 @@ def test_bootstrapped_rootfs_takes_nothing_of_the_hosts_etc(gen_host, bootstrapp
     must not follow the host's either (a host with a 0755 /etc/hostname made a different rootfs).
     Read from the mounted image: a running container sees the engine's own copies."""
     podman = ["podman", *gen_host.global_flags(), "image"]
-    mounted = subprocess.run([*podman, "mount", bootstrapped_base], env=gen_host.env, capture_output=True, text=True,
-                             timeout=120, check=True).stdout.strip()
+    mounted = subprocess.run(
+        [*podman, "mount", bootstrapped_base], env=gen_host.env, capture_output=True, text=True, timeout=120, check=True
+    ).stdout.strip()
     try:
         etc = Path(mounted) / "etc"
-        found = {name: (oct((etc / name).stat().st_mode & 0o7777), (etc / name).read_text())
-                 for name in ("hostname", "resolv.conf")}
+        found = {
+            name: (oct((etc / name).stat().st_mode & 0o7777), (etc / name).read_text())
+            for name in ("hostname", "resolv.conf")
+        }
     finally:
         subprocess.run([*podman, "unmount", bootstrapped_base], env=gen_host.env, capture_output=True, timeout=120)
     assert found == {"hostname": ("0o644", "localhost\n"), "resolv.conf": ("0o644", "")}

@@ -45,8 +45,15 @@ CHECKOUT = "/root/gen"
 LOCAL_CAS = Path("/usr/local/share/ca-certificates")
 # TLS trust settings a site sets machine-wide; their values are paths that exist in the rehearsal
 # once ca-certificates is installed. Nothing else of the host's environment goes in.
-TRUST_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS", "PIP_CERT", "REQUESTS_CA_BUNDLE",
-                   "CURL_CA_BUNDLE", "GIT_SSL_CAINFO")
+TRUST_VARIABLES = (
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NODE_EXTRA_CA_CERTS",
+    "PIP_CERT",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+)
 PACKAGES_MB_COMMAND = "dpkg-query -W -f='${Installed-Size}\\n' | awk '{kb += $1} END {print int(kb / 1024)}'"
 # Nothing the README's commands install may be there before they run.
 NOT_PREINSTALLED = ("buildah", "podman", "mmdebstrap", "s6", "python3-venv", "arch-test", "catatonit")
@@ -76,14 +83,25 @@ def fresh_debian(host: Host, work: Path) -> str:
     tarball = work / "rootfs.tar"
     hooks = []
     if LOCAL_CAS.is_dir():
-        hooks = [f"--customize-hook=mkdir -p \"$1{LOCAL_CAS}\"",
-                 f"--customize-hook=copy-in {' '.join(str(p) for p in sorted(LOCAL_CAS.glob('*.crt')))} {LOCAL_CAS}"]
+        hooks = [
+            f'--customize-hook=mkdir -p "$1{LOCAL_CAS}"',
+            f"--customize-hook=copy-in {' '.join(str(p) for p in sorted(LOCAL_CAS.glob('*.crt')))} {LOCAL_CAS}",
+        ]
     sources = _host_sources()
     assert sources, "the host has no apt sources to bootstrap the rehearsal from"
-    subprocess.run(["mmdebstrap", "--variant=minbase", "--format=tar", *hooks, "bookworm", str(tarball), *sources],
-                   check=True, capture_output=True, timeout=600)
-    subprocess.run(["podman", *host.global_flags(), "import", str(tarball), IMAGE], env=host.env,
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        ["mmdebstrap", "--variant=minbase", "--format=tar", *hooks, "bookworm", str(tarball), *sources],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    subprocess.run(
+        ["podman", *host.global_flags(), "import", str(tarball), IMAGE],
+        env=host.env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     tarball.unlink()
     return IMAGE
 
@@ -100,11 +118,19 @@ class Machine:
         argv += [f"--env={k}={v}" for k, v in self.env.items()]
         started = time.monotonic()
         try:
-            proc = subprocess.run([*argv, self.name, "bash", "-c", line], env=self.host.env, capture_output=True,
-                                  text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                [*argv, self.name, "bash", "-c", line],
+                env=self.host.env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired as exc:
             said = subprocess.CompletedProcess(exc.cmd, -1, _text(exc.stdout), _text(exc.stderr))
-            raise RuntimeError(f"`{line}` did not finish in {timeout:.0f} s on the fresh machine:\n{_tail(said)}")
+            raise RuntimeError(
+                f"`{line}` did not finish in {timeout:.0f} s on the fresh machine:\n{_tail(said)}"
+            ) from exc
         self.timings[label] = round(time.monotonic() - started, 1)
         return proc
 
@@ -120,8 +146,11 @@ def _tail(proc: subprocess.CompletedProcess, lines: int = 30) -> str:
 
 def _copy_checkout(dest: Path) -> None:
     """The tracked files as they are in the working tree: what a fresh clone has, nothing built."""
-    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], check=True, capture_output=True,
-                           timeout=60).stdout.decode().split("\0")
+    files = (
+        subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], check=True, capture_output=True, timeout=60)
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, files):
         source = ROOT / rel
         if not source.exists() and not source.is_symlink():
@@ -186,10 +215,29 @@ class Rehearsal:
         env = {k: os.environ[k] for k in TRUST_VARIABLES if os.environ.get(k, "").startswith("/etc/ssl/")}
         # Its own network namespace, as a machine has: the inner podman's bridge and rules stay inside.
         # The sleep is bounded, so a container that outlives a killed test run still ends.
-        subprocess.run(["podman", *self.host.global_flags(), "run", "-d", "--rm", "--name", self.name,
-                        "--privileged", "-v", f"{checkout}:{CHECKOUT}", "-v", f"{storage}:/var/lib/containers",
-                        image, "sleep", str(MACHINE_SECONDS)],
-                       env=self.host.env, check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                "podman",
+                *self.host.global_flags(),
+                "run",
+                "-d",
+                "--rm",
+                "--name",
+                self.name,
+                "--privileged",
+                "-v",
+                f"{checkout}:{CHECKOUT}",
+                "-v",
+                f"{storage}:/var/lib/containers",
+                image,
+                "sleep",
+                str(MACHINE_SECONDS),
+            ],
+            env=self.host.env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         return Machine(self.host, self.name, env)
 
 
@@ -201,8 +249,10 @@ def _steps() -> list[tuple[str, str, float]]:
     """(label, shell line, timeout) in order; the timeouts allow for the rest of the suite
     running beside the rehearsal on the same 2 cores."""
     main, tests = readme_setup_commands()
-    fresh = (f"dpkg-query -W -f='${{Package}} ${{Status}}\\n' {' '.join(NOT_PREINSTALLED)} 2>/dev/null "
-             "| grep ' installed$' || true")
+    fresh = (
+        f"dpkg-query -W -f='${{Package}} ${{Status}}\\n' {' '.join(NOT_PREINSTALLED)} 2>/dev/null "
+        "| grep ' installed$' || true"
+    )
     return [
         ("preinstalled", fresh, 60),
         ("release", "cat /etc/debian_version", 60),
@@ -215,8 +265,12 @@ def _steps() -> list[tuple[str, str, float]]:
         ("bench", "bench/run --smoke --output /tmp/bench.md", 1800),
         ("bench notes", "grep -E -A8 'could not run here|FAILED|crashed' /tmp/bench.md || true", 60),
         # For the README: what the commands cost on 2 cores, beside pytest's own temporary directories.
-        ("disk", f"du -sm /var/lib/containers .venv tests/tools/node_modules | cut -f1 | paste -sd' '; "
-                 f"{PACKAGES_MB_COMMAND}", 120),
+        (
+            "disk",
+            f"du -sm /var/lib/containers .venv tests/tools/node_modules | cut -f1 | paste -sd' '; "
+            f"{PACKAGES_MB_COMMAND}",
+            120,
+        ),
     ]
 
 
@@ -229,13 +283,15 @@ def start_rehearsal(work: Path, env: dict[str, str]) -> Rehearsal:
 REHEARSAL_SECONDS = MACHINE_SECONDS - 300
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the rehearsal runs a privileged container with nested builds: "
-                    "run the tests as root")
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="the rehearsal runs a privileged container with nested builds: run the tests as root"
+)
 def test_the_readme_commands_work_on_a_fresh_machine(rehearsal: Rehearsal):
     rehearsal.wait(REHEARSAL_SECONDS)
     results = rehearsal.results
-    assert results["preinstalled"].stdout.strip() == "", \
+    assert results["preinstalled"].stdout.strip() == "", (
         f"the rehearsal machine is not fresh: {results['preinstalled'].stdout}"
+    )
     assert results["release"].stdout.startswith("12."), f"not Debian 12: {results['release'].stdout}"
     main, _ = readme_setup_commands()
     built = results["main"]
@@ -257,9 +313,13 @@ def test_the_readme_commands_work_on_a_fresh_machine(rehearsal: Rehearsal):
     assert re.search(r"\d+ passed", summary) and "skipped" not in summary and "failed" not in summary, summary
 
     bench, notes = results["bench"], results["bench notes"]
-    assert bench.returncode == 0 and not notes.stdout.strip(), \
+    assert bench.returncode == 0 and not notes.stdout.strip(), (
         f"a benchmark did not run on a fresh machine:\n{notes.stdout or _tail(bench, 60)}"
+    )
 
-    costs = {"seconds": rehearsal.timings, "packages_mb_before": results["packages before"].stdout.strip(),
-             "mb_storage_venv_node_modules_packages": results["disk"].stdout.split()}
+    costs = {
+        "seconds": rehearsal.timings,
+        "packages_mb_before": results["packages before"].stdout.strip(),
+        "mb_storage_venv_node_modules_packages": results["disk"].stdout.split(),
+    }
     rehearsal.costs_file.write_text(json.dumps(costs, indent=1) + "\n")

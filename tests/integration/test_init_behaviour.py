@@ -62,8 +62,9 @@ def test_a_stop_takes_the_apps_own_time(podman: Podman, init_image: str) -> None
     assert code == 3 and 1.5 <= seconds < 1.5 + STOP_BOUND, f"stop took {seconds:.2f} s (exit {code})"
 
 
-def test_shell_pid1_baseline_waits_the_grace_time(podman: Podman, example_images: dict[str, str],
-                                                  record_property) -> None:
+def test_shell_pid1_baseline_waits_the_grace_time(
+    podman: Podman, example_images: dict[str, str], record_property
+) -> None:
     baseline = podman.start(example_images["no-init"])  # CMD sh -c 'sleep 60' as PID 1
     assert poll(lambda: podman.running(baseline), 10)
     slow, code = _stop(podman, baseline)
@@ -80,8 +81,9 @@ def test_orphaned_process_is_reaped(podman: Podman, init_image: str) -> None:
         assert orphan.isdigit()
 
         def gone() -> bool:
-            states = podman.exec(name, ["sh", "-c", 'for f in /proc/[0-9]*/stat; do read -r l < "$f" && '
-                                                    'echo "$l"; done 2>/dev/null']).stdout
+            states = podman.exec(
+                name, ["sh", "-c", 'for f in /proc/[0-9]*/stat; do read -r l < "$f" && echo "$l"; done 2>/dev/null']
+            ).stdout
             zombies = [line for line in states.splitlines() if line.rpartition(") ")[2].startswith("Z")]
             return not zombies and not any(line.startswith(orphan + " ") for line in states.splitlines())
 
@@ -92,14 +94,20 @@ def test_orphaned_process_is_reaped(podman: Podman, init_image: str) -> None:
 
 
 def test_log_rotation_keeps_current_plus_three_archives_under_the_limit(
-        podman: Podman, init_image: str, tmp_path: Path) -> None:
+    podman: Podman, init_image: str, tmp_path: Path
+) -> None:
     lines, limit = 30_000, 100_000  # 100 bytes a line: 3 MB
     fmt = "line %07.0f " + "x" * 87
     name = new_name()
     try:
-        got = podman.run(init_image, ["seq", "-f", fmt, "1", str(lines)], name=name, remove=False,
-                         env={"GEN_LOG_MAX_SIZE": str(limit), "GEN_LOG_KEEP": "3", "GEN_LOG_STDOUT": "0"},
-                         timeout=180)
+        got = podman.run(
+            init_image,
+            ["seq", "-f", fmt, "1", str(lines)],
+            name=name,
+            remove=False,
+            env={"GEN_LOG_MAX_SIZE": str(limit), "GEN_LOG_KEEP": "3", "GEN_LOG_STDOUT": "0"},
+            timeout=180,
+        )
         assert got.code == 0, got.stderr
         # The stdout copy's backlog is bounded by the kept files (300 kB here), less than a burst
         # of 3 MB: tests/integration/test_logs.py checks the copy with room to keep up.
@@ -118,11 +126,19 @@ def test_log_rotation_keeps_current_plus_three_archives_under_the_limit(
     numbers = [int(line.split()[1]) for line in kept]
     assert numbers[-1] == lines, "the newest line must be on disk when the container has exited"
     assert numbers == list(range(numbers[0], lines + 1)), "kept lines must be contiguous"
-    assert all(line == fmt.replace("%07.0f", f"{n:07d}") for n, line in zip(numbers, kept))
+    assert all(line == fmt.replace("%07.0f", f"{n:07d}") for n, line in zip(numbers, kept, strict=False))
 
 
-@pytest.mark.parametrize("script, code", [("exit 7", 7), ("exit 0", 0), ("kill -USR1 $$", 128 + 10),
-                                           ("kill -KILL $$", 128 + 9), ("kill -TERM $$", 128 + 15)])
+@pytest.mark.parametrize(
+    "script, code",
+    [
+        ("exit 7", 7),
+        ("exit 0", 0),
+        ("kill -USR1 $$", 128 + 10),
+        ("kill -KILL $$", 128 + 9),
+        ("kill -TERM $$", 128 + 15),
+    ],
+)
 def test_exit_code_is_cmds_own(podman: Podman, init_image: str, script: str, code: int) -> None:
     got = podman.run(init_image, ["sh", "-c", script], timeout=60)
     assert got.code == code, got.stderr
@@ -140,8 +156,9 @@ def test_echo_hi_prints_exactly_hi(podman: Podman, init_image: str) -> None:
 
 
 def test_cmd_sees_the_full_environment(podman: Podman, init_image: str) -> None:
-    got = podman.run(init_image, ["sh", "-c", 'printf "%s|%s\\n" "$FROM_RUN" "$LANG"'],
-                     env={"FROM_RUN": "a b"}, timeout=60)
+    got = podman.run(
+        init_image, ["sh", "-c", 'printf "%s|%s\\n" "$FROM_RUN" "$LANG"'], env={"FROM_RUN": "a b"}, timeout=60
+    )
     assert got.stdout == "a b|C.UTF-8\n", got.stderr  # -e and the image's ENV, no wrapper needed
 
 
@@ -163,8 +180,9 @@ def test_entrypoint_override_bypasses_the_init(podman: Podman, init_image: str) 
     assert got.stdout.strip() == "cat"
 
 
-@pytest.mark.parametrize("options", [["--read-only", "--tmpfs", "/run"], ["--user", "12345:0"]],
-                         ids=["read-only", "arbitrary-uid"])
+@pytest.mark.parametrize(
+    "options", [["--read-only", "--tmpfs", "/run"], ["--user", "12345:0"]], ids=["read-only", "arbitrary-uid"]
+)
 def test_runs_or_says_in_one_line_what_to_mount(podman: Podman, init_image: str, options: list[str]) -> None:
     """Issue 5: runs with --read-only (tmpfs on /run) and with an arbitrary uid in group 0, or fails
     at start with one clear line, and runs once given what that line asks for. (s6-overlay follows
@@ -172,8 +190,11 @@ def test_runs_or_says_in_one_line_what_to_mount(podman: Podman, init_image: str,
     ref = init_image
     got = podman.run(ref, ["sh", "-c", 'echo "$(id -u):$(id -g)"'], options=options, timeout=60)
     if got.code != 0:
-        said = [line for line in got.stderr.splitlines()
-                if line.strip() and "warning:" not in line and not line.endswith(OVERLAY_STOP_NOTICE)]
+        said = [
+            line
+            for line in got.stderr.splitlines()
+            if line.strip() and "warning:" not in line and not line.endswith(OVERLAY_STOP_NOTICE)
+        ]
         assert len(said) == 1, got.stderr
         assert "mount" in said[0] or "--tmpfs" in said[0] or "-v " in said[0], said[0]
         # As the line says: :U gives the tmpfs to the container's (non-root) user. A path the
@@ -197,16 +218,18 @@ def test_stop_with_nothing_left_does_not_sleep_the_grace_time(podman: Podman, in
     assert code == 0 and seconds < STOP_BOUND, f"stop took {seconds:.2f} s (exit {code})"
 
 
-
-def test_s6_overlay_services_are_up_before_cmd_and_stop_after_it(podman: Podman, example_images: dict[str, str],
-                                                                 tmp_path: Path) -> None:
+def test_s6_overlay_services_are_up_before_cmd_and_stop_after_it(
+    podman: Podman, example_images: dict[str, str], tmp_path: Path
+) -> None:
     """The overlay spec's service `heartbeat` is an s6-rc longrun with its own logger: up when CMD
     starts, still up while the app stops, and its log complete once the container is gone."""
     if "overlay" not in example_images:
         pytest.skip("no s6-overlay image in this session (its pinned sources are not on this machine)")
     up = "s6-svstat -o up /run/service/heartbeat"
-    app = (f'echo "at-start:$({up})"; trap \'echo "at-stop:$({up})"; exit 0\' TERM; touch /tmp/ready; '
-           "while :; do sleep 1 & wait $!; done")
+    app = (
+        f'echo "at-start:$({up})"; trap \'echo "at-stop:$({up})"; exit 0\' TERM; touch /tmp/ready; '
+        "while :; do sleep 1 & wait $!; done"
+    )
     name = _start_ready(podman, example_images["overlay"], app)
     try:
         time.sleep(1)  # a few heartbeats

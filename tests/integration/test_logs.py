@@ -87,7 +87,7 @@ def _assert_contiguous_seq(directory: Path) -> int:
             continue
         count = data.count(b"\n")
         first = int(data[: data.index(b"\n")])
-        last = int(data[data.rfind(b"\n", 0, len(data) - 1) + 1: -1])
+        last = int(data[data.rfind(b"\n", 0, len(data) - 1) + 1 : -1])
         assert first == expected, f"{path.name}: starts at {first}, expected {expected} (a gap or a repeat)"
         assert last - first + 1 == count, f"{path.name}: {count} lines for {first}..{last}"
         expected = last + 1
@@ -123,8 +123,12 @@ def test_a_stalled_engine_leaves_the_file_log_at_full_speed(podman: Podman, exam
     The bar is half the rate before the stall, not equality: a blocked log (s6-log's failure) is 0,
     and on 2 loaded cores two 2-second windows differ by up to a third (CI measured 0.63 once);
     bench/run logs measures the rate itself."""
-    name = podman.start(example_images[image], ["seq", "1", "4000000000"], options=_mount(log_dir),
-                        env={"GEN_LOG_MAX_SIZE": "50000000", "GEN_LOG_KEEP": "1000"})
+    name = podman.start(
+        example_images[image],
+        ["seq", "1", "4000000000"],
+        options=_mount(log_dir),
+        env={"GEN_LOG_MAX_SIZE": "50000000", "GEN_LOG_KEEP": "1000"},
+    )
     conmon = _conmon_pid(podman, name)
     try:
         assert poll(lambda: _last_number(log_dir) > 0, 20), "the app's output never reached the files"
@@ -188,8 +192,9 @@ def _logger_pid(init_pid: str) -> int:
         pid = todo.pop()
         try:
             # cmdline ends with the directory and a NUL; it is empty while the process exits.
-            if (Path(f"/proc/{pid}/comm").read_text().strip() == "gen-log"
-                    and Path(f"/proc/{pid}/cmdline").read_bytes().endswith(b"\0" + LOG_DIR.encode() + b"\0")):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "gen-log" and Path(
+                f"/proc/{pid}/cmdline"
+            ).read_bytes().endswith(b"\0" + LOG_DIR.encode() + b"\0"):
                 return int(pid)
             todo += Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         except (FileNotFoundError, ProcessLookupError):
@@ -233,8 +238,10 @@ def test_a_restart_loop_loses_nothing(podman: Podman, init_image: str, log_dir):
     """GEN_RESTART=restart: the app runs again and again, each run ending with a line that has no
     newline. The logger outlives the runs, so the files and stdout hold each run's lines in order,
     nothing twice, and each run's last line ends in that run."""
-    script = ('n=$(cat /tmp/runs 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > /tmp/runs; '
-              'seq -f "run $n line %g" 1 20000; printf "run $n end"; exit 1')
+    script = (
+        'n=$(cat /tmp/runs 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > /tmp/runs; '
+        'seq -f "run $n line %g" 1 20000; printf "run $n end"; exit 1'
+    )
     name = podman.start(init_image, ["sh", "-c", script], options=_mount(log_dir), env={"GEN_RESTART": "restart"})
     try:
         assert poll(lambda: b"run 3 end\n" in _current(log_dir), 60), "three runs"

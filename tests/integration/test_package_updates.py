@@ -50,8 +50,9 @@ packages: [{PACKAGE}]
 
 
 def _host_arch() -> str:
-    return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True,
-                          timeout=30).stdout.strip()
+    return subprocess.run(
+        ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.strip()
 
 
 def _build_deb(work: Path, version: str) -> Path:
@@ -61,10 +62,16 @@ def _build_deb(work: Path, version: str) -> Path:
     (tree / "usr/share" / PACKAGE / "version").write_text(version + "\n")
     (tree / "DEBIAN/control").write_text(
         f"Package: {PACKAGE}\nVersion: {version}\nArchitecture: all\nMaintainer: gen tests <tests@localhost>\n"
-        f"Description: marker package of gen's package-update test\n")
+        f"Description: marker package of gen's package-update test\n"
+    )
     deb = work / f"{PACKAGE}_{version}_all.deb"
-    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(tree), str(deb)], check=True,
-                   capture_output=True, timeout=60, env=dict(os.environ, SOURCE_DATE_EPOCH="1700000000"))
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "--build", str(tree), str(deb)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+        env=dict(os.environ, SOURCE_DATE_EPOCH="1700000000"),
+    )
     return deb
 
 
@@ -86,14 +93,17 @@ class AptRepository:
         ).encode()
         index_dir = self.root / "dists" / SUITE / "main" / f"binary-{self.arch}"
         index_dir.mkdir(parents=True, exist_ok=True)
-        files = {f"main/binary-{self.arch}/Packages": packages,
-                 f"main/binary-{self.arch}/Packages.gz": gzip.compress(packages, mtime=0)}
+        files = {
+            f"main/binary-{self.arch}/Packages": packages,
+            f"main/binary-{self.arch}/Packages.gz": gzip.compress(packages, mtime=0),
+        }
         for relative, content in files.items():
             (self.root / "dists" / SUITE / relative).write_bytes(content)
         sums = "".join(f" {hashlib.sha256(c).hexdigest()} {len(c)} {r}\n" for r, c in files.items())
         (self.root / "dists" / SUITE / "Release").write_text(
             f"Origin: gen-tests\nLabel: gen-tests\nSuite: {SUITE}\nCodename: {SUITE}\n"
-            f"Date: {RELEASE_DATES[version]}\nArchitectures: {self.arch}\nComponents: main\nSHA256:\n{sums}")
+            f"Date: {RELEASE_DATES[version]}\nArchitectures: {self.arch}\nComponents: main\nSHA256:\n{sums}"
+        )
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -110,8 +120,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def apt_repository(tmp_path_factory: pytest.TempPathFactory):
     """(repository, URL) of an apt archive served over HTTP on 127.0.0.1 for this module."""
     root = tmp_path_factory.mktemp("apt-repository")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(_QuietHandler, directory=str(root)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
     try:
@@ -134,15 +143,29 @@ def _rebuild(gen_cli, env, project: Path, *extra: str) -> tuple[int, dict]:
 
 
 def _installed_version(gen_host, gen_env) -> str:
-    proc = subprocess.run(["podman", *gen_host.global_flags(), "run", "--rm", "--entrypoint", "cat",
-                           f"{PREFIX}/probe:1", f"/usr/share/{PACKAGE}/version"],
-                          env=gen_env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            "podman",
+            *gen_host.global_flags(),
+            "run",
+            "--rm",
+            "--entrypoint",
+            "cat",
+            f"{PREFIX}/probe:1",
+            f"/usr/share/{PACKAGE}/version",
+        ],
+        env=gen_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
 
 
 def test_newer_package_in_a_repository_rebuilds_the_image_that_installed_it(
-        apt_repository, tmp_path_factory, tmp_path, gen_env, gen_host, bootstrapped_base, gen_cli):
+    apt_repository, tmp_path_factory, tmp_path, gen_env, gen_host, bootstrapped_base, gen_cli
+):
     repository, url = apt_repository
     repository.publish(_build_deb(tmp_path, "1.0"), "1.0")
     project = tmp_path_factory.mktemp("package-update-project")
@@ -171,8 +194,9 @@ def test_newer_package_in_a_repository_rebuilds_the_image_that_installed_it(
     assert [n for n, d in decisions.items() if d["stale"]] == ["probe"], report
     assert [r["code"] for r in decisions["probe"]["reasons"]] == ["packages"]
     assert f"{PACKAGE} 1.0 -> 1.1" in decisions["probe"]["reasons"][0]["detail"]
-    assert [(u["package"], u["old"], u["new"]) for u in decisions["probe"]["package_updates"]] == \
-        [(PACKAGE, "1.0", "1.1")]
+    assert [(u["package"], u["old"], u["new"]) for u in decisions["probe"]["package_updates"]] == [
+        (PACKAGE, "1.0", "1.1")
+    ]
 
     code, report = _rebuild(gen_cli, gen_env, project)
     assert code == 3 and [(r["name"], r["action"]) for r in report["results"]] == [("probe", "rebuilt")], report

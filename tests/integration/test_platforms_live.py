@@ -57,14 +57,20 @@ def _build(gen_cli, env, project: Path) -> dict[str, dict]:
 
 
 def _uname(host: Host, env, ref: str) -> str:
-    proc = subprocess.run(["podman", *host.global_flags(), "run", "--rm", "--entrypoint", "uname", ref, "-m"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        ["podman", *host.global_flags(), "run", "--rm", "--entrypoint", "uname", ref, "-m"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
 
 
-def test_base_spec_for_amd64_and_arm64_is_one_index(platforms_project, local_registry, gen_env, gen_host, gen_cli,
-                                                    tmp_path):
+def test_base_spec_for_amd64_and_arm64_is_one_index(
+    platforms_project, local_registry, gen_env, gen_host, gen_cli, tmp_path
+):
     project = platforms_project
     first = _build(gen_cli, gen_env, project)
     assert {n: b["action"] for n, b in first.items()} == {"debian-s6": "built", "debian-s6@arm64": "built"}
@@ -72,10 +78,13 @@ def test_base_spec_for_amd64_and_arm64_is_one_index(platforms_project, local_reg
     assert _uname(gen_host, gen_env, f"{PREFIX}/debian-s6:latest-arm64") == "aarch64"
     listed = _gen(gen_cli, gen_env, project, "images", "--format", "json")
     assert {r["name"]: (r["platform"], r["up_to_date"]) for r in json.loads(listed.stdout)} == {
-        "debian-s6": ("linux/amd64", True), "debian-s6@arm64": ("linux/arm64", True)}
+        "debian-s6": ("linux/amd64", True),
+        "debian-s6@arm64": ("linux/arm64", True),
+    }
 
-    verified = _gen(gen_cli, gen_env, project, "verify", "debian-s6", "--platform", "linux/arm64", "--json",
-                    timeout=900)
+    verified = _gen(
+        gen_cli, gen_env, project, "verify", "debian-s6", "--platform", "linux/arm64", "--json", timeout=900
+    )
     report = json.loads(verified.stdout)
     assert verified.returncode == 0 and report["ok"], verified.stdout[-3000:]
     assert report["image"] == f"{PREFIX}/debian-s6:bookworm-arm64"
@@ -87,8 +96,14 @@ def test_base_spec_for_amd64_and_arm64_is_one_index(platforms_project, local_reg
     assert pushed.returncode == 0, pushed.stderr
     result = json.loads(pushed.stdout)[0]
     assert list(result["platforms"]) == list(PLATFORMS)
-    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{org}/debian-s6:latest"],
-                         env=gen_env, capture_output=True, text=True, timeout=120, check=True).stdout
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{org}/debian-s6:latest"],
+        env=gen_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     index = json.loads(raw)
     assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
     assert [f"{m['platform']['os']}/{m['platform']['architecture']}" for m in index["manifests"]] == list(PLATFORMS)
@@ -98,9 +113,21 @@ def test_base_spec_for_amd64_and_arm64_is_one_index(platforms_project, local_reg
     fresh = Host.from_env(tmp_path / "pulled", env=gen_env)
     for platform in PLATFORMS:
         arch = platform.split("/")[1]
-        subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", "--override-arch", arch,
-                        f"docker://{org}/debian-s6:latest", fresh.skopeo_ref(f"localhost/pulled:{arch}")],
-                       env=gen_env, check=True, timeout=600)
+        subprocess.run(
+            [
+                "skopeo",
+                "copy",
+                "-q",
+                "--src-tls-verify=false",
+                "--override-arch",
+                arch,
+                f"docker://{org}/debian-s6:latest",
+                fresh.skopeo_ref(f"localhost/pulled:{arch}"),
+            ],
+            env=gen_env,
+            check=True,
+            timeout=600,
+        )
         assert _uname(fresh, gen_env, f"localhost/pulled:{arch}") == UNAME[platform]
     # gen pull brings every platform's image back under the tags gen build gives it, ids kept.
     pulled_env = dict(gen_env, GEN_STORAGE_ROOT=str(tmp_path / "gen-pulled"))
@@ -113,12 +140,23 @@ def test_base_spec_for_amd64_and_arm64_is_one_index(platforms_project, local_reg
 
     # One CI job per platform pushes its image alone; the last job joins them into the same index.
     for platform in PLATFORMS:
-        alone = _gen(gen_cli, gen_env, project, "push", "--registry", f"{org}3", "--insecure-registry",
-                     "--platform", platform, "--json")
+        alone = _gen(
+            gen_cli,
+            gen_env,
+            project,
+            "push",
+            "--registry",
+            f"{org}3",
+            "--insecure-registry",
+            "--platform",
+            platform,
+            "--json",
+        )
         assert alone.returncode == 0, alone.stderr
         assert json.loads(alone.stdout)[0]["platforms"] == {platform: result["platforms"][platform]}
-    joined = _gen(gen_cli, gen_env, project, "push", "--registry", f"{org}3", "--insecure-registry", "--index-only",
-                  "--json")
+    joined = _gen(
+        gen_cli, gen_env, project, "push", "--registry", f"{org}3", "--insecure-registry", "--index-only", "--json"
+    )
     assert joined.returncode == 0, joined.stderr
     assert json.loads(joined.stdout)[0]["digest"] == result["digest"]
 
@@ -139,28 +177,51 @@ def test_base_spec_for_amd64_and_arm64_is_one_index(platforms_project, local_reg
     again = _gen(gen_cli, gen_env, project, "push", "--registry", f"{org}2", "--insecure-registry", "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)[0]["digest"] == result["digest"]
-    tags = json.loads(subprocess.run(["skopeo", "list-tags", "--tls-verify=false", f"docker://{org}2/debian-s6"],
-                                     env=gen_env, capture_output=True, text=True, timeout=120, check=True).stdout)
+    tags = json.loads(
+        subprocess.run(
+            ["skopeo", "list-tags", "--tls-verify=false", f"docker://{org}2/debian-s6"],
+            env=gen_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+    )
     for platform in PLATFORMS:
         assert f"sha256-{result['platforms'][platform].split(':')[1]}.sbom" in tags["Tags"], tags
 
     # A field both platforms use: the scheduled job rebuilds both platforms' images and pushes a
     # new index; then nothing is left to build.
     spec = project / "specs" / "debian-s6.yaml"
-    spec.write_text(spec.read_text().replace("org.opencontainers.image.vendor: gen examples",
-                                             "org.opencontainers.image.vendor: gen platform test"))
+    spec.write_text(
+        spec.read_text().replace(
+            "org.opencontainers.image.vendor: gen examples", "org.opencontainers.image.vendor: gen platform test"
+        )
+    )
     assert gen_cli(["render", "-C", str(project)], gen_env).returncode == 0
     plan = _gen(gen_cli, gen_env, project, "build", "--dry-run", "--format", "json")
-    assert {p["name"]: p["action"] for p in json.loads(plan.stdout)} == {"debian-s6": "build",
-                                                                           "debian-s6@arm64": "build"}
+    assert {p["name"]: p["action"] for p in json.loads(plan.stdout)} == {
+        "debian-s6": "build",
+        "debian-s6@arm64": "build",
+    }
     arm_only = _gen(gen_cli, gen_env, project, "build", "--platform", "linux/arm64", "--dry-run", "--format", "json")
     assert [p["name"] for p in json.loads(arm_only.stdout)] == ["debian-s6@arm64"]
-    rebuilt = _gen(gen_cli, gen_env, project, "rebuild", "--registry", org, "--insecure-registry", "--skip-verify",
-                   "--no-package-check", "--json")
+    rebuilt = _gen(
+        gen_cli,
+        gen_env,
+        project,
+        "rebuild",
+        "--registry",
+        org,
+        "--insecure-registry",
+        "--skip-verify",
+        "--no-package-check",
+        "--json",
+    )
     assert rebuilt.returncode == 3, rebuilt.stdout[-3000:] + rebuilt.stderr[-3000:]
     assert [(r["name"], r["action"]) for r in json.loads(rebuilt.stdout)["results"]] == [("debian-s6", "rebuilt")]
     new_entry = json.loads((project / "gen.lock").read_text())["images"]["debian-s6"]
-    for platform, unit in zip(PLATFORMS, ("debian-s6", "debian-s6@arm64")):
+    for platform, unit in zip(PLATFORMS, ("debian-s6", "debian-s6@arm64"), strict=True):
         assert new_entry["platforms"][platform]["image_id"] != first[unit]["id"]
     assert new_entry["digest"] != result["digest"] == entry["digest"]
     assert {b["action"] for b in _build(gen_cli, gen_env, project).values()} == {"skipped"}
@@ -175,4 +236,6 @@ def test_bundled_base_builds_identically_twice_for_each_platform(platforms_proje
     assert gen_cli(["render", "-C", str(project)], gen_env).returncode == 0
     checked = gen_cli(["build", "-C", str(project), "--check-reproducible", "debian-s6"], gen_env, timeout=1800)
     assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
-    assert "reproducible debian-s6:" in checked.stdout and "reproducible debian-s6@arm64:" in checked.stdout, checked.stdout
+    assert "reproducible debian-s6:" in checked.stdout and "reproducible debian-s6@arm64:" in checked.stdout, (
+        checked.stdout
+    )

@@ -25,23 +25,37 @@ CHAIN = ("debian-s6", "runtime", "app-base")
 
 
 def _skopeo_digest(env: dict[str, str], ref: str) -> str:
-    got = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--no-tags", "--format", "{{.Digest}}",
-                          f"docker://{ref}"], env=env, capture_output=True, text=True, timeout=60)
+    got = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--no-tags", "--format", "{{.Digest}}", f"docker://{ref}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert got.returncode == 0, got.stderr
     return got.stdout.strip()
 
 
 def _tags(env: dict[str, str], repository: str) -> list[str]:
-    got = subprocess.run(["skopeo", "list-tags", "--tls-verify=false", f"docker://{repository}"], env=env,
-                         capture_output=True, text=True, timeout=60)
+    got = subprocess.run(
+        ["skopeo", "list-tags", "--tls-verify=false", f"docker://{repository}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert got.returncode == 0, got.stderr
     return sorted(json.loads(got.stdout)["Tags"])
 
 
 def _artifact_payload(env: dict[str, str], ref: str, directory: Path) -> bytes:
     """The only layer of a registry artifact, fetched with skopeo."""
-    subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"dir:{directory}"],
-                   env=env, check=True, timeout=120)
+    subprocess.run(
+        ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"dir:{directory}"],
+        env=env,
+        check=True,
+        timeout=120,
+    )
     manifest = json.loads((directory / "manifest.json").read_text())
     (layer,) = manifest["layers"]
     assert layer["mediaType"] == "application/vnd.cyclonedx+json"
@@ -67,14 +81,25 @@ def _gen(gen_cli, env, project: Path, *args: str, timeout: float = 900):
 def _rebuild(gen_cli, env, project: Path, registry: str):
     # Verify runs the init-layer checks of another stage; here the registry stage's decisions are
     # under test, and package checks would depend on the live Debian index.
-    got = _gen(gen_cli, env, project, "rebuild", "--registry", registry, "--insecure-registry", "--skip-verify",
-               "--no-package-check", "--json")
+    got = _gen(
+        gen_cli,
+        env,
+        project,
+        "rebuild",
+        "--registry",
+        registry,
+        "--insecure-registry",
+        "--skip-verify",
+        "--no-package-check",
+        "--json",
+    )
     assert got.returncode in (0, 3), got.stdout[-3000:] + got.stderr[-3000:]
     return got.returncode, json.loads(got.stdout)
 
 
-def test_registry_round_trip_and_rebuild(chain_project: Path, local_registry: str, gen_env, gen_host: Host,
-                                         gen_cli, tmp_path: Path):
+def test_registry_round_trip_and_rebuild(
+    chain_project: Path, local_registry: str, gen_env, gen_host: Host, gen_cli, tmp_path: Path
+):
     org = f"{local_registry}/team"
     # Push: every tag, build-id tag included, all with one digest.
     pushed = _gen(gen_cli, gen_env, chain_project, "push", "--registry", org, "--insecure-registry", "--json")
@@ -95,20 +120,23 @@ def test_registry_round_trip_and_rebuild(chain_project: Path, local_registry: st
     lock = json.loads((chain_project / "gen.lock").read_text())
     assert {n: lock["images"][n]["digest"] for n in CHAIN} == {n: results[n]["digest"] for n in CHAIN}
     assert "s6" in lock["images"]["debian-s6"]["packages"]
-    assert lock["images"]["debian-s6"]["base"]["kind"] == "bootstrap" and lock["images"]["debian-s6"]["base"]["image_id"]
+    assert (
+        lock["images"]["debian-s6"]["base"]["kind"] == "bootstrap" and lock["images"]["debian-s6"]["base"]["image_id"]
+    )
 
     code, report = _rebuild(gen_cli, gen_env, chain_project, org)
     assert code == 0 and not report["results"], report
 
     # The SBOM goes beside its image under cosign's tag scheme, byte for byte.
     assert _gen(gen_cli, gen_env, chain_project, "sbom", "runtime").returncode == 0
-    again = _gen(gen_cli, gen_env, chain_project, "push", "runtime", "--registry", org, "--insecure-registry",
-                 "--json")
+    again = _gen(gen_cli, gen_env, chain_project, "push", "runtime", "--registry", org, "--insecure-registry", "--json")
     assert again.returncode == 0, again.stderr
     sbom_tag = json.loads(again.stdout)[0]["sbom_tag"]
     assert sbom_tag == f"sha256-{results['runtime']['digest'].split(':')[1]}.sbom"
-    assert _artifact_payload(gen_env, f"{org}/runtime:{sbom_tag}", tmp_path / "sbom") == \
-        (chain_project / "output" / "runtime.sbom.cdx.json").read_bytes()
+    assert (
+        _artifact_payload(gen_env, f"{org}/runtime:{sbom_tag}", tmp_path / "sbom")
+        == (chain_project / "output" / "runtime.sbom.cdx.json").read_bytes()
+    )
 
     # Retag: every tag to another organization, digests unchanged.
     other = f"{local_registry}/other"
@@ -126,23 +154,64 @@ def test_registry_round_trip_and_rebuild(chain_project: Path, local_registry: st
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
     fresh_host = Host.from_env(tmp_path / "fresh-storage", env=fresh)
     for name in CHAIN:
-        ids = [subprocess.run(["podman", *h.global_flags(), "image", "inspect", "--format", "{{.Id}}",
-                               f"{PREFIX}/{name}:latest"], env=e, capture_output=True, text=True, timeout=60).stdout
-               for h, e in ((gen_host, gen_env), (fresh_host, fresh))]
+        ids = [
+            subprocess.run(
+                ["podman", *h.global_flags(), "image", "inspect", "--format", "{{.Id}}", f"{PREFIX}/{name}:latest"],
+                env=e,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
+            for h, e in ((gen_host, gen_env), (fresh_host, fresh))
+        ]
         assert ids[0] == ids[1] != "", (name, ids)
 
     # Someone publishes a changed debian-s6 under the same tag: its dependents are rebuilt on it.
     flags = gen_host.global_flags()
-    container = subprocess.run(["buildah", *flags, "from", f"{PREFIX}/debian-s6:bookworm"], env=gen_env,
-                               capture_output=True, text=True, timeout=120, check=True).stdout.strip()
-    subprocess.run(["buildah", *flags, "config", "--label", "published.by=someone-else", container], env=gen_env,
-                   check=True, timeout=60)
-    subprocess.run(["buildah", *flags, "commit", "-q", "--format", "oci", "--rm", container,
-                    "localhost/regtest-upstream/debian-s6:changed"], env=gen_env, check=True, timeout=300,
-                   capture_output=True)
-    subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false",
-                    gen_host.skopeo_ref("localhost/regtest-upstream/debian-s6:changed"),
-                    f"docker://{org}/debian-s6:bookworm"], env=gen_env, check=True, timeout=300)
+    container = subprocess.run(
+        ["buildah", *flags, "from", f"{PREFIX}/debian-s6:bookworm"],
+        env=gen_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.strip()
+    subprocess.run(
+        ["buildah", *flags, "config", "--label", "published.by=someone-else", container],
+        env=gen_env,
+        check=True,
+        timeout=60,
+    )
+    subprocess.run(
+        [
+            "buildah",
+            *flags,
+            "commit",
+            "-q",
+            "--format",
+            "oci",
+            "--rm",
+            container,
+            "localhost/regtest-upstream/debian-s6:changed",
+        ],
+        env=gen_env,
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            gen_host.skopeo_ref("localhost/regtest-upstream/debian-s6:changed"),
+            f"docker://{org}/debian-s6:bookworm",
+        ],
+        env=gen_env,
+        check=True,
+        timeout=300,
+    )
     published = _skopeo_digest(gen_env, f"{org}/debian-s6:bookworm")
 
     code, report = _rebuild(gen_cli, gen_env, chain_project, org)
@@ -167,7 +236,7 @@ def test_registry_round_trip_and_rebuild(chain_project: Path, local_registry: st
 
     # A spec-only change of the leaf rebuilds the leaf alone.
     spec = chain_project / "specs" / "app-base.yaml"
-    spec.write_text(spec.read_text().replace("workdir: /home/app", "workdir: /home/app\nenv:\n  REGTEST: \"1\""))
+    spec.write_text(spec.read_text().replace("workdir: /home/app", 'workdir: /home/app\nenv:\n  REGTEST: "1"'))
     rendered = gen_cli(["render", "-C", str(chain_project)], gen_env)
     assert rendered.returncode == 0, rendered.stderr
     code, report = _rebuild(gen_cli, gen_env, chain_project, org)
@@ -176,13 +245,15 @@ def test_registry_round_trip_and_rebuild(chain_project: Path, local_registry: st
 
 
 def test_insecure_registry_refused_for_remote_host(chain_project: Path, gen_env, gen_cli):
-    got = _gen(gen_cli, gen_env, chain_project, "push", "--registry", "registry.example.com/team",
-               "--insecure-registry")
+    got = _gen(
+        gen_cli, gen_env, chain_project, "push", "--registry", "registry.example.com/team", "--insecure-registry"
+    )
     assert got.returncode == 2 and "loopback" in got.stderr
 
 
-def test_layer_cache_is_shared_through_the_registry(chain_project: Path, local_registry: str, gen_env, gen_cli,
-                                                    tmp_path: Path):
+def test_layer_cache_is_shared_through_the_registry(
+    chain_project: Path, local_registry: str, gen_env, gen_cli, tmp_path: Path
+):
     """Two runners with empty storages: the second takes the first's build steps from the registry."""
     org = f"{local_registry}/cachetest"
     pushed = _gen(gen_cli, gen_env, chain_project, "push", "debian-s6", "--registry", org, "--insecure-registry")
@@ -192,8 +263,18 @@ def test_layer_cache_is_shared_through_the_registry(chain_project: Path, local_r
         env = dict(gen_env, GEN_STORAGE_ROOT=str(tmp_path / runner))
         pulled = _gen(gen_cli, env, chain_project, "pull", "debian-s6", "--registry", org, "--insecure-registry")
         assert pulled.returncode == 0, pulled.stderr
-        built = _gen(gen_cli, env, chain_project, "build", "runtime", "--layer-cache", f"{org}/gen-layer-cache",
-                     "--insecure-registry", "--format", "json")
+        built = _gen(
+            gen_cli,
+            env,
+            chain_project,
+            "build",
+            "runtime",
+            "--layer-cache",
+            f"{org}/gen-layer-cache",
+            "--insecure-registry",
+            "--format",
+            "json",
+        )
         assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
         ids.append(next(b["id"] for b in json.loads(built.stdout)["images"] if b["name"] == "runtime"))
         logs.append((Host.from_env(tmp_path / runner, env=env).logs_dir / "runtime.log").read_text())

@@ -69,29 +69,44 @@ def write_tarball(path: Path, member: str, text: str) -> str:
 
 def spec_text(url: str, sums: dict[str, str]) -> str:
     checksums = "".join(f"    {name}: {digest}\n" for name, digest in sums.items())
-    return (f"name: overlay\ntags: [\"1\"]\n{BOOTSTRAP}init:\n  kind: s6-overlay\n  version: \"{VERSION}\"\n"
-            f"  source: {url}\n  checksums:\n{checksums}cmd: [\"true\"]\n")
+    return (
+        f'name: overlay\ntags: ["1"]\n{BOOTSTRAP}init:\n  kind: s6-overlay\n  version: "{VERSION}"\n'
+        f'  source: {url}\n  checksums:\n{checksums}cmd: ["true"]\n'
+    )
 
 
 def gen(args: list[str], project: Path, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "generator", *args, "-C", str(project)], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "generator", *args, "-C", str(project)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def image_id(gen_host, env, ref: str) -> str | None:
-    got = subprocess.run(["podman", *gen_host.global_flags(), "image", "inspect", "--format", "{{.Id}}", ref],
-                         env=env, capture_output=True, text=True, timeout=120)
+    got = subprocess.run(
+        ["podman", *gen_host.global_flags(), "image", "inspect", "--format", "{{.Id}}", ref],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return got.stdout.strip() if got.returncode == 0 else None
 
 
-def test_fetch_stage_verifies_each_tarball_and_refuses_a_mismatch(tmp_path, release_server, gen_env, gen_host,
-                                                                  bootstrapped_base):
+def test_fetch_stage_verifies_each_tarball_and_refuses_a_mismatch(
+    tmp_path, release_server, gen_env, gen_host, bootstrapped_base
+):
     directory, url = release_server
     sums = {
-        "s6-overlay-noarch.tar.xz": write_tarball(directory / "s6-overlay-noarch.tar.xz", "etc/gen-test/noarch",
-                                                  "noarch ok\n"),
-        "s6-overlay-x86_64.tar.xz": write_tarball(directory / "s6-overlay-x86_64.tar.xz", "etc/gen-test/arch",
-                                                  "x86_64 ok\n"),
+        "s6-overlay-noarch.tar.xz": write_tarball(
+            directory / "s6-overlay-noarch.tar.xz", "etc/gen-test/noarch", "noarch ok\n"
+        ),
+        "s6-overlay-x86_64.tar.xz": write_tarball(
+            directory / "s6-overlay-x86_64.tar.xz", "etc/gen-test/arch", "x86_64 ok\n"
+        ),
     }
     project = tmp_path / "project"
     (project / "specs").mkdir(parents=True)
@@ -105,15 +120,29 @@ def test_fetch_stage_verifies_each_tarball_and_refuses_a_mismatch(tmp_path, rele
     built = gen(["build"], project, gen_env)
     assert built.returncode == 0, built.stdout + built.stderr[-3000:]
     ref = "localhost/gen/overlay:1"
-    read = subprocess.run(["podman", *gen_host.global_flags(), "run", "--rm", "--entrypoint", "cat", ref,
-                           "/etc/gen-test/noarch", "/etc/gen-test/arch"], env=gen_env, capture_output=True,
-                          text=True, timeout=120)
+    read = subprocess.run(
+        [
+            "podman",
+            *gen_host.global_flags(),
+            "run",
+            "--rm",
+            "--entrypoint",
+            "cat",
+            ref,
+            "/etc/gen-test/noarch",
+            "/etc/gen-test/arch",
+        ],
+        env=gen_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert read.stdout == "noarch ok\nx86_64 ok\n", read.stderr
     good_id = image_id(gen_host, gen_env, ref)
 
     # Same name, same spec, different bytes on the mirror: the build must refuse them.
     write_tarball(directory / "s6-overlay-noarch.tar.xz", "etc/gen-test/noarch", "tampered\n")
-    (project / "specs" / "overlay.yaml").write_text(spec_text(url, sums) + "env: {REBUILD: \"1\"}\n")
+    (project / "specs" / "overlay.yaml").write_text(spec_text(url, sums) + 'env: {REBUILD: "1"}\n')
     assert gen(["render"], project, gen_env).returncode == 0
     refused = gen(["build"], project, gen_env)
     assert refused.returncode != 0
@@ -130,20 +159,36 @@ def test_local_directory_source_is_served_to_the_build(tmp_path, gen_env, gen_ho
     releases = tmp_path / "offline"
     releases.mkdir()
     sums = {
-        "s6-overlay-noarch.tar.xz": write_tarball(releases / "s6-overlay-noarch.tar.xz", "etc/gen-test/noarch",
-                                                  "offline noarch\n"),
-        "s6-overlay-x86_64.tar.xz": write_tarball(releases / "s6-overlay-x86_64.tar.xz", "etc/gen-test/arch",
-                                                  "offline x86_64\n"),
+        "s6-overlay-noarch.tar.xz": write_tarball(
+            releases / "s6-overlay-noarch.tar.xz", "etc/gen-test/noarch", "offline noarch\n"
+        ),
+        "s6-overlay-x86_64.tar.xz": write_tarball(
+            releases / "s6-overlay-x86_64.tar.xz", "etc/gen-test/arch", "offline x86_64\n"
+        ),
     }
     project = tmp_path / "project"
     (project / "specs").mkdir(parents=True)
-    (project / "specs" / "overlay.yaml").write_text(spec_text(str(releases), sums).replace("tags: [\"1\"]",
-                                                                                         "tags: [\"offline\"]"))
+    (project / "specs" / "overlay.yaml").write_text(
+        spec_text(str(releases), sums).replace('tags: ["1"]', 'tags: ["offline"]')
+    )
     assert gen(["render"], project, gen_env).returncode == 0
     assert "ARG S6_OVERLAY_BASE_URL\n" in (project / "output" / "overlay" / "Dockerfile").read_text()
     built = gen(["build"], project, gen_env)
     assert built.returncode == 0, built.stdout + built.stderr[-3000:]
-    read = subprocess.run(["podman", *gen_host.global_flags(), "run", "--rm", "--entrypoint", "cat",
-                           "localhost/gen/overlay:offline", "/etc/gen-test/noarch"], env=gen_env,
-                          capture_output=True, text=True, timeout=120)
+    read = subprocess.run(
+        [
+            "podman",
+            *gen_host.global_flags(),
+            "run",
+            "--rm",
+            "--entrypoint",
+            "cat",
+            "localhost/gen/overlay:offline",
+            "/etc/gen-test/noarch",
+        ],
+        env=gen_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert read.stdout == "offline noarch\n", read.stderr

@@ -47,8 +47,7 @@ def test_app_base_checks_user_volume_and_sysctls(gen_verify) -> None:
 
 
 def test_policy_fail_image_verifies_its_own_policy(gen_verify) -> None:
-    checks = _checks(gen_verify("app-strict", "--json", "--check", "sysctl policy",
-                                "--check", "sysctls via --sysctl"))
+    checks = _checks(gen_verify("app-strict", "--json", "--check", "sysctl policy", "--check", "sysctls via --sysctl"))
     assert checks["sysctl policy"]["status"] == "pass", checks["sysctl policy"]
     assert "policy fail" in checks["sysctl policy"]["detail"]
     assert checks["sysctls via --sysctl"]["status"] == "pass", checks["sysctls via --sysctl"]
@@ -84,6 +83,7 @@ def test_verify_bad_input_exits_2(gen_verify) -> None:
 def test_verify_leaves_no_anonymous_volumes_behind(gen_verify, podman) -> None:
     """app-base declares VOLUME /data: each check container gets an anonymous volume, which must
     go with the container (issue 20: 92 had piled up after a day of runs)."""
+
     def volumes() -> set[str]:
         listed = podman.call(["volume", "ls", "--quiet"], timeout=60)
         assert listed.code == 0, listed.stderr
@@ -91,7 +91,8 @@ def test_verify_leaves_no_anonymous_volumes_behind(gen_verify, podman) -> None:
 
     before = volumes()
     # Checks that keep their container for a while (started, or run and then copied from).
-    result = gen_verify("app-base", "--json", "--check", "SIGTERM stop", "--check", "arguments intact",
-                        "--check", "orphans reaped")
+    result = gen_verify(
+        "app-base", "--json", "--check", "SIGTERM stop", "--check", "arguments intact", "--check", "orphans reaped"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert volumes() - before == set(), "gen verify left anonymous volumes behind"

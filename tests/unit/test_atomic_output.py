@@ -27,8 +27,9 @@ def write_specs(project: Path, count: int, version: str) -> None:
     specs = project / "specs"
     specs.mkdir(parents=True, exist_ok=True)
     for i in range(count):
-        (specs / f"img{i}.yaml").write_text(f"name: img{i}\ntags: [a]\ndescription: {version}\n{BASE}"
-                                            "init: {kind: none}\ncmd: [sh]\n")
+        (specs / f"img{i}.yaml").write_text(
+            f"name: img{i}\ntags: [a]\ndescription: {version}\n{BASE}init: {{kind: none}}\ncmd: [sh]\n"
+        )
 
 
 def render(project: Path, prune: bool = True):
@@ -135,15 +136,20 @@ def test_ctrl_c_at_any_moment_leaves_the_old_or_the_new_output_whole(tmp_path):
     count = 50
     write_specs(tmp_path, count, "v0")
     started = time.monotonic()
-    first = subprocess.run([sys.executable, "-m", "generator", "render", "-C", str(tmp_path)],
-                           capture_output=True, text=True, timeout=120)
+    first = subprocess.run(
+        [sys.executable, "-m", "generator", "render", "-C", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert first.returncode == 0, first.stderr
     duration = time.monotonic() - started
     seen_exits = set()
     for trial, fraction in enumerate((0.1, 0.4, 0.7, 0.9, 1.0), start=1):
         write_specs(tmp_path, count, f"v{trial}")
-        proc = subprocess.Popen([sys.executable, "-m", "generator", "render", "-C", str(tmp_path)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "generator", "render", "-C", str(tmp_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(duration * fraction)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
@@ -157,8 +163,12 @@ def test_ctrl_c_at_any_moment_leaves_the_old_or_the_new_output_whole(tmp_path):
         assert versions(tmp_path) in ({f"v{trial - 1}"}, {f"v{trial}"})
         if versions(tmp_path) == {f"v{trial - 1}"}:  # the next trial's "old" is this one's new
             write_specs(tmp_path, count, f"v{trial}")
-            assert subprocess.run([sys.executable, "-m", "generator", "render", "-C", str(tmp_path)],
-                                  capture_output=True, timeout=120).returncode == 0
+            assert (
+                subprocess.run(
+                    [sys.executable, "-m", "generator", "render", "-C", str(tmp_path)], capture_output=True, timeout=120
+                ).returncode
+                == 0
+            )
     assert 130 in seen_exits, "no run was interrupted: the test proved nothing"
 
 

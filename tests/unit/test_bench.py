@@ -41,8 +41,10 @@ def test_smoke_does_less_than_quick_and_quick_no_more_than_full(name):
     params = importlib.import_module(name).PARAMS
     assert set(params) == set(Size)
     smoke, quick, full = (magnitudes(params[size]) for size in (Size.SMOKE, Size.QUICK, Size.FULL))
-    assert smoke and all(s <= q for s, q in zip(smoke, quick)) and any(s < q for s, q in zip(smoke, quick))
-    assert all(q <= f for q, f in zip(quick, full))
+    assert smoke and len(smoke) == len(quick) == len(full)
+    pairs = list(zip(smoke, quick, strict=True))
+    assert all(s <= q for s, q in pairs) and any(s < q for s, q in pairs)
+    assert all(q <= f for q, f in zip(quick, full, strict=True))
 
 
 def test_smoke_decisions_keep_four_distinct_scenarios_on_about_five_images():
@@ -151,8 +153,7 @@ def test_log_check_enforces_the_rotation_size(tmp_path):
 
 
 def test_k8s_file_records_rebuild_the_stream():
-    log = (b"2026-01-01T00:00:00Z stdout P abc\n2026-01-01T00:00:00Z stdout F def\n"
-           b"2026-01-01T00:00:01Z stderr F ghi\n")
+    log = b"2026-01-01T00:00:00Z stdout P abc\n2026-01-01T00:00:00Z stdout F def\n2026-01-01T00:00:01Z stderr F ghi\n"
     assert logs.k8s_file_payload(log) == b"abcdef\nghi\n"
     with pytest.raises(AssertionError):
         logs.k8s_file_payload(b"garbage\n")
@@ -174,14 +175,22 @@ def test_log_variants_keep_the_limit_first_and_compare_gen_log_with_s6_log(tmp_p
 
 
 def test_log_target_notes_say_met_or_missed_from_the_numbers():
-    host = Section("host", [], rows=[
-        [100, logs.GEN_LOG_DEFAULT, 0.1, 1.0, 0.6], [100, logs.GEN_LOG_ISO8601, 0.1, 1.0, 0.2],
-        [100, logs.GEN_S6_LOG, 0.1, 1.0, 0.1]])
+    host = Section(
+        "host",
+        [],
+        rows=[
+            [100, logs.GEN_LOG_DEFAULT, 0.1, 1.0, 0.6],
+            [100, logs.GEN_LOG_ISO8601, 0.1, 1.0, 0.2],
+            [100, logs.GEN_S6_LOG, 0.1, 1.0, 0.1],
+        ],
+    )
     assert logs.host_target_note(host) == (
         "Targets: 100-byte lines: gen-log 0.6 of pipe-to-file with rotation (target 0.5, met), 0.2 with iso8601 "
-        "timestamps (target 0.3, missed); 6.0x the same log-run with GEN_LOGGER=s6-log.")
-    container = Section("container", [], rows=[
-        [100, logs.SHIPPED, 1.0, 1.0, 0.4, 1.1], [1000, logs.SHIPPED, 1.0, 1.0, 0.5, 0.9]])
+        "timestamps (target 0.3, missed); 6.0x the same log-run with GEN_LOGGER=s6-log."
+    )
+    container = Section(
+        "container", [], rows=[[100, logs.SHIPPED, 1.0, 1.0, 0.4, 1.1], [1000, logs.SHIPPED, 1.0, 1.0, 0.5, 0.9]]
+    )
     note = logs.container_target_note(container)
     assert note.startswith("Targets: 100-byte lines: shipped pipeline 1.1x k8s-file alone (target 1, met), 0.4 ")
     assert "0.4 of the file write in the container (target 0.5, missed)" in note
@@ -259,11 +268,17 @@ def test_hand_written_equivalent_flattens_the_bundled_chain():
     text, packages = images.flattened(output, "app-base")
     steps = layers.instructions(text)
     # gen-log's builder stage stays a builder stage; everything else is one final stage.
-    assert [step for step in steps if step.startswith("FROM")] == ["FROM ${BASE_IMAGE} AS gen-log", "FROM ${BASE_IMAGE}"]
+    assert [step for step in steps if step.startswith("FROM")] == [
+        "FROM ${BASE_IMAGE} AS gen-log",
+        "FROM ${BASE_IMAGE}",
+    ]
     assert "COPY --from=gen-log /gen-log-out/ /" in steps
     assert images.chain(output, "app-base") == ["debian-s6", "runtime", "app-base"]
-    assert "procps" in packages and all(
-        "apt-get clean" not in step for step in steps if "apt-get install" in step)
+    assert "procps" in packages and all("apt-get clean" not in step for step in steps if "apt-get install" in step)
     copies = [step for step in steps if step.startswith("COPY") and not step.startswith("COPY --from=")]
-    assert all(step.startswith('COPY ["debian-s6/') or step.startswith('COPY ["runtime/')
-               or step.startswith('COPY ["app-base/') for step in copies)
+    assert all(
+        step.startswith('COPY ["debian-s6/')
+        or step.startswith('COPY ["runtime/')
+        or step.startswith('COPY ["app-base/')
+        for step in copies
+    )

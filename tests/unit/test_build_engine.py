@@ -69,12 +69,14 @@ def fake(monkeypatch) -> FakeStorage:
 def project(tmp_path: Path) -> Builder:
     specs = tmp_path / "specs"
     specs.mkdir()
-    (specs / "root.yaml").write_text(textwrap.dedent(f"""\
+    (specs / "root.yaml").write_text(
+        textwrap.dedent(f"""\
         name: root
         tags: ["1"]
         base: {{distro: debian, release: bookworm, local: {BASE_REF}}}
         init: {{kind: none}}
-        """))
+        """)
+    )
     for i in range(5):
         (specs / f"leaf{i}.yaml").write_text(f'name: leaf{i}\ntags: ["1"]\nextends: root\nenv: {{N: "{i}"}}\n')
     write_outputs(tmp_path / "output", render_project(load_project([specs], tmp_path)).images, prune=True)
@@ -112,8 +114,10 @@ def test_moved_base_rebuilds_everything(tmp_path, fake):
 
 
 def test_name_index_reads_buildah_json(monkeypatch):
-    listing = [{"id": "sha256:" + "a" * 64, "names": ["localhost/x:1", "localhost/x:gen-1"]},
-               {"id": "sha256:" + "d" * 64, "names": None}]
+    listing = [
+        {"id": "sha256:" + "a" * 64, "names": ["localhost/x:1", "localhost/x:gen-1"]},
+        {"id": "sha256:" + "d" * 64, "names": None},
+    ]
 
     def fake_run(argv, env, check=True):
         assert argv[0] == "buildah" and "--json" in argv
@@ -128,8 +132,9 @@ def test_name_index_reads_buildah_json(monkeypatch):
 def test_a_listing_broken_by_one_image_falls_back_to_asking_per_name(monkeypatch):
     def failing_run(argv, env, check=True):
         assert check is False
-        return subprocess.CompletedProcess(argv, 125, "", 'Error: locating item named "manifest" for image with '
-                                                          'ID "b747": file does not exist')
+        return subprocess.CompletedProcess(
+            argv, 125, "", 'Error: locating item named "manifest" for image with ID "b747": file does not exist'
+        )
 
     monkeypatch.setattr(storage, "run_quiet", failing_run)
     index = storage.name_index(Host.from_env(Path("/nonexistent")))
@@ -141,11 +146,16 @@ def test_layer_cache_reads_and_writes_the_registry_repository(tmp_path, fake):
     image = builder.images["leaf0"]
     plain = builder.build_argv(image, BASE_ID, tmp_path / "iid")
     assert "--cache-from" not in plain
-    cached = Builder(builder.host, builder.output_dir, tmp_path,
-                     BuildOptions(layer_cache="127.0.0.1:5000/team/cache", layer_cache_tls_verify=False))
+    cached = Builder(
+        builder.host,
+        builder.output_dir,
+        tmp_path,
+        BuildOptions(layer_cache="127.0.0.1:5000/team/cache", layer_cache_tls_verify=False),
+    )
     argv = cached.build_argv(image, BASE_ID, tmp_path / "iid")
     assert argv[argv.index("--cache-from") + 1] == argv[argv.index("--cache-to") + 1] == "127.0.0.1:5000/team/cache"
     assert "--tls-verify=false" in argv
-    fresh = Builder(builder.host, builder.output_dir, tmp_path,
-                    BuildOptions(layer_cache="127.0.0.1:5000/team/cache", no_cache=True))
+    fresh = Builder(
+        builder.host, builder.output_dir, tmp_path, BuildOptions(layer_cache="127.0.0.1:5000/team/cache", no_cache=True)
+    )
     assert "--cache-from" not in fresh.build_argv(image, BASE_ID, tmp_path / "iid")

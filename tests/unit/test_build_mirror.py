@@ -53,8 +53,10 @@ def etc_apt(tmp_path: Path, sources: str | None = None, listing: str | None = No
 
 def test_deb822_stanzas_keep_only_binary_entries():
     entries = parse_deb822(Path("x.sources"), DEB822)
-    assert [e.uris for e in entries] == [("http://archive.example.invalid/debian/",),
-                                          ("http://archive.example.invalid/debian-security",)]
+    assert [e.uris for e in entries] == [
+        ("http://archive.example.invalid/debian/",),
+        ("http://archive.example.invalid/debian-security",),
+    ]
     assert entries[0].suites == ("bookworm", "bookworm-updates")
     assert entries[0].components == ("main", "contrib")
 
@@ -66,9 +68,11 @@ def test_deb822_disabled_stanza_is_not_used():
 
 def test_one_line_skips_comments_and_options():
     entries = parse_one_line(Path("sources.list"), ONE_LINE)
-    assert [e.uris[0] for e in entries] == ["http://one.example.invalid/debian",
-                                             "http://one.example.invalid/debian-security",
-                                             "http://thirdparty.example.invalid/apt"]
+    assert [e.uris[0] for e in entries] == [
+        "http://one.example.invalid/debian",
+        "http://one.example.invalid/debian-security",
+        "http://thirdparty.example.invalid/apt",
+    ]
     assert entries[0].suites == ("bookworm",)
 
 
@@ -83,8 +87,9 @@ def test_host_one_line_file(tmp_path):
 
 
 def test_archive_serving_the_suite_wins(tmp_path):
-    listing = ("deb http://old.example.invalid/debian bullseye main\n"
-               "deb http://new.example.invalid/debian bookworm main\n")
+    listing = (
+        "deb http://old.example.invalid/debian bullseye main\ndeb http://new.example.invalid/debian bookworm main\n"
+    )
     root = etc_apt(tmp_path, listing=listing)
     assert resolve_mirror(None, "debian", "bookworm", {}, root) == "http://new.example.invalid/debian"
     # no entry for the suite: any archive of the distro still serves it
@@ -94,8 +99,10 @@ def test_archive_serving_the_suite_wins(tmp_path):
 def test_precedence_spec_then_env_then_host(tmp_path):
     root = etc_apt(tmp_path, sources=DEB822)
     env = {"GEN_MIRROR": "http://env.example.invalid/debian/"}
-    assert resolve_mirror("http://spec.example.invalid/debian", "debian", "bookworm", env, root) == \
-        "http://spec.example.invalid/debian"
+    assert (
+        resolve_mirror("http://spec.example.invalid/debian", "debian", "bookworm", env, root)
+        == "http://spec.example.invalid/debian"
+    )
     assert resolve_mirror(None, "debian", "bookworm", env, root) == "http://env.example.invalid/debian"
     assert resolve_mirror(None, "debian", "bookworm", {}, root) == "http://archive.example.invalid/debian"
 
@@ -116,6 +123,8 @@ def test_ubuntu_archive_is_not_taken_for_debian(tmp_path):
 
 
 def test_snapshot_url_follows_snapshot_layout():
-    assert snapshot_url("http://snap.example.invalid/archive/debian/", "20240101T000000Z") == \
-        "http://snap.example.invalid/archive/debian/20240101T000000Z"
+    assert (
+        snapshot_url("http://snap.example.invalid/archive/debian/", "20240101T000000Z")
+        == "http://snap.example.invalid/archive/debian/20240101T000000Z"
+    )
     assert snapshot_url("http://m.example.invalid/debian/", None) == "http://m.example.invalid/debian"

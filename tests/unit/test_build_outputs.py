@@ -23,7 +23,7 @@ def chain(tmp_path, write_output):
     out = tmp_path / "output"
     write_output(out, "base", "RUN true\n", files={"rootfs/etc/a": "a\n"})
     write_output(out, "mid", "COPY rootfs/ /\n", parent="base", files={"rootfs/etc/m": "m\n"})
-    write_output(out, "leaf", "CMD [\"x\"]\n", parent="mid")
+    write_output(out, "leaf", 'CMD ["x"]\n', parent="mid")
     write_output(out, "other", "RUN true\n", parent="base")
     write_output(out, "alone", "RUN true\n")
     return out

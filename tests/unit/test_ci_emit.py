@@ -24,10 +24,24 @@ SCHEMAS = {"github": "vendor.github-workflows", "gitlab": "vendor.gitlab-ci"}
 
 def _images(tmp_path: Path) -> dict[str, OutputImage]:
     def image(name, parent):
-        return OutputImage(name, tmp_path / name, ("1.0",), parent, {"kind": "parent" if parent else "bootstrap"},
-                           1700000000, f"specs/{name}.yaml", ())
-    return {"base": image("base", None), "runtime": image("runtime", "base"), "app": image("app", "runtime"),
-            "tools": image("tools", "base"), "other-root": image("other-root", None)}
+        return OutputImage(
+            name,
+            tmp_path / name,
+            ("1.0",),
+            parent,
+            {"kind": "parent" if parent else "bootstrap"},
+            1700000000,
+            f"specs/{name}.yaml",
+            (),
+        )
+
+    return {
+        "base": image("base", None),
+        "runtime": image("runtime", "base"),
+        "app": image("app", "runtime"),
+        "tools": image("tools", "base"),
+        "other-root": image("other-root", None),
+    }
 
 
 def test_levels_follow_the_dag(tmp_path: Path):
@@ -42,8 +56,9 @@ def test_pipeline_validates_against_schema(platform: str, tmp_path: Path):
     tool = find_tool("check-jsonschema")
     if tool is None:
         pytest.fail("check-jsonschema is not installed: ./tests/run installs the test extra")
-    got = subprocess.run([tool, "--builtin-schema", SCHEMAS[platform], str(path)], capture_output=True, text=True,
-                         timeout=120)
+    got = subprocess.run(
+        [tool, "--builtin-schema", SCHEMAS[platform], str(path)], capture_output=True, text=True, timeout=120
+    )
     assert got.returncode == 0, got.stdout + got.stderr
 
 
@@ -61,26 +76,31 @@ def test_github_pipeline_passes_actionlint(tmp_path: Path, several_platforms: bo
 
 
 def test_github_matrix_per_level_and_schedule(tmp_path: Path):
-    data = YAML(typ="safe").load(render_pipeline("github", _images(tmp_path), "registry.example.com/team",
-                                                 cron="5 4 * * 1"))
+    data = YAML(typ="safe").load(
+        render_pipeline("github", _images(tmp_path), "registry.example.com/team", cron="5 4 * * 1")
+    )
     assert data["on"]["schedule"] == [{"cron": "5 4 * * 1"}]
     jobs = data["jobs"]
-    assert jobs["level-0"]["strategy"]["matrix"]["include"] == [{"image": "base", "platform": "host"},
-                                                                {"image": "other-root", "platform": "host"}]
+    assert jobs["level-0"]["strategy"]["matrix"]["include"] == [
+        {"image": "base", "platform": "host"},
+        {"image": "other-root", "platform": "host"},
+    ]
     assert jobs["level-1"]["needs"] == ["plan", "level-0"]
     assert jobs["level-2"]["strategy"]["matrix"]["include"] == [{"image": "app", "platform": "host"}]
     assert jobs["lock"]["needs"] == ["plan", "level-2"]
     script = jobs["level-1"]["steps"][-1]["run"]
     assert script.index("gen pull") < script.index("gen build") < script.index("gen verify") < script.index("gen push")
-    assert "--layer-cache \"$GEN_REGISTRY/gen-layer-cache\"" in script
+    assert '--layer-cache "$GEN_REGISTRY/gen-layer-cache"' in script
     assert data["env"]["GEN_REGISTRY"] == "registry.example.com/team"
 
 
 def test_gitlab_stages_per_level(tmp_path: Path):
     data = YAML(typ="safe").load(render_pipeline("gitlab", _images(tmp_path), "registry.example.com/team"))
     assert data["stages"] == ["plan", "level-0", "level-1", "level-2", "lock"]
-    assert data["level-1"]["parallel"]["matrix"] == [{"IMAGE": ["runtime"], "PLATFORM": ["host"]},
-                                                     {"IMAGE": ["tools"], "PLATFORM": ["host"]}]
+    assert data["level-1"]["parallel"]["matrix"] == [
+        {"IMAGE": ["runtime"], "PLATFORM": ["host"]},
+        {"IMAGE": ["tools"], "PLATFORM": ["host"]},
+    ]
     assert data["level-1"]["needs"] == [{"job": "plan", "artifacts": True}, "level-0"]
     assert data["lock"]["needs"] == [{"job": "plan", "artifacts": True}, "level-2"]
     assert data["lock"]["script"][0].startswith("if [ -s stale.txt ]; then gen push --index-only")
@@ -97,23 +117,34 @@ def _multi_platform(tmp_path: Path) -> dict[str, OutputImage]:
 def test_every_platform_is_a_matrix_row_and_the_lock_job_joins_the_indexes(tmp_path: Path):
     github = YAML(typ="safe").load(render_pipeline("github", _multi_platform(tmp_path), "registry.example.com/t"))
     rows = github["jobs"]["level-1"]["strategy"]["matrix"]["include"]
-    assert rows == [{"image": "runtime", "platform": "linux/amd64"}, {"image": "runtime", "platform": "linux/arm64"},
-                    {"image": "tools", "platform": "linux/arm64"}]
+    assert rows == [
+        {"image": "runtime", "platform": "linux/amd64"},
+        {"image": "runtime", "platform": "linux/arm64"},
+        {"image": "tools", "platform": "linux/arm64"},
+    ]
     steps = github["jobs"]["level-1"]["steps"]
     emulation = next(s for s in steps if s.get("name") == "Emulation for a foreign platform")
     # mmdebstrap bootstraps a foreign rootfs only with arch-test, which is no Depends of it.
-    assert "qemu-user-static" in emulation["run"] and "arch-test" in emulation["run"] and "linux/amd64" in emulation["if"]
+    assert (
+        "qemu-user-static" in emulation["run"] and "arch-test" in emulation["run"] and "linux/amd64" in emulation["if"]
+    )
     run = steps[-1]["run"]
     assert 'only="--platform=$PLATFORM"' in run
-    for command in ("gen pull \"$IMAGE\" $only", "gen build \"$IMAGE\" $only", "gen verify \"$IMAGE\" $only",
-                    "gen push \"$IMAGE\" $only"):
+    for command in (
+        'gen pull "$IMAGE" $only',
+        'gen build "$IMAGE" $only',
+        'gen verify "$IMAGE" $only',
+        'gen push "$IMAGE" $only',
+    ):
         assert command in run, command
     lock_steps = [s["run"] for s in github["jobs"]["lock"]["steps"] if "run" in s]
     assert any("gen push --index-only $stale" in r for r in lock_steps)
     gitlab = YAML(typ="safe").load(render_pipeline("gitlab", _multi_platform(tmp_path), "registry.example.com/t"))
     assert any("qemu-user-static binfmt-support arch-test" in line for line in gitlab["level-1"]["script"])
-    assert gitlab["level-1"]["parallel"]["matrix"] == [{"IMAGE": ["runtime"], "PLATFORM": ["linux/amd64", "linux/arm64"]},
-                                                       {"IMAGE": ["tools"], "PLATFORM": ["linux/arm64"]}]
+    assert gitlab["level-1"]["parallel"]["matrix"] == [
+        {"IMAGE": ["runtime"], "PLATFORM": ["linux/amd64", "linux/arm64"]},
+        {"IMAGE": ["tools"], "PLATFORM": ["linux/arm64"]},
+    ]
 
 
 @pytest.mark.parametrize("platform", ["github", "gitlab"])
@@ -121,8 +152,9 @@ def test_multi_platform_pipeline_validates_against_schema(platform: str, tmp_pat
     path = tmp_path / f"{platform}.yml"
     path.write_text(render_pipeline(platform, _multi_platform(tmp_path), "registry.example.com/team"))
     tool = find_tool("check-jsonschema")
-    got = subprocess.run([tool, "--builtin-schema", SCHEMAS[platform], str(path)], capture_output=True, text=True,
-                         timeout=120)
+    got = subprocess.run(
+        [tool, "--builtin-schema", SCHEMAS[platform], str(path)], capture_output=True, text=True, timeout=120
+    )
     assert got.returncode == 0, got.stdout + got.stderr
 
 
@@ -142,15 +174,23 @@ _LOCAL = re.compile(r"^(\.|/|\$GITHUB_WORKSPACE\b|\$CI_PROJECT_DIR\b|\$\{\{ *git
 
 def _pipelines(tmp_path: Path, **kwargs) -> dict[str, str]:
     """Every emitted variant: both CI platforms, with and without several platforms per image."""
-    return {f"{ci}{'-multi' if multi else ''}": render_pipeline(
-                ci, _multi_platform(tmp_path) if multi else _images(tmp_path), "registry.example.com/team", **kwargs)
-            for ci in ("github", "gitlab") for multi in (False, True)}
+    return {
+        f"{ci}{'-multi' if multi else ''}": render_pipeline(
+            ci, _multi_platform(tmp_path) if multi else _images(tmp_path), "registry.example.com/team", **kwargs
+        )
+        for ci in ("github", "gitlab")
+        for multi in (False, True)
+    }
 
 
 def _installed(text: str) -> list[str]:
     """The package arguments of every pip install in text (options dropped)."""
-    return [arg for match in _PIP_INSTALL.finditer(text) for arg in shlex.split(match.group(1), posix=True)
-            if not arg.startswith("-")]
+    return [
+        arg
+        for match in _PIP_INSTALL.finditer(text)
+        for arg in shlex.split(match.group(1), posix=True)
+        if not arg.startswith("-")
+    ]
 
 
 def test_default_install_is_the_checkout_never_a_name_from_an_index(tmp_path: Path):
@@ -202,14 +242,20 @@ def test_install_override_appears_verbatim(tmp_path: Path):
 
 def test_cli_install_defaults_to_the_checkout(tmp_path: Path):
     def ci(*args: str) -> str:
-        got = subprocess.run([sys.executable, "-m", "generator", "ci", *args, "--registry", "r.example.com/t",
-                              "-o", "-"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        got = subprocess.run(
+            [sys.executable, "-m", "generator", "ci", *args, "--registry", "r.example.com/t", "-o", "-"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert got.returncode == 0, got.stderr
         return got.stdout
 
     shutil.copytree(ROOT / "specs", tmp_path / "specs")
-    subprocess.run([sys.executable, "-m", "generator", "render"], cwd=tmp_path, check=True, capture_output=True,
-                   timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "generator", "render"], cwd=tmp_path, check=True, capture_output=True, timeout=120
+    )
     assert all(_LOCAL.match(arg) for arg in _installed(ci("gitlab")))
     assert "run: my-install" in ci("github", "--install", "my-install")
 

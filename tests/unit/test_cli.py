@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def gen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "generator", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "generator", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture
@@ -47,8 +48,7 @@ def test_broken_spec_exits_2_prints_every_problem_and_changes_nothing(project):
     assert gen("render", cwd=project).returncode == 0
     before = snapshot(project / "output")
     spec = project / "specs" / "app-base.yaml"
-    spec.write_text(spec.read_text().replace("uid: 1000", "uidd: 1000").replace("keep: 3", "keep: x")
-                    + "tagz: [x]\n")
+    spec.write_text(spec.read_text().replace("uid: 1000", "uidd: 1000").replace("keep: 3", "keep: x") + "tagz: [x]\n")
     result = gen("render", cwd=project)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -64,7 +64,8 @@ def test_validate_runs_no_template_and_render_runs_them_sandboxed(project):
     marker = project / "escaped"
     (project / "specs" / "tpl" / "features").mkdir(parents=True)
     (project / "specs" / "tpl" / "features" / "env.j2").write_text(
-        "{{ cycler.__init__.__globals__.os.system('touch " + str(marker) + "') }}\n")
+        "{{ cycler.__init__.__globals__.os.system('touch " + str(marker) + "') }}\n"
+    )
     spec = project / "specs" / "runtime.yaml"
     spec.write_text(spec.read_text() + "templates: tpl\n")
     validated = gen("validate", cwd=project)
@@ -80,7 +81,7 @@ def test_validate_graph_and_schema(project):
     assert result.returncode == 0 and "debian-s6, runtime, app-base" in result.stdout
     graph = json.loads(gen("graph", "--format", "json", cwd=project).stdout)
     assert [n["name"] for n in graph["nodes"]] == ["debian-s6", "runtime", "app-base"]
-    assert 'digraph' in gen("graph", "--format", "dot", cwd=project).stdout
+    assert "digraph" in gen("graph", "--format", "dot", cwd=project).stdout
     schema = json.loads(gen("schema", cwd=project).stdout)
     assert schema["$schema"].endswith("2020-12/schema")
 
@@ -102,8 +103,9 @@ def test_usage_errors_exit_2(project):
 
 def test_layer_cache_options_are_checked_before_anything_builds(project):
     assert gen("render", cwd=project).returncode == 0
-    remote = gen("build", "--dry-run", "--layer-cache", "registry.example.com/team/cache", "--insecure-registry",
-                 cwd=project)
+    remote = gen(
+        "build", "--dry-run", "--layer-cache", "registry.example.com/team/cache", "--insecure-registry", cwd=project
+    )
     assert remote.returncode == 2 and "loopback" in remote.stderr
     alone = gen("build", "--dry-run", "--insecure-registry", cwd=project)
     assert alone.returncode == 2 and "--layer-cache" in alone.stderr
@@ -128,11 +130,12 @@ def test_hints_flags_are_one_shell_line(project):
 
 def test_hints_flags_keep_a_multi_word_sysctl_one_argument_in_a_shell(project):
     spec = project / "specs" / "app-base.yaml"
-    spec.write_text(spec.read_text().replace("  values:\n", "  values:\n    kernel.sem: \"250 32000 32 128\"\n", 1))
+    spec.write_text(spec.read_text().replace("  values:\n", '  values:\n    kernel.sem: "250 32000 32 128"\n', 1))
     flags = gen("hints", "app-base", "--flags", cwd=project)
     assert flags.returncode == 0, flags.stderr
-    argv = subprocess.run(["sh", "-c", f'eval "printf \'%s\\n\' {flags.stdout.strip()}"'],
-                          capture_output=True, text=True, timeout=10).stdout.splitlines()
+    argv = subprocess.run(
+        ["sh", "-c", f"eval \"printf '%s\\n' {flags.stdout.strip()}\""], capture_output=True, text=True, timeout=10
+    ).stdout.splitlines()
     assert "--sysctl=kernel.sem=250 32000 32 128" in argv and len(argv) == 3, argv
 
 
@@ -142,7 +145,12 @@ def test_hints_of_a_non_root_image_let_the_runtime_own_its_volumes(project):
     hints = json.loads(gen("hints", "app-base", "--json", cwd=project).stdout)
     assert "--volume=<host-dir>:/data:U" in hints["run_flags"]
     context = hints["kubernetes"]["securityContext"]
-    assert (context["runAsNonRoot"], context["runAsUser"], context["runAsGroup"], context["fsGroup"]) == (True, 1000, 1000, 1000)
+    assert (context["runAsNonRoot"], context["runAsUser"], context["runAsGroup"], context["fsGroup"]) == (
+        True,
+        1000,
+        1000,
+        1000,
+    )
     runtime = json.loads(gen("hints", "runtime", "--json", cwd=project).stdout)["kubernetes"]["securityContext"]
     assert runtime["runAsUser"] == 65532 and "fsGroup" not in runtime  # no volume to share
 
@@ -157,8 +165,13 @@ def test_bracketed_text_in_errors_is_printed_not_taken_for_markup():
     saved = cli.err.file
     cli.err.file = buffer
     try:
-        cli.print_diagnostics([Diagnostic("specs/a.yaml", 1, 2, "$.x", "copy containers-storage:[overlay@/s+/r]img",
-                                          "see [bold]this[/bold]")])
+        cli.print_diagnostics(
+            [
+                Diagnostic(
+                    "specs/a.yaml", 1, 2, "$.x", "copy containers-storage:[overlay@/s+/r]img", "see [bold]this[/bold]"
+                )
+            ]
+        )
     finally:
         cli.err.file = saved
     assert "containers-storage:[overlay@/s+/r]img" in buffer.getvalue()

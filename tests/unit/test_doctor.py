@@ -129,7 +129,9 @@ def test_native_only_builds_run_no_arch_test(tmp_path, fake_bin, monkeypatch):
         raise AssertionError(f"a native-only build ran {args}")
 
     monkeypatch.setattr(doctor.subprocess, "run", no_subprocess)
-    output = render_specs(tmp_path, root=TWO_PLATFORM_ROOT_SPEC.replace("linux/amd64, linux/arm64", "linux/amd64"), child=CHILD_SPEC)
+    output = render_specs(
+        tmp_path, root=TWO_PLATFORM_ROOT_SPEC.replace("linux/amd64, linux/arm64", "linux/amd64"), child=CHILD_SPEC
+    )
     assert doctor.foreign_platform_bootstraps(_units(output), AMD64) == {}
     assert doctor.build_problems(_units(output), AMD64, binfmt_dir=tmp_path / "no-binfmt") == []
     assert not calls.exists()
@@ -210,8 +212,9 @@ def build_cli(tmp_path, fake_bin, monkeypatch):
     monkeypatch.setattr(engine, "run_logged", lambda *a, **k: started.append("run_logged") or (1, []))
 
     def invoke(*args: str):
-        return CliRunner().invoke(_app(), ["build", "-C", str(tmp_path), "--storage-root",
-                                           str(tmp_path / "storage"), *args])
+        return CliRunner().invoke(
+            _app(), ["build", "-C", str(tmp_path), "--storage-root", str(tmp_path / "storage"), *args]
+        )
 
     return invoke, started
 
@@ -221,8 +224,10 @@ def test_gen_build_stops_before_building_without_arch_test(build_cli):
     result = invoke()
     assert result.exit_code == 2, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines == ["error: linux/arm64: arch-test is not installed (mmdebstrap needs it to bootstrap arm64); "
-                     "fix: apt-get install arch-test"]
+    assert lines == [
+        "error: linux/arm64: arch-test is not installed (mmdebstrap needs it to bootstrap arm64); "
+        "fix: apt-get install arch-test"
+    ]
     assert started == []
     assert invoke("child", "--platform", ARM64).exit_code == 2 and started == []
 
@@ -247,9 +252,14 @@ def test_gen_build_dry_run_only_warns(build_cli, fake_bin):
 def test_gen_build_of_a_child_on_a_stored_parent_needs_no_arch_test(build_cli, monkeypatch):
     """A CI job pulls the parent for arm64 and builds the child: nothing is bootstrapped."""
     invoke, started = build_cli
-    monkeypatch.setattr(engine.Builder, "plan", lambda self, names: [
-        engine.PlannedImage(n, "build" if n.startswith("child") else "skip", (), None, None, (), None)
-        for n in self.closure(names)])
+    monkeypatch.setattr(
+        engine.Builder,
+        "plan",
+        lambda self, names: [
+            engine.PlannedImage(n, "build" if n.startswith("child") else "skip", (), None, None, (), None)
+            for n in self.closure(names)
+        ],
+    )
     result = invoke("child", "--platform", ARM64)
     assert result.exit_code == 0, result.output
     assert started == ["build"]
@@ -264,8 +274,14 @@ def test_gen_rebuild_checks_the_stale_foreign_platforms_before_building(tmp_path
     monkeypatch.setattr(rebuild, "host_platform", lambda: AMD64)
     monkeypatch.setattr(doctor, "BINFMT_DIR", _binfmt(tmp_path, "qemu-aarch64"))
     stale = {"root"}
-    monkeypatch.setattr(rebuild, "assess", lambda ctx, lock: [
-        rebuild.Verdict(n, [{"code": "inputs", "detail": "spec changed"}] if n in stale else []) for n in ("root", "child")])
+    monkeypatch.setattr(
+        rebuild,
+        "assess",
+        lambda ctx, lock: [
+            rebuild.Verdict(n, [{"code": "inputs", "detail": "spec changed"}] if n in stale else [])
+            for n in ("root", "child")
+        ],
+    )
     built: list[str] = []
     monkeypatch.setattr(rebuild, "run_rebuild", lambda ctx, verdicts, lock: built.append("run") or [])
     monkeypatch.setattr(rebuild.storage, "exists", lambda host, ref: False)

@@ -25,8 +25,9 @@ def test_own_bin_dir_is_where_the_interpreter_running_gen_keeps_its_scripts() ->
     assert own_bin_dir() == Path(sys.executable).parent
 
 
-def test_a_user_install_finds_its_tools_in_the_user_scripts_directory(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_user_install_finds_its_tools_in_the_user_scripts_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     user_site = tmp_path / "home" / ".local" / "lib" / "python3" / "site-packages"
     monkeypatch.setattr("site.getusersitepackages", lambda: str(user_site))
     monkeypatch.setattr("site.getuserbase", lambda: str(tmp_path / "home" / ".local"))

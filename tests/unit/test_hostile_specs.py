@@ -14,23 +14,28 @@ import pytest
 BASE = "base: {distro: debian, release: bookworm, bootstrap: {variant: minbase}}\n"
 LAUGHS = "".join(f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8))
 CASES = {
-    "alias bomb": ('a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + LAUGHS,
-                   "expands to more than 100000 nodes"),
+    "alias bomb": (
+        'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + LAUGHS,
+        "expands to more than 100000 nodes",
+    ),
     "deep nesting": ("name: deep\nx: " + "[" * 10000 + "]" * 10000 + "\n", "nesting deeper than 64"),
     "huge integer": ("name: big\nx: " + "9" * 5000 + "\n", "an integer of 5000 digits"),
     "merge key": ("name: merge\n<<: {tags: [a]}\n" + BASE, "merge keys (<<) are not allowed"),
     "integer key": ("name: intkey\ntags: [a]\n1: x\n" + BASE, "key 1 is not a string"),
     "null key": ("name: nullkey\ntags: [a]\n~: x\n" + BASE, "key None is not a string"),
     "custom tag": ("name: tag\ntags: [!foo bar]\n" + BASE, "the tag !foo is not allowed"),
-    "python tag": ("name: pytag\ntags: [!!python/object/apply:os.system [touch /tmp/x]]\n" + BASE,
-                   "python/object/apply:os.system is not allowed"),
+    "python tag": (
+        "name: pytag\ntags: [!!python/object/apply:os.system [touch /tmp/x]]\n" + BASE,
+        "python/object/apply:os.system is not allowed",
+    ),
     "lone surrogate": ('name: s\ndescription: "\\ud800"\ntags: [a]\n' + BASE, "lone surrogate"),
 }
 
 
 def validate(project: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "generator", "validate", "-C", str(project)], capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "generator", "validate", "-C", str(project)], capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -69,8 +74,9 @@ SPEC = "name: x\ntags: [a]\n" + BASE + "init: {kind: none}\ncmd: [sh]\n"
 
 
 def run_gen(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "generator", *args, "-C", str(project)], capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "generator", *args, "-C", str(project)], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_render_never_writes_or_deletes_through_an_output_symlink(tmp_path):
@@ -141,14 +147,20 @@ RESERVED = {
     "volume /etc": ("volumes: [{path: /etc}]\n", "/etc cannot be a volume"),
     "float uid": ("users: [{name: app, uid: 1000.0}]\n", "expected integer, got a number 1000.0"),
     "root user": ("users: [{name: root, uid: 0}]\n", "'root' already exists in the base"),
-    "second uid 0": ("users: [{name: boss, uid: 0, group: g}]\ngroups: [{name: g, gid: 5000}]\n",
-                     "uid 0 belongs to the base's 'root'"),
-    "base uid": ("users: [{name: web, uid: 33, group: g}]\ngroups: [{name: g, gid: 5000}]\n",
-                 "uid 33 belongs to the base's 'www-data'"),
+    "second uid 0": (
+        "users: [{name: boss, uid: 0, group: g}]\ngroups: [{name: g, gid: 5000}]\n",
+        "uid 0 belongs to the base's 'root'",
+    ),
+    "base uid": (
+        "users: [{name: web, uid: 33, group: g}]\ngroups: [{name: g, gid: 5000}]\n",
+        "uid 33 belongs to the base's 'www-data'",
+    ),
     "implicit group on a base gid": ("users: [{name: app, uid: 100}]\n", "which the base's group 'users' has"),
     "base gid": ("groups: [{name: g, gid: 65534}]\n", "gid 65534 belongs to the base's 'nogroup'"),
-    "platform tag": ("tags: [latest, latest-arm64]\nplatforms: [linux/amd64, linux/arm64]\n",
-                     "tag 'latest-arm64' is also the name of linux/arm64's image"),
+    "platform tag": (
+        "tags: [latest, latest-arm64]\nplatforms: [linux/amd64, linux/arm64]\n",
+        "tag 'latest-arm64' is also the name of linux/arm64's image",
+    ),
 }
 
 
@@ -187,8 +199,9 @@ def test_every_variable_the_init_sets_is_reserved(tmp_path):
     (tmp_path / "specs").mkdir()
     for kind in ("s6", "s6-overlay"):
         init = "{kind: s6-overlay, version: 3.2.3.2}" if kind == "s6-overlay" else "{kind: s6}"
-        (tmp_path / "specs" / "x.yaml").write_text(f"name: x\ntags: [a]\n{BASE}init: {init}\n"
-                                                   "sysctls: {values: {net.core.somaxconn: 1024}}\n")
+        (tmp_path / "specs" / "x.yaml").write_text(
+            f"name: x\ntags: [a]\n{BASE}init: {init}\nsysctls: {{values: {{net.core.somaxconn: 1024}}}}\n"
+        )
         names = set(init_env(build_image(load_project([tmp_path / "specs"], tmp_path).specs["x"])))
         assert "GEN_SYSCTL_POLICY" in names and "S6_VERBOSITY" in names
         assert sorted(n for n in names if not pattern.search(n)) == []

@@ -58,7 +58,11 @@ def test_gen_log_is_compiled_once_in_a_chain_by_the_first_image_that_uses_it(tmp
     stage = parent.logger_stage
     assert stage is not None and child.logger_stage is None  # the child inherits the binary
     assert (stage.name, stage.packages, stage.binary, stage.become_root) == (
-        "gen-log", ("gcc", "libc6-dev"), "/usr/lib/gen/init/gen-log", False)
+        "gen-log",
+        ("gcc", "libc6-dev"),
+        "/usr/lib/gen/init/gen-log",
+        False,
+    )
     assert parent.builder_stages == (stage,)
 
 
@@ -69,12 +73,15 @@ def test_an_s6_log_image_has_no_compiler_stage_and_its_child_may_add_gen_log(tmp
 
 
 def test_env_defaults_come_from_the_spec(tmp_path):
-    image, _ = image_from(tmp_path, """
+    image, _ = image_from(
+        tmp_path,
+        """
         init: {kind: s6, kill_grace_time: 1500, services_grace_time: 2500, on_hook_failure: warn,
                verbosity: 0, restart: restart}
         logging: {dir: /var/log/app, max_size: 100000, keep: 5, timestamp: iso8601, stdout: false}
         sysctls: {values: {kernel.shmmax: 68719476736}, policy: skip-if-equal}
-    """)
+    """,
+    )
     assert init_env(image) == {
         "S6_KILL_GRACETIME": "1500",
         "S6_SERVICES_GRACETIME": "2500",
@@ -106,10 +113,13 @@ def test_reserved_service_name_is_an_error(tmp_path):
 def test_rendered_init_conf_round_trips_hostile_commands(tmp_path):
     """init.conf is sourced by /init: every argument must come back exactly."""
     args = ["a b", "it's", "$HOME", "new\nline", "back\\slash", '"q"']
-    image, project = image_from(tmp_path, f"""
+    image, project = image_from(
+        tmp_path,
+        f"""
         user: nobody
         services: [{{name: worker, command: {json.dumps(["printf", *args])}, log_stdout: true}}]
-    """)
+    """,
+    )
     rendered = render_project(project).images[0]
     conf = rendered.file("gen-init/etc/gen/init.conf").data.decode()
     script = conf + '\nservice() { shift 3; for a in "$@"; do printf "[%s]" "$a"; done; }\n' + conf
@@ -157,13 +167,16 @@ def test_unknown_version_without_checksums_is_a_clear_error(tmp_path):
 
 
 def test_spec_checksums_and_source_override(tmp_path):
-    image, _ = image_from(tmp_path, f"""
+    image, _ = image_from(
+        tmp_path,
+        f"""
         init:
           kind: s6-overlay
           version: 3.9.9.9
           source: http://127.0.0.1:8000/s6/
           checksums: {{s6-overlay-noarch.tar.xz: {SUM}, s6-overlay-aarch64.tar.xz: {"b" * 64}}}
-    """)
+    """,
+    )
     stage = init_layer(image, None).fetch_stage
     assert stage.base_url == "http://127.0.0.1:8000/s6" and stage.default_arch == "aarch64"
     assert [(f.name, f.arch) for f in stage.files] == [("s6-overlay-aarch64.tar.xz", "aarch64"), (NOARCH, None)]
@@ -218,11 +231,19 @@ def test_s6_overlay_services_become_s6_rc_pipelines_that_cmd_starts_after(tmp_pa
     # Two writers share stdout (web and CMD): web's lines carry its name; worker is not on stdout.
     assert files[f"{rc}/web-log/data/prefix"] == "web:" and f"{rc}/worker-log/data/prefix" not in files
     # gen-app depends on every service, so s6-rc stops the app first; everything waits for gen-setup.
-    assert {f"{rc}/gen-app/dependencies.d/web", f"{rc}/gen-app/dependencies.d/worker",
-            f"{rc}/web/dependencies.d/gen-setup", f"{rc}/web-log/dependencies.d/gen-setup"} <= set(files)
+    assert {
+        f"{rc}/gen-app/dependencies.d/web",
+        f"{rc}/gen-app/dependencies.d/worker",
+        f"{rc}/web/dependencies.d/gen-setup",
+        f"{rc}/web-log/dependencies.d/gen-setup",
+    } <= set(files)
     bundle = "etc/s6-overlay/user-bundles.d/user/contents.d"
     assert {p.rsplit("/", 1)[1] for p in files if p.startswith(bundle)} == {
-        "gen-setup", "gen-app", "web-pipeline", "worker-pipeline"}
+        "gen-setup",
+        "gen-app",
+        "web-pipeline",
+        "worker-pipeline",
+    }
 
 
 def test_s6_overlay_before_3_2_3_2_gets_its_user_bundle_in_s6_rc_d(tmp_path):
@@ -233,19 +254,25 @@ def test_s6_overlay_before_3_2_3_2_gets_its_user_bundle_in_s6_rc_d(tmp_path):
 
 @pytest.mark.parametrize("name", ["base", "gen-app", "user", "web-log"])
 def test_s6_overlay_service_names_must_not_clash_in_s6_rc(tmp_path, name):
-    image, _ = image_from(tmp_path, f"""
+    image, _ = image_from(
+        tmp_path,
+        f"""
         init: {{kind: s6-overlay, version: 3.1.6.2}}
         services: [{{name: web, command: [x]}}, {{name: {name}, command: [y]}}]
-    """)
+    """,
+    )
     with pytest.raises(SpecFieldError, match="reserved by the init layer") as info:
         init_layer(image, None)
     assert info.value.path == ("services", 1, "name")
 
 
 def test_s6_overlay_env_keeps_gens_kill_grace_time_and_zeroes_s6_overlays_fixed_sleep(tmp_path):
-    image, _ = image_from(tmp_path, """
+    image, _ = image_from(
+        tmp_path,
+        """
         init: {kind: s6-overlay, version: 3.1.6.2, kill_grace_time: 1500, services_start_timeout: 20000}
-    """)
+    """,
+    )
     env = init_env(image)
     assert (env["S6_KILL_GRACETIME"], env["GEN_KILL_GRACETIME"]) == ("0", "1500")
     assert (env["S6_KEEP_ENV"], env["S6_CMD_WAIT_FOR_SERVICES_MAXTIME"]) == ("1", "20000")
@@ -253,21 +280,27 @@ def test_s6_overlay_env_keeps_gens_kill_grace_time_and_zeroes_s6_overlays_fixed_
 
 
 def test_add_version_parses_published_sha256_files():
-    entries = add_version("3.2.0.2", {
-        NOARCH: f"{SUM}  {NOARCH}\n",
-        "s6-overlay-x86_64.tar.xz": f"{'C' * 64} *s6-overlay-x86_64.tar.xz\n",
-    })
+    entries = add_version(
+        "3.2.0.2",
+        {
+            NOARCH: f"{SUM}  {NOARCH}\n",
+            "s6-overlay-x86_64.tar.xz": f"{'C' * 64} *s6-overlay-x86_64.tar.xz\n",
+        },
+    )
     assert entries == {"3.2.0.2": {NOARCH: SUM, "s6-overlay-x86_64.tar.xz": "c" * 64}}
     text = merge_table({"3.1.6.2": {NOARCH: "d" * 64}}, entries)
     assert list(json.loads(text)) == ["3.1.6.2", "3.2.0.2"]
 
 
-@pytest.mark.parametrize("files, message", [
-    ({NOARCH: "garbage"}, "not a sha256sum line"),
-    ({NOARCH: f"{SUM}  other.tar.xz"}, "names 'other.tar.xz'"),
-    ({"s6-overlay-x86_64.tar.xz": f"{SUM}  s6-overlay-x86_64.tar.xz"}, "noarch.tar.xz.sha256 is required"),
-    ({NOARCH: f"{SUM}  {NOARCH}"}, "at least one s6-overlay-<arch>"),
-])
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ({NOARCH: "garbage"}, "not a sha256sum line"),
+        ({NOARCH: f"{SUM}  other.tar.xz"}, "names 'other.tar.xz'"),
+        ({"s6-overlay-x86_64.tar.xz": f"{SUM}  s6-overlay-x86_64.tar.xz"}, "noarch.tar.xz.sha256 is required"),
+        ({NOARCH: f"{SUM}  {NOARCH}"}, "at least one s6-overlay-<arch>"),
+    ],
+)
 def test_add_version_rejects_bad_input(files, message):
     with pytest.raises(GenError, match=message):
         add_version("3.2.0.2", files)

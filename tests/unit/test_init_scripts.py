@@ -41,7 +41,10 @@ class InitRoot:
     def start(self, *argv: str, **env: str) -> subprocess.Popen:
         return subprocess.Popen(
             ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", str(self.path / "init"), *argv],
-            env=self.env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.path,
+            env=self.env(**env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=self.path,
         )
 
     def run(self, *argv: str, timeout: float = 20, **env: str) -> subprocess.CompletedProcess:
@@ -150,7 +153,9 @@ def test_timestamps_go_to_the_files_only(init_root):
 def _stop(init_root, argv, **env) -> tuple[int, float, subprocess.Popen]:
     proc = init_root.start(*argv, **env)
     pid1 = _svscan_pid(proc)
-    _wait_for(lambda: (init_root.log_dir / "current").exists() and b"up" in (init_root.log_dir / "current").read_bytes())
+    _wait_for(
+        lambda: (init_root.log_dir / "current").exists() and b"up" in (init_root.log_dir / "current").read_bytes()
+    )
     started = time.monotonic()
     os.kill(pid1, signal.SIGTERM)
     proc.communicate(timeout=20)
@@ -240,8 +245,10 @@ def test_each_restart_ends_its_last_line_and_waits_its_backoff(init_root):
 
 def test_a_service_restarted_by_s6_ends_its_last_line_too(init_root):
     runs = init_root.path / "svc-runs"
-    init_root.conf("app_user=''\napp_down_signal=SIGTERM\n"
-                   f"service worker '' 0 sh -c 'echo x >> {runs}; printf \"try %s\" $(wc -l < {runs}); exit 1'\n")
+    init_root.conf(
+        "app_user=''\napp_down_signal=SIGTERM\n"
+        f"service worker '' 0 sh -c 'echo x >> {runs}; printf \"try %s\" $(wc -l < {runs}); exit 1'\n"
+    )
     proc = init_root.start("sleep", "100")
     pid1 = _svscan_pid(proc)
     _wait_for(lambda: runs.exists() and len(runs.read_text().split()) >= 2, timeout=10)
@@ -255,7 +262,10 @@ def test_a_service_restarted_by_s6_ends_its_last_line_too(init_root):
 
 
 def test_rotation_keeps_current_plus_keep_archives_none_over_the_limit(init_root):
-    app = "i=0; while [ $i -lt 30000 ]; do echo \"line $i padding padding padding padding padding padding\"; i=$((i+1)); done"
+    app = (
+        'i=0; while [ $i -lt 30000 ]; do echo "line $i padding padding padding padding padding padding"; '
+        "i=$((i+1)); done"
+    )
     result = init_root.run("sh", "-c", app, GEN_LOG_MAX_SIZE="100000", GEN_LOG_KEEP="3", GEN_LOG_STDOUT="0", timeout=60)
     assert result.returncode == 0, result.stderr
     files = sorted(p.name for p in init_root.log_dir.iterdir() if p.name not in ("lock", "state"))
@@ -390,8 +400,9 @@ def test_sysctl_value_set_by_the_runtime_passes_every_policy(init_root):
     (init_root.path / "etc/gen/sysctl.conf").write_text("kernel.sem=250 32000 32 128\n")
     proc_sys = _fake_proc_sys(init_root, {"kernel.sem": "250\t32000\t32\t128"})
     for policy in ("fail", "warn", "skip-if-equal"):
-        result = _run_hook(init_root, SYSCTL_HOOK, read_only=proc_sys, GEN_PROC_SYS=str(proc_sys),
-                           GEN_SYSCTL_POLICY=policy)
+        result = _run_hook(
+            init_root, SYSCTL_HOOK, read_only=proc_sys, GEN_PROC_SYS=str(proc_sys), GEN_SYSCTL_POLICY=policy
+        )
         assert (result.returncode, result.stderr) == (0, ""), policy
 
 

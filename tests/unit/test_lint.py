@@ -28,7 +28,9 @@ def test_there_are_rendered_dockerfiles():
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
 def test_hadolint_clean(dockerfile):
-    result = subprocess.run([_tool("hadolint"), "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [_tool("hadolint"), "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -50,7 +52,9 @@ def test_there_are_generated_scripts():
 
 @pytest.mark.parametrize("script", _shell_scripts(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_shellcheck_clean(script):
-    result = subprocess.run([_tool("shellcheck"), "--severity=style", str(script)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [_tool("shellcheck"), "--severity=style", str(script)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -64,12 +68,29 @@ ACCEPTED_TRIVY = {
 def _trivy_findings(directory: Path, cache: Path) -> list[tuple[str, str, str]]:
     import json
 
-    result = subprocess.run([_tool("trivy"), "config", "--skip-check-update", "--quiet", "--format", "json",
-                             "--cache-dir", str(cache), str(directory)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            _tool("trivy"),
+            "config",
+            "--skip-check-update",
+            "--quiet",
+            "--format",
+            "json",
+            "--cache-dir",
+            str(cache),
+            str(directory),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
-    return [(m["ID"], m["Severity"], m["Title"]) for r in json.loads(result.stdout).get("Results", [])
-            for m in r.get("Misconfigurations") or [] if m["Status"] == "FAIL"]
+    return [
+        (m["ID"], m["Severity"], m["Title"])
+        for r in json.loads(result.stdout).get("Results", [])
+        for m in r.get("Misconfigurations") or []
+        if m["Status"] == "FAIL"
+    ]
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
@@ -86,3 +107,12 @@ def test_trivy_sees_a_root_image(tmp_path):
     (tmp_path / "scan").mkdir()
     (tmp_path / "scan" / "Dockerfile").write_text(source.replace("\nUSER 65532\n", "\n"))
     assert ("DS-0002", "HIGH") in {f[:2] for f in _trivy_findings(tmp_path / "scan", tmp_path / "cache")}
+
+
+@pytest.mark.parametrize("check", [["check"], ["format", "--check"]])
+def test_ruff_passes_with_the_projects_config(check):
+    """pyproject's [tool.ruff]: `ruff check` and `ruff format --check` over the code, tests and bench."""
+    result = subprocess.run(
+        [_tool("ruff"), *check, "generator", "tests", "bench"], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]

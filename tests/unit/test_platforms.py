@@ -56,7 +56,9 @@ def test_foreign_bootstrap_gets_its_own_rootfs_and_arch(outputs):
 
 
 def test_an_image_without_platforms_is_one_unchanged_unit(tmp_path):
-    plain = load_outputs(render_specs(tmp_path, root=TWO_PLATFORM_ROOT_SPEC.replace("platforms: [linux/amd64, linux/arm64]\n", "")))
+    plain = load_outputs(
+        render_specs(tmp_path, root=TWO_PLATFORM_ROOT_SPEC.replace("platforms: [linux/amd64, linux/arm64]\n", ""))
+    )
     assert expand_platforms(plain, AMD64) == plain
 
 
@@ -70,7 +72,8 @@ def test_platform_suffixes():
     assert [platform_suffix(p) for p in (AMD64, ARM64, "linux/arm/v7")] == ["amd64", "arm64", "arm-v7"]
 
 
-S6_OVERLAY_SPEC = """\
+S6_OVERLAY_SPEC = (
+    """\
 name: ov
 tags: ["1"]
 platforms: [linux/amd64, linux/arm64]
@@ -79,16 +82,21 @@ init:
   kind: s6-overlay
   version: 3.2.0.2
   checksums:
-    s6-overlay-noarch.tar.xz: "%s"
-    s6-overlay-x86_64.tar.xz: "%s"
-    s6-overlay-aarch64.tar.xz: "%s"
-""" % ("a" * 64, "b" * 64, "c" * 64)
+    s6-overlay-noarch.tar.xz: "{a}"
+    s6-overlay-x86_64.tar.xz: "{b}"
+    s6-overlay-aarch64.tar.xz: "{c}"
+""".replace("{a}", "a" * 64)
+    .replace("{b}", "b" * 64)
+    .replace("{c}", "c" * 64)
+)
 
 
 def test_s6_overlay_gets_each_platforms_tarball_arch(tmp_path):
     manifest = json.loads((render_specs(tmp_path, ov=S6_OVERLAY_SPEC) / "ov" / "gen-manifest.json").read_text())
-    assert manifest["platform_build_args"] == {AMD64: {"S6_OVERLAY_ARCH": "x86_64"},
-                                               ARM64: {"S6_OVERLAY_ARCH": "aarch64"}}
+    assert manifest["platform_build_args"] == {
+        AMD64: {"S6_OVERLAY_ARCH": "x86_64"},
+        ARM64: {"S6_OVERLAY_ARCH": "aarch64"},
+    }
     unit = expand_platforms(load_outputs(tmp_path / "output"), AMD64)["ov@arm64"]
     assert unit.build_args_for(ARM64) == (("S6_OVERLAY_ARCH", "aarch64"),)
 
@@ -101,8 +109,9 @@ def test_a_platform_without_an_s6_overlay_sum_is_a_spec_error(tmp_path):
     assert "s6-overlay-aarch64.tar.xz" in text and "linux/arm64" in text and "ov.yaml:3:" in text
 
 
-def _binfmt(tmp_path: Path, handler: str | None = "enabled\ninterpreter /q\nflags: PF\n",
-            status: str = "enabled\n") -> Path:
+def _binfmt(
+    tmp_path: Path, handler: str | None = "enabled\ninterpreter /q\nflags: PF\n", status: str = "enabled\n"
+) -> Path:
     directory = tmp_path / "binfmt"
     directory.mkdir()
     (directory / "register").write_text("")
@@ -112,12 +121,15 @@ def _binfmt(tmp_path: Path, handler: str | None = "enabled\ninterpreter /q\nflag
     return directory
 
 
-@pytest.mark.parametrize("handler, status, problem", [
-    ("enabled\ninterpreter /q\nflags: PF\n", "enabled\n", None),
-    (None, "enabled\n", "update-binfmts --enable qemu-aarch64"),
-    ("disabled\nflags: PF\n", "enabled\n", "update-binfmts --enable qemu-aarch64"),
-    ("enabled\nflags: P\n", "enabled\n", "--reinstall qemu-user-static"),
-])
+@pytest.mark.parametrize(
+    "handler, status, problem",
+    [
+        ("enabled\ninterpreter /q\nflags: PF\n", "enabled\n", None),
+        (None, "enabled\n", "update-binfmts --enable qemu-aarch64"),
+        ("disabled\nflags: PF\n", "enabled\n", "update-binfmts --enable qemu-aarch64"),
+        ("enabled\nflags: P\n", "enabled\n", "--reinstall qemu-user-static"),
+    ],
+)
 def test_doctor_checks_emulation_of_foreign_platforms(tmp_path, monkeypatch, handler, status, problem):
     monkeypatch.setattr(doctor.shutil, "which", lambda name: f"/usr/bin/{name}")
     check = doctor.check_emulation(ARM64, _binfmt(tmp_path, handler, status))
@@ -220,8 +232,7 @@ def test_package_check_reads_every_platforms_image_with_its_own_lists(outputs, t
     verdict = rebuild.Verdict("child")
     rebuild._check_packages(ctx, outputs["child"], ("http://mirror", "bookworm", "main"), tmp_path / "lists", verdict)
     assert calls == [("localhost/gen/child:2", "amd64", AMD64), ("localhost/gen/child:2-arm64", "arm64", ARM64)]
-    assert [(u["package"], u["platforms"]) for u in verdict.updates] == [("libc6", [AMD64, ARM64]),
-                                                                         ("zlib1g", [ARM64])]
+    assert [(u["package"], u["platforms"]) for u in verdict.updates] == [("libc6", [AMD64, ARM64]), ("zlib1g", [ARM64])]
     assert verdict.codes == {"packages"} and "zlib1g 1 -> 3 (linux/arm64)" in verdict.reasons[0]["detail"]
 
     # A foreign platform's image not in storage is not checked; the host's still is.
@@ -232,27 +243,41 @@ def test_package_check_reads_every_platforms_image_with_its_own_lists(outputs, t
     assert [c[0] for c in calls] == ["localhost/gen/child:2"] and verdict.stale
 
 
-@pytest.mark.parametrize("text, debian, s6_overlay, qemu, suffix", [
-    ("linux/amd64", "amd64", "x86_64", "x86_64", "amd64"),
-    ("linux/arm64", "arm64", "aarch64", "aarch64", "arm64"),
-    ("linux/arm/v7", "armhf", "armhf", "arm", "arm-v7"),
-    ("linux/arm/v6", "armel", "arm", "arm", "arm-v6"),
-    ("linux/386", "i386", "i686", "i386", "386"),
-    ("linux/ppc64le", "ppc64el", "powerpc64le", "ppc64le", "ppc64le"),
-    ("linux/mips64le", "mips64le", None, None, "mips64le"),  # known to none of the tables: its own name
-])
+@pytest.mark.parametrize(
+    "text, debian, s6_overlay, qemu, suffix",
+    [
+        ("linux/amd64", "amd64", "x86_64", "x86_64", "amd64"),
+        ("linux/arm64", "arm64", "aarch64", "aarch64", "arm64"),
+        ("linux/arm/v7", "armhf", "armhf", "arm", "arm-v7"),
+        ("linux/arm/v6", "armel", "arm", "arm", "arm-v6"),
+        ("linux/386", "i386", "i686", "i386", "386"),
+        ("linux/ppc64le", "ppc64el", "powerpc64le", "ppc64le", "ppc64le"),
+        ("linux/mips64le", "mips64le", None, None, "mips64le"),  # known to none of the tables: its own name
+    ],
+)
 def test_one_platform_type_names_the_architecture_for_each_tool(text, debian, s6_overlay, qemu, suffix):
     from generator.platforms import Platform
 
     platform = Platform.parse(text)
     assert (platform.debian_arch, platform.s6_overlay_arch, platform.qemu_name, platform.suffix) == (
-        debian, s6_overlay, qemu, suffix)
+        debian,
+        s6_overlay,
+        qemu,
+        suffix,
+    )
     assert str(platform) == text
 
 
-@pytest.mark.parametrize("machine, platform", [("x86_64", "linux/amd64"), ("aarch64", "linux/arm64"),
-                                               ("armv7l", "linux/arm/v7"), ("i686", "linux/386"),
-                                               ("loongarch64", "linux/loongarch64")])
+@pytest.mark.parametrize(
+    "machine, platform",
+    [
+        ("x86_64", "linux/amd64"),
+        ("aarch64", "linux/arm64"),
+        ("armv7l", "linux/arm/v7"),
+        ("i686", "linux/386"),
+        ("loongarch64", "linux/loongarch64"),
+    ],
+)
 def test_the_host_platform_from_uname_machine(machine, platform):
     from generator.platforms import Platform
 

@@ -13,7 +13,14 @@ from generator.errors import UsageError
 from generator.registry.lock import Lock, LockedImage, package_changes, read_lock, write_lock
 from generator.registry.packages import Package, dep5_licenses, parse_status, to_spdx
 from generator.registry.rebuild import (
-    EXIT_FAILED, EXIT_NOTHING, EXIT_REBUILT, Outcome, Verdict, exit_code, report_data, report_markdown,
+    EXIT_FAILED,
+    EXIT_NOTHING,
+    EXIT_REBUILT,
+    Outcome,
+    Verdict,
+    exit_code,
+    report_data,
+    report_markdown,
 )
 from generator.registry.sbom import build_sbom, sbom_json
 from generator.registry.skopeo import scrub
@@ -28,8 +35,10 @@ def test_insecure_allowed_for_loopback(host):
     assert is_loopback(registry.host)
 
 
-@pytest.mark.parametrize("host", ["registry.example.com", "10.0.0.5:5000", "192.168.1.1:443", "[2001:db8::1]:5000",
-                                  "localhost.example.com:5000"])
+@pytest.mark.parametrize(
+    "host",
+    ["registry.example.com", "10.0.0.5:5000", "192.168.1.1:443", "[2001:db8::1]:5000", "localhost.example.com:5000"],
+)
 def test_insecure_refused_elsewhere(host):
     with pytest.raises(UsageError) as info:
         parse_registry(f"{host}/team", insecure=True)
@@ -113,8 +122,15 @@ def test_free_text_copyright_gives_no_license():
     assert dep5_licenses("This package was debianized by someone.\nIt is GPL licensed.\n") == ()
 
 
-@pytest.mark.parametrize("name,spdx", [("GPL-3", "GPL-3.0-only"), ("LGPL-2.1+", "LGPL-2.1-or-later"),
-                                       ("Apache-2.0", "Apache-2.0"), ("custom-thing", "custom-thing")])
+@pytest.mark.parametrize(
+    "name,spdx",
+    [
+        ("GPL-3", "GPL-3.0-only"),
+        ("LGPL-2.1+", "LGPL-2.1-or-later"),
+        ("Apache-2.0", "Apache-2.0"),
+        ("custom-thing", "custom-thing"),
+    ],
+)
 def test_to_spdx(name, spdx):
     assert to_spdx(name) == spdx
 
@@ -140,11 +156,18 @@ def test_simulation_without_updates():
 
 
 def _locked(name="app", **overrides) -> LockedImage:
-    fields = dict(name=name, parent=None, tags=["1.0"], build_id="gen-0123456789abcdef", image_id="a" * 64,
-                  digest="sha256:" + "b" * 64, files_sha256="c" * 64,
-                  base={"kind": "bootstrap", "ref": "localhost/gen/rootfs:x", "image_id": "d" * 64},
-                  init={"kind": "s6-overlay", "version": "3.1.6.2", "checksums": {"s6-overlay-noarch.tar.xz": "e" * 64}},
-                  packages={"libc6": "2.36-9", "bash": "5.2"})
+    fields = dict(
+        name=name,
+        parent=None,
+        tags=["1.0"],
+        build_id="gen-0123456789abcdef",
+        image_id="a" * 64,
+        digest="sha256:" + "b" * 64,
+        files_sha256="c" * 64,
+        base={"kind": "bootstrap", "ref": "localhost/gen/rootfs:x", "image_id": "d" * 64},
+        init={"kind": "s6-overlay", "version": "3.1.6.2", "checksums": {"s6-overlay-noarch.tar.xz": "e" * 64}},
+        packages={"libc6": "2.36-9", "bash": "5.2"},
+    )
     fields.update(overrides)
     return LockedImage(**fields)
 
@@ -160,8 +183,10 @@ def test_lock_round_trip_and_no_rewrite(tmp_path: Path):
 
 
 def test_lock_keeps_each_platform_and_reads_entries_written_before_platforms(tmp_path: Path):
-    platforms = {"linux/amd64": {"build_id": "gen-1", "image_id": "a" * 64, "base": {}, "packages": {"s6": "2"}},
-                 "linux/arm64": {"build_id": "gen-2", "image_id": "f" * 64, "base": {}, "packages": {"s6": "2"}}}
+    platforms = {
+        "linux/amd64": {"build_id": "gen-1", "image_id": "a" * 64, "base": {}, "packages": {"s6": "2"}},
+        "linux/arm64": {"build_id": "gen-2", "image_id": "f" * 64, "base": {}, "packages": {"s6": "2"}},
+    }
     write_lock(tmp_path, Lock("", {"multi": _locked("multi", platforms=platforms), "plain": _locked("plain")}))
     text = json.loads((tmp_path / "gen.lock").read_text())
     del text["images"]["plain"]["platforms"]  # as gen wrote it before platforms existed
@@ -180,20 +205,26 @@ def test_missing_lock_is_empty_and_broken_lock_is_bad_input(tmp_path: Path):
 
 def test_package_changes():
     assert package_changes({"a": "1", "b": "2"}, {"a": "1", "b": "3", "c": "1"}) == [
-        {"package": "b", "old": "2", "new": "3"}, {"package": "c", "old": "", "new": "1"}]
+        {"package": "b", "old": "2", "new": "3"},
+        {"package": "c", "old": "", "new": "1"},
+    ]
 
 
 def test_sbom_has_packages_licenses_base_and_init(tmp_path: Path):
     image = OutputImage("app", tmp_path, ("1.0",), None, {"kind": "bootstrap"}, 1700000000, "specs/app.yaml", ())
-    packages = [Package("bash", "5.2", "amd64", "bash", "5.2", ("GPL-3.0-or-later", "GPL-3+ with Bison exception")),
-                Package("libc6", "2.36-9", "amd64", "glibc", "2.36-9")]
+    packages = [
+        Package("bash", "5.2", "amd64", "bash", "5.2", ("GPL-3.0-or-later", "GPL-3+ with Bison exception")),
+        Package("libc6", "2.36-9", "amd64", "glibc", "2.36-9"),
+    ]
     text = sbom_json(build_sbom(image, _locked(), packages, "debian", "bookworm"))
     data = json.loads(text)
     assert data["bomFormat"] == "CycloneDX" and data["specVersion"] == "1.6"
     by_name = {c["name"]: c for c in data["components"]}
     assert by_name["bash"]["purl"] == "pkg:deb/debian/bash@5.2?arch=amd64&distro=debian-bookworm"
     assert [lic["license"].get("id") or lic["license"].get("name") for lic in by_name["bash"]["licenses"]] == [
-        "GPL-3.0-or-later", "GPL-3+ with Bison exception"]
+        "GPL-3.0-or-later",
+        "GPL-3+ with Bison exception",
+    ]
     assert "licenses" not in by_name["libc6"]
     assert "upstream=glibc" in by_name["libc6"]["purl"]
     assert by_name["s6-overlay-noarch.tar.xz"]["hashes"] == [{"alg": "SHA-256", "content": "e" * 64}]
@@ -207,10 +238,17 @@ def _outcome(action: str) -> Outcome:
     return Outcome("app", action, [], "", "", "", "", "passed")
 
 
-@pytest.mark.parametrize("actions,code", [([], EXIT_NOTHING), (["unchanged"], EXIT_NOTHING),
-                                          (["rebuilt"], EXIT_REBUILT), (["adopted"], EXIT_REBUILT),
-                                          (["rebuilt", "failed"], EXIT_FAILED),
-                                          (["skipped-after-failure"], EXIT_FAILED)])
+@pytest.mark.parametrize(
+    "actions,code",
+    [
+        ([], EXIT_NOTHING),
+        (["unchanged"], EXIT_NOTHING),
+        (["rebuilt"], EXIT_REBUILT),
+        (["adopted"], EXIT_REBUILT),
+        (["rebuilt", "failed"], EXIT_FAILED),
+        (["skipped-after-failure"], EXIT_FAILED),
+    ],
+)
 def test_exit_codes(actions, code):
     assert exit_code([_outcome(a) for a in actions]) == code
 
@@ -218,8 +256,17 @@ def test_exit_codes(actions, code):
 def test_report_names_reasons_and_package_changes():
     verdict = Verdict("runtime")
     verdict.add("base-moved", "parent debian-s6 changed in the registry: sha256:1 -> sha256:2")
-    outcome = Outcome("runtime", "rebuilt", verdict.reasons, "sha256:old", "sha256:new", "i1", "i2", "passed",
-                      [{"package": "libc6", "old": "1", "new": "2"}])
+    outcome = Outcome(
+        "runtime",
+        "rebuilt",
+        verdict.reasons,
+        "sha256:old",
+        "sha256:new",
+        "i1",
+        "i2",
+        "passed",
+        [{"package": "libc6", "old": "1", "new": "2"}],
+    )
     data = report_data([verdict, Verdict("leaf")], [outcome], False, parse_registry("127.0.0.1:5000/t", True), 0.0)
     assert data["exit_code"] == EXIT_REBUILT
     text = report_markdown(data)

@@ -21,8 +21,11 @@ NOARCH_SUM, X86_SUM, ARM_SUM = "1" * 64, "2" * 64, "3" * 64
 def release_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "v3.9.0.1"
     directory.mkdir()
-    for name, digest in (("s6-overlay-noarch.tar.xz", NOARCH_SUM), ("s6-overlay-x86_64.tar.xz", X86_SUM),
-                         ("s6-overlay-aarch64.tar.xz", ARM_SUM)):
+    for name, digest in (
+        ("s6-overlay-noarch.tar.xz", NOARCH_SUM),
+        ("s6-overlay-x86_64.tar.xz", X86_SUM),
+        ("s6-overlay-aarch64.tar.xz", ARM_SUM),
+    ):
         (directory / f"{name}.sha256").write_text(f"{digest}  {name}\n")
     return directory
 
@@ -56,13 +59,27 @@ def test_add_version_command_updates_a_table_and_refuses_changed_sums(tmp_path):
     directory = release_dir(tmp_path)
     table = tmp_path / "table.json"
     table.write_text("{}\n")
-    run = [sys.executable, "-m", "generator", "s6-overlay", "add-version", "3.9.0.1", "--sums-from", str(directory),
-           "--table", str(table)]
+    run = [
+        sys.executable,
+        "-m",
+        "generator",
+        "s6-overlay",
+        "add-version",
+        "3.9.0.1",
+        "--sums-from",
+        str(directory),
+        "--table",
+        str(table),
+    ]
     got = subprocess.run(run, capture_output=True, text=True, timeout=60)
     assert got.returncode == 0, got.stderr
-    assert json.loads(table.read_text()) == {"3.9.0.1": {"s6-overlay-aarch64.tar.xz": ARM_SUM,
-                                                         "s6-overlay-noarch.tar.xz": NOARCH_SUM,
-                                                         "s6-overlay-x86_64.tar.xz": X86_SUM}}
+    assert json.loads(table.read_text()) == {
+        "3.9.0.1": {
+            "s6-overlay-aarch64.tar.xz": ARM_SUM,
+            "s6-overlay-noarch.tar.xz": NOARCH_SUM,
+            "s6-overlay-x86_64.tar.xz": X86_SUM,
+        }
+    }
     (directory / "s6-overlay-x86_64.tar.xz.sha256").write_text(f"{'4' * 64}  s6-overlay-x86_64.tar.xz\n")
     again = subprocess.run(run, capture_output=True, text=True, timeout=60)
     assert again.returncode == 1 and "never changes" in again.stderr
@@ -78,13 +95,18 @@ def test_add_version_records_the_release_in_the_project_and_specs_use_it(tmp_pat
     project = tmp_path / "project"
     (project / "specs").mkdir(parents=True)
     (project / "specs" / "o.yaml").write_text(
-        "name: o\ntags: [\"1\"]\nbase: {distro: debian, release: bookworm, bootstrap: {variant: minbase}}\n"
-        "init: {kind: s6-overlay, version: 3.9.0.1}\ncmd: [\"true\"]\n")
+        'name: o\ntags: ["1"]\nbase: {distro: debian, release: bookworm, bootstrap: {variant: minbase}}\n'
+        'init: {kind: s6-overlay, version: 3.9.0.1}\ncmd: ["true"]\n'
+    )
     gen = [sys.executable, "-m", "generator"]
     refused = subprocess.run([*gen, "render", "-C", str(project)], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "gen s6-overlay add-version 3.9.0.1" in refused.stderr
-    added = subprocess.run([*gen, "s6-overlay", "add-version", "3.9.0.1", "--sums-from", str(directory), "-C",
-                            str(project)], capture_output=True, text=True, timeout=60)
+    added = subprocess.run(
+        [*gen, "s6-overlay", "add-version", "3.9.0.1", "--sums-from", str(directory), "-C", str(project)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert added.returncode == 0, added.stderr
     assert "3.9.0.1" in json.loads((project / "s6-overlay-checksums.json").read_text())
     assert table_path().read_bytes() == shipped
@@ -97,9 +119,11 @@ def test_a_broken_project_table_is_one_clear_error(tmp_path):
     project = tmp_path / "project"
     (project / "specs").mkdir(parents=True)
     (project / "specs" / "o.yaml").write_text(
-        "name: o\ntags: [\"1\"]\nbase: {distro: debian, release: bookworm, bootstrap: {variant: minbase}}\n")
+        'name: o\ntags: ["1"]\nbase: {distro: debian, release: bookworm, bootstrap: {variant: minbase}}\n'
+    )
     (project / "s6-overlay-checksums.json").write_text('{"3.1.6.2": {"s6-overlay-noarch.tar.xz": "nope"}}')
-    got = subprocess.run([sys.executable, "-m", "generator", "render", "-C", str(project)], capture_output=True,
-                         text=True, timeout=60)
+    got = subprocess.run(
+        [sys.executable, "-m", "generator", "render", "-C", str(project)], capture_output=True, text=True, timeout=60
+    )
     assert got.returncode == 2 and "Traceback" not in got.stderr
     assert "s6-overlay-checksums.json" in got.stderr and "add-version" in got.stderr

@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from generator.errors import GenError
 from generator.render.templates import dockerfile_quote, exec_form
 
-one_line = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="".join(map(chr, range(32))) + "\x7f"))
+one_line = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="".join(map(chr, range(32))) + "\x7f")
+)
 
 
 def docker_unquote(word: str) -> str:

@@ -80,19 +80,22 @@ def test_unquoted_octal_mode_explains_quoting(tmp_path):
     assert "quote" in diag.hint and '"0755"' in diag.hint
 
 
-@pytest.mark.parametrize("text, path", [
-    ("users: [{name: 'root;rm', uid: 5}]", "$.users[0].name"),
-    ("users: [{name: Admin, uid: 5}]", "$.users[0].name"),
-    ("volumes: [{path: '/data/../etc'}]", "$.volumes[0].path"),
-    ("volumes: [{path: '/my data'}]", "$.volumes[0].path"),
-    ("volumes: [{path: 'relative'}]", "$.volumes[0].path"),
-    ("sysctls: {values: {'kernel/shmmax': 1}}", "$.sysctls.values.kernel/shmmax"),
-    ("sysctls: {values: {'kernel.shmmax': '1; reboot'}}", "$.sysctls.values.kernel.shmmax"),
-    ("packages: ['curl; rm -rf /']", "$.packages[0]"),
-    ("env: {A: \"line\\nbreak\"}", "$.env.A"),
-    ("rootfs: ['../outside']", "$.rootfs[0]"),
-    ("services: [{name: Web, command: [x]}]", "$.services[0].name"),
-])
+@pytest.mark.parametrize(
+    "text, path",
+    [
+        ("users: [{name: 'root;rm', uid: 5}]", "$.users[0].name"),
+        ("users: [{name: Admin, uid: 5}]", "$.users[0].name"),
+        ("volumes: [{path: '/data/../etc'}]", "$.volumes[0].path"),
+        ("volumes: [{path: '/my data'}]", "$.volumes[0].path"),
+        ("volumes: [{path: 'relative'}]", "$.volumes[0].path"),
+        ("sysctls: {values: {'kernel/shmmax': 1}}", "$.sysctls.values.kernel/shmmax"),
+        ("sysctls: {values: {'kernel.shmmax': '1; reboot'}}", "$.sysctls.values.kernel.shmmax"),
+        ("packages: ['curl; rm -rf /']", "$.packages[0]"),
+        ('env: {A: "line\\nbreak"}', "$.env.A"),
+        ("rootfs: ['../outside']", "$.rootfs[0]"),
+        ("services: [{name: Web, command: [x]}]", "$.services[0].name"),
+    ],
+)
 def test_hostile_values_are_rejected(tmp_path, text, path):
     diags = errors(tmp_path, base=BASE + text + "\n")
     assert path in [d.path for d in diags], [d.format() for d in diags]
@@ -110,8 +113,13 @@ def test_non_mapping_file(tmp_path):
 
 
 def test_missing_parent_suggests_and_cycle_names_every_spec(tmp_path):
-    diags = errors(tmp_path, base=BASE, child="name: child\ntags: [x]\nextends: bsae\n",
-                   a="name: a\ntags: [x]\nextends: b\n", b="name: b\ntags: [x]\nextends: a\n")
+    diags = errors(
+        tmp_path,
+        base=BASE,
+        child="name: child\ntags: [x]\nextends: bsae\n",
+        a="name: a\ntags: [x]\nextends: b\n",
+        b="name: b\ntags: [x]\nextends: a\n",
+    )
     missing = only(diags, "'bsae' not found")
     assert (missing.file, missing.line, missing.column) == ("specs/child.yaml", 3, 10)
     assert "did you mean 'base'" in missing.hint
@@ -133,11 +141,21 @@ def test_file_name_must_match_spec_name_and_names_are_unique(tmp_path):
 
 def test_defaults_follow_the_schema(tmp_path):
     data = load(tmp_path, base=BASE).specs["base"].data
-    assert data["logging"] == {"dir": "/lain/logs/default", "max_size": 268435455, "keep": 3,
-                               "timestamp": "none", "stdout": True, "logger": "gen-log"}
+    assert data["logging"] == {
+        "dir": "/lain/logs/default",
+        "max_size": 268435455,
+        "keep": 3,
+        "timestamp": "none",
+        "stdout": True,
+        "logger": "gen-log",
+    }
     assert data["init"]["kind"] == "s6" and data["init"]["kill_grace_time"] == 3000
-    assert data["base"]["bootstrap"] == {"variant": "minbase", "components": ["main"], "include": [],
-                                         "source_date_epoch": 1700000000}
+    assert data["base"]["bootstrap"] == {
+        "variant": "minbase",
+        "components": ["main"],
+        "include": [],
+        "source_date_epoch": 1700000000,
+    }
     assert data["sysctls"] == {"values": {}, "policy": "fail", "node_level": "error"}
 
 
@@ -163,7 +181,9 @@ cmd: [child]
 rootfs: [ov-child]
 """
 
-PARENT = BASE + """\
+PARENT = (
+    BASE
+    + """\
 description: parent only
 packages: [a, b]
 expose: [80, 443]
@@ -181,6 +201,7 @@ cmd: [parent]
 workdir: /srv
 rootfs: [ov-parent]
 """
+)
 
 
 def test_merge_rules(tmp_path):
@@ -195,9 +216,14 @@ def test_merge_rules(tmp_path):
     assert data["env"] == {"A": "parent", "B": "child", "C": "new"}
     assert data["labels"] == {"l1": "1", "l2": "2"}
     assert [g["name"] for g in data["groups"]] == ["g1", "g2"]
-    assert [(u["name"], u["shell"]) for u in data["users"]] == [("u1", "/usr/sbin/nologin"), ("u2", "/usr/sbin/nologin")]
-    assert [(v["path"], v["mode"], v.get("owner")) for v in data["volumes"]] == [("/data", "0700", None),
-                                                                                  ("/cache", "0755", None)]
+    assert [(u["name"], u["shell"]) for u in data["users"]] == [
+        ("u1", "/usr/sbin/nologin"),
+        ("u2", "/usr/sbin/nologin"),
+    ]
+    assert [(v["path"], v["mode"], v.get("owner")) for v in data["volumes"]] == [
+        ("/data", "0700", None),
+        ("/cache", "0755", None),
+    ]
     assert [s["name"] for s in data["services"]] == ["s1", "s2"]
     assert data["healthcheck"] == {"test": ["child"]}
     assert data["cmd"] == ["child"] and data["workdir"] == "/srv"
@@ -217,28 +243,34 @@ def test_diagnostic_on_inherited_entry_points_at_the_parent_file(tmp_path):
     assert (from_map.file, from_map.line) == ("specs/base.yaml", 12)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("base: {distro: debian, release: bookworm}\n", "exactly one of bootstrap, image, local"),
-    ("base: {distro: alpine, release: '3.20', bootstrap: {}}\n", "only makes debian and ubuntu"),
-    ("init: {kind: s6-overlay}\n", "needs a pinned init.version"),
-    ("init: {kind: s6, version: 3.2.0.2}\n", "only applies to kind s6-overlay"),
-    ("users: [{name: a, uid: 1000}, {name: b, uid: 1000}]\n", "uid 1000 is given to two users"),
-    ("groups: [{name: a, gid: 7000}, {name: b, gid: 7000}]\n", "gid 7000 is given to two groups"),
-    ("users: [{name: www-data, uid: 1000}]\n", "already exists in the base (with uid 33)"),
-    ("groups: [{name: staff, gid: 1000}]\n", "already exists in the base (with gid 50)"),
-    ("users: [{name: a, uid: 1000, group: nope}]\n", "names group 'nope'"),
-    ("users: [{name: a, uid: 1000, groups: [nope]}]\n", "names group 'nope'"),
-    ("groups: [{name: g, gid: 1000}]\nusers: [{name: a, uid: 1000}]\n", "which group 'g' already has"),
-    ("user: ghost\n", "user 'ghost' is not declared"),
-    ("volumes: [{path: /data, owner: ghost}]\n", "user 'ghost' is not declared"),
-    ("volumes: [{path: /data, group: ghost}]\n", "group 'ghost' is not declared"),
-    ("services: [{name: w, command: [x], user: ghost}]\n", "user 'ghost' is not declared"),
-    ("volumes: [{path: /data}, {path: /data}]\n", "lists '/data' twice"),
-    ("services: [{name: app, command: [x]}]\n", "reserved for CMD"),
-    ("volumes: [{path: /proc/x}]\n", "runtime owns it"),
-    ("users: [{name: a, uid: 1000}, {name: b, uid: 1001}]\nuser: a\nservices: [{name: w, command: [x], user: b}]\n",
-     "PID 1 runs as 'a' (the image's user) and cannot switch users"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("base: {distro: debian, release: bookworm}\n", "exactly one of bootstrap, image, local"),
+        ("base: {distro: alpine, release: '3.20', bootstrap: {}}\n", "only makes debian and ubuntu"),
+        ("init: {kind: s6-overlay}\n", "needs a pinned init.version"),
+        ("init: {kind: s6, version: 3.2.0.2}\n", "only applies to kind s6-overlay"),
+        ("users: [{name: a, uid: 1000}, {name: b, uid: 1000}]\n", "uid 1000 is given to two users"),
+        ("groups: [{name: a, gid: 7000}, {name: b, gid: 7000}]\n", "gid 7000 is given to two groups"),
+        ("users: [{name: www-data, uid: 1000}]\n", "already exists in the base (with uid 33)"),
+        ("groups: [{name: staff, gid: 1000}]\n", "already exists in the base (with gid 50)"),
+        ("users: [{name: a, uid: 1000, group: nope}]\n", "names group 'nope'"),
+        ("users: [{name: a, uid: 1000, groups: [nope]}]\n", "names group 'nope'"),
+        ("groups: [{name: g, gid: 1000}]\nusers: [{name: a, uid: 1000}]\n", "which group 'g' already has"),
+        ("user: ghost\n", "user 'ghost' is not declared"),
+        ("volumes: [{path: /data, owner: ghost}]\n", "user 'ghost' is not declared"),
+        ("volumes: [{path: /data, group: ghost}]\n", "group 'ghost' is not declared"),
+        ("services: [{name: w, command: [x], user: ghost}]\n", "user 'ghost' is not declared"),
+        ("volumes: [{path: /data}, {path: /data}]\n", "lists '/data' twice"),
+        ("services: [{name: app, command: [x]}]\n", "reserved for CMD"),
+        ("volumes: [{path: /proc/x}]\n", "runtime owns it"),
+        (
+            "users: [{name: a, uid: 1000}, {name: b, uid: 1001}]\nuser: a\n"
+            "services: [{name: w, command: [x], user: b}]\n",
+            "PID 1 runs as 'a' (the image's user) and cannot switch users",
+        ),
+    ],
+)
 def test_cross_field_rules(tmp_path, text, message):
     spec = BASE if not text.startswith("base:") else "name: base\ntags: [latest]\n"
     only(errors(tmp_path, base=spec + text), message)
@@ -260,8 +292,10 @@ def test_base_groups_are_usable_without_declaring(tmp_path):
 
 def test_child_rules(tmp_path):
     child = "name: child\ntags: [x]\nextends: base\n"
-    only(errors(tmp_path, base=BASE, child=child + "base: {distro: debian, release: trixie, bootstrap: {}}\n"),
-         "inherits its parent's base")
+    only(
+        errors(tmp_path, base=BASE, child=child + "base: {distro: debian, release: trixie, bootstrap: {}}\n"),
+        "inherits its parent's base",
+    )
     only(errors(tmp_path, base=BASE, child=child + "init: {kind: none}\n"), "cannot replace or remove")
     only(errors(tmp_path, base=BASE, child="name: child\ntags: [x]\n"), "missing `base`")
 
@@ -276,10 +310,13 @@ def test_platforms_are_inherited_and_may_only_narrow(tmp_path):
     assert project.specs["child"].data["platforms"] == ["linux/amd64", "linux/arm64"]
     narrowed = load(tmp_path, base=parent, child="name: child\ntags: [x]\nextends: base\nplatforms: [linux/arm64]\n")
     assert narrowed.specs["child"].data["platforms"] == ["linux/arm64"]
-    wider = errors(tmp_path, base=parent, child="name: child\ntags: [x]\nextends: base\n"
-                                                "platforms: [linux/arm64, linux/s390x]\n")
+    wider = errors(
+        tmp_path, base=parent, child="name: child\ntags: [x]\nextends: base\nplatforms: [linux/arm64, linux/s390x]\n"
+    )
     diag = only(wider, "linux/s390x is not built for parent")
     assert (diag.file, diag.line, diag.column) == ("specs/child.yaml", 4, 26)
-    only(errors(tmp_path, base=BASE, child="name: child\ntags: [x]\nextends: base\nplatforms: [linux/arm64]\n"),
-         "builds only for the build host's platform")
+    only(
+        errors(tmp_path, base=BASE, child="name: child\ntags: [x]\nextends: base\nplatforms: [linux/arm64]\n"),
+        "builds only for the build host's platform",
+    )
     assert "$.platforms[0]" in [d.path for d in errors(tmp_path, base=BASE + "platforms: [windows/amd64]\n")]

@@ -6,8 +6,11 @@ import json
 import re
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
+from generator.render import yaml_lines
 from generator.render.project import render_project
 from generator.spec import load_project
 from generator.verify.structure import _report_json, parse_report
@@ -67,23 +70,26 @@ def test_metadata_matches_the_dockerfile():
 
 
 def test_report_parsing_reads_failures():
-    text = "log line\n" + json.dumps({"Pass": 1, "Fail": 1, "Results": [
-        {"Name": "a", "Pass": True}, {"Name": "b", "Pass": False, "Errors": ["uid 0, want 1000"]}]})
+    text = "log line\n" + json.dumps(
+        {
+            "Pass": 1,
+            "Fail": 1,
+            "Results": [{"Name": "a", "Pass": True}, {"Name": "b", "Pass": False, "Errors": ["uid 0, want 1000"]}],
+        }
+    )
     report = parse_report(_report_json(text))
     assert not report.passed and [c.name for c in report.failures] == ["b"]
     assert report.failures[0].errors == ("uid 0, want 1000",)
     assert parse_report(json.dumps({"Pass": 2, "Fail": 0, "Results": []})).passed
 
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from generator.render import yaml_lines
-
 _scalars = st.one_of(st.text(), st.integers(), st.booleans(), st.none())
 _keys = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12)
-_documents = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                            st.dictionaries(_keys, inner, max_size=4)), max_leaves=20)
+_documents = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_keys, inner, max_size=4)),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=300, deadline=None)

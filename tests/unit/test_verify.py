@@ -31,8 +31,10 @@ SPEC = {
     "users": [{"name": "app", "uid": 1000, "group": "app"}, {"name": "svc", "uid": 2000}],
     "user": "app",
     "volumes": [{"path": "/data", "owner": "app", "fix_ownership": True}],
-    "sysctls": {"values": {"kernel.shmmax": 68719476736, "kernel.msgmax": 65536, "vm.swappiness": 10},
-                "policy": "warn"},
+    "sysctls": {
+        "values": {"kernel.shmmax": 68719476736, "kernel.msgmax": 65536, "vm.swappiness": 10},
+        "policy": "warn",
+    },
 }
 
 
@@ -92,26 +94,48 @@ def _write_log(directory: Path, chunks: list[tuple[str, range]]) -> Path:
 
 
 def test_log_judge_passes_current_plus_keep_archives(tmp_path: Path) -> None:
-    d = _write_log(tmp_path / "log", [("@400000000000000000000001.s", range(100, 200)),
-                                      ("@400000000000000000000002.s", range(200, 300)),
-                                      ("@400000000000000000000003.u", range(300, 400)),
-                                      ("current", range(400, 451))])
+    d = _write_log(
+        tmp_path / "log",
+        [
+            ("@400000000000000000000001.s", range(100, 200)),
+            ("@400000000000000000000002.s", range(200, 300)),
+            ("@400000000000000000000003.u", range(300, 400)),
+            ("current", range(400, 451)),
+        ],
+    )
     verdict = judge_log_dir(d, 100 * 100, 3, 450)
     assert verdict.status is Status.PASS, verdict.detail
     assert "lines 100..450" in verdict.detail
 
 
-@pytest.mark.parametrize("chunks, why", [
-    ([("@1.s", range(1, 10)), ("current", range(10, 21))], "1 archive(s), expected 3"),
-    ([("@1.s", range(1, 5)), ("@2.s", range(5, 9)), ("@3.s", range(9, 13)), ("@4.s", range(13, 17)),
-      ("current", range(17, 21))], "4 archive(s)"),
-    ([("@1.s", range(1, 5)), ("@2.s", range(5, 9)), ("@3.s", range(9, 13)), ("current", range(13, 20))],
-     "newest line is 19"),
-    ([("@1.s", range(1, 5)), ("@2.s", range(6, 9)), ("@3.s", range(9, 13)), ("current", range(13, 21))],
-     "not contiguous"),
-    ([("@1.s", range(1, 5)), ("@2.s", range(5, 9)), ("@3.s", range(9, 200)), ("current", range(200, 201))],
-     "over the"),
-])
+@pytest.mark.parametrize(
+    "chunks, why",
+    [
+        ([("@1.s", range(1, 10)), ("current", range(10, 21))], "1 archive(s), expected 3"),
+        (
+            [
+                ("@1.s", range(1, 5)),
+                ("@2.s", range(5, 9)),
+                ("@3.s", range(9, 13)),
+                ("@4.s", range(13, 17)),
+                ("current", range(17, 21)),
+            ],
+            "4 archive(s)",
+        ),
+        (
+            [("@1.s", range(1, 5)), ("@2.s", range(5, 9)), ("@3.s", range(9, 13)), ("current", range(13, 20))],
+            "newest line is 19",
+        ),
+        (
+            [("@1.s", range(1, 5)), ("@2.s", range(6, 9)), ("@3.s", range(9, 13)), ("current", range(13, 21))],
+            "not contiguous",
+        ),
+        (
+            [("@1.s", range(1, 5)), ("@2.s", range(5, 9)), ("@3.s", range(9, 200)), ("current", range(200, 201))],
+            "over the",
+        ),
+    ],
+)
 def test_log_judge_failures(tmp_path: Path, chunks, why: str) -> None:
     verdict = judge_log_dir(_write_log(tmp_path / "log", chunks), 100 * 100, 3, 20 if why != "over the" else 200)
     assert verdict.status is Status.FAIL
@@ -119,15 +143,19 @@ def test_log_judge_failures(tmp_path: Path, chunks, why: str) -> None:
 
 
 def test_log_judge_rejects_damaged_lines(tmp_path: Path) -> None:
-    d = _write_log(tmp_path / "log", [("@1.s", range(1, 3)), ("@2.s", range(3, 5)), ("@3.s", range(5, 7)),
-                                      ("current", range(7, 9))])
+    d = _write_log(
+        tmp_path / "log",
+        [("@1.s", range(1, 3)), ("@2.s", range(3, 5)), ("@3.s", range(5, 7)), ("current", range(7, 9))],
+    )
     (d / "current").write_text(C._log_line(7) + "\n" + C._log_line(8)[:40] + "\n")
     verdict = judge_log_dir(d, 10_000, 3, 8)
     assert verdict.status is Status.FAIL and "damaged" in verdict.detail
 
 
-@pytest.mark.parametrize("line", ["@400000006553f1002a3b4c5d hello", "2024-01-02 03:04:05.123456789  hello",
-                                  "2024-01-02T03:04:05 hello", "hello"])
+@pytest.mark.parametrize(
+    "line",
+    ["@400000006553f1002a3b4c5d hello", "2024-01-02 03:04:05.123456789  hello", "2024-01-02T03:04:05 hello", "hello"],
+)
 def test_strip_timestamp(line: str) -> None:
     assert strip_timestamp(line) == "hello"
 
@@ -180,7 +208,7 @@ class FakePodman:
 
 def _cmd_of(run_args: list[str]) -> list[str]:
     """The CMD words of a recorded `podman run` argv (after the image, which is `img`)."""
-    return run_args[run_args.index("img") + 1:] if "img" in run_args else []
+    return run_args[run_args.index("img") + 1 :] if "img" in run_args else []
 
 
 def _ctx(tmp_path: Path, fake: FakePodman, spec: dict | None = None, config: dict | None = None) -> Context:
@@ -205,8 +233,10 @@ def test_exit_on_signal_expects_128_plus_n(tmp_path: Path) -> None:
     assert C.check_exit_signal(_ctx(tmp_path, fake)).status is Status.FAIL
 
 
-@pytest.mark.parametrize("stdout_on, out, ok", [(True, "hi\n", True), (True, "gen-init: start\nhi\n", False),
-                                                 (False, "", True), (False, "hi\n", False)])
+@pytest.mark.parametrize(
+    "stdout_on, out, ok",
+    [(True, "hi\n", True), (True, "gen-init: start\nhi\n", False), (False, "", True), (False, "hi\n", False)],
+)
 def test_echo_check(tmp_path: Path, stdout_on: bool, out: str, ok: bool) -> None:
     fake = FakePodman(run=lambda a: (0, out, ""))
     spec = {**SPEC, "logging": {"stdout": stdout_on}}
@@ -257,6 +287,7 @@ def _probe_exec(files: dict[str, str], procs: str = ""):
         if argv[0] == "id":
             return 0, "1000\n", ""
         return 0, "", ""
+
     return handler
 
 
@@ -264,8 +295,12 @@ STATUS_APP = "Name:\tsleep\nUid:\t1000\t1000\t1000\t1000\nGid:\t1000\t1000\t1000
 
 
 def test_probe_checks_pass(tmp_path: Path) -> None:
-    files = {"/tmp/gen-verify.app": "42\n", "/tmp/gen-verify.orphan": "57\n", "/proc/1/comm": "s6-svscan\n",
-             "/proc/42/status": STATUS_APP}
+    files = {
+        "/tmp/gen-verify.app": "42\n",
+        "/tmp/gen-verify.orphan": "57\n",
+        "/proc/1/comm": "s6-svscan\n",
+        "/proc/42/status": STATUS_APP,
+    }
     procs = "1 (s6-svscan) S 0 1\n42 (sleep) S 30 42\n30 (s6-supervise) S 1 30\n"
     ctx = _ctx(tmp_path, FakePodman(exec=_probe_exec(files, procs)))
     for check in (C.check_pid1, C.check_app_user, C.check_reaping):
@@ -277,8 +312,12 @@ def test_probe_checks_pass(tmp_path: Path) -> None:
 
 def test_probe_checks_fail_without_init(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(C, "REAP_TIMEOUT", 0.0)
-    files = {"/tmp/gen-verify.app": "1\n", "/tmp/gen-verify.orphan": "7\n", "/proc/1/comm": "sleep\n",
-             "/proc/1/status": STATUS_APP.replace("1000", "0")}
+    files = {
+        "/tmp/gen-verify.app": "1\n",
+        "/tmp/gen-verify.orphan": "7\n",
+        "/proc/1/comm": "sleep\n",
+        "/proc/1/status": STATUS_APP.replace("1000", "0"),
+    }
     procs = "1 (sleep) S 0 1\n7 (sleep) Z 1 7\n"
     ctx = _ctx(tmp_path, FakePodman(exec=_probe_exec(files, procs)))
     assert "'sleep'" in C.check_pid1(ctx).detail
@@ -342,11 +381,13 @@ def test_volume_check_of_a_non_root_image_wants_a_reason_then_a_root_start(tmp_p
                 Path(args[args.index("--volume") + 1].split(":")[0], ".gen-verify-write").write_text("")
                 return 0, "", ""
             return 1, "", say
+
         return handler
 
     non_root = {"User": "1000"}
-    verdict = C.check_volumes(_ctx(tmp_path, FakePodman(run=run(warning, True)), {**SPEC, "users": [], "user": "root"},
-                                   config=non_root))
+    verdict = C.check_volumes(
+        _ctx(tmp_path, FakePodman(run=run(warning, True)), {**SPEC, "users": [], "user": "root"}, config=non_root)
+    )
     assert verdict.status is Status.PASS and "--user 0" in verdict.detail, verdict.detail
     silent = C.check_volumes(_ctx(tmp_path, FakePodman(run=run("touch: Permission denied", True)), config=non_root))
     assert silent.status is Status.FAIL and "nothing says why" in silent.detail
@@ -377,14 +418,17 @@ def _policy_fake(code: int, stderr: str, app_ran: bool) -> FakePodman:
     return fake
 
 
-@pytest.mark.parametrize("policy, code, stderr, ran, ok", [
-    ("warn", 0, "gen-init: warning: kernel.shmmax: Read-only file system", True, True),
-    ("warn", 111, "gen-init: kernel.shmmax cannot be set", False, False),
-    ("warn", 0, "", True, False),  # silent: nothing names the key
-    ("fail", 111, "gen-init: kernel.shmmax: run with --sysctl kernel.shmmax=...", False, True),
-    ("fail", 0, "gen-init: warning: kernel.shmmax", True, False),
-    ("skip-if-equal", 1, "kernel.msgmax differs", False, True),
-])
+@pytest.mark.parametrize(
+    "policy, code, stderr, ran, ok",
+    [
+        ("warn", 0, "gen-init: warning: kernel.shmmax: Read-only file system", True, True),
+        ("warn", 111, "gen-init: kernel.shmmax cannot be set", False, False),
+        ("warn", 0, "", True, False),  # silent: nothing names the key
+        ("fail", 111, "gen-init: kernel.shmmax: run with --sysctl kernel.shmmax=...", False, True),
+        ("fail", 0, "gen-init: warning: kernel.shmmax", True, False),
+        ("skip-if-equal", 1, "kernel.msgmax differs", False, True),
+    ],
+)
 def test_sysctl_policy_check(tmp_path: Path, policy: str, code: int, stderr: str, ran: bool, ok: bool) -> None:
     spec = {**SPEC, "sysctls": {"values": {"kernel.shmmax": 68719476736, "kernel.msgmax": 65536}, "policy": policy}}
     verdict = C.check_sysctl_policy(_ctx(tmp_path, _policy_fake(code, stderr, ran), spec))
@@ -417,8 +461,13 @@ def test_verify_image_never_crashes_on_tool_errors() -> None:
 
     fake = FakePodman(image=_inspect_ok, run=run)
     seen: list[CheckResult] = []
-    results = verify_image(Host(), "img", podman=Podman(Host(), execute=fake, clock=fake.clock),
-                           only=["embedded spec", "exit code", "PID 1 supervisor"], on_result=seen.append)
+    results = verify_image(
+        Host(),
+        "img",
+        podman=Podman(Host(), execute=fake, clock=fake.clock),
+        only=["embedded spec", "exit code", "PID 1 supervisor"],
+        on_result=seen.append,
+    )
     assert [r.name for r in results] == ["embedded spec", "PID 1 supervisor", "exit code"] and seen == results
     assert results[0].passed and not results[1].passed and not results[2].passed
     assert "timed out" in results[2].detail
@@ -437,8 +486,9 @@ def test_resolve_ref_from_rendered_manifest(tmp_path: Path) -> None:
     out = tmp_path / "output" / "runtime"
     out.mkdir(parents=True)
     (out / "Dockerfile").write_text("FROM x\n")
-    (out / "gen-manifest.json").write_text(json.dumps({"name": "runtime", "tags": ["1.0", "latest"], "base": {},
-                                                       "source_date_epoch": 1}))
+    (out / "gen-manifest.json").write_text(
+        json.dumps({"name": "runtime", "tags": ["1.0", "latest"], "base": {}, "source_date_epoch": 1})
+    )
     rehash_output_dir(out)
     fake = FakePodman(image=_inspect_ok)
     podman = Podman(Host(), execute=fake)
@@ -461,7 +511,9 @@ def _cli(monkeypatch, results=None, error=None):
             raise error
         return results
 
-    monkeypatch.setattr(verify, "resolve_ref", lambda target, project, prefix, podman, platform="": f"{prefix}/{target}:1")
+    monkeypatch.setattr(
+        verify, "resolve_ref", lambda target, project, prefix, podman, platform="": f"{prefix}/{target}:1"
+    )
     monkeypatch.setattr(verify, "verify_image", fake_verify)
     return app
 
@@ -477,8 +529,12 @@ def test_cli_exit_codes_and_table(monkeypatch) -> None:
     assert result.exit_code == 1
     assert "FAIL" in result.output and "1 of 3 check(s) failed" in result.output
     result = runner.invoke(_cli(monkeypatch, bad), ["verify", "runtime", "--json"])
-    assert json.loads(result.stdout)["checks"][2] == {"name": "SIGTERM stop", "status": "fail",
-                                                      "detail": "stop took 10.31 s, exit 137", "seconds": 10.4}
+    assert json.loads(result.stdout)["checks"][2] == {
+        "name": "SIGTERM stop",
+        "status": "fail",
+        "detail": "stop took 10.31 s, exit 137",
+        "seconds": 10.4,
+    }
     result = runner.invoke(_cli(monkeypatch, error=ImageNotFound("no image 'x'")), ["verify", "x"])
     assert result.exit_code == 2
 
@@ -487,8 +543,14 @@ def test_read_only_may_fail_with_one_clear_line_then_run(tmp_path: Path) -> None
     def run(args):
         if "/lain/logs/default:U" in args:  # given the writable log dir it asked for
             return 0, "", ""
-        return 111, "", ("gen-init: warning: sysctl kernel.shmmax should be 1\n"
-                         "gen-init: log directory /lain/logs/default is not writable: mount a volume there\n")
+        return (
+            111,
+            "",
+            (
+                "gen-init: warning: sysctl kernel.shmmax should be 1\n"
+                "gen-init: log directory /lain/logs/default is not writable: mount a volume there\n"
+            ),
+        )
 
     fake = FakePodman(run=run)
     verdict = C.check_read_only(_ctx(tmp_path, fake))
@@ -511,9 +573,12 @@ def test_arbitrary_uid_still_failing_with_advice_fails(tmp_path: Path) -> None:
 
 
 def test_probe_that_exits_early_fails_fast_with_its_message(tmp_path: Path) -> None:
-    fake = FakePodman(exec=lambda a: (125, "", "container is not running"),
-                      container=lambda a: (0, "false\n", ""), wait=lambda a: (0, "1\n", ""),
-                      logs=lambda a: (0, "", "gen-init: start-up hook 10-gen-sysctls failed (exit 1)\n"))
+    fake = FakePodman(
+        exec=lambda a: (125, "", "container is not running"),
+        container=lambda a: (0, "false\n", ""),
+        wait=lambda a: (0, "1\n", ""),
+        logs=lambda a: (0, "", "gen-init: start-up hook 10-gen-sysctls failed (exit 1)\n"),
+    )
     ctx = _ctx(tmp_path, fake)
     with pytest.raises(ToolError, match=r"exited \(1\) before the app started: gen-init: start-up hook"):
         ctx.probe()

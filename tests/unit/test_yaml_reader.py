@@ -89,13 +89,63 @@ def test_every_bundled_spec_reads_the_same_as_with_ruamel(tmp_path):
 
 
 # Plain scalars whose meaning differs between YAML 1.1 and 1.2, or between loaders.
-TRICKY = ["yes", "no", "on", "off", "y", "n", "0750", "0o750", "0x1F", "1_000", "1e3", "1.5e-3", ".inf", "-.inf",
-          ".nan", "~", "null", "Null", "NULL", "true", "True", "FALSE", "12:30", "12:30:45", "2024-01-01", "-0",
-          "+1", "0b101", "1:2:3", "''", '""', "'a''b'", '"a\\tb"', "a b", "a#b", "a #b", "-", "--", "1.", ".5",
-          "0.", "1_0.5", "0xfF", "@x", "`x", "a: b", "[a, 1]", "{a: 1, b: [no, 0750]}", "!", "*a", "&a x"]
+TRICKY = [
+    "yes",
+    "no",
+    "on",
+    "off",
+    "y",
+    "n",
+    "0750",
+    "0o750",
+    "0x1F",
+    "1_000",
+    "1e3",
+    "1.5e-3",
+    ".inf",
+    "-.inf",
+    ".nan",
+    "~",
+    "null",
+    "Null",
+    "NULL",
+    "true",
+    "True",
+    "FALSE",
+    "12:30",
+    "12:30:45",
+    "2024-01-01",
+    "-0",
+    "+1",
+    "0b101",
+    "1:2:3",
+    "''",
+    '""',
+    "'a''b'",
+    '"a\\tb"',
+    "a b",
+    "a#b",
+    "a #b",
+    "-",
+    "--",
+    "1.",
+    ".5",
+    "0.",
+    "1_0.5",
+    "0xfF",
+    "@x",
+    "`x",
+    "a: b",
+    "[a, 1]",
+    "{a: 1, b: [no, 0750]}",
+    "!",
+    "*a",
+    "&a x",
+]
 
-scalar_text = st.one_of(st.sampled_from(TRICKY), st.text(st.sampled_from("0123456789.:-+_eExXoObB#~ ynfa'\"\\t"),
-                                                          min_size=1, max_size=8))
+scalar_text = st.one_of(
+    st.sampled_from(TRICKY), st.text(st.sampled_from("0123456789.:-+_eExXoObB#~ ynfa'\"\\t"), min_size=1, max_size=8)
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -105,11 +155,19 @@ def test_generated_documents_read_the_same_as_with_ruamel(tmp_path, values, flow
     """When ruamel reads a document, gen reads the same data at the same positions. (gen refuses
     more: tags, merge keys, non-string keys; those are not compared.)"""
     if flow:
-        text = "name: x\nlist: [" + ", ".join(values) + "]\nmap: {" + ", ".join(
-            f"k{i}: {v}" for i, v in enumerate(values)) + "}\n"
+        text = (
+            "name: x\nlist: ["
+            + ", ".join(values)
+            + "]\nmap: {"
+            + ", ".join(f"k{i}: {v}" for i, v in enumerate(values))
+            + "}\n"
+        )
     else:
-        text = "name: x\nlist:\n" + "".join(f"  - {v}\n" for v in values) + "".join(
-            f"k{i}: {v}\n" for i, v in enumerate(values))
+        text = (
+            "name: x\nlist:\n"
+            + "".join(f"  - {v}\n" for v in values)
+            + "".join(f"k{i}: {v}\n" for i, v in enumerate(values))
+        )
     ours, theirs = _gen_reading(tmp_path, text), _ruamel_reading(text)
     if isinstance(ours, tuple) and theirs is not None:
         assert _without_empty_value_positions(ours) == _without_empty_value_positions(theirs), text
