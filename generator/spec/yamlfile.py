@@ -71,9 +71,8 @@ def json_path_text(path: JsonPath) -> str:
     return text
 
 
-# A run of flow openers, as `[[[[`: ruamel's scanner keeps a possible simple key per open flow
-# level and checks them all at every token, so such a run costs about a second before the event
-# pass below can stop it at MAX_DEPTH. Cut it short from the text.
+# A run of flow openers, as `[[[[`: cut short from the text, before any parser keeps state per
+# open level (ruamel's scanner spent about a second on such a run; libyaml stops at 1000 levels).
 _OPENER_RUN = re.compile(r"[\[{][\[{\s]*")  # maximal runs: one linear pass, no backtracking
 
 
@@ -222,7 +221,9 @@ def _scalar(event: Any, is_key: bool) -> Any:
     tag = _RESOLVER.resolve(ScalarNode, value, event.implicit)
     if tag == "tag:yaml.org,2002:str":
         return value
-    constructed = _CONSTRUCTOR.construct_object(ScalarNode(tag, value, style=event.style or None))
+    node = ScalarNode(tag, value, style=event.style or None)
+    constructed = _CONSTRUCTOR.construct_object(node)
+    _CONSTRUCTOR.constructed_objects.pop(node, None)  # it remembers every node: keep a long run flat
     for plain_type in _PLAIN_TYPES:
         if isinstance(constructed, plain_type):
             return plain_type(constructed)
