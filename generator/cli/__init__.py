@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from generator import __version__
+from generator.cli.options import JsonOption, ProjectOption, err, out
 from generator.errors import Diagnostic, GenError, SpecError, UsageError
 
 
@@ -44,13 +44,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-ProjectOption = Annotated[
-    Path,
-    typer.Option("--project", "-C", help="Project root holding specs/ and output/.", envvar="GEN_PROJECT"),
-]
 SpecsArgument = Annotated[
     list[Path] | None,
     typer.Argument(help="Spec files or directories (default: specs/ of the project).", show_default=False),
@@ -94,14 +88,23 @@ def _load(project: Path, specs: list[Path] | None):
 
 
 @app.command()
-def validate(specs: SpecsArgument = None, project: ProjectOption = Path(".")) -> None:
+def validate(specs: SpecsArgument = None, project: ProjectOption = Path("."), as_json: JsonOption = False) -> None:
     """Check specs against the schema and each other; print every problem, change nothing."""
     loaded = _load(project, specs)
     from generator.render.project import render_project
 
     result = render_project(loaded, plan_only=True)  # templates are not run: nothing executes
     print_diagnostics(result.warnings)
+    if as_json:
+        warnings = [_diagnostic_json(d) for d in result.warnings]
+        out.print_json(json.dumps({"valid": loaded.order(), "warnings": warnings}))
+        return
     out.print(f"{len(loaded.specs)} spec(s) valid: {', '.join(loaded.order())}")
+
+
+def _diagnostic_json(d: Diagnostic) -> dict[str, object]:
+    fields = ("severity", "file", "line", "column", "path", "message", "hint")
+    return {f: getattr(d, f) for f in fields}
 
 
 @app.command()
@@ -115,6 +118,7 @@ def render(
         Path | None,
         typer.Option("--templates", help="Your template directory, overriding the bundled templates."),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Render specs to output/<name>/: Dockerfile, build context, .dockerignore, manifest.
 
@@ -131,6 +135,13 @@ def render(
     prune = not specs
     if check:
         diff = diff_against(output_dir, result.images, prune)
+        if as_json:
+            out.print_json(
+                json.dumps({"up_to_date": not diff, "images": [i.name for i in result.images], "diff": diff})
+            )
+            if diff:
+                raise typer.Exit(1)
+            return
         if diff:
             sys.stdout.write(diff)
             err.print("[bold red]output/ is stale[/]: run `gen render` and commit the result.", markup=True)
@@ -138,6 +149,9 @@ def render(
         out.print(f"output/ is up to date for {len(result.images)} image(s).")
         return
     report = write_outputs(output_dir, result.images, prune)
+    if as_json:
+        out.print_json(json.dumps({"written": report.written, "removed": report.removed, "images": loaded.order()}))
+        return
     for name in loaded.order():
         changed = [p for p in report.written + report.removed if p.startswith(name + "/")]
         state = f"{len(changed)} file(s) changed" if changed else "unchanged"
@@ -158,8 +172,10 @@ def graph(
     specs: SpecsArgument = None,
     project: ProjectOption = Path("."),
     format: Annotated[GraphFormat, typer.Option("--format", "-f", help="Output format.")] = GraphFormat.text,
+    as_json: JsonOption = False,
 ) -> None:
-    """Print the extends DAG: text tree, Graphviz dot, or JSON."""
+    """Print the extends DAG: text tree, Graphviz dot, or JSON (--json, the same as --format json)."""
+    format = GraphFormat.json if as_json else format
     loaded = _load(project, specs)
     edges = [(s.parent, s.name) for s in loaded.specs.values() if s.parent]
     if format is GraphFormat.json:

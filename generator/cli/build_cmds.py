@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -31,32 +30,11 @@ from generator.build import (
     affected_images,
     changed_paths,
 )
+from generator.cli.options import JsonOption, PrefixOption, ProjectOption, StorageOption, err, out
 from generator.errors import GenError, UsageError
 
 if TYPE_CHECKING:
     from generator.build.doctor import Check
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-ProjectOption = Annotated[
-    Path, typer.Option("--project", "-C", help="Project root holding specs/ and output/.", envvar="GEN_PROJECT")
-]
-StorageOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--storage-root",
-        help="Isolated containers storage (and gen's logs/state) in DIR instead of your normal storage.",
-        envvar="GEN_STORAGE_ROOT",
-        show_default=False,
-    ),
-]
-PrefixOption = Annotated[
-    str,
-    typer.Option(
-        "--prefix", help="Registry/organization prefix of every tag, e.g. registry.example/org.", envvar="GEN_PREFIX"
-    ),
-]
 
 
 class OutputFormat(str, Enum):
@@ -214,7 +192,10 @@ def register(app: typer.Typer) -> None:
                 "--check-reproducible", help="Build twice from empty storage; compare digests, name differing files."
             ),
         ] = False,
-        format: Annotated[OutputFormat, typer.Option("--format", help="Plan/result format.")] = OutputFormat.text,
+        as_json: JsonOption = False,
+        format: Annotated[
+            OutputFormat, typer.Option("--format", hidden=True, help="Same as --json with json (kept for scripts).")
+        ] = OutputFormat.text,
         layer_cache: Annotated[
             str | None,
             typer.Option(
@@ -241,6 +222,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Build rendered images (and missing or stale parents) with buildah, parents first,
         skipping what is up to date; tag each under --prefix plus an immutable gen-<id> tag."""
+        as_json = as_json or format is OutputFormat.json
         cancel = Cancel()
         try:
             with Progress(
@@ -284,16 +266,16 @@ def register(app: typer.Typer) -> None:
                 if dry_run:
                     planned = builder.plan(wanted)
                     progress.stop()
-                    _print_plan(planned, format is OutputFormat.json)
+                    _print_plan(planned, as_json)
                     return
                 with _signals_cancel(cancel):
                     if check_reproducible:
-                        _check(builder, wanted, display, cancel, format is OutputFormat.json)
+                        _check(builder, wanted, display, cancel, as_json)
                         return
                     report = builder.build(wanted)
         except GenError as exc:
             raise _fail(exc) from None
-        _print_report(report, format is OutputFormat.json)
+        _print_report(report, as_json)
         if not report.ok:
             raise typer.Exit(1)
 
@@ -302,7 +284,10 @@ def register(app: typer.Typer) -> None:
         project: ProjectOption = Path("."),
         storage_root: StorageOption = None,
         prefix: PrefixOption = DEFAULT_PREFIX,
-        format: Annotated[OutputFormat, typer.Option("--format", help="table or json")] = OutputFormat.text,
+        as_json: JsonOption = False,
+        format: Annotated[
+            OutputFormat, typer.Option("--format", hidden=True, help="Same as --json with json (kept for scripts).")
+        ] = OutputFormat.text,
     ) -> None:
         """List rendered images: tags, digest, size, layers, build id, and whether each is up to date."""
         from generator.build.status import image_statuses
@@ -311,7 +296,7 @@ def register(app: typer.Typer) -> None:
             rows = image_statuses(_builder(project, storage_root, prefix))
         except GenError as exc:
             raise _fail(exc) from None
-        if format is OutputFormat.json:
+        if as_json or format is OutputFormat.json:
             out.print_json(
                 json.dumps(
                     [
@@ -352,12 +337,21 @@ def register(app: typer.Typer) -> None:
     def doctor(
         project: ProjectOption = Path("."),
         storage_root: StorageOption = None,
+        as_json: JsonOption = False,
     ) -> None:
         """Check what gen needs on this host; print each problem with the exact fix (exit 1 if any)."""
         from generator.build.doctor import probe_image, rendered_foreign_platforms, run_checks
 
         host = Host.from_env(storage_root, project)
         checks = run_checks(host, probe_image(host), rendered_foreign_platforms(project / "output"))
+        problems = [c for c in checks if c.problem]
+        if as_json:
+            fields = ("name", "status", "detail", "fix", "platform")
+            report = {"checks": [{f: getattr(c, f) for f in fields} for c in checks], "problems": len(problems)}
+            out.print_json(json.dumps(report))
+            if problems:
+                raise typer.Exit(1)
+            return
         marks = {"ok": "green", "problem": "bold red", "warning": "yellow", "info": "blue"}
         for check in checks:
             label = "PROBLEM" if check.problem else check.status  # padded before styling, so columns align
@@ -368,7 +362,6 @@ def register(app: typer.Typer) -> None:
             )
             if check.fix and check.status != "ok":
                 out.print(f"         fix: {check.fix}", markup=False, highlight=False)
-        problems = [c for c in checks if c.problem]
         out.print(f"{len(problems)} problem(s)" if problems else "no problems found")
         if problems:
             raise typer.Exit(1)

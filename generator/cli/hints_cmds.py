@@ -9,18 +9,16 @@ from typing import Annotated
 
 import typer
 
+from generator.cli.options import JsonOption, PrefixOption, ProjectOption
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def hints(
         name: Annotated[str, typer.Argument(help="Spec name.")],
-        project: Annotated[Path, typer.Option("--project", "-C", help="Project root.", envvar="GEN_PROJECT")] = Path(
-            "."
-        ),
-        prefix: Annotated[
-            str, typer.Option("--prefix", help="Registry/organization prefix of the image.", envvar="GEN_PREFIX")
-        ] = "localhost/gen",
-        as_json: Annotated[bool, typer.Option("--json", help="One JSON object: flags, compose, kubernetes.")] = False,
+        project: ProjectOption = Path("."),
+        prefix: PrefixOption = "localhost/gen",
+        as_json: JsonOption = False,
         flags_only: Annotated[
             bool,
             typer.Option(

@@ -12,31 +12,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from generator.build import DEFAULT_PREFIX, Host
+from generator.cli.options import JsonOption, PrefixOption, ProjectOption, StorageOption, err, out
 from generator.errors import GenError, UsageError
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
 NamesArgument = Annotated[list[str] | None, typer.Argument(help="Images (default: all rendered).", show_default=False)]
-ProjectOption = Annotated[
-    Path, typer.Option("--project", "-C", help="Project root holding specs/ and output/.", envvar="GEN_PROJECT")
-]
-StorageOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--storage-root",
-        help="Isolated containers storage (and gen's state) in DIR.",
-        envvar="GEN_STORAGE_ROOT",
-        show_default=False,
-    ),
-]
-PrefixOption = Annotated[
-    str, typer.Option("--prefix", help="Local name prefix the images were built under.", envvar="GEN_PREFIX")
-]
 RegistryOption = Annotated[
     str,
     typer.Option(
@@ -58,7 +40,6 @@ SinceOption = Annotated[
         metavar="REV",
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 OnlyPlatformOption = Annotated[
     list[str] | None,
     typer.Option(

@@ -11,15 +11,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from generator.build import DEFAULT_PREFIX, Host
+from generator.cli.options import JsonOption, PrefixOption, ProjectOption, StorageOption, err, out
 from generator.errors import GenError
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 MARKS = {"pass": "[green]PASS[/]", "fail": "[bold red]FAIL[/]", "skip": "[dim]skip[/]"}
 
@@ -40,21 +37,9 @@ def register(app: typer.Typer) -> None:
                 help="A spec name (verifies <prefix>/NAME:<first tag>) or an image reference.", metavar="NAME|IMAGE"
             ),
         ],
-        project: Annotated[
-            Path, typer.Option("--project", "-C", help="Project root holding specs/ and output/.", envvar="GEN_PROJECT")
-        ] = Path("."),
-        storage_root: Annotated[
-            Path | None,
-            typer.Option(
-                "--storage-root",
-                help="Isolated containers storage instead of your normal storage.",
-                envvar="GEN_STORAGE_ROOT",
-                show_default=False,
-            ),
-        ] = None,
-        prefix: Annotated[
-            str, typer.Option("--prefix", help="Registry/organization prefix of the tags.", envvar="GEN_PREFIX")
-        ] = DEFAULT_PREFIX,
+        project: ProjectOption = Path("."),
+        storage_root: StorageOption = None,
+        prefix: PrefixOption = DEFAULT_PREFIX,
         check: Annotated[
             list[str] | None,
             typer.Option(
@@ -70,7 +55,7 @@ def register(app: typer.Typer) -> None:
                 metavar="OS/ARCH",
             ),
         ] = "",
-        as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+        as_json: JsonOption = False,
     ) -> None:
         """Run the image with podman and check its init layer: PID 1, log rotation, exit codes,
         stop time, reaping, arguments, read-only and arbitrary uid, users, volumes and sysctls.

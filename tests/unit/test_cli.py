@@ -176,3 +176,25 @@ def test_bracketed_text_in_errors_is_printed_not_taken_for_markup():
         cli.err.file = saved
     assert "containers-storage:[overlay@/s+/r]img" in buffer.getvalue()
     assert "[bold]this[/bold]" in buffer.getvalue()
+
+
+def test_every_reporting_command_spells_json_output_the_same(project):
+    """--json on validate, render, render --check, graph and build --dry-run: one JSON document on
+    stdout; --format json still works where it did (graph, build) for existing scripts."""
+    valid = gen("validate", "--json", cwd=project)
+    assert valid.returncode == 0 and json.loads(valid.stdout)["valid"] == ["debian-s6", "runtime", "app-base"]
+    rendered = json.loads(gen("render", "--json", cwd=project).stdout)
+    assert "runtime/Dockerfile" in rendered["written"] and rendered["removed"] == []
+    check = gen("render", "--check", "--json", cwd=project)
+    assert check.returncode == 0 and json.loads(check.stdout)["up_to_date"] is True
+    (project / "output" / "runtime" / "Dockerfile").write_text("stale\n")
+    stale = gen("render", "--check", "--json", cwd=project)
+    assert stale.returncode == 1 and "stale" in json.loads(stale.stdout)["diff"]
+    assert gen("render", cwd=project).returncode == 0
+    graph = json.loads(gen("graph", "--json", cwd=project).stdout)
+    assert graph == json.loads(gen("graph", "--format", "json", cwd=project).stdout)
+    assert ["debian-s6", "runtime"] in graph["edges"]
+    for spelling in (["--json"], ["--format", "json"]):
+        plan = gen("build", "--dry-run", *spelling, cwd=project)
+        assert plan.returncode == 0, plan.stderr
+        assert json.loads(plan.stdout)

@@ -4,6 +4,7 @@ minutes into `./build-examples`, after the native images)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -187,6 +188,12 @@ def test_gen_doctor_reports_a_missing_arch_test(tmp_path, fake_bin, monkeypatch)
     assert result.exit_code == 1, result.output
     assert "PROBLEM arch-test linux/arm64: arch-test is not installed" in result.stdout
     assert "fix: apt-get install arch-test" in result.stdout and "1 problem(s)" in result.stdout
+    as_json = CliRunner().invoke(_app(), ["doctor", "-C", str(tmp_path), "--json"])
+    assert as_json.exit_code == 1, as_json.output
+    report = json.loads(as_json.stdout)
+    assert report["problems"] == 1
+    [missing] = [c for c in report["checks"] if c["status"] == "problem"]
+    assert missing["name"] == "arch-test linux/arm64" and missing["fix"] == "apt-get install arch-test"
 
 
 @pytest.fixture

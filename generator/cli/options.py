@@ -1,0 +1,35 @@
+"""What every command shares: the two consoles (the only place gen prints) and the options that
+mean the same in each command, defined once so their names, help and environment variables agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ProjectOption = Annotated[
+    Path, typer.Option("--project", "-C", help="Project root holding specs/ and output/.", envvar="GEN_PROJECT")
+]
+StorageOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--storage-root",
+        help="Isolated containers storage (and gen's logs and state) in DIR instead of your normal storage.",
+        envvar="GEN_STORAGE_ROOT",
+        show_default=False,
+    ),
+]
+PrefixOption = Annotated[
+    str,
+    typer.Option(
+        "--prefix",
+        help="Registry/organization prefix of the images' names and tags, e.g. registry.example/org.",
+        envvar="GEN_PREFIX",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON document.")]
