@@ -119,7 +119,7 @@ def run(
 
 
 def require(*tools: str) -> None:
-    from generator.build.host import find_tool
+    from generator.builder.host import find_tool
 
     missing = [t for t in tools if find_tool(t) is None]
     if missing:
@@ -134,7 +134,7 @@ class Storage:
 
     @property
     def host(self):
-        from generator.build.host import Host
+        from generator.builder.host import Host
 
         return Host.from_env(self.root, env=self.env)
 
@@ -223,7 +223,7 @@ def bundled_examples(size: Size) -> Examples:
 
 
 def stored(storage: Storage, ref: str):
-    from generator.build import storage as store
+    from generator.builder import storage as store
 
     found = store.inspect(storage.host, ref)
     if found is None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.build.host import Host, gen_containers_conf
+from generator.builder.host import Host, gen_containers_conf
 
 BUILD_TOOLS = ("buildah", "podman")
 SESSION_EPOCH = 1700000000
@@ -198,9 +198,9 @@ def gen_host(gen_env: dict[str, str], gen_storage_root: Path) -> Host:
 def bootstrapped_base(gen_host: Host, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Reference of the session's Debian bookworm minbase rootfs (with s6 and execline), bootstrapped
     once into the session storage; the same reference rendered examples use."""
-    from generator.build.bootstrap import bootstrap_base
-    from generator.build.outputs import OutputImage
-    from generator.build.proc import Cancel
+    from generator.builder.bootstrap import bootstrap_base
+    from generator.builder.outputs import OutputImage
+    from generator.builder.proc import Cancel
 
     base = base_manifest()
     holder = OutputImage(
@@ -212,7 +212,7 @@ def bootstrapped_base(gen_host: Host, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="session")
 def bootstrapped_base_id(gen_host: Host, bootstrapped_base: str) -> str:
-    from generator.build.storage import inspect
+    from generator.builder.storage import inspect
 
     found = inspect(gen_host, bootstrapped_base)
     assert found is not None

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from generator.build import (
+from generator.builder import (
     DEFAULT_PREFIX,
     Builder,
     BuildEvent,
@@ -34,7 +34,7 @@ from generator.cli.options import JsonOption, PrefixOption, ProjectOption, Stora
 from generator.errors import GenError, UsageError
 
 if TYPE_CHECKING:
-    from generator.build.doctor import Check
+    from generator.builder.doctor import Check
 
 
 class OutputFormat(str, Enum):
@@ -290,7 +290,7 @@ def register(app: typer.Typer) -> None:
         ] = OutputFormat.text,
     ) -> None:
         """List rendered images: tags, digest, size, layers, build id, and whether each is up to date."""
-        from generator.build.status import image_statuses
+        from generator.builder.status import image_statuses
 
         try:
             rows = image_statuses(_builder(project, storage_root, prefix))
@@ -340,7 +340,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """Check what gen needs on this host; print each problem with the exact fix (exit 1 if any)."""
-        from generator.build.doctor import probe_image, rendered_foreign_platforms, run_checks
+        from generator.builder.doctor import probe_image, rendered_foreign_platforms, run_checks
 
         host = Host.from_env(storage_root, project)
         checks = run_checks(host, probe_image(host), rendered_foreign_platforms(project / "output"))
@@ -412,7 +412,7 @@ def _print_report(report, as_json: bool) -> None:
 
 
 def _check(builder: Builder, wanted: list[str], display, cancel: Cancel, as_json: bool) -> None:
-    from generator.build.reproduce import check_reproducible
+    from generator.builder.reproduce import check_reproducible
 
     work = builder.host.state_dir / "reproduce"
     result = check_reproducible(

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from generator.build import DEFAULT_PREFIX, Host
+from generator.builder import DEFAULT_PREFIX, Host
 from generator.cli.options import JsonOption, PrefixOption, ProjectOption, StorageOption, err, out
 from generator.errors import GenError, UsageError
 
@@ -336,7 +336,7 @@ def register(app: typer.Typer) -> None:
         parents first, verify, push to --registry, update gen.lock, write a JSON and Markdown report.
 
         Exit code 0: nothing to do; 3: images were rebuilt; 1: a step failed; 2: bad input."""
-        from generator.build.outputs import load_outputs
+        from generator.builder.outputs import load_outputs
         from generator.registry import parse_registry
         from generator.registry.rebuild import RebuildContext, report_markdown, write_report
         from generator.registry.rebuild import rebuild as run
@@ -402,7 +402,7 @@ def register(app: typer.Typer) -> None:
         """Emit a scheduled CI pipeline: a plan job computes the stale set with `gen rebuild --dry-run`,
         then one matrix job per image and DAG level pulls its parent from the registry, builds,
         verifies and pushes; a last job updates gen.lock."""
-        from generator.build.outputs import load_outputs
+        from generator.builder.outputs import load_outputs
         from generator.registry import parse_registry
         from generator.registry.ci import render_pipeline, write_pipeline
 

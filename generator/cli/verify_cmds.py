@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from generator.build import DEFAULT_PREFIX, Host
+from generator.builder import DEFAULT_PREFIX, Host
 from generator.cli.options import JsonOption, PrefixOption, ProjectOption, StorageOption, err, out
 from generator.errors import GenError
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from generator.build.outputs import OutputImage, load_outputs, select
-from generator.build.since import affected_images, changed_paths
+from generator.builder.outputs import OutputImage, load_outputs, select
+from generator.builder.since import affected_images, changed_paths
 from generator.registry.skopeo import RegistryError, Skopeo
 from generator.registry.target import Registry, is_loopback, parse_registry
 from generator.registry.transfer import Transferred, pull_images, push_images, retag_images

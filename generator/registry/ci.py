@@ -15,7 +15,7 @@ from pathlib import Path
 
 import jinja2
 
-from generator.build.outputs import OutputImage, ancestors, topological_order
+from generator.builder.outputs import OutputImage, ancestors, topological_order
 from generator.errors import UsageError
 
 PLATFORMS = {"github": "ci/github.yml.j2", "gitlab": "ci/gitlab.yml.j2"}

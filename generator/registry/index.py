@@ -14,9 +14,9 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from generator.build.host import Host
-from generator.build.outputs import build_id_tag
-from generator.build.proc import ToolError, run_quiet
+from generator.builder.host import Host
+from generator.builder.outputs import build_id_tag
+from generator.builder.proc import ToolError, run_quiet
 from generator.registry.skopeo import RegistryError, scrub, tls_flag
 from generator.registry.target import Registry
 

@@ -15,9 +15,9 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from generator.build import storage
-from generator.build.host import Host, host_platform
-from generator.build.outputs import OutputImage, expand_platforms, files_sha256, units_of
+from generator.builder import storage
+from generator.builder.host import Host, host_platform
+from generator.builder.outputs import OutputImage, expand_platforms, files_sha256, units_of
 from generator.errors import UsageError
 from generator.files import write_text_atomic
 from generator.plan.init_layer import known_checksums

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.build.host import Host
-from generator.build.proc import ToolError, run_quiet
+from generator.builder.host import Host
+from generator.builder.proc import ToolError, run_quiet
 from generator.errors import GenError
 
 STATUS_FILE = "var/lib/dpkg/status"

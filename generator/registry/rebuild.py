@@ -18,12 +18,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from generator.build import storage
-from generator.build.doctor import require_platforms
-from generator.build.engine import Builder, BuildOptions
-from generator.build.host import Host, host_platform
-from generator.build.outputs import OutputImage, files_sha256, image_units, platform_suffix, topological_order, units_of
-from generator.build.proc import Cancel
+from generator.builder import storage
+from generator.builder.doctor import require_platforms
+from generator.builder.engine import Builder, BuildOptions
+from generator.builder.host import Host, host_platform
+from generator.builder.outputs import (
+    OutputImage,
+    files_sha256,
+    image_units,
+    platform_suffix,
+    topological_order,
+    units_of,
+)
+from generator.builder.proc import Cancel
 from generator.errors import GenError
 from generator.registry.attach import attach_sbom
 from generator.registry.lock import Lock, LockedImage, locked_image, package_changes, read_lock, write_lock

@@ -27,8 +27,8 @@ from cyclonedx.model.component import Component, ComponentType
 from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
-from generator.build.host import Host
-from generator.build.outputs import OutputImage
+from generator.builder.host import Host
+from generator.builder.outputs import OutputImage
 from generator.files import write_text_atomic
 from generator.registry.lock import LockedImage, locked_units
 from generator.registry.packages import Package, installed_packages

@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from generator.build.host import Host
-from generator.build.proc import ToolError, run_quiet
+from generator.builder.host import Host
+from generator.builder.proc import ToolError, run_quiet
 from generator.errors import GenError
 from generator.registry.target import Registry
 

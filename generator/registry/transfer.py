@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from generator.build import storage
-from generator.build.host import Host, host_platform
-from generator.build.outputs import OutputImage, image_units, platform_suffix, primary_platform
+from generator.builder import storage
+from generator.builder.host import Host, host_platform
+from generator.builder.outputs import OutputImage, image_units, platform_suffix, primary_platform
 from generator.errors import UsageError
 from generator.registry.attach import attach_sbom
 from generator.registry.index import index_build_id, push_index

@@ -15,11 +15,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.build.bootstrap import spec_mirror
-from generator.build.host import Host
-from generator.build.mirror import resolve_mirror, snapshot_url
-from generator.build.outputs import OutputImage, ancestors
-from generator.build.proc import run_quiet
+from generator.builder.bootstrap import spec_mirror
+from generator.builder.host import Host
+from generator.builder.mirror import resolve_mirror, snapshot_url
+from generator.builder.outputs import OutputImage, ancestors
+from generator.builder.proc import run_quiet
 from generator.errors import GenError
 
 APT_DISTROS = ("debian", "ubuntu")

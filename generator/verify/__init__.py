@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.build.host import Host
-from generator.build.proc import ToolError
+from generator.builder.host import Host
+from generator.builder.proc import ToolError
 from generator.errors import GenError, UsageError
 from generator.render import STRUCTURE_TEST
 from generator.verify.checks import CHECKS, Context, Status, Verdict
@@ -80,8 +80,8 @@ def _platform_tag(project: Path, name: str, tag: str, platform: str) -> str:
     """The tag `gen build` gives the image of one platform: TAG for the primary one, TAG-SUFFIX else."""
     if not platform:
         return tag
-    from generator.build.host import host_platform
-    from generator.build.outputs import image_units, load_output
+    from generator.builder.host import host_platform
+    from generator.builder.outputs import image_units, load_output
 
     image = load_output(project / "output" / name)
     built = image.platforms or (host_platform(),)
@@ -99,7 +99,7 @@ def _looks_like_name(target: str) -> bool:
 
 def _spec_tags(project: Path, name: str) -> tuple[str, ...]:
     """Tags of a spec: from its rendered manifest (what `gen build` builds), else from the spec."""
-    from generator.build.outputs import MANIFEST, load_output
+    from generator.builder.outputs import MANIFEST, load_output
 
     if (project / "output" / name / MANIFEST).is_file():
         return load_output(project / "output" / name).tags
@@ -164,7 +164,7 @@ def verify_image(
 
 def foreign_platform(image: dict) -> str:
     """os/arch[/variant] of an image (podman's inspect data) when it is not the host's, else ""."""
-    from generator.build.host import host_platform
+    from generator.builder.host import host_platform
 
     parts = [str(image.get(k) or "") for k in ("Os", "Architecture", "Variant")]
     platform = "/".join(p for p in parts if p)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from generator.build.proc import ToolError
+from generator.builder.proc import ToolError
 from generator.verify import structure
 from generator.verify.expectations import Expectations, VolumeExpectation
 from generator.verify.podman import Outcome, Podman, poll

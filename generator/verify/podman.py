@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.build.host import Host
-from generator.build.proc import ToolError, run_quiet
+from generator.builder.host import Host
+from generator.builder.proc import ToolError, run_quiet
 
 Execute = Callable[[list[str], dict[str, str], float], subprocess.CompletedProcess]
 

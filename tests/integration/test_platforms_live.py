@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from generator.build.doctor import check_emulation
-from generator.build.host import Host, host_platform
-from generator.build.storage import inspect
+from generator.builder.doctor import check_emulation
+from generator.builder.host import Host, host_platform
+from generator.builder.storage import inspect
 from tests.conftest import BUNDLED_PLATFORMS
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.build.host import Host
+from generator.builder.host import Host
 from tests.conftest import copy_bundled_specs
 
 pytestmark = pytest.mark.integration

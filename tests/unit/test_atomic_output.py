@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.build.outputs import load_outputs
+from generator.builder.outputs import load_outputs
 from generator.errors import UsageError
 from generator.render import MANIFEST, STAGING_PREFIX, folder_context_sha256, write_outputs
 from generator.render.project import render_project

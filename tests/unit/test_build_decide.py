@@ -1,6 +1,6 @@
 """Build decisions and their reasons, without storage (queries are passed in)."""
 
-from generator.build.decide import (
+from generator.builder.decide import (
     BASE_MISSING,
     BASE_MOVED,
     CHANGED,
@@ -14,7 +14,7 @@ from generator.build.decide import (
     read_record,
     write_record,
 )
-from generator.build.outputs import build_id_tag, content_key
+from generator.builder.outputs import build_id_tag, content_key
 
 ROOT = BuildRecord(files_sha256="f", parent_id="", base_id="b", key="k", image_id="i")
 CHILD = BuildRecord(files_sha256="f", parent_id="p", base_id="", key="k", image_id="i")

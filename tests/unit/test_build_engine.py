@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from generator.build import engine, storage
-from generator.build.engine import Builder, BuildOptions
-from generator.build.host import Host
+from generator.builder import engine, storage
+from generator.builder.engine import Builder, BuildOptions
+from generator.builder.host import Host
 from generator.render import write_outputs
 from generator.render.project import render_project
 from generator.spec import load_project

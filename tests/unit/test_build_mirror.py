@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.build.mirror import (
+from generator.builder.mirror import (
     MirrorNotFound,
     host_sources,
     mirror_from_sources,

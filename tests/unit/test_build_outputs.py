@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.build.outputs import (
+from generator.builder.outputs import (
     build_id_tag,
     content_key,
     dependents,
@@ -100,7 +100,7 @@ def test_manifest_fields_read(chain):
 
 
 def test_long_storage_roots_get_a_short_runroot_podman_accepts():
-    from generator.build.host import MAX_RUNROOT, Host
+    from generator.builder.host import MAX_RUNROOT, Host
 
     short = Host(storage_root=Path("/tmp/s"))
     assert short.runroot == Path("/tmp/s/run")
@@ -114,7 +114,7 @@ def test_long_storage_roots_get_a_short_runroot_podman_accepts():
 def test_served_directories_answer_on_loopback_and_stop_after(tmp_path):
     import urllib.request
 
-    from generator.build.serve import served_directories
+    from generator.builder.serve import served_directories
     from generator.errors import UsageError
 
     (tmp_path / "files").mkdir()

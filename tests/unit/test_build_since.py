@@ -4,8 +4,8 @@ import subprocess
 
 import pytest
 
-from generator.build.outputs import load_outputs
-from generator.build.since import affected_images, changed_paths
+from generator.builder.outputs import load_outputs
+from generator.builder.since import affected_images, changed_paths
 from generator.errors import UsageError
 from tests.conftest import rehash_output_dir
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from generator.build.host import find_tool
-from generator.build.outputs import OutputImage
+from generator.builder.host import find_tool
+from generator.builder.outputs import OutputImage
 from generator.errors import UsageError
 from generator.registry.ci import dag_levels, render_pipeline
 

@@ -155,25 +155,20 @@ def test_hints_of_a_non_root_image_let_the_runtime_own_its_volumes(project):
     assert runtime["runAsUser"] == 65532 and "fsGroup" not in runtime  # no volume to share
 
 
-def test_bracketed_text_in_errors_is_printed_not_taken_for_markup():
+def test_bracketed_text_in_errors_is_printed_not_taken_for_markup(monkeypatch):
     import io
+
+    from rich.console import Console
 
     import generator.cli as cli
     from generator.errors import Diagnostic
 
     buffer = io.StringIO()
-    saved = cli.err.file
-    cli.err.file = buffer
-    try:
-        cli.print_diagnostics(
-            [
-                Diagnostic(
-                    "specs/a.yaml", 1, 2, "$.x", "copy containers-storage:[overlay@/s+/r]img", "see [bold]this[/bold]"
-                )
-            ]
-        )
-    finally:
-        cli.err.file = saved
+    # A console of its own: the shared one keeps following sys.stderr for the other tests.
+    monkeypatch.setattr(cli, "err", Console(file=buffer, highlight=False, soft_wrap=True))
+    cli.print_diagnostics(
+        [Diagnostic("specs/a.yaml", 1, 2, "$.x", "copy containers-storage:[overlay@/s+/r]img", "see [bold]this[/bold]")]
+    )
     assert "containers-storage:[overlay@/s+/r]img" in buffer.getvalue()
     assert "[bold]this[/bold]" in buffer.getvalue()
 

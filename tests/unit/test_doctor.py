@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from generator.build import doctor, engine
-from generator.build.host import Host
-from generator.build.outputs import expand_platforms, load_outputs
+from generator.builder import doctor, engine
+from generator.builder.host import Host
+from generator.builder.outputs import expand_platforms, load_outputs
 from tests.conftest import CHILD_SPEC, TWO_PLATFORM_ROOT_SPEC, render_specs
 
 AMD64, ARM64, ARMV7 = "linux/amd64", "linux/arm64", "linux/arm/v7"

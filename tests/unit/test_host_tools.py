@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from generator.build import host
-from generator.build.host import find_tool, own_bin_dir, tool_version
+from generator.builder import host
+from generator.builder.host import find_tool, own_bin_dir, tool_version
 
 
 def _executable(directory: Path, name: str, text: str = "#!/bin/sh\necho 'tool 1.2.3'\n") -> Path:
@@ -31,7 +31,7 @@ def test_a_user_install_finds_its_tools_in_the_user_scripts_directory(
     user_site = tmp_path / "home" / ".local" / "lib" / "python3" / "site-packages"
     monkeypatch.setattr("site.getusersitepackages", lambda: str(user_site))
     monkeypatch.setattr("site.getuserbase", lambda: str(tmp_path / "home" / ".local"))
-    assert own_bin_dir(user_site / "generator" / "build" / "host.py") == tmp_path / "home" / ".local" / "bin"
+    assert own_bin_dir(user_site / "generator" / "builder" / "host.py") == tmp_path / "home" / ".local" / "bin"
 
 
 def test_a_tool_beside_gen_is_found_without_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.build.host import find_tool
+from generator.builder.host import find_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = sorted((ROOT / "output").glob("*/Dockerfile"))

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from generator.build import doctor
-from generator.build.bootstrap import import_platform_flags, mmdebstrap_argv
-from generator.build.outputs import content_key, expand_platforms, load_outputs, platform_suffix
+from generator.builder import doctor
+from generator.builder.bootstrap import import_platform_flags, mmdebstrap_argv
+from generator.builder.outputs import content_key, expand_platforms, load_outputs, platform_suffix
 from generator.errors import SpecError, UsageError
 from generator.registry.index import index_build_id
 from generator.verify import _platform_tag
@@ -154,7 +154,7 @@ def test_doctor_lists_the_rendered_foreign_platforms(tmp_path, monkeypatch):
 
 def test_verify_names_each_platforms_image(tmp_path, monkeypatch):
     render_specs(tmp_path, root=TWO_PLATFORM_ROOT_SPEC)
-    monkeypatch.setattr("generator.build.host.host_platform", lambda: AMD64)
+    monkeypatch.setattr("generator.builder.host.host_platform", lambda: AMD64)
     assert _platform_tag(tmp_path, "root", "1", "") == "1"
     assert _platform_tag(tmp_path, "root", "1", AMD64) == "1"
     assert _platform_tag(tmp_path, "root", "1", ARM64) == "1-arm64"
@@ -171,7 +171,7 @@ def test_index_build_id_follows_its_platforms_in_order():
 def test_verify_runs_a_foreign_image_as_its_platform(monkeypatch):
     from generator.verify import foreign_platform
 
-    monkeypatch.setattr("generator.build.host.host_platform", lambda: AMD64)
+    monkeypatch.setattr("generator.builder.host.host_platform", lambda: AMD64)
     assert foreign_platform({"Os": "linux", "Architecture": "arm64"}) == ARM64
     assert foreign_platform({"Os": "linux", "Architecture": "arm", "Variant": "v7"}) == "linux/arm/v7"
     assert foreign_platform({"Os": "linux", "Architecture": "amd64"}) == ""
@@ -179,8 +179,8 @@ def test_verify_runs_a_foreign_image_as_its_platform(monkeypatch):
 
 
 def test_a_foreign_platform_needs_a_bootstrapped_base(tmp_path, monkeypatch):
-    from generator.build import engine
-    from generator.build.host import Host
+    from generator.builder import engine
+    from generator.builder.host import Host
     from generator.errors import GenError
 
     monkeypatch.setattr(engine, "host_platform", lambda: AMD64)
@@ -193,8 +193,8 @@ def test_a_foreign_platform_needs_a_bootstrapped_base(tmp_path, monkeypatch):
 
 
 def test_a_build_can_be_narrowed_to_one_platform(tmp_path, monkeypatch):
-    from generator.build import engine
-    from generator.build.host import Host
+    from generator.builder import engine
+    from generator.builder.host import Host
 
     monkeypatch.setattr(engine, "host_platform", lambda: AMD64)
     output = render_specs(tmp_path, root=TWO_PLATFORM_ROOT_SPEC, child=CHILD_SPEC, narrow=NARROW_SPEC)
@@ -214,7 +214,7 @@ def test_a_build_can_be_narrowed_to_one_platform(tmp_path, monkeypatch):
 
 
 def test_package_check_reads_every_platforms_image_with_its_own_lists(outputs, tmp_path, monkeypatch):
-    from generator.build.host import Host
+    from generator.builder.host import Host
     from generator.registry import rebuild
     from generator.registry.updates import Update
 

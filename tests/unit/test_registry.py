@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.build.outputs import OutputImage
+from generator.builder.outputs import OutputImage
 from generator.errors import UsageError
 from generator.registry.lock import Lock, LockedImage, package_changes, read_lock, write_lock
 from generator.registry.packages import Package, dep5_licenses, parse_status, to_spdx

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.build.host import find_tool
+from generator.builder.host import find_tool
 from generator.errors import SpecError
 from generator.plan import STEP_ORDER
 from generator.render import diff_against, write_outputs

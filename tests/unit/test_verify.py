@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from generator.build.host import Host
-from generator.build.proc import ToolError
+from generator.builder.host import Host
+from generator.builder.proc import ToolError
 from generator.errors import UsageError
 from generator.plan.hints import RuntimeHints
 from generator.plan.sysctl import classify

@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from generator.build.host import Host, gen_containers_conf, host_platform, tool_version
-from generator.build.mirror import MirrorNotFound, resolve_mirror
-from generator.build.outputs import OutputImage, expand_platforms, load_outputs
+from generator.builder.host import Host, gen_containers_conf, host_platform, tool_version
+from generator.builder.mirror import MirrorNotFound, resolve_mirror
+from generator.builder.outputs import OutputImage, expand_platforms, load_outputs
 from generator.errors import GenError, HostError
 from generator.platforms import Platform
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path, PurePosixPath
 
-from generator.build.outputs import OutputImage, dependents
+from generator.builder.outputs import OutputImage, dependents
 from generator.errors import UsageError
 
 # Every image renders through templates/, so a change there touches them all.

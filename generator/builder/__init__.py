@@ -7,8 +7,8 @@ The only stage (with verify) that runs subprocesses. Entry points:
 - check_reproducible(...); image_statuses(builder); run_checks(host) for `gen doctor`.
 """
 
-from generator.build.decide import UP_TO_DATE
-from generator.build.engine import (
+from generator.builder.decide import UP_TO_DATE
+from generator.builder.engine import (
     DEFAULT_PREFIX,
     Builder,
     BuildFailed,
@@ -17,11 +17,11 @@ from generator.build.engine import (
     BuiltImage,
     PlannedImage,
 )
-from generator.build.events import BuildEvent, EventHandler, Phase
-from generator.build.host import Host, gen_containers_conf
-from generator.build.mirror import MirrorNotFound, resolve_mirror
-from generator.build.proc import Cancel, Interrupted
-from generator.build.since import affected_images, changed_paths
+from generator.builder.events import BuildEvent, EventHandler, Phase
+from generator.builder.host import Host, gen_containers_conf
+from generator.builder.mirror import MirrorNotFound, resolve_mirror
+from generator.builder.proc import Cancel, Interrupted
+from generator.builder.since import affected_images, changed_paths
 
 __all__ = [
     "DEFAULT_PREFIX",

@@ -16,10 +16,10 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generator.build.engine import Builder, BuildOptions
-from generator.build.events import EventHandler, ignore_event
-from generator.build.host import Host
-from generator.build.proc import Cancel, run_quiet
+from generator.builder.engine import Builder, BuildOptions
+from generator.builder.events import EventHandler, ignore_event
+from generator.builder.host import Host
+from generator.builder.proc import Cancel, run_quiet
 
 
 @dataclass(frozen=True)

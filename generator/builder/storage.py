@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from generator.build.host import Host
-from generator.build.proc import run_quiet
+from generator.builder.host import Host
+from generator.builder.proc import run_quiet
 
 
 @dataclass(frozen=True)

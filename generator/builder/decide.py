@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from generator.build.outputs import build_id_tag, content_key
+from generator.builder.outputs import build_id_tag, content_key
 from generator.files import write_text_atomic
 
 UP_TO_DATE = "up to date"

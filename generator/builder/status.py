@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from generator.build import storage
-from generator.build.engine import Builder
+from generator.builder import storage
+from generator.builder.engine import Builder
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from generator.build.events import BuildEvent, EventHandler, Phase
-from generator.build.host import Host
-from generator.build.mirror import resolve_mirror, snapshot_url
-from generator.build.outputs import OutputImage
-from generator.build.proc import Cancel, ToolError, run_logged
-from generator.build.storage import StoredImage, inspect
+from generator.builder.events import BuildEvent, EventHandler, Phase
+from generator.builder.host import Host
+from generator.builder.mirror import resolve_mirror, snapshot_url
+from generator.builder.outputs import OutputImage
+from generator.builder.proc import Cancel, ToolError, run_logged
+from generator.builder.storage import StoredImage, inspect
 from generator.errors import GenError, UsageError
 from generator.platforms import Platform
 

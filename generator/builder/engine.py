@@ -14,13 +14,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generator.build import storage
-from generator.build.bootstrap import bootstrap_base
-from generator.build.decide import BuildRecord, Decision, decide, read_record, write_record
-from generator.build.doctor import Check, build_problems
-from generator.build.events import BuildEvent, EventHandler, Phase, ignore_event
-from generator.build.host import Host, host_platform, tool_version
-from generator.build.outputs import (
+from generator.builder import storage
+from generator.builder.bootstrap import bootstrap_base
+from generator.builder.decide import BuildRecord, Decision, decide, read_record, write_record
+from generator.builder.doctor import Check, build_problems
+from generator.builder.events import BuildEvent, EventHandler, Phase, ignore_event
+from generator.builder.host import Host, host_platform, tool_version
+from generator.builder.outputs import (
     OutputImage,
     ancestors,
     expand_platforms,
@@ -30,8 +30,8 @@ from generator.build.outputs import (
     topological_order,
     units_of,
 )
-from generator.build.proc import Cancel, Interrupted, ToolError, run_logged
-from generator.build.serve import served_directories
+from generator.builder.proc import Cancel, Interrupted, ToolError, run_logged
+from generator.builder.serve import served_directories
 from generator.errors import GenError, UsageError
 
 DEFAULT_PREFIX = "localhost/gen"
