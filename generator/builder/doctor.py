@@ -401,7 +401,8 @@ def probe_image(host: Host) -> str | None:
         return None
     names = [n for n in proc.stdout.split() if not n.startswith("<none>")]
     preferred = [n for n in names if "/gen/rootfs-" in n]
-    return (preferred or names or [None])[0]
+    candidates = preferred or names
+    return candidates[0] if candidates else None
 
 
 def rendered_foreign_platforms(output_dir: Path) -> dict[str, bool]:

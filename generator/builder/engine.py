@@ -319,7 +319,7 @@ class Builder:
         )
 
     def _skip(self, planned: PlannedImage, report: BuildReport) -> str:
-        assert planned.image_id is not None
+        assert planned.image_id is not None and planned.build_id is not None  # up to date: both exist
         self._emit(planned.name, Phase.SKIPPED, message=", ".join(planned.reasons))
         report.built.append(
             BuiltImage(

@@ -79,8 +79,8 @@ def check_reproducible(
         if built.image_id == other.image_id:
             result.results.append(ReproResult(name, built.image_id, other.image_id))
             continue
-        diffs, report = explain(host_a, host_b, built.tags[0], work_dir / "diff" / name)
-        result.results.append(ReproResult(name, built.image_id, other.image_id, tuple(diffs), report))
+        diffs, diff_report = explain(host_a, host_b, built.tags[0], work_dir / "diff" / name)
+        result.results.append(ReproResult(name, built.image_id, other.image_id, tuple(diffs), diff_report))
     if not keep:
         for round_host, _ in rounds:
             reset_storage(round_host)

@@ -25,7 +25,7 @@ def _flags_show_no_type() -> None:
     reads as if `--json true` were needed; flags show none (older Typer has no such hook)."""
     option = getattr(getattr(typer, "core", None), "TyperOption", None)
     shown = getattr(option, "display_type_rich", None)
-    if shown is None or getattr(shown, "gen_flags_untyped", False):
+    if option is None or shown is None or getattr(shown, "gen_flags_untyped", False):
         return
 
     def display_type_rich(self, ctx):
@@ -279,7 +279,8 @@ def main() -> None:
     except Exception as exc:
         # Usage errors of the CLI framework (typer vendors click, so match by behaviour, not class):
         # they print themselves and carry their exit code, 2 for bad usage.
-        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
-            sys.exit(exc.exit_code)
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
         raise

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from generator.builder import (
@@ -112,7 +112,7 @@ class _Display:
 
     def __init__(self, progress: Progress):
         self.progress = progress
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
 
     def __call__(self, event: BuildEvent) -> None:
         if event.phase in (Phase.STARTED, Phase.BOOTSTRAP, Phase.STEP):
@@ -126,7 +126,7 @@ class _Display:
         elif event.phase == Phase.FAILED:
             self._finish(event.image, f"[bold red]failed[/] {event.image}")
 
-    def _task(self, name: str) -> int:
+    def _task(self, name: str) -> TaskID:
         if name not in self.tasks:
             self.tasks[name] = self.progress.add_task(name, step="")
         return self.tasks[name]

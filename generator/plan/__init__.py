@@ -193,6 +193,14 @@ class Plan:
     def tags(self) -> tuple[str, ...]:
         return self.image.tags
 
+    @property
+    def metadata(self) -> Metadata:
+        """The image's run-time metadata: the one Metadata step, which the plan puts last."""
+        found = [s for s in self.steps if isinstance(s, Metadata)]
+        if len(found) != 1:
+            raise AssertionError(f"a plan holds exactly one Metadata step, this one {len(found)}")
+        return found[0]
+
 
 def image_ref(name: str, tag: str, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}/{name}:{tag}"

@@ -113,7 +113,7 @@ def _file_tests(plan: Plan) -> list[dict[str, Any]]:
 def _metadata_test(plan: Plan) -> dict[str, Any]:
     env = next((s.pairs for s in plan.steps if isinstance(s, SetEnv)), ())
     labels = next((s.pairs for s in plan.steps if isinstance(s, SetLabels)), ())
-    meta = plan.steps[-1]
+    meta = plan.metadata
     test: dict[str, Any] = {
         "envVars": [{"key": k, "value": v} for k, v in env],
         "labels": [{"key": k, "value": v} for k, v in labels],

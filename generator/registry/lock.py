@@ -99,7 +99,7 @@ def init_entry(image: OutputImage) -> dict:
         init = dict(json.loads(spec_file.read_text()).get("init") or {})
     except (FileNotFoundError, json.JSONDecodeError):
         return {"kind": "unknown"}
-    entry = {"kind": str(init.get("kind", ""))}
+    entry: dict[str, object] = {"kind": str(init.get("kind", ""))}
     if entry["kind"] == "s6-overlay":
         table = known_checksums(image.directory.parent.parent)  # output/NAME sits in the project root
         version = str(init.get("version", ""))

@@ -71,7 +71,9 @@ def parse_status(text: str) -> list[Package]:
 
 
 def _stanzas(text: str) -> list[dict[str, str]]:
-    stanzas, current, key = [], {}, None
+    stanzas: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    key: str | None = None
     for line in text.splitlines() + [""]:
         if not line.strip():
             if current:

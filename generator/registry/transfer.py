@@ -131,9 +131,18 @@ def _push_platforms(
             pushed[unit.platform] = (next((t for t in tags if t.startswith(BUILD_ID_PREFIX)), ""), digest, "", None)
     platforms = tuple((p, pushed[p][1]) for p in image.platforms or () if p in pushed)
     if only:  # no index: digest "" and the tags of the platforms' images
-        tags = tuple(t for u in units if u.platform in pushed for t in (*_suffixed(image, u), pushed[u.platform][0]))
+        platform_tags = tuple(
+            t for u in units if u.platform in pushed for t in (*_suffixed(image, u), pushed[u.platform][0])
+        )
         return Transferred(
-            image.name, tags, "", "", f"{prefix}/{image.name}", registry.repository(image.name), None, platforms
+            image.name,
+            platform_tags,
+            "",
+            "",
+            f"{prefix}/{image.name}",
+            registry.repository(image.name),
+            None,
+            platforms,
         )
     first = index_build_id([pushed[u.platform][0] for u in units])
     index_digest = push_index(host, registry, image.name, [pushed[u.platform][1] for u in units], first)

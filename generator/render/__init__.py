@@ -295,8 +295,8 @@ def diff_against(output_dir: Path, images: list[RenderedImage], prune: bool) -> 
             elif old and new and old[1] != new.mode:
                 chunks.append(f"mode of {label}: {old[1]:o} -> {new.mode:o}\n")
     if prune:
-        for path in stale_output_dirs(output_dir, {i.name for i in images}):
-            chunks.append(f"output/{path.name}/: no spec renders it any more (would be removed)\n")
+        for stale in stale_output_dirs(output_dir, {i.name for i in images}):
+            chunks.append(f"output/{stale.name}/: no spec renders it any more (would be removed)\n")
     return "".join(chunks)
 
 
@@ -342,7 +342,9 @@ def write_outputs(output_dir: Path, images: list[RenderedImage], prune: bool) ->
 
 
 def _compare(output_dir: Path, images: list[RenderedImage], prune: bool) -> WriteReport:
-    written, unchanged, removed = [], [], []
+    written: list[str] = []
+    unchanged: list[str] = []
+    removed: list[str] = []
     for image in images:
         existing = _existing_files(output_dir / image.name)
         for f in image.files:

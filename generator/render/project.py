@@ -93,7 +93,8 @@ def _foreign_tree(spec: ResolvedSpec, field: tuple, directory: Path, root: Path,
 
 
 def _check_image(spec: ResolvedSpec, image: Image, root: Path) -> tuple[list[Diagnostic], list[Diagnostic]]:
-    errors, warnings = [], []
+    errors: list[Diagnostic] = []
+    warnings: list[Diagnostic] = []
     for key in node_level_keys(image):
         diag = spec.diagnostic(
             ("sysctls", "values", key),

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable, Iterator
 from functools import cache
 from importlib import resources
+from typing import Any
 
 from generator.errors import Diagnostic
 from generator.schema import FAMILY_BY_DISTRO, platform_suffix
@@ -268,7 +269,7 @@ def _known_groups(spec: ResolvedSpec) -> set[str]:
 
 def _check_account_references(spec: ResolvedSpec) -> Iterator[Diagnostic]:
     users, groups = _known_users(spec), _known_groups(spec)
-    references = [(("user",), spec.data.get("user"))]
+    references: list[tuple[tuple[str | int, ...], Any]] = [(("user",), spec.data.get("user"))]
     references += [(("services", i, "user"), s.get("user")) for i, s in enumerate(spec.data["services"])]
     references += [(("volumes", i, "owner"), v.get("owner")) for i, v in enumerate(spec.data["volumes"])]
     for path, name in references:

@@ -60,8 +60,20 @@ def test_keep_deletes_the_oldest_archives(gen_log_binary, tmp_path):
 
 
 def test_a_line_longer_than_a_file_is_split_and_nothing_else_is(gen_log_binary, tmp_path):
+    """All the input waits in the pipe before gen-log starts: fed while it runs, the long line's
+    first part may arrive alone and rightly stay in the file that holds `short` (CI saw that)."""
     data = b"short\n" + b"L" * 10_000 + b"\nend\n"
-    assert run_log(gen_log_binary, tmp_path / "log", data, "-s", "4096", "-n", "100").returncode == 0
+    read_end, write_end = os.pipe()
+    os.write(write_end, data)  # 10 KB: within the pipe's buffer
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as stdin:
+        got = subprocess.run(
+            [str(gen_log_binary), "-s", "4096", "-n", "100", str(tmp_path / "log")],
+            stdin=stdin,
+            capture_output=True,
+            timeout=60,
+        )
+    assert got.returncode == 0, got.stderr
     assert logged(tmp_path / "log") == data
     assert [p.stat().st_size for p in files_of(tmp_path / "log")] == [6, 4096, 4096, 1808 + 1 + 4]
 

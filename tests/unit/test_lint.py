@@ -116,3 +116,11 @@ def test_ruff_passes_with_the_projects_config(check):
         [_tool("ruff"), *check, "generator", "tests", "bench"], capture_output=True, text=True, timeout=120, cwd=ROOT
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_mypy_passes_with_the_projects_config(tmp_path):
+    """pyproject's [tool.mypy] over generator/ (a cache of the test's own: always a full check)."""
+    result = subprocess.run(
+        [_tool("mypy"), "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
