@@ -222,8 +222,12 @@ def _scalar(event: Any, is_key: bool) -> Any:
     if tag == "tag:yaml.org,2002:str":
         return value
     node = ScalarNode(tag, value, style=event.style or None)
-    constructed = _CONSTRUCTOR.construct_object(node)
-    _CONSTRUCTOR.constructed_objects.pop(node, None)  # it remembers every node: keep a long run flat
+    try:
+        constructed = _CONSTRUCTOR.construct_object(node)
+    except (ArithmeticError, LookupError, ValueError):  # "-_", "0x_": ruamel resolves an int, then fails
+        raise _NotPlain(f"{value!r} reads as a number but is not one: quote it", event.start_mark) from None
+    finally:
+        _CONSTRUCTOR.constructed_objects.pop(node, None)  # it remembers every node: keep a long run flat
     for plain_type in _PLAIN_TYPES:
         if isinstance(constructed, plain_type):
             return plain_type(constructed)

@@ -26,7 +26,7 @@ def _ruamel_reading(text: str) -> tuple[Any, dict, dict] | None:
     yaml.allow_duplicate_keys = False
     try:
         document = yaml.load(text)
-    except (YAMLError, ValueError):
+    except (YAMLError, ValueError, IndexError):  # IndexError: ruamel on "-_" or "0x_" (an int it cannot build)
         return None
     values: dict = {(): (1, 1)}
     keys: dict = {}
@@ -141,6 +141,8 @@ TRICKY = [
     "!",
     "*a",
     "&a x",
+    "-_",
+    "0x_",
 ]
 
 scalar_text = st.one_of(
