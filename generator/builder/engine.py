@@ -33,8 +33,8 @@ from generator.builder.outputs import (
 from generator.builder.proc import Cancel, Interrupted, ToolError, run_logged
 from generator.builder.serve import served_directories
 from generator.errors import GenError, UsageError
+from generator.naming import DEFAULT_PREFIX
 
-DEFAULT_PREFIX = "localhost/gen"
 BACKENDS = ("buildah", "podman")
 # buildah 1.41 added --source-date-epoch and --rewrite-timestamp (which also clamps file times
 # inside layers); older versions only fix the config and history times with --timestamp.

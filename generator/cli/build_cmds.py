@@ -19,21 +19,13 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from generator.builder import (
-    DEFAULT_PREFIX,
-    Builder,
-    BuildEvent,
-    BuildOptions,
-    Cancel,
-    Host,
-    Phase,
-    affected_images,
-    changed_paths,
-)
+from generator.builder.host import Host
 from generator.cli.options import JsonOption, PrefixOption, ProjectOption, StorageOption, err, out
 from generator.errors import GenError, UsageError
+from generator.naming import DEFAULT_PREFIX
 
 if TYPE_CHECKING:
+    from generator.builder import Builder, BuildEvent, Cancel
     from generator.builder.doctor import Check
 
 
@@ -82,6 +74,8 @@ def _builder(
     insecure_registry: bool = False,
     platforms: tuple[str, ...] = (),
 ) -> Builder:
+    from generator.builder import Builder, BuildOptions
+
     if jobs < 1:
         raise UsageError(f"--jobs {jobs}: give 1 or more")
     host = Host.from_env(storage_root, project)
@@ -115,6 +109,8 @@ class _Display:
         self.tasks: dict[str, TaskID] = {}
 
     def __call__(self, event: BuildEvent) -> None:
+        from generator.builder import Phase
+
         if event.phase in (Phase.STARTED, Phase.BOOTSTRAP, Phase.STEP):
             task = self._task(event.image)
             step = event.step or event.phase.value
@@ -223,6 +219,8 @@ def register(app: typer.Typer) -> None:
         """Build rendered images (and missing or stale parents) with buildah, parents first,
         skipping what is up to date; tag each under --prefix plus an immutable gen-<id> tag."""
         as_json = as_json or format is OutputFormat.json
+        from generator.builder import Cancel
+
         cancel = Cancel()
         try:
             with Progress(
@@ -248,6 +246,8 @@ def register(app: typer.Typer) -> None:
                 )
                 wanted = list(names or [])
                 if since:
+                    from generator.builder import affected_images, changed_paths
+
                     chosen = affected_images(builder.images, changed_paths(project, since))
                     unknown = [n for n in wanted if n not in builder.images]
                     if unknown:

@@ -14,9 +14,10 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from generator.builder import DEFAULT_PREFIX, Host
+from generator.builder.host import Host
 from generator.cli.options import JsonOption, PrefixOption, ProjectOption, StorageOption, err, out
 from generator.errors import GenError, UsageError
+from generator.naming import DEFAULT_PREFIX
 
 NamesArgument = Annotated[list[str] | None, typer.Argument(help="Images (default: all rendered).", show_default=False)]
 RegistryOption = Annotated[

@@ -14,9 +14,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from generator.builder import DEFAULT_PREFIX, Host
+from generator.builder.host import Host
 from generator.cli.options import JsonOption, PrefixOption, ProjectOption, StorageOption, err, out
 from generator.errors import GenError
+from generator.naming import DEFAULT_PREFIX
 
 MARKS = {"pass": "[green]PASS[/]", "fail": "[bold red]FAIL[/]", "skip": "[dim]skip[/]"}
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from generator.model import Group, Image, User, Volume
+from generator.naming import DEFAULT_PREFIX
 from generator.plan.accounts import account_ids, base_may_be_non_root
 from generator.plan.hints import hint_labels
 from generator.plan.init_layer import CompileStage, FetchStage, InitLayer, init_env, init_layer, layer_packages
@@ -42,7 +43,6 @@ STEP_ORDER: tuple[str, ...] = (
 # Step kinds that render a RUN, which needs root (package managers, useradd, install -o).
 RUN_STEPS = frozenset({"packages", "accounts", "directories"})
 
-DEFAULT_PREFIX = "localhost/gen"
 OCI = "org.opencontainers.image"
 
 

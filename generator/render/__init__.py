@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import difflib
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.errors import GenError, UsageError
+from generator.naming import STAGING_PREFIX
 from generator.plan import SPEC_PATH, Plan
 from generator.plan.init_layer import LOGGER_TEMPLATE_DIR
 from generator.plan.structure_test import structure_test
@@ -72,17 +74,16 @@ def _init_files(plan: Plan, templates: TemplateSet) -> list[RenderedFile]:
     files = []
     context = {"image": plan.image, "init_env": dict(plan.init_env)}
     for rel, source in templates.tree(plan.init.template_dir):
+        data, mode = templates.file(source)
         if rel.endswith(".j2"):
             data = templates.render(f"{plan.init.template_dir}/{rel}", **context).encode()
             rel = rel[: -len(".j2")]
-        else:
-            data = source.read_bytes()
-        files.append(RenderedFile(f"gen-init/{rel}", data, _file_mode(source)))
+        files.append(RenderedFile(f"gen-init/{rel}", data, mode))
     for definition in plan.init.rc_definitions:
         where = f"gen-init/{definition.directory}"
         if definition.skeleton is not None:
             files += [
-                RenderedFile(f"{where}/{rel}", source.read_bytes(), _file_mode(source))
+                RenderedFile(f"{where}/{rel}", *templates.file(source))
                 for rel, source in templates.tree(definition.skeleton)
             ]
         files += [RenderedFile(f"{where}/{rel}", text.encode(), 0o644) for rel, text in definition.files]
@@ -95,7 +96,7 @@ def _logger_source(plan: Plan, templates: TemplateSet) -> list[RenderedFile]:
     if stage is None:
         return []
     return [
-        RenderedFile(f"{stage.context_dir}/{rel}", source.read_bytes(), 0o644)
+        RenderedFile(f"{stage.context_dir}/{rel}", templates.file(source)[0], 0o644)
         for rel, source in templates.tree(LOGGER_TEMPLATE_DIR)
     ]
 
@@ -170,6 +171,7 @@ def _structure_test_text(plan: Plan) -> str:
 _PLAIN_TEXT = re.compile(r"[ !#-\[\]-~]*")  # printable ASCII but " and \\: nothing to escape
 
 
+@functools.lru_cache(maxsize=1 << 16)  # structure tests repeat the same paths and commands in every image
 def _yaml_quote(text: str) -> str:
     """A YAML double-quoted scalar: printable ASCII as is, everything else escaped (\\uXXXX, or
     \\UXXXXXXXX beyond the BMP, which YAML has and JSON lacks)."""
@@ -189,6 +191,8 @@ def _yaml_quote(text: str) -> str:
 
 def _yaml_scalar(value: object) -> str:
     """A YAML scalar; strings always double-quoted, so none can be read as another type."""
+    if isinstance(value, str):
+        return _yaml_quote(value)
     if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
         return json.dumps(value)
     return _yaml_quote(str(value))
@@ -196,13 +200,16 @@ def _yaml_scalar(value: object) -> str:
 
 def _yaml_flow(value: object) -> str:
     """A scalar, or an empty mapping or list ({} and [])."""
-    return json.dumps(value) if isinstance(value, (dict, list)) else _yaml_scalar(value)
+    if isinstance(value, dict):
+        return "{}"
+    return "[]" if isinstance(value, list) else _yaml_scalar(value)
 
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _YAML_WORDS = {"null", "true", "false", "yes", "no", "on", "off", "y", "n"}
 
 
+@functools.lru_cache(maxsize=1 << 12)
 def _yaml_key(key: object) -> str:
     text = str(key)
     return text if _PLAIN_KEY.match(text) and text.lower() not in _YAML_WORDS else _yaml_quote(text)
@@ -316,9 +323,6 @@ class WriteReport:
     removed: tuple[str, ...]
 
 
-STAGING_PREFIX = ".gen-staging-"  # beside output/: a render in progress, or one interrupted
-
-
 def write_outputs(output_dir: Path, images: list[RenderedImage], prune: bool) -> WriteReport:
     """Write rendered images, touching only changed files; with prune, drop dirs of vanished specs.
 
@@ -363,10 +367,13 @@ def _stage(output_dir: Path, staging: Path, images: list[RenderedImage], report:
         if entry.name not in rendered and f"{entry.name}/" not in report.removed:
             _link_tree(entry, staging / entry.name)  # not gen's, or not rendered this time
     unchanged = set(report.unchanged)
+    made: set[Path] = set()
     for image in images:
         for f in image.files:
             old, new = output_dir / image.name / f.path, staging / image.name / f.path
-            new.parent.mkdir(parents=True, exist_ok=True)
+            if new.parent not in made:
+                new.parent.mkdir(parents=True, exist_ok=True)
+                made.add(new.parent)
             if f"{image.name}/{f.path}" in unchanged:
                 os.link(old, new)
             else:

@@ -196,6 +196,7 @@ def render_project(project: Project, templates_dir: Path | None = None, *, plan_
             rendered.append(render_image(plan, templates, manifest))
         except GenError as exc:
             errors.append(Diagnostic(spec_file, 0, 0, "", str(exc), "fix the template named above"))
+    warnings = list(dict.fromkeys(warnings))  # a parent's line inherited by children is said once
     if errors:
         raise SpecError(sorted(errors, key=lambda d: (d.file, d.line, d.column)) + warnings)
     return ProjectRender(rendered, warnings)

@@ -56,9 +56,11 @@ class TemplateSet:
         if user_dir is not None:
             loaders.append(jinja2.FileSystemLoader(str(user_dir)))
         loaders += [bundled, jinja2.PrefixLoader({"bundled": bundled})]
-        # Sandboxed: a template (a user's own, from a repository anyone may change) reaches only
-        # the values it is given, never Python's internals (cycler.__init__.__globals__ and such).
-        self.env = ImmutableSandboxedEnvironment(
+        # A user's templates (from a repository anyone may change) run sandboxed: they reach only
+        # the values they are given, never Python's internals (cycler.__init__.__globals__ and
+        # such). gen's own templates are gen's code and skip the sandbox's per-attribute checks.
+        environment = ImmutableSandboxedEnvironment if user_dir is not None else jinja2.Environment
+        self.env = environment(
             loader=jinja2.ChoiceLoader(loaders),
             undefined=jinja2.StrictUndefined,
             autoescape=False,
@@ -89,6 +91,11 @@ class TemplateSet:
                     found = (path.relative_to(root).as_posix(), line)
                     break
         return found
+
+    @functools.cache  # noqa: B019 - templates do not change during a render
+    def file(self, source: Path) -> tuple[bytes, int]:
+        """A template file's bytes and mode as rendered (0o755 or 0o644), read once per render."""
+        return source.read_bytes(), 0o755 if _is_executable(source) else 0o644
 
     @functools.cache  # noqa: B019 - one TemplateSet lives for one render
     def tree(self, prefix: str) -> list[tuple[str, Path]]:

@@ -59,23 +59,24 @@ def _spec_paths(paths: list[Path]) -> list[Path]:
     return list(unique.values())
 
 
-def outside_project(path: Path, root: Path) -> str | None:
+def outside_project(path: Path, root: Path, real_root: Path | None = None) -> str | None:
     """Why path may not be read or written, when it (through any symlink) leads out of the project
     at root: a repository may commit a link to /etc/shadow or to the user's home. None if inside."""
-    target = path.resolve()
-    if target.is_relative_to(root.resolve()):
+    target, real_root = path.resolve(), real_root or root.resolve()
+    if target.is_relative_to(real_root):
         return None
     if target != path.absolute():
-        return f"{path} leads to {target}, outside the project {root.resolve()}"
-    return f"{path} is outside the project {root.resolve()}"
+        return f"{path} leads to {target}, outside the project {real_root}"
+    return f"{path} is outside the project {real_root}"
 
 
 def _read_all(paths: list[Path], root: Path) -> tuple[dict[str, SpecFile], list[Diagnostic]]:
     """Parse and schema-check files; a file with schema errors is still indexed by name when it has one."""
     files: dict[str, SpecFile] = {}
     problems: list[Diagnostic] = []
+    real_root = root.resolve()  # once, not per spec
     for link in paths:
-        if (why := outside_project(link, root)) is not None:
+        if (why := outside_project(link, root, real_root)) is not None:
             problems.append(
                 Diagnostic(
                     str(link),
@@ -88,7 +89,7 @@ def _read_all(paths: list[Path], root: Path) -> tuple[dict[str, SpecFile], list[
             )
             continue
         path = link.resolve()
-        spec, parse_problems = read_spec_file(path, _display(path, root))
+        spec, parse_problems = read_spec_file(path, path.relative_to(real_root).as_posix())
         problems += parse_problems
         if spec is None:
             continue
