@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -87,19 +88,34 @@ def _load(project: Path, specs: list[Path] | None):
     return load_project(paths, project)
 
 
+def _memo_key(command: str, project: Path, specs: list[Path] | None, templates: Path | None = None) -> str:
+    given = sorted(str(p.absolute()) for p in specs) if specs else [str(project.absolute() / "specs")]
+    return json.dumps([command, given, str(templates.absolute()) if templates else None])
+
+
 @app.command()
 def validate(specs: SpecsArgument = None, project: ProjectOption = Path("."), as_json: JsonOption = False) -> None:
     """Check specs against the schema and each other; print every problem, change nothing."""
-    loaded = _load(project, specs)
-    from generator.render.project import render_project
+    from generator.memo import Memo, Outcome, recording
 
-    result = render_project(loaded, plan_only=True)  # templates are not run: nothing executes
-    print_diagnostics(result.warnings)
+    memo = Memo(project)
+    key = _memo_key("validate", project, specs)
+    outcome = memo.lookup(key)
+    if outcome is None:
+        from generator.render.project import render_project
+
+        with recording() as reads:
+            loaded = _load(project, specs)
+            result = render_project(loaded, plan_only=True)  # templates are not run: nothing executes
+        outcome = Outcome(tuple(loaded.order()), tuple(result.warnings))
+        memo.store(key, reads, outcome, None)
+        memo.save()
+    warnings = list(outcome.warnings)
+    print_diagnostics(warnings)
     if as_json:
-        warnings = [_diagnostic_json(d) for d in result.warnings]
-        out.print_json(json.dumps({"valid": loaded.order(), "warnings": warnings}))
+        out.print_json(json.dumps({"valid": list(outcome.images), "warnings": [_diagnostic_json(d) for d in warnings]}))
         return
-    out.print(f"{len(loaded.specs)} spec(s) valid: {', '.join(loaded.order())}")
+    out.print(f"{len(outcome.images)} spec(s) valid: {', '.join(outcome.images)}")
 
 
 def _diagnostic_json(d: Diagnostic) -> dict[str, object]:
@@ -123,40 +139,65 @@ def render(
     """Render specs to output/<name>/: Dockerfile, build context, .dockerignore, manifest.
 
     Only changed files are rewritten; with no SPEC given, output dirs of removed specs go too."""
-    from generator.render import diff_against, write_outputs
-    from generator.render.project import render_project
+    from generator.memo import Memo, Outcome, recording
 
     if templates is not None and not templates.is_dir():
         raise UsageError(f"--templates {templates}: not a directory")
-    loaded = _load(project, specs)
-    result = render_project(loaded, templates)
-    print_diagnostics(result.warnings)
     output_dir = project / "output"
-    prune = not specs
+    memo = Memo(project)
+    key = _memo_key("render", project, specs, templates)
+    outcome = memo.lookup(key, output_dir)  # the last render's answer, when nothing changed since
+    written: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    diff = ""
+    if outcome is None:
+        from generator.render import diff_against, write_outputs
+        from generator.render.project import render_project
+
+        with recording() as reads:
+            loaded = _load(project, specs)
+            result = render_project(loaded, templates)
+        outcome = Outcome(tuple(loaded.order()), tuple(result.warnings))
+        if check:
+            diff = diff_against(output_dir, result.images, prune=not specs)
+        else:
+            report = write_outputs(output_dir, result.images, prune=not specs)
+            written, removed = report.written, report.removed
+        if not diff:  # output/ is now what this render makes
+            memo.store(key, reads, outcome, output_dir)
+            memo.store(_memo_key("validate", project, specs), reads, outcome, None)
+            memo.save()
+    print_diagnostics(list(outcome.warnings))
+    images = list(outcome.images)
     if check:
-        diff = diff_against(output_dir, result.images, prune)
-        if as_json:
-            out.print_json(
-                json.dumps({"up_to_date": not diff, "images": [i.name for i in result.images], "diff": diff})
-            )
-            if diff:
-                raise typer.Exit(1)
-            return
-        if diff:
-            sys.stdout.write(diff)
-            err.print("[bold red]output/ is stale[/]: run `gen render` and commit the result.", markup=True)
-            raise typer.Exit(1)
-        out.print(f"output/ is up to date for {len(result.images)} image(s).")
-        return
-    report = write_outputs(output_dir, result.images, prune)
+        _report_check(images, diff, as_json)
+    else:
+        _report_render(images, written, removed, as_json)
+
+
+def _report_check(images: list[str], diff: str, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps({"written": report.written, "removed": report.removed, "images": loaded.order()}))
+        out.print_json(json.dumps({"up_to_date": not diff, "images": images, "diff": diff}))
+        if diff:
+            raise typer.Exit(1)
         return
-    for name in loaded.order():
-        changed = [p for p in report.written + report.removed if p.startswith(name + "/")]
-        state = f"{len(changed)} file(s) changed" if changed else "unchanged"
+    if diff:
+        sys.stdout.write(diff)
+        err.print("[bold red]output/ is stale[/]: run `gen render` and commit the result.", markup=True)
+        raise typer.Exit(1)
+    out.print(f"output/ is up to date for {len(images)} image(s).")
+
+
+def _report_render(images: list[str], written: tuple[str, ...], removed: tuple[str, ...], as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps({"written": list(written), "removed": list(removed), "images": images}))
+        return
+    changed_files = Counter(path.split("/", 1)[0] for path in written + removed)
+    for name in images:
+        changed = changed_files[name]
+        state = f"{changed} file(s) changed" if changed else "unchanged"
         out.print(f"rendered output/{name}/ ({state})")
-    for path in report.removed:
+    for path in removed:
         if path.endswith("/"):
             out.print(f"removed output/{path} (its spec is gone)")
 
