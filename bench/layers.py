@@ -100,6 +100,19 @@ def check_holds(storage: Storage, ref: str, setting: str) -> None:
         raise AssertionError(f"{ref} holds {got!r}, not the changed overlay file")
 
 
+def forget_earlier_runs(storage: Storage) -> None:
+    """Remove the images of earlier runs and the layers only they held. Both sides build with
+    buildah's layer cache, and a cached layer of an earlier run once failed the commit of this
+    one ("file integrity checksum failed" while reusing its blob): each run starts clean."""
+    listed = run(["buildah", *storage.host.global_flags(), "images", "--format", "{{.Name}}:{{.Tag}}"], env=storage.env)
+    ours = sorted(
+        {r for r in listed.stdout.split() if r.startswith(("localhost/gen/layered:", "localhost/bench/naive-"))}
+    )
+    if ours:
+        run(["buildah", *storage.host.global_flags(), "rmi", "-f", *ours], env=storage.env, timeout=300)
+    run(["buildah", *storage.host.global_flags(), "rmi", "--prune"], env=storage.env, timeout=300)
+
+
 def naive_build(storage: Storage, context: Path, base_id: str, tag: str) -> None:
     run(
         [
@@ -162,6 +175,7 @@ def measure(size: Size) -> Section:
     project, naive = WORK / "layers-project", WORK / "layers-naive"
     shutil.rmtree(project, ignore_errors=True)
     shutil.rmtree(naive, ignore_errors=True)
+    forget_earlier_runs(storage)
     (project / "specs").mkdir(parents=True)
     (project / "specs" / "layered.yaml").write_text(spec_text(base, params.packages))
     write_overlay(project / "specs" / "app", "initial")
