@@ -57,9 +57,7 @@ class Record:
     outcome: Outcome
 
     def to_json(self) -> dict[str, object]:
-        data = asdict(self)
-        data["outcome"]["warnings"] = [asdict(d) for d in self.outcome.warnings]
-        return data
+        return asdict(self)  # the warnings too: Diagnostic is a dataclass
 
     @classmethod
     def from_json(cls, data: dict) -> Record:
@@ -80,15 +78,18 @@ _hook_installed = False
 
 
 def _audit(event: str, args: tuple) -> None:
-    if not _recording:
+    if not _recording or event not in ("open", "os.listdir", "os.scandir"):
         return
-    if event == "open":
-        path, mode, flags = args
-        writing = any(c in mode for c in "wax+") if isinstance(mode, str) else flags & (os.O_WRONLY | os.O_RDWR)
-        if not writing and isinstance(path, (str, bytes, os.PathLike)):
-            _recording[-1][0].add(os.path.abspath(os.fsdecode(path)))
-    elif event in ("os.listdir", "os.scandir") and args and isinstance(args[0], (str, bytes, os.PathLike)):
-        _recording[-1][1].add(os.path.abspath(os.fsdecode(args[0])))
+    try:
+        if event == "open":
+            path, mode, flags = args
+            writing = any(c in mode for c in "wax+") if isinstance(mode, str) else flags & (os.O_WRONLY | os.O_RDWR)
+            if not writing and isinstance(path, (str, bytes, os.PathLike)):
+                _recording[-1][0].add(os.path.abspath(os.fsdecode(path)))
+        elif args and isinstance(args[0], (str, bytes, os.PathLike)):
+            _recording[-1][1].add(os.path.abspath(os.fsdecode(args[0])))
+    except Exception:  # noqa: BLE001 - a hook that raised would fail the open it watches
+        _recording[-1][0].add("\0unrecordable")  # not a path in the project: the run is not recorded
 
 
 @contextmanager

@@ -214,3 +214,12 @@ def test_an_audit_hook_sees_reads_and_listings_but_not_writes(tmp_path):
         list(tmp_path.rglob("*"))
     assert str(tmp_path / "read") in files and str(tmp_path / "written") not in files
     assert str(tmp_path) in dirs
+
+
+def test_an_event_the_hook_cannot_read_fails_nothing_and_the_run_is_not_recorded(project):
+    with memo.recording() as reads:
+        sys.audit("open", "not the three arguments open events carry")
+        (project / "specs" / "runtime.yaml").read_text()
+    store = memo.Memo(project)
+    store.store("k", reads, memo.Outcome(("x",), ()), None)
+    assert "k" not in store.records
