@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from generator.model import Group, Image, User, Volume
 from generator.naming import DEFAULT_PREFIX
@@ -25,8 +26,8 @@ from generator.plan.hints import hint_labels
 from generator.plan.init_layer import CompileStage, FetchStage, InitLayer, init_env, init_layer, layer_packages
 from generator.plan.sysctl import sysctl_config
 
-# Ranks of the final stage's step kinds: the ordering rule, applied to every output.
-STEP_ORDER: tuple[str, ...] = (
+# The final stage's step kinds, in the order their steps come: the ordering rule, applied to every output.
+StepKind = Literal[
     "build_user",
     "packages",
     "init_files",
@@ -38,10 +39,12 @@ STEP_ORDER: tuple[str, ...] = (
     "labels",
     "embedded_spec",
     "metadata",
-)
+]
+STEP_ORDER: tuple[StepKind, ...] = get_args(StepKind)
+BaseKind = Literal["bootstrap", "image", "local", "parent"]
 
 # Step kinds that render a RUN, which needs root (package managers, useradd, install -o).
-RUN_STEPS = frozenset({"packages", "accounts", "directories"})
+RUN_STEPS: frozenset[StepKind] = frozenset({"packages", "accounts", "directories"})
 
 OCI = "org.opencontainers.image"
 
@@ -51,27 +54,27 @@ class BuildAsRoot:
     """The base may run as a non-root user; this image's RUN steps need root."""
 
     base_user: str | None  # the parent's user; None: a registry or local image, which may set any
-    kind: str = "build_user"
+    kind: Literal["build_user"] = "build_user"
 
 
 @dataclass(frozen=True)
 class InstallPackages:
     packages: tuple[str, ...]  # sorted, de-duplicated
-    kind: str = "packages"
+    kind: Literal["packages"] = "packages"
 
 
 @dataclass(frozen=True)
 class CopyInitFiles:
     context_dir: str  # directory in the build context, copied to /
     from_stages: tuple[FetchStage | CompileStage, ...]  # builder stages whose output is copied to / first
-    kind: str = "init_files"
+    kind: Literal["init_files"] = "init_files"
 
 
 @dataclass(frozen=True)
 class CreateAccounts:
     groups: tuple[Group, ...]
     users: tuple[User, ...]
-    kind: str = "accounts"
+    kind: Literal["accounts"] = "accounts"
 
 
 @dataclass(frozen=True)
@@ -85,13 +88,13 @@ class Directory:
 @dataclass(frozen=True)
 class CreateDirectories:
     directories: tuple[Directory, ...]
-    kind: str = "directories"
+    kind: Literal["directories"] = "directories"
 
 
 @dataclass(frozen=True)
 class CopyConfigFiles:
     context_dir: str  # generated configuration, copied to /
-    kind: str = "config_files"
+    kind: Literal["config_files"] = "config_files"
 
 
 @dataclass(frozen=True)
@@ -99,26 +102,26 @@ class CopyEmbeddedSpec:
     """The resolved spec, copied late: it changes whenever anything in the spec does."""
 
     context_dir: str
-    kind: str = "embedded_spec"
+    kind: Literal["embedded_spec"] = "embedded_spec"
 
 
 @dataclass(frozen=True)
 class CopyOverlay:
     context_dir: str  # rootfs/NN-name
     dest: str
-    kind: str = "overlay"
+    kind: Literal["overlay"] = "overlay"
 
 
 @dataclass(frozen=True)
 class SetEnv:
     pairs: tuple[tuple[str, str], ...]
-    kind: str = "env"
+    kind: Literal["env"] = "env"
 
 
 @dataclass(frozen=True)
 class SetLabels:
     pairs: tuple[tuple[str, str], ...]
-    kind: str = "labels"
+    kind: Literal["labels"] = "labels"
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ class Metadata:
     healthcheck: object | None
     entrypoint: tuple[str, ...] | None
     cmd: tuple[str, ...] | None
-    kind: str = "metadata"
+    kind: Literal["metadata"] = "metadata"
 
 
 Step = (
@@ -177,7 +180,7 @@ class Plan:
     image: Image
     spec_file: str  # relative to the project root, for the header
     base_image: str  # default of ARG BASE_IMAGE
-    base_kind: str  # bootstrap | image | local | parent
+    base_kind: BaseKind
     base_name: str  # org.opencontainers.image.base.name
     source_date_epoch: int
     family: str
@@ -210,7 +213,7 @@ def bootstrap_image_ref(image: Image, key: str) -> str:
     return f"{DEFAULT_PREFIX}/rootfs-{image.base.distro}-{image.base.release}:{key}"
 
 
-def _base(image: Image, parent: Image | None, bootstrap_key: str) -> tuple[str, str, str]:
+def _base(image: Image, parent: Image | None, bootstrap_key: str) -> tuple[str, BaseKind, str]:
     """(default BASE_IMAGE reference, kind, OCI base name)."""
     if parent is not None:
         ref = image_ref(parent.name, parent.tags[0])

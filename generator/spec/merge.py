@@ -11,13 +11,25 @@ from typing import Any
 from generator.schema import spec_schema
 from generator.spec.yamlfile import JsonPath
 
-NOT_INHERITED = ("name", "tags", "description", "extends", "templates")
-MERGED_MAPS = ("init", "logging", "sysctls", "env", "labels")
-APPENDED_LISTS = ("packages", "expose")
-KEYED_LISTS = {"users": "name", "groups": "name", "services": "name", "volumes": "path"}
-OWN_ONLY = ("rootfs",)
-# Everything else (base, platforms, healthcheck, cmd, entrypoint, user, workdir, stopsignal) is replaced whole;
-# checks.py keeps a child's platforms within its parent's.
+MERGE_RULES = ("not-inherited", "replaced", "merged-map", "appended", "keyed", "own-only")
+
+
+def merge_rules() -> dict[str, str]:
+    """Each top-level field's rule, from the schema's `x-gen-merge` annotation (the one place it is
+    written; keyed lists name their key in `x-gen-merge-key`). checks.py keeps a child's
+    platforms within its parent's and refuses a child's base."""
+    return {field: str(prop["x-gen-merge"]) for field, prop in spec_schema()["properties"].items()}
+
+
+def _fields(rule: str) -> tuple[str, ...]:
+    return tuple(field for field, r in merge_rules().items() if r == rule)
+
+
+NOT_INHERITED = _fields("not-inherited")
+MERGED_MAPS = _fields("merged-map")
+APPENDED_LISTS = _fields("appended")
+KEYED_LISTS = {field: str(spec_schema()["properties"][field]["x-gen-merge-key"]) for field in _fields("keyed")}
+OWN_ONLY = _fields("own-only")
 
 # Where a merged list entry came from: (index of the spec in the chain, path in that spec's own data).
 Origin = tuple[int, JsonPath]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import shutil
 import textwrap
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from generator.builder.host import find_tool
 from generator.errors import SpecError
-from generator.plan import STEP_ORDER
+from generator.plan import STEP_ORDER, Step
 from generator.render import diff_against, write_outputs
 from generator.render.project import render_project
 from generator.spec import load_project
@@ -373,8 +374,13 @@ def test_overlay_modes_are_normalized(tmp_path):
     assert "!rootfs/01-ov" in image.file(".dockerignore").data.decode()
 
 
-def test_every_step_kind_has_a_rank():
+def test_every_step_kind_has_a_rank_a_class_and_a_block_of_its_own():
     assert len(set(STEP_ORDER)) == len(STEP_ORDER)
+    kinds = [step_class.kind for step_class in get_args(Step)]
+    assert sorted(kinds) == sorted(STEP_ORDER), "one step class per kind"
+    dockerfile = (ROOT / "templates" / "Dockerfile.j2").read_text()
+    for kind in STEP_ORDER:  # the user's override point for each kind
+        assert f'step.kind == "{kind}" %}}{{% block {kind} scoped %}}' in dockerfile, kind
 
 
 DIGEST = "@sha256:" + "a" * 64
