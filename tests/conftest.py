@@ -201,12 +201,20 @@ def bootstrapped_base(gen_host: Host, tmp_path_factory: pytest.TempPathFactory) 
     from generator.builder.bootstrap import bootstrap_base
     from generator.builder.outputs import OutputImage
     from generator.builder.proc import Cancel
+    from generator.contract import base_from_json
 
     base = base_manifest()
     holder = OutputImage(
-        "session-base", tmp_path_factory.mktemp("session-base"), ("x",), None, base, SESSION_EPOCH, "", ()
+        "session-base",
+        tmp_path_factory.mktemp("session-base"),
+        ("x",),
+        None,
+        base_from_json(base, Path("session-base")),
+        SESSION_EPOCH,
+        "",
+        (),
     )
-    bootstrap_base(gen_host, holder, Path("."), Cancel(), lambda event: None)
+    bootstrap_base(gen_host, holder, Cancel(), lambda event: None)
     return str(base["image"])
 
 

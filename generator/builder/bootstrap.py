@@ -12,16 +12,14 @@ import os
 import time
 from pathlib import Path
 
-from ruamel.yaml import YAML
-
 from generator.builder.events import BuildEvent, EventHandler, Phase
 from generator.builder.host import Host
 from generator.builder.mirror import resolve_mirror, snapshot_url
 from generator.builder.outputs import OutputImage
 from generator.builder.proc import Cancel, ToolError, run_logged
 from generator.builder.storage import StoredImage, inspect
+from generator.contract import BootstrapBase
 from generator.errors import GenError, UsageError
-from generator.platforms import Platform
 
 BOOTSTRAP_DISTROS = ("debian", "ubuntu")
 
@@ -41,71 +39,48 @@ CUSTOMIZE_HOOKS = (
 SNAPSHOT_APT_OPTION = 'Acquire::Check-Valid-Until "false"'  # old snapshots' Release files are expired
 
 
-def spec_mirror(project_root: Path, image: OutputImage) -> str | None:
-    """The mirror the spec names (base.bootstrap.mirror), read from the spec file the manifest
-    points at: the mirror is never rendered into output/."""
-    if image.base.get("mirror"):
-        return str(image.base["mirror"])
-    if not image.spec:
-        return None
-    path = project_root / image.spec
-    if not path.is_file():
-        return None
-    data = YAML(typ="safe").load(path.read_text())
-    try:
-        return data["base"]["bootstrap"].get("mirror")
-    except (KeyError, TypeError, AttributeError):
-        return None
-
-
-def mmdebstrap_argv(base: dict, mirror_url: str, tarball: Path) -> list[str]:
+def mmdebstrap_argv(base: BootstrapBase, mirror_url: str, tarball: Path) -> list[str]:
     """The mmdebstrap command line for a manifest's bootstrap base."""
-    argv = ["mmdebstrap", f"--variant={base.get('variant', 'minbase')}", "--format=tar"]
-    if base.get("arch"):  # a foreign architecture: its maintainer scripts run under qemu
-        argv.append(f"--architectures={debian_arch(base)}")
-    components = base.get("components") or ["main"]
-    argv.append(f"--components={','.join(components)}")
-    if base.get("include"):
-        argv.append(f"--include={','.join(base['include'])}")
-    if base.get("snapshot"):
+    argv = ["mmdebstrap", f"--variant={base.variant}", "--format=tar"]
+    if base.platform is not None:  # a foreign architecture: its maintainer scripts run under qemu
+        argv.append(f"--architectures={base.platform.debian_arch}")
+    if base.components:  # none given: mmdebstrap's own default, main
+        argv.append(f"--components={','.join(base.components)}")
+    if base.include:
+        argv.append(f"--include={','.join(base.include)}")
+    if base.snapshot:
         argv.append(f"--aptopt={SNAPSHOT_APT_OPTION}")
         argv.append(f"--customize-hook=echo '{SNAPSHOT_APT_OPTION};' > \"$1/etc/apt/apt.conf.d/50gen-snapshot\"")
     argv += [f"--customize-hook={hook}" for hook in CUSTOMIZE_HOOKS]
-    argv += [str(base["release"]), str(tarball), mirror_url]
+    argv += [base.release, str(tarball), mirror_url]
     return argv
 
 
-def debian_arch(base: dict) -> str:
-    """Debian's name for a bootstrap base's architecture (arch, arch_variant: armhf for arm/v7)."""
-    return Platform("linux", str(base["arch"]), str(base.get("arch_variant") or "")).debian_arch
-
-
-def import_platform_flags(base: dict) -> list[str]:
+def import_platform_flags(base: BootstrapBase) -> list[str]:
     """podman import records the host's platform unless told the rootfs is another's."""
-    if not base.get("arch"):
+    if base.platform is None:
         return []
-    flags = ["--os", "linux", "--arch", str(base["arch"])]
-    return flags + (["--variant", str(base["arch_variant"])] if base.get("arch_variant") else [])
+    flags = ["--os", "linux", "--arch", base.platform.architecture]
+    return flags + (["--variant", base.platform.variant] if base.platform.variant else [])
 
 
-def bootstrap_base(
-    host: Host, image: OutputImage, project_root: Path, cancel: Cancel, on_event: EventHandler
-) -> StoredImage:
+def bootstrap_base(host: Host, image: OutputImage, cancel: Cancel, on_event: EventHandler) -> StoredImage:
     """The base image of a bootstrap manifest, bootstrapped and imported unless its tag exists."""
     base = image.base
-    ref = str(base["image"])
+    if not isinstance(base, BootstrapBase):
+        raise GenError(f"{image.name}: its base is {base.kind!r}, not bootstrapped")
+    ref = base.image
     found = inspect(host, ref)
     if found is not None:
         return found
-    distro = str(base.get("distro", ""))
-    if distro not in BOOTSTRAP_DISTROS:
+    if base.distro not in BOOTSTRAP_DISTROS:
         raise UsageError(
-            f"{image.directory}/gen-manifest.json: bootstrap of {distro!r} is not supported; "
+            f"{image.directory}/gen-manifest.json: bootstrap of {base.distro!r} is not supported; "
             f"use {' or '.join(BOOTSTRAP_DISTROS)}, or an image/local base"
         )
-    mirror = resolve_mirror(spec_mirror(project_root, image), distro, str(base["release"]), host.env)
-    url = snapshot_url(mirror, base.get("snapshot"))
-    epoch = int(base.get("source_date_epoch", image.source_date_epoch))
+    mirror = resolve_mirror(base.mirror, base.distro, base.release, host.env)
+    url = snapshot_url(mirror, base.snapshot)
+    epoch = base.source_date_epoch if base.source_date_epoch is not None else image.source_date_epoch
     name = ref.rsplit("/", 1)[-1].replace(":", "-")
     host.cache_dir.mkdir(parents=True, exist_ok=True)
     host.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -119,7 +94,7 @@ def bootstrap_base(
 
     env = dict(host.env, SOURCE_DATE_EPOCH=str(epoch))
     with log_path.open("w") as log:
-        emit(f"mmdebstrap {base['release']}", ref)
+        emit(f"mmdebstrap {base.release}", ref)
         code, tail = run_logged(
             mmdebstrap_argv(base, url, partial),
             env,

@@ -13,6 +13,7 @@ from pathlib import Path
 from generator.builder.host import Host, gen_containers_conf, host_platform, tool_version
 from generator.builder.mirror import MirrorNotFound, resolve_mirror
 from generator.builder.outputs import OutputImage, expand_platforms, load_outputs
+from generator.contract import BootstrapBase
 from generator.errors import GenError, HostError
 from generator.platforms import Platform
 
@@ -303,10 +304,11 @@ def foreign_platform_bootstraps(
         platform = unit.platform or native
         if platform == native:
             continue
+        base = unit.base
         needed = (
-            unit.base_kind == "bootstrap"
-            and bool(unit.base.get("arch"))
-            and unit.base.get("variant") != "extract"
+            isinstance(base, BootstrapBase)
+            and base.platform is not None
+            and base.variant != "extract"
             and not base_stored(unit)
         )
         bootstraps[platform] = bootstraps.get(platform, False) or needed

@@ -179,7 +179,7 @@ class Builder:
 
     def base_id(self, image: OutputImage, index: storage.NameIndex | None = None) -> str | None:
         """The id of a root image's base in storage; None when it must be bootstrapped or pulled."""
-        return self._stored_id(str(image.base["image"]), index)
+        return self._stored_id(image.base.image, index)
 
     def _stored_id(self, ref: str, index: storage.NameIndex | None) -> str | None:
         if index is not None and (found_id := index.id_of(ref)):
@@ -373,7 +373,7 @@ class Builder:
 
     def _ensure_base(self, image: OutputImage) -> None:
         kind = image.base_kind
-        ref = str(image.base.get("image", ""))
+        ref = image.base.image
         if kind != "bootstrap" and image.platform and image.platform != self.host_platform:
             raise GenError(
                 f"{image.name}: building {image.platform} needs a bootstrapped base: a registry or "
@@ -382,7 +382,7 @@ class Builder:
             )
         if kind == "bootstrap":
             with self._bootstrap_lock:
-                bootstrap_base(self.host, image, self.project_root, self.cancel, lambda event: self.on_event(event))
+                bootstrap_base(self.host, image, self.cancel, lambda event: self.on_event(event))
         elif storage.inspect(self.host, ref) is None:
             if kind == "image":
                 self._pull(image, ref)

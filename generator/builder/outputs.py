@@ -9,9 +9,9 @@ import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from generator.contract import MANIFEST, Base, BootstrapBase, Manifest
 from generator.errors import UsageError
-from generator.platforms import Platform
-from generator.render import MANIFEST, first_link, folder_context_sha256
+from generator.render import first_link, folder_context_sha256
 from generator.schema import platform_suffix
 
 
@@ -23,7 +23,7 @@ class OutputImage:
     directory: Path
     tags: tuple[str, ...]
     parent: str | None
-    base: dict
+    base: Base
     source_date_epoch: int
     spec: str
     overlays: tuple[str, ...]
@@ -41,7 +41,7 @@ class OutputImage:
 
     @property
     def base_kind(self) -> str:
-        return str(self.base.get("kind", ""))
+        return self.base.kind
 
     @property
     def repo(self) -> str:
@@ -52,48 +52,32 @@ class OutputImage:
 
 
 def load_output(directory: Path) -> OutputImage:
-    path = directory / MANIFEST
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{path}: missing; run `gen render` first") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); run `gen render`") from None
-    missing = [k for k in ("name", "tags", "base", "source_date_epoch") if k not in data]
-    if missing:
-        raise UsageError(f"{path}: manifest lacks {', '.join(missing)}; run `gen render` with this gen version")
+    manifest = Manifest.read(directory / MANIFEST)
     if not (directory / "Dockerfile").is_file():
         raise UsageError(f"{directory}/Dockerfile: missing; run `gen render`")
-    _check_unchanged_since_render(directory, data)
+    _check_unchanged_since_render(directory, manifest.context_sha256)
     return OutputImage(
-        name=data["name"],
+        name=manifest.name,
         directory=directory,
-        tags=tuple(data["tags"]),
-        parent=data.get("parent"),
-        base=dict(data["base"]),
-        source_date_epoch=int(data["source_date_epoch"]),
-        spec=str(data.get("spec", "")),
-        overlays=tuple(data.get("overlays", ())),
-        served_dirs=tuple(sorted((data.get("served_dirs") or {}).items())),
-        platforms=tuple(data["platforms"]) if data.get("platforms") else None,
-        platform_build_args=tuple(
-            sorted((p, tuple(sorted(args.items()))) for p, args in (data.get("platform_build_args") or {}).items())
-        ),
+        tags=manifest.tags,
+        parent=manifest.parent,
+        base=manifest.base,
+        source_date_epoch=manifest.source_date_epoch,
+        spec=manifest.spec,
+        overlays=manifest.overlays,
+        served_dirs=manifest.served_dirs,
+        platforms=manifest.platforms,
+        platform_build_args=manifest.platform_build_args,
     )
 
 
-def _check_unchanged_since_render(directory: Path, manifest: dict) -> None:
+def _check_unchanged_since_render(directory: Path, recorded: str) -> None:
     """A folder must be what `gen render` wrote: a build of one edited by hand, or left half old
     and half new, would not be what the spec says (and no spec could reproduce it)."""
     if (link := first_link(directory)) is not None:
         raise UsageError(
             f"{link} is a symlink (to {os.readlink(link)}): gen renders only regular files and "
             "never builds through links; remove it and run `gen render`"
-        )
-    recorded = manifest.get("context_sha256")
-    if recorded is None:
-        raise UsageError(
-            f"{directory / MANIFEST}: manifest lacks context_sha256; run `gen render` with this gen version"
         )
     if folder_context_sha256(directory) != recorded:
         raise UsageError(
@@ -271,16 +255,9 @@ def image_units(image: OutputImage, host: str) -> list[OutputImage]:
     return units_of(expand_platforms({image.name: replace(image, parent=None)}, host), image.name)
 
 
-def _platform_base(base: dict, platform: str, host: str) -> dict:
+def _platform_base(base: Base, platform: str, host: str) -> Base:
     """A root image's base for one platform: a bootstrapped rootfs per architecture (the host's
     keeps the plain name); a registry or local base is resolved per platform by the build."""
-    if base.get("kind") != "bootstrap" or platform == host:
+    if not isinstance(base, BootstrapBase) or platform == host:
         return base
-    target = Platform.parse(platform)
-    return dict(
-        base,
-        image=f"{base['image']}-{target.suffix}",
-        platform=platform,
-        arch=target.architecture,
-        arch_variant=target.variant,
-    )
+    return base.for_platform(platform)

@@ -81,7 +81,7 @@ def _builder(
     host = Host.from_env(storage_root, project)
     cache, verify = None, True
     if layer_cache:
-        from generator.registry.target import parse_registry
+        from generator.publish.target import parse_registry
 
         target = parse_registry(layer_cache, insecure_registry, option="--layer-cache")
         if not target.org:

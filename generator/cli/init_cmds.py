@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
 
         from generator.cli import out
         from generator.plan.init_layer import add_version, known_checksums, merge_table, project_table_path
-        from generator.registry.release_sums import fetch_sha256_files
+        from generator.rebuild.release_sums import fetch_sha256_files
 
         path = table or project_table_path(project)
         if path.is_symlink():

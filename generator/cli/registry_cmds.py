@@ -109,7 +109,7 @@ def _transfer(
     **platform_options,
 ) -> None:
     """push or pull: the images chosen by names/--since, between gen's storage and the registry."""
-    from generator.registry import parse_registry, select_images
+    from generator.publish import parse_registry, select_images
 
     try:
         target = parse_registry(_required(registry), insecure_registry)
@@ -152,7 +152,7 @@ def register(app: typer.Typer) -> None:
         """Push built images with every tag, the build-id tag gen-<key> included, to HOST/ORG/NAME; an
         image built for several platforms goes as each platform's image plus one OCI index of them.
         Credentials come from the containers auth file (`podman login`, REGISTRY_AUTH_FILE)."""
-        from generator.registry import push_images
+        from generator.publish import push_images
 
         if platform and index_only:
             raise _fail(UsageError("--platform and --index-only exclude each other: the index joins every platform"))
@@ -185,7 +185,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pull images from HOST/ORG into gen's storage under --prefix, with their build-id tags, so
         `gen build` sees them as up to date (every platform's image of one built for several)."""
-        from generator.registry import pull_images
+        from generator.publish import pull_images
 
         _transfer(
             pull_images,
@@ -215,7 +215,7 @@ def register(app: typer.Typer) -> None:
         """Copy every tag of the images from one organization (or registry) to another, registry to
         registry; manifests are copied byte for byte, so digests stay the same."""
         from generator.errors import UsageError
-        from generator.registry import parse_registry, retag_images, select_images
+        from generator.publish import parse_registry, retag_images, select_images
 
         try:
             src = parse_registry(_required(source, "--from"), insecure_registry, "--from")
@@ -245,8 +245,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Show gen.lock, or with --update record for every built image its base and rootfs ids, image
         id, registry digest, init artifacts' checksums and installed package versions."""
-        from generator.registry import parse_registry, select_images
-        from generator.registry.lock import lock_path, locked_image, read_lock, write_lock
+        from generator.publish import parse_registry, select_images
+        from generator.rebuild.lock import lock_path, locked_image, read_lock, write_lock
 
         try:
             current = read_lock(project)
@@ -263,7 +263,7 @@ def register(app: typer.Typer) -> None:
             for name in chosen:
                 digest = ""
                 if target is not None:
-                    from generator.registry import Skopeo
+                    from generator.publish import Skopeo
 
                     skopeo = skopeo or Skopeo(host)
                     digest = skopeo.digest(f"{target.repository(name)}:{images[name].tags[0]}", target.tls_verify) or ""
@@ -289,9 +289,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write a CycloneDX 1.6 JSON SBOM of each built image to output/NAME.sbom.cdx.json: its dpkg
         packages with versions and licenses (where machine-readable), its base and init artifacts."""
-        from generator.registry import select_images
-        from generator.registry.lock import read_lock
-        from generator.registry.sbom import write_sboms
+        from generator.publish import select_images
+        from generator.rebuild.lock import read_lock
+        from generator.rebuild.sbom import write_sboms
 
         try:
             host = Host.from_env(storage_root, project)
@@ -338,9 +338,9 @@ def register(app: typer.Typer) -> None:
 
         Exit code 0: nothing to do; 3: images were rebuilt; 1: a step failed; 2: bad input."""
         from generator.builder.outputs import load_outputs
-        from generator.registry import parse_registry
-        from generator.registry.rebuild import RebuildContext, report_markdown, write_report
-        from generator.registry.rebuild import rebuild as run
+        from generator.publish import parse_registry
+        from generator.rebuild.scheduled import RebuildContext, report_markdown, write_report
+        from generator.rebuild.scheduled import rebuild as run
 
         try:
             target = parse_registry(registry, insecure_registry) if registry.strip() else None
@@ -404,8 +404,8 @@ def register(app: typer.Typer) -> None:
         then one matrix job per image and DAG level pulls its parent from the registry, builds,
         verifies and pushes; a last job updates gen.lock."""
         from generator.builder.outputs import load_outputs
-        from generator.registry import parse_registry
-        from generator.registry.ci import render_pipeline, write_pipeline
+        from generator.publish import parse_registry
+        from generator.rebuild.ci import render_pipeline, write_pipeline
 
         try:
             target = parse_registry(_required(registry))

@@ -19,9 +19,10 @@ import re
 import shutil
 import signal
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from generator.contract import MANIFEST, Manifest
 from generator.errors import GenError, UsageError
 from generator.naming import STAGING_PREFIX
 from generator.plan import SPEC_PATH, Plan
@@ -29,7 +30,6 @@ from generator.plan.init_layer import LOGGER_TEMPLATE_DIR
 from generator.plan.structure_test import structure_test
 from generator.render.templates import TemplateSet
 
-MANIFEST = "gen-manifest.json"
 STRUCTURE_TEST = "structure-test.yaml"
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
@@ -137,7 +137,7 @@ def templates_used(plan: Plan) -> tuple[str, ...]:
     return tuple(parts)
 
 
-def render_image(plan: Plan, templates: TemplateSet, manifest_fields: dict) -> RenderedImage:
+def render_image(plan: Plan, templates: TemplateSet, manifest: Manifest) -> RenderedImage:
     """Render one plan: Dockerfile, context files, .dockerignore and the manifest."""
     dockerfile = templates.render(f"family/{plan.family}.j2", plan=plan)
     files = [RenderedFile("Dockerfile", _normalize_dockerfile(dockerfile).encode(), 0o644)]
@@ -153,8 +153,8 @@ def render_image(plan: Plan, templates: TemplateSet, manifest_fields: dict) -> R
     files.append(
         RenderedFile(".dockerignore", templates.render("dockerignore.j2", context_dirs=context_dirs).encode(), 0o644)
     )
-    manifest = dict(manifest_fields, context_sha256=_context_sha256(files))
-    files.append(RenderedFile(MANIFEST, canonical_json(manifest).encode(), 0o644))
+    manifest = replace(manifest, context_sha256=_context_sha256(files))
+    files.append(RenderedFile(MANIFEST, canonical_json(manifest.to_json()).encode(), 0o644))
     # Not part of the build context: checks users run against the built image.
     files.append(RenderedFile(STRUCTURE_TEST, _structure_test_text(plan).encode(), 0o644))
     return RenderedImage(plan.image.name, tuple(sorted(files, key=lambda f: f.path)))

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from generator.contract import Base, BootstrapBase, LocalBase, Manifest, ParentBase, RegistryBase
 from generator.errors import Diagnostic, GenError, SpecError, SpecFieldError
 from generator.model import Image, build_image
 from generator.plan import make_plan
@@ -52,20 +53,23 @@ def bootstrap_key(image: Image) -> str:
     return _sha256_json(params)[:12]
 
 
-def _base_manifest(image: Image, base_kind: str, base_image: str) -> dict:
-    entry: dict = {"kind": base_kind, "image": base_image}
+def _base(image: Image, base_kind: str, base_image: str) -> Base:
     b = image.base.bootstrap
     if base_kind == "bootstrap" and b is not None:
-        entry.update(
+        return BootstrapBase(
+            image=base_image,
             distro=image.base.distro,
             release=image.base.release,
             variant=b.variant,
-            components=list(b.components),
-            include=list(b.include),
+            components=tuple(b.components),
+            include=tuple(b.include),
             snapshot=b.snapshot,
             source_date_epoch=b.source_date_epoch,
+            mirror=b.mirror,
         )
-    return entry
+    if base_kind == "image":
+        return RegistryBase(base_image)
+    return LocalBase(base_image) if base_kind == "local" else ParentBase(base_image)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -175,23 +179,23 @@ def render_project(project: Project, templates_dir: Path | None = None, *, plan_
             continue
         user_dir = templates_dir or image.templates
         templates = template_sets.setdefault(user_dir, TemplateSet(user_dir))
-        manifest = {
-            "name": name,
-            "tags": list(image.tags),
-            "spec": spec_file,
-            "resolved_spec_sha256": hashlib.sha256(resolved_spec_json.encode()).hexdigest(),
-            "templates_sha256": templates.digest(templates_used(plan)),
-            "parent": spec.parent,
-            "base": _base_manifest(image, plan.base_kind, plan.base_image),
-            "source_date_epoch": plan.source_date_epoch,
-            "overlays": [_relative(o.src, project.root) for o in image.rootfs],
-            "platforms": list(image.platforms) if image.platforms else None,
-        }
         fetch = plan.init.fetch_stage if plan.init is not None else None
-        if fetch is not None and fetch.local_dir:
-            manifest["served_dirs"] = {"S6_OVERLAY_BASE_URL": fetch.local_dir}
-        if fetch is not None and fetch.platform_archs:
-            manifest["platform_build_args"] = {p: {"S6_OVERLAY_ARCH": a} for p, a in fetch.platform_archs}
+        manifest = Manifest(
+            name=name,
+            tags=tuple(image.tags),
+            spec=spec_file,
+            resolved_spec_sha256=hashlib.sha256(resolved_spec_json.encode()).hexdigest(),
+            templates_sha256=templates.digest(templates_used(plan)),
+            parent=spec.parent,
+            base=_base(image, plan.base_kind, plan.base_image),
+            source_date_epoch=plan.source_date_epoch,
+            overlays=tuple(_relative(o.src, project.root) for o in image.rootfs),
+            platforms=tuple(image.platforms) if image.platforms else None,
+            served_dirs=(("S6_OVERLAY_BASE_URL", fetch.local_dir),) if fetch is not None and fetch.local_dir else (),
+            platform_build_args=tuple(
+                (p, (("S6_OVERLAY_ARCH", a),)) for p, a in (fetch.platform_archs if fetch is not None else ())
+            ),
+        )
         try:
             rendered.append(render_image(plan, templates, manifest))
         except GenError as exc:

@@ -16,8 +16,10 @@ from ruamel.yaml import YAML
 
 from generator.builder.host import find_tool
 from generator.builder.outputs import OutputImage
+from generator.contract import ParentBase, base_from_json
 from generator.errors import UsageError
-from generator.registry.ci import dag_levels, render_pipeline
+from generator.rebuild.ci import dag_levels, render_pipeline
+from tests.conftest import base_manifest
 
 SCHEMAS = {"github": "vendor.github-workflows", "gitlab": "vendor.gitlab-ci"}
 
@@ -29,7 +31,7 @@ def _images(tmp_path: Path) -> dict[str, OutputImage]:
             tmp_path / name,
             ("1.0",),
             parent,
-            {"kind": "parent" if parent else "bootstrap"},
+            ParentBase(f"localhost/gen/{parent}:1.0") if parent else base_from_json(base_manifest(), tmp_path),
             1700000000,
             f"specs/{name}.yaml",
             (),

@@ -275,7 +275,7 @@ def test_gen_build_of_a_child_on_a_stored_parent_needs_no_arch_test(build_cli, m
 def test_gen_rebuild_checks_the_stale_foreign_platforms_before_building(tmp_path, fake_bin, monkeypatch):
     """The scheduled rebuild builds through the same engine: the same check, before any image."""
     from generator.errors import HostError
-    from generator.registry import rebuild
+    from generator.rebuild import scheduled as rebuild
 
     output = render_specs(tmp_path, root=TWO_PLATFORM_ROOT_SPEC, child=CHILD_SPEC)
     monkeypatch.setattr(rebuild, "host_platform", lambda: AMD64)

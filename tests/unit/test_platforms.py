@@ -11,8 +11,10 @@ import pytest
 from generator.builder import doctor
 from generator.builder.bootstrap import import_platform_flags, mmdebstrap_argv
 from generator.builder.outputs import content_key, expand_platforms, load_outputs, platform_suffix
+from generator.contract import BootstrapBase
 from generator.errors import SpecError, UsageError
-from generator.registry.index import index_build_id
+from generator.platforms import Platform
+from generator.publish.index import index_build_id
 from generator.verify import _platform_tag
 from tests.conftest import CHILD_SPEC, TWO_PLATFORM_ROOT_SPEC, render_specs
 
@@ -44,15 +46,20 @@ def test_each_platform_is_a_unit_built_on_its_parents_unit(outputs):
 def test_foreign_bootstrap_gets_its_own_rootfs_and_arch(outputs):
     units = expand_platforms(outputs, AMD64)
     native, foreign = units["root"].base, units["root@arm64"].base
-    assert "arch" not in native
-    assert foreign["image"] == f"{native['image']}-arm64" and foreign["arch"] == "arm64"
+    assert isinstance(native, BootstrapBase) and isinstance(foreign, BootstrapBase)
+    assert native.platform is None
+    assert foreign.image == f"{native.image}-arm64" and foreign.platform == Platform.parse("linux/arm64")
     argv = mmdebstrap_argv(foreign, "http://mirror.invalid/debian", Path("/tmp/x.tar"))
     assert "--architectures=arm64" in argv and "--variant=minbase" in argv
     assert "--architectures=arm64" not in mmdebstrap_argv(native, "http://mirror.invalid/debian", Path("/x"))
     assert import_platform_flags(foreign) == ["--os", "linux", "--arch", "arm64"]
-    assert import_platform_flags(dict(foreign, arch="arm", arch_variant="v7"))[-2:] == ["--variant", "v7"]
+    assert import_platform_flags(native.for_platform("linux/arm/v7"))[-2:] == ["--variant", "v7"]
+    assert "--architectures=armhf" in mmdebstrap_argv(
+        native.for_platform("linux/arm/v7"), "http://m.invalid", Path("/x")
+    )
     # On an arm64 host the arm64 rootfs is the native one.
-    assert "arch" not in expand_platforms(outputs, ARM64)["root"].base
+    arm_native = expand_platforms(outputs, ARM64)["root"].base
+    assert isinstance(arm_native, BootstrapBase) and arm_native.platform is None
 
 
 def test_an_image_without_platforms_is_one_unchanged_unit(tmp_path):
@@ -215,8 +222,8 @@ def test_a_build_can_be_narrowed_to_one_platform(tmp_path, monkeypatch):
 
 def test_package_check_reads_every_platforms_image_with_its_own_lists(outputs, tmp_path, monkeypatch):
     from generator.builder.host import Host
-    from generator.registry import rebuild
-    from generator.registry.updates import Update
+    from generator.rebuild import scheduled as rebuild
+    from generator.rebuild.updates import Update
 
     calls = []
 

@@ -10,9 +10,12 @@ import pytest
 
 from generator.builder.outputs import OutputImage
 from generator.errors import UsageError
-from generator.registry.lock import Lock, LockedImage, package_changes, read_lock, write_lock
-from generator.registry.packages import Package, dep5_licenses, parse_status, to_spdx
-from generator.registry.rebuild import (
+from generator.publish.skopeo import scrub
+from generator.publish.target import is_loopback, parse_registry
+from generator.rebuild.lock import Lock, LockedImage, package_changes, read_lock, write_lock
+from generator.rebuild.packages import Package, dep5_licenses, parse_status, to_spdx
+from generator.rebuild.sbom import build_sbom, sbom_json
+from generator.rebuild.scheduled import (
     EXIT_FAILED,
     EXIT_NOTHING,
     EXIT_REBUILT,
@@ -22,10 +25,7 @@ from generator.registry.rebuild import (
     report_data,
     report_markdown,
 )
-from generator.registry.sbom import build_sbom, sbom_json
-from generator.registry.skopeo import scrub
-from generator.registry.target import is_loopback, parse_registry
-from generator.registry.updates import parse_simulation
+from generator.rebuild.updates import parse_simulation
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1:5000", "localhost:5000", "localhost", "[::1]:5000", "127.1.2.3"])
@@ -283,7 +283,7 @@ def test_dry_run_report_exit_code_says_what_would_happen():
 
 
 def test_transient_registry_errors_are_recognised():
-    from generator.registry.skopeo import is_transient
+    from generator.publish.skopeo import is_transient
 
     assert is_transient("failed to read from destination repository other/app: 500 (Internal Server Error)")
     assert is_transient("read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer")
@@ -297,7 +297,7 @@ def test_transient_registry_errors_are_recognised():
 def test_sbom_artifact_layout_is_content_addressed(tmp_path):
     import hashlib
 
-    from generator.registry.attach import SBOM_MEDIA_TYPE, sbom_tag, write_layout
+    from generator.publish.attach import SBOM_MEDIA_TYPE, sbom_tag, write_layout
 
     digest = write_layout(tmp_path / "layout", b'{"bomFormat": "CycloneDX"}', SBOM_MEDIA_TYPE, {"k": "v"})
     blobs = tmp_path / "layout" / "blobs" / "sha256"
@@ -312,8 +312,8 @@ def test_sbom_artifact_layout_is_content_addressed(tmp_path):
 
 
 def test_only_an_sbom_of_this_build_is_attached(tmp_path):
-    from generator.registry.attach import attach_sbom
-    from generator.registry.target import Registry
+    from generator.publish.attach import attach_sbom
+    from generator.publish.target import Registry
 
     class RecordingSkopeo:
         pushed: list[str] = []

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from generator.errors import GenError
-from generator.registry.release_sums import fetch_sha256_files
+from generator.rebuild.release_sums import fetch_sha256_files
 
 NOARCH_SUM, X86_SUM, ARM_SUM = "1" * 64, "2" * 64, "3" * 64
 

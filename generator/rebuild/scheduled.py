@@ -32,13 +32,13 @@ from generator.builder.outputs import (
 )
 from generator.builder.proc import Cancel
 from generator.errors import GenError
-from generator.registry.attach import attach_sbom
-from generator.registry.lock import Lock, LockedImage, locked_image, package_changes, read_lock, write_lock
-from generator.registry.sbom import write_sboms
-from generator.registry.skopeo import Skopeo
-from generator.registry.target import Registry, is_loopback
-from generator.registry.transfer import push_image
-from generator.registry.updates import Update, apt_source, available_updates
+from generator.publish.attach import attach_sbom
+from generator.publish.skopeo import Skopeo
+from generator.publish.target import Registry, is_loopback
+from generator.publish.transfer import push_image
+from generator.rebuild.lock import Lock, LockedImage, locked_image, package_changes, read_lock, write_lock
+from generator.rebuild.sbom import write_sboms
+from generator.rebuild.updates import Update, apt_source, available_updates
 
 BASE_MOVED, PACKAGES, CHANGED, PARENT_REBUILT = "base-moved", "packages", "changed", "parent-rebuilt"
 EXIT_NOTHING, EXIT_REBUILT, EXIT_FAILED = 0, 3, 1
@@ -126,11 +126,11 @@ def assess(ctx: RebuildContext, lock: Lock) -> list[Verdict]:
                 verdict.adopt_digest = now
         if not image.parent and image.base_kind == "image" and locked is not None:
             pinned = str(locked.base.get("digest", ""))
-            now = _base_tag_digest(ctx, skopeo, str(image.base.get("image", "")))
+            now = _base_tag_digest(ctx, skopeo, image.base.image)
             if now and pinned and now != pinned:
                 verdict.add(
                     BASE_MOVED,
-                    f"base tag {str(image.base['image']).split('@')[0]} now names {now}, "
+                    f"base tag {image.base.image.split('@')[0]} now names {now}, "
                     f"the spec pins {pinned}: update base.image in {image.spec}",
                 )
         # (d) the parent
@@ -147,7 +147,7 @@ def assess(ctx: RebuildContext, lock: Lock) -> list[Verdict]:
             verdict.add(CHANGED, f"{ctx.prefix}/{name}:{image.tags[0]} is not in the storage gen uses")
         # (b) packages, only where nothing else already forces the rebuild
         if ctx.check_packages and not verdict.stale and not verdict.adopt_digest and local is not None:
-            source = apt_source(ctx.project, ctx.images, name, ctx.host.env)
+            source = apt_source(ctx.images, name, ctx.host.env)
             if source is not None:
                 _check_packages(ctx, image, source, lists_cache, verdict)
     return [verdicts[n] for n in topological_order(ctx.images)]
@@ -219,7 +219,7 @@ def _force_fresh(ctx: RebuildContext, units: list[OutputImage], locked: LockedIm
     platform's rootfs is bootstrapped anew."""
     build_ids = [locked.build_id, *(p.get("build_id", "") for p in locked.platforms.values())] if locked else []
     refs = [f"{ctx.prefix}/{units[0].repo}:{b}" for b in build_ids if b]
-    refs += [str(u.base["image"]) for u in units if not u.parent and u.base_kind == "bootstrap"]
+    refs += [u.base.image for u in units if not u.parent and u.base_kind == "bootstrap"]
     for ref in refs:
         found = storage.inspect(ctx.host, ref)
         if found is not None:
@@ -451,7 +451,7 @@ def rebuild(ctx: RebuildContext, dry_run: bool) -> dict:
         require_platforms(
             [u for v in verdicts if v.stale for u in image_units(ctx.images[v.name], host_platform())],
             host_platform(),
-            base_stored=lambda unit: storage.exists(ctx.host, str(unit.base["image"])),
+            base_stored=lambda unit: storage.exists(ctx.host, unit.base.image),
         )
         outcomes = run_rebuild(ctx, verdicts, lock)
         if ctx.registry is not None:

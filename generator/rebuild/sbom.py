@@ -29,17 +29,14 @@ from packageurl import PackageURL
 
 from generator.builder.host import Host
 from generator.builder.outputs import OutputImage
+from generator.contract import BootstrapBase
 from generator.files import write_text_atomic
-from generator.registry.lock import LockedImage, locked_units
-from generator.registry.packages import Package, installed_packages
-from generator.registry.updates import root_of
+from generator.publish.attach import sbom_path
+from generator.rebuild.lock import LockedImage, locked_units
+from generator.rebuild.packages import Package, installed_packages
+from generator.rebuild.updates import root_of
 
-SBOM_SUFFIX = ".sbom.cdx.json"
 _NAMESPACE = uuid.UUID("6f1c2b2e-7d1a-4f0e-9a51-3c0d6b1f9e42")  # gen's namespace for serial numbers
-
-
-def sbom_path(output_dir: Path, name: str) -> Path:
-    return output_dir / f"{name}{SBOM_SUFFIX}"
 
 
 def _sha256(hex_digest: str) -> HashType:
@@ -145,7 +142,8 @@ def write_sboms(
     """The SBOM of each platform's image of `name` as it is in storage; digest is the registry's
     (an index's, for several platforms) and goes into the primary one."""
     root = root_of(images, name)
-    distro, release = str(root.base.get("distro", "")), str(root.base.get("release", ""))
+    base = root.base
+    distro, release = (base.distro, base.release) if isinstance(base, BootstrapBase) else ("", "")
     paths = []
     for unit, entry in locked_units(host, images, name, prefix):
         packages = installed_packages(host, f"{prefix}/{unit.repo}:{unit.tags[0]}")

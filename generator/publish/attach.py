@@ -15,14 +15,20 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.registry.sbom import sbom_path
-from generator.registry.skopeo import Skopeo
-from generator.registry.target import Registry
+from generator.publish.skopeo import Skopeo
+from generator.publish.target import Registry
 
 SBOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
 EMPTY_CONFIG = b"{}"
+
+SBOM_SUFFIX = ".sbom.cdx.json"
+
+
+def sbom_path(output_dir: Path, name: str) -> Path:
+    """Where `gen sbom` writes an image's CycloneDX SBOM and push finds it to attach."""
+    return output_dir / f"{name}{SBOM_SUFFIX}"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from generator.builder.outputs import OutputImage, expand_platforms, files_sha25
 from generator.errors import UsageError
 from generator.files import write_text_atomic
 from generator.plan.init_layer import known_checksums
-from generator.registry.packages import installed_packages
+from generator.publish.transfer import stored_tags
+from generator.rebuild.packages import installed_packages
 
 LOCK_FILE = "gen.lock"
 LOCK_VERSION = 1
@@ -114,14 +115,14 @@ def base_entry(host: Host, image: OutputImage, prefix: str, parent: OutputImage 
     the registry base's pinned digest (and its id in storage)."""
     kind = image.base_kind
     if image.parent:
-        ref = f"{prefix}/{parent.repo}:{parent.tags[0]}" if parent else str(image.base.get("image", ""))
+        ref = f"{prefix}/{parent.repo}:{parent.tags[0]}" if parent else image.base.image
         found = storage.inspect(host, ref)
         return {
             "kind": "parent",
             "name": parent.repo if parent else image.parent,
             "image_id": found.id if found else "",
         }
-    ref = str(image.base.get("image", ""))
+    ref = image.base.image
     found = storage.inspect(host, ref)
     entry = {"kind": kind, "ref": ref, "image_id": found.id if found else ""}
     if kind == "image" and "@" in ref:
@@ -153,8 +154,6 @@ def locked_units(
 
 
 def _locked_unit(host: Host, units: dict[str, OutputImage], image: OutputImage, prefix: str) -> LockedImage:
-    from generator.registry.transfer import stored_tags
-
     found, tags = stored_tags(host, prefix, image)
     build_ids = [t for t in tags if t.startswith("gen-")]
     parent = units[image.parent] if image.parent else None

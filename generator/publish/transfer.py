@@ -15,10 +15,10 @@ from generator.builder import storage
 from generator.builder.host import Host, host_platform
 from generator.builder.outputs import OutputImage, image_units, platform_suffix, primary_platform
 from generator.errors import UsageError
-from generator.registry.attach import attach_sbom
-from generator.registry.index import index_build_id, push_index
-from generator.registry.skopeo import RegistryError, Skopeo
-from generator.registry.target import Registry
+from generator.publish.attach import attach_sbom
+from generator.publish.index import index_build_id, push_index
+from generator.publish.skopeo import RegistryError, Skopeo
+from generator.publish.target import Registry
 
 BUILD_ID_PREFIX = "gen-"
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from generator.builder.host import Host
 from generator.builder.outputs import build_id_tag
 from generator.builder.proc import ToolError, run_quiet
-from generator.registry.skopeo import RegistryError, scrub, tls_flag
-from generator.registry.target import Registry
+from generator.publish.skopeo import RegistryError, scrub, tls_flag
+from generator.publish.target import Registry
 
 INDEX_TIMEOUT = 1800.0
 

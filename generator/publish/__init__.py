@@ -1,6 +1,6 @@
-"""Registry stage: moving built images between gen's storage and registries (skopeo), the lock
-file, SBOMs, the scheduled rebuild, and the CI pipelines that run it. With build and verify, the
-only stage that runs subprocesses.
+"""Publish stage: moving built images between gen's storage and registries with skopeo: push,
+pull and retag, per-platform images joined in an OCI index, SBOMs attached beside them. It
+depends on build only; the rebuild stage depends on it.
 
 Entry points:
 - parse_registry(text, insecure) -> Registry;
@@ -14,9 +14,9 @@ from pathlib import Path
 
 from generator.builder.outputs import OutputImage, load_outputs, select
 from generator.builder.since import affected_images, changed_paths
-from generator.registry.skopeo import RegistryError, Skopeo
-from generator.registry.target import Registry, is_loopback, parse_registry
-from generator.registry.transfer import Transferred, pull_images, push_images, retag_images
+from generator.publish.skopeo import RegistryError, Skopeo
+from generator.publish.target import Registry, is_loopback, parse_registry
+from generator.publish.transfer import Transferred, pull_images, push_images, retag_images
 
 __all__ = [
     "Registry",

@@ -15,11 +15,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.builder.bootstrap import spec_mirror
 from generator.builder.host import Host
 from generator.builder.mirror import resolve_mirror, snapshot_url
 from generator.builder.outputs import OutputImage, ancestors
 from generator.builder.proc import run_quiet
+from generator.contract import BootstrapBase
 from generator.errors import GenError
 
 APT_DISTROS = ("debian", "ubuntu")
@@ -61,18 +61,16 @@ def root_of(images: dict[str, OutputImage], name: str) -> OutputImage:
     return images[chain[-1]] if chain else images[name]
 
 
-def apt_source(
-    project: Path, images: dict[str, OutputImage], name: str, env: dict[str, str]
-) -> tuple[str, str, str] | None:
+def apt_source(images: dict[str, OutputImage], name: str, env: dict[str, str]) -> tuple[str, str, str] | None:
     """(url, suite, components) the image's packages come from; None for a non-apt distro or a
     base that is not bootstrapped (gen does not know its sources)."""
     root = root_of(images, name)
     base = root.base
-    if root.base_kind != "bootstrap" or str(base.get("distro")) not in APT_DISTROS:
+    if not isinstance(base, BootstrapBase) or base.distro not in APT_DISTROS:
         return None
-    mirror = resolve_mirror(spec_mirror(project, root), str(base["distro"]), str(base["release"]), env)
-    url = snapshot_url(mirror, base.get("snapshot"))
-    return url, str(base["release"]), " ".join(base.get("components") or ["main"])
+    mirror = resolve_mirror(base.mirror, base.distro, base.release, env)
+    url = snapshot_url(mirror, base.snapshot)
+    return url, base.release, " ".join(base.components)
 
 
 def available_updates(

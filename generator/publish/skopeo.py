@@ -16,7 +16,7 @@ from pathlib import Path
 from generator.builder.host import Host
 from generator.builder.proc import ToolError, run_quiet
 from generator.errors import GenError
-from generator.registry.target import Registry
+from generator.publish.target import Registry
 
 COPY_TIMEOUT = 1800.0
 QUERY_TIMEOUT = 120.0
