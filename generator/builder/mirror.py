@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from debian.deb822 import Deb822
+
 from generator.errors import GenError
 
 MIRROR_ENV = "GEN_MIRROR"
@@ -78,24 +80,9 @@ def parse_deb822(path: Path, text: str) -> list[AptSource]:
     return sources
 
 
-def _stanzas(text: str) -> list[dict[str, str]]:
-    stanzas: list[dict[str, str]] = []
-    current: dict[str, str] = {}
-    key = None
-    for raw in text.splitlines() + [""]:
-        if raw.startswith("#"):
-            continue
-        if not raw.strip():
-            if current:
-                stanzas.append(current)
-            current, key = {}, None
-        elif raw[0] in " \t" and key is not None:
-            current[key] += " " + raw.strip()  # continuation line
-        elif ":" in raw:
-            name, value = raw.split(":", 1)
-            key = name.strip().lower()
-            current[key] = value.strip()
-    return stanzas
+def _stanzas(text: str) -> list[Deb822]:
+    """deb822 paragraphs (python-debian: comments, continuation lines, case-insensitive names)."""
+    return list(Deb822.iter_paragraphs(text.splitlines(), use_apt_pkg=False))
 
 
 def host_sources(etc_apt: Path = Path("/etc/apt")) -> list[AptSource]:

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from debian.deb822 import Deb822
+
 from generator.builder.host import Host
 from generator.builder.proc import ToolError, run_quiet
 from generator.errors import GenError
@@ -70,23 +72,9 @@ def parse_status(text: str) -> list[Package]:
     return sorted(packages, key=lambda p: (p.name, p.architecture))
 
 
-def _stanzas(text: str) -> list[dict[str, str]]:
-    stanzas: list[dict[str, str]] = []
-    current: dict[str, str] = {}
-    key: str | None = None
-    for line in text.splitlines() + [""]:
-        if not line.strip():
-            if current:
-                stanzas.append(current)
-            current, key = {}, None
-        elif line[0] in " \t":
-            if key:
-                current[key] += "\n" + line.strip()
-        elif ":" in line:
-            key, _, value = line.partition(":")
-            key = key.strip().lower()
-            current[key] = value.strip()
-    return stanzas
+def _stanzas(text: str) -> list[Deb822]:
+    """deb822 paragraphs of a dpkg status or DEP-5 copyright file (python-debian)."""
+    return list(Deb822.iter_paragraphs(text.splitlines(), use_apt_pkg=False))
 
 
 def dep5_licenses(text: str) -> tuple[str, ...]:
