@@ -487,7 +487,14 @@ def test_resolve_ref_from_rendered_manifest(tmp_path: Path) -> None:
     out.mkdir(parents=True)
     (out / "Dockerfile").write_text("FROM x\n")
     (out / "gen-manifest.json").write_text(
-        json.dumps({"name": "runtime", "tags": ["1.0", "latest"], "base": {}, "source_date_epoch": 1})
+        json.dumps(
+            {
+                "name": "runtime",
+                "tags": ["1.0", "latest"],
+                "base": {"kind": "local", "image": "x"},
+                "source_date_epoch": 1,
+            }
+        )
     )
     rehash_output_dir(out)
     fake = FakePodman(image=_inspect_ok)
