@@ -68,36 +68,35 @@ class BootstrapBase:
 
 
 @dataclass(frozen=True)
-class RegistryBase:
+class _ByReference:
+    """A base that is an existing image, named by reference."""
+
+    image: str
+    kind: ClassVar[str]
+
+    def to_json(self) -> dict[str, object]:
+        return {"kind": self.kind, "image": self.image}
+
+
+@dataclass(frozen=True)
+class RegistryBase(_ByReference):
     """An image from a registry, `ref@sha256:...`."""
 
-    image: str
     kind: ClassVar[Literal["image"]] = "image"
 
-    def to_json(self) -> dict[str, object]:
-        return {"kind": self.kind, "image": self.image}
-
 
 @dataclass(frozen=True)
-class LocalBase:
+class LocalBase(_ByReference):
     """An image already in local storage, by reference."""
 
-    image: str
     kind: ClassVar[Literal["local"]] = "local"
-
-    def to_json(self) -> dict[str, object]:
-        return {"kind": self.kind, "image": self.image}
 
 
 @dataclass(frozen=True)
-class ParentBase:
+class ParentBase(_ByReference):
     """The parent spec's image, `<prefix>/<parent>:<its first tag>`."""
 
-    image: str
     kind: ClassVar[Literal["parent"]] = "parent"
-
-    def to_json(self) -> dict[str, object]:
-        return {"kind": self.kind, "image": self.image}
 
 
 Base = BootstrapBase | RegistryBase | LocalBase | ParentBase
