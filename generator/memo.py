@@ -273,6 +273,9 @@ class Memo:
                 if not create:
                     return None
                 self.path.parent.mkdir(exist_ok=True)
+                ignore = self.path.parent / ".gitignore"
+                if not ignore.exists() and not ignore.is_symlink():  # gen's state, never committed
+                    ignore.write_text("# gen's own state (render memo, build logs): never commit it\n*\n")
                 with open(key, "xb") as handle:
                     handle.write(os.urandom(32))
             st = os.lstat(key)

@@ -83,6 +83,7 @@ def test_nothing_changed_repeats_every_answer_without_loading_a_spec(project, lo
     as_json = json.loads(gen(project, "validate", "--json")[1])
     assert as_json["valid"] == ["debian-s6", "runtime", "app-base"] and as_json["warnings"]
     assert len(loads) == 1 and snapshot(project / "output") == rendered
+    assert (project / ".gen" / ".gitignore").read_text().endswith("\n*\n"), "git never sees gen's state"
 
 
 def _edit_spec(project: Path) -> None:
