@@ -39,6 +39,7 @@ from generator.publish.transfer import push_image
 from generator.rebuild.lock import Lock, LockedImage, locked_image, package_changes, read_lock, write_lock
 from generator.rebuild.sbom import write_sboms
 from generator.rebuild.updates import Update, apt_source, available_updates
+from generator.render.templates import TemplateSet
 
 BASE_MOVED, PACKAGES, CHANGED, PARENT_REBUILT = "base-moved", "packages", "changed", "parent-rebuilt"
 EXIT_NOTHING, EXIT_REBUILT, EXIT_FAILED = 0, 3, 1
@@ -395,41 +396,16 @@ def report_data(
 
 
 def report_markdown(data: dict) -> str:
-    lines = ["# gen rebuild report", ""]
-    lines.append(
-        f"Registry: {data['registry'] or 'none (nothing pushed)'}; "
-        f"{'dry run; ' if data['dry_run'] else ''}took {data['seconds']} s."
-    )
-    lines += ["", "| image | decision | why |", "| --- | --- | --- |"]
-    for d in data["decisions"]:
-        decision = "adopt" if d["adopt"] else ("rebuild" if d["stale"] else "up to date")
-        why = "; ".join(f"({r['code']}) {r['detail']}" for r in d["reasons"]) or "-"
-        lines.append(f"| {d['name']} | {decision} | {why.replace('|', '/')} |")
-    if data["results"]:
-        lines += [
-            "",
-            "## Results",
-            "",
-            "| image | action | old digest | new digest | verify |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for r in data["results"]:
-            lines.append(
-                f"| {r['name']} | {r['action']} | {r['old_digest'] or '-'} | {r['new_digest'] or '-'} | {r['verify']} |"
-            )
-        for r in data["results"]:
-            if r["package_changes"]:
-                lines += [
-                    "",
-                    f"### Package changes in {r['name']}",
-                    "",
-                    "| package | old | new |",
-                    "| --- | --- | --- |",
-                ]
-                lines += [f"| {c['package']} | {c['old'] or '-'} | {c['new'] or '-'} |" for c in r["package_changes"]]
-            if r["error"]:
-                lines += ["", f"### {r['name']} failed", "", "```", r["error"], "```"]
-    return "\n".join(lines) + "\n"
+    """The report as Markdown; its text is templates/reports/rebuild.md.j2."""
+    decisions = [
+        {
+            "name": d["name"],
+            "decision": "adopt" if d["adopt"] else ("rebuild" if d["stale"] else "up to date"),
+            "why": ("; ".join(f"({r['code']}) {r['detail']}" for r in d["reasons"]) or "-").replace("|", "/"),
+        }
+        for d in data["decisions"]
+    ]
+    return TemplateSet().render("reports/rebuild.md.j2", data=data, decisions=decisions)
 
 
 def write_report(directory: Path, data: dict) -> tuple[Path, Path]:

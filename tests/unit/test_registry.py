@@ -273,6 +273,14 @@ def test_report_names_reasons_and_package_changes():
     assert "| runtime | rebuild | (base-moved) parent debian-s6 changed" in text
     assert "| leaf | up to date | - |" in text
     assert "| libc6 | 1 | 2 |" in text and "sha256:old" in text and "sha256:new" in text
+    failed = Outcome("leaf", "failed", [], "", "", "", "", "skipped", error="boom | twice\nsecond line")
+    text = report_markdown(report_data([verdict, Verdict("leaf")], [outcome, failed], False, None, 0.0))
+    assert text.startswith("# gen rebuild report\n\nRegistry: none (nothing pushed); took ")
+    assert (
+        "\n### Package changes in runtime\n\n| package | old | new |\n| --- | --- | --- |\n| libc6 | 1 | 2 |\n" in text
+    )
+    assert text.endswith("\n### leaf failed\n\n```\nboom | twice\nsecond line\n```\n")
+    assert "\n\n\n" not in text
 
 
 def test_dry_run_report_exit_code_says_what_would_happen():
