@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -13,6 +12,7 @@ from pathlib import Path
 from generator.builder.host import Host, gen_containers_conf, host_platform, tool_version
 from generator.builder.mirror import MirrorNotFound, resolve_mirror
 from generator.builder.outputs import OutputImage, expand_platforms, load_outputs
+from generator.builder.proc import ToolError, run_quiet
 from generator.contract import BootstrapBase
 from generator.errors import GenError, HostError
 from generator.platforms import Platform
@@ -74,8 +74,8 @@ def check_tools(host: Host) -> list[Check]:
 def check_storage(host: Host) -> Check:
     argv = ["podman", *host.global_flags(), "info", "--format", "{{.Store.GraphDriverName}} {{.Store.GraphRoot}}"]
     try:
-        proc = subprocess.run(argv, env=host.env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        proc = run_quiet(argv, host.env, timeout=60, check=False)
+    except ToolError as exc:
         return Check("storage", "problem", f"podman info failed: {exc}", "install podman; see its error above")
     if proc.returncode != 0:
         return Check(
@@ -122,10 +122,8 @@ def check_rlimits(host: Host, probe_image: str | None) -> Check:
             "true",
         ]
         try:
-            proc = subprocess.run(
-                argv, env=host.env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            proc = run_quiet(argv, host.env, timeout=120, check=False)
+        except ToolError as exc:
             return Check("podman run", "problem", f"trial run failed: {exc}", fix)
         if proc.returncode == 0:
             return Check("podman run", "ok", f"trial container of {probe_image} ran (CONTAINERS_CONF={conf})")
@@ -239,10 +237,8 @@ def _arch_test(arch: str, native_only: bool) -> tuple[bool, str]:
     args = [*(["-n"] if native_only else []), arch]
     command = " ".join([ARCH_TEST, *args])
     try:
-        proc = subprocess.run(
-            [path, *args], capture_output=True, text=True, timeout=ARCH_TEST_TIMEOUT, stdin=subprocess.DEVNULL
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        proc = run_quiet([path, *args], dict(os.environ), timeout=ARCH_TEST_TIMEOUT, check=False)
+    except ToolError as exc:
         return False, f"`{command}` failed: {exc}"
     said = " ".join(proc.stdout.split())
     if proc.returncode == 0 and said == f"{arch}: ok":
@@ -398,8 +394,8 @@ def probe_image(host: Host) -> str | None:
     """A local image to try `podman run` with: a gen rootfs if there is one, else any named image."""
     argv = ["podman", *host.global_flags(), "images", "--noheading", "--format", "{{.Repository}}:{{.Tag}}"]
     try:
-        proc = subprocess.run(argv, env=host.env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
+        proc = run_quiet(argv, host.env, timeout=60, check=False)
+    except ToolError:
         return None
     names = [n for n in proc.stdout.split() if not n.startswith("<none>")]
     preferred = [n for n in names if "/gen/rootfs-" in n]

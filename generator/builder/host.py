@@ -11,13 +11,13 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import sysconfig
 import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from generator.builder.proc import ToolError, run_quiet
 from generator.platforms import Platform
 
 STORAGE_ROOT_ENV = "GEN_STORAGE_ROOT"
@@ -145,8 +145,8 @@ def tool_version(name: str, env: dict[str, str] | None = None) -> ToolVersion:
     if path is None:
         return ToolVersion(name, None, None, "")
     try:
-        proc = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, env=env)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        proc = run_quiet([path, "--version"], dict(os.environ if env is None else env), timeout=30, check=False)
+    except ToolError as exc:
         return ToolVersion(name, path, None, str(exc))
     text = (proc.stdout or proc.stderr).strip().splitlines()[0] if (proc.stdout or proc.stderr).strip() else ""
     match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)

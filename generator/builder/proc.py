@@ -131,6 +131,8 @@ def run_quiet(
         )
     except FileNotFoundError:
         raise ToolError(f"{argv[0]} is not installed; run `gen doctor`") from None
+    except OSError as exc:  # not executable, too many processes
+        raise ToolError(f"{argv[0]} cannot run: {exc}") from None
     except subprocess.TimeoutExpired:
         raise ToolError(f"{' '.join(argv[:3])} timed out after {timeout:.0f} s; run `gen doctor`") from None
     if check and proc.returncode != 0:

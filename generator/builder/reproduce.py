@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
-import subprocess
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,7 @@ from pathlib import Path
 from generator.builder.engine import Builder, BuildOptions
 from generator.builder.events import EventHandler, ignore_event
 from generator.builder.host import Host
-from generator.builder.proc import Cancel, run_quiet
+from generator.builder.proc import Cancel, ToolError, run_quiet
 
 
 @dataclass(frozen=True)
@@ -174,10 +174,13 @@ def explain(host_a: Host, host_b: Host, ref: str, work: Path) -> tuple[list[str]
     differing = [(a, b) for a, b in zip(layers_a, layers_b, strict=False) if a.name != b.name]
     if differing and shutil.which("diffoscope"):
         report = work / "diffoscope.txt"
-        subprocess.run(
-            ["diffoscope", "--text", str(report), str(differing[0][0]), str(differing[0][1])],
-            capture_output=True,
-            timeout=600,
-            stdin=subprocess.DEVNULL,
-        )
+        try:  # diffoscope exits 1 when it found differences, which is the point
+            run_quiet(
+                ["diffoscope", "--text", str(report), str(differing[0][0]), str(differing[0][1])],
+                dict(os.environ),
+                timeout=600,
+                check=False,
+            )
+        except ToolError:
+            report = None  # timed out or could not run: the layer list above still says what differs
     return diffs, report

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
+import os
 from pathlib import Path, PurePosixPath
 
 from generator.builder.outputs import OutputImage, dependents
+from generator.builder.proc import ToolError, run_quiet
 from generator.errors import UsageError
 
 # Every image renders through templates/, so a change there touches them all.
@@ -16,9 +17,9 @@ def changed_paths(project_root: Path, rev: str) -> list[str]:
     """Paths changed between rev and HEAD, relative to the project root (git as a subprocess)."""
     argv = ["git", "-C", str(project_root), "diff", "--name-only", "--relative", f"{rev}..HEAD", "--"]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise UsageError("--since needs git, which is not installed") from None
+        proc = run_quiet(argv, dict(os.environ), timeout=60, check=False)
+    except ToolError as exc:
+        raise UsageError(f"--since needs git: {exc}") from None
     if proc.returncode != 0:
         raise UsageError(
             f"--since {rev}: git cannot diff it against HEAD: {proc.stderr.strip()}; "

