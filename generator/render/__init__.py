@@ -367,19 +367,47 @@ def _stage(output_dir: Path, staging: Path, images: list[RenderedImage], report:
         if entry.name not in rendered and f"{entry.name}/" not in report.removed:
             _link_tree(entry, staging / entry.name)  # not gen's, or not rendered this time
     unchanged = set(report.unchanged)
-    made: set[Path] = set()
+    made = {str(staging)}
+    umask = _umask()
     for image in images:
         for f in image.files:
-            old, new = output_dir / image.name / f.path, staging / image.name / f.path
-            if new.parent not in made:
-                new.parent.mkdir(parents=True, exist_ok=True)
-                made.add(new.parent)
+            old, new = f"{output_dir}/{image.name}/{f.path}", f"{staging}/{image.name}/{f.path}"
+            _make_parents(os.path.dirname(new), made)
             if f"{image.name}/{f.path}" in unchanged:
                 os.link(old, new)
-            else:
-                with open(new, "xb") as handle:  # the staging tree is new: nothing to overwrite
-                    handle.write(f.data)
-                os.chmod(new, f.mode)
+                continue
+            # the staging tree is new: nothing to overwrite (O_EXCL); mode set at creation unless
+            # the umask would narrow it. Tens of thousands of files: every syscall saved counts.
+            fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, f.mode)
+            try:
+                _write_all(fd, f.data)
+                if f.mode & umask:
+                    os.fchmod(fd, f.mode)
+            finally:
+                os.close(fd)
+
+
+def _make_parents(directory: str, made: set[str]) -> None:
+    """mkdir directory and any missing parent, top down, each once (no EEXIST/ENOENT retries)."""
+    missing = []
+    while directory not in made:
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    for path in reversed(missing):
+        os.mkdir(path)
+        made.add(path)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def _link_tree(source: Path, target: Path) -> None:
@@ -414,9 +442,7 @@ def _directory_mode(existing: Path) -> int:
     """The old output/'s permissions, or what mkdir would give (mkdtemp's are 0700)."""
     if existing.is_dir():
         return existing.stat().st_mode & 0o7777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o777 & ~umask
+    return 0o777 & ~_umask()
 
 
 _RENAME_EXCHANGE = 2  # linux/fs.h

@@ -227,3 +227,17 @@ def test_an_output_that_is_a_file_or_cannot_be_written_is_one_clear_error(tmp_pa
     with pytest.raises(GenError, match="cannot write .*cross-device.*output/ is as it was"):
         render(tmp_path)
     assert versions(tmp_path) == {"v0"} and not list(tmp_path.glob(STAGING_PREFIX + "*"))
+
+
+def test_a_strict_umask_does_not_narrow_the_modes_render_writes(tmp_path):
+    write_specs(tmp_path, 2, "v0")
+    images = render_project(load_project([tmp_path / "specs"], tmp_path)).images
+    assert {f.mode for image in images for f in image.files} == {0o644, 0o755}
+    previous = os.umask(0o077)
+    try:
+        write_outputs(tmp_path / "output", images, prune=True)
+    finally:
+        os.umask(previous)
+    for image in images:
+        for f in image.files:
+            assert (tmp_path / "output" / image.name / f.path).stat().st_mode & 0o777 == f.mode, f.path
