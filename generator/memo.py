@@ -259,6 +259,7 @@ class Memo:
         self.path = project / MEMO_FILE
         self.scope = _Scope.of(project)
         self.records: dict[str, Record] = {}
+        self.gen = gen_sha256()  # once per run: both the lookup and the save are stamped with it
         if (stamp := self._stamp(create=False)) is not None:
             self.records = self._read(stamp)
 
@@ -283,7 +284,7 @@ class Memo:
         except OSError:
             return None  # a read-only checkout: every run is a full one
         identity = f"{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}:{secret.hex()}"
-        return hashlib.sha256(f"{MEMO_VERSION}\0{gen_sha256()}\0{identity}".encode()).hexdigest()
+        return hashlib.sha256(f"{MEMO_VERSION}\0{self.gen}\0{identity}".encode()).hexdigest()
 
     def _read(self, stamp: str) -> dict[str, Record]:
         try:
