@@ -44,9 +44,14 @@ def chain(output: Path, name: str) -> list[str]:
     return names
 
 
+def is_apt_install(line: str) -> bool:
+    """An `apt-get [-o OPTION ...] install` line, as gen's templates write it."""
+    return "apt-get " in line and " install " in line
+
+
 def packages_of(step: str) -> list[str]:
     lines = step.splitlines()
-    start = next(i for i, line in enumerate(lines) if "apt-get install" in line) + 1
+    start = next(i for i, line in enumerate(lines) if is_apt_install(line)) + 1
     found = []
     for line in lines[start:]:
         word = line.strip().rstrip("\\").strip()
@@ -100,7 +105,7 @@ def flattened(output: Path, name: str) -> tuple[str, list[str]]:
                 continue
             if step.startswith("COPY "):
                 step = moved_copy(step, member)
-            elif step.startswith("RUN") and "apt-get install" in step:
+            elif step.startswith("RUN") and any(is_apt_install(line) for line in step.splitlines()):
                 packages += packages_of(step)
                 step = usual_apt(packages_of(step))
             lines.append(step)
