@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import graphlib
 import hashlib
+import heapq
 import json
 import os
 import stat
@@ -106,24 +108,22 @@ def load_outputs(output_dir: Path) -> dict[str, OutputImage]:
 
 
 def topological_order(images: dict[str, OutputImage]) -> list[str]:
-    """Parents before children; siblings by name, so the order is stable."""
+    """Parents before children, and of the images ready to build, the first by name: a chain is
+    finished before the next begins (a platform's units together), whatever order the folders
+    were listed in."""
+    parents = {name: [image.parent] if image.parent else [] for name, image in images.items()}
+    sorter = graphlib.TopologicalSorter(parents)
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as cycle:
+        raise UsageError(f"parent cycle in output/: {' -> '.join(reversed(cycle.args[1]))}") from None
     order: list[str] = []
-    state: dict[str, int] = {}  # 1 visiting, 2 done
-
-    def visit(name: str, trail: tuple[str, ...]) -> None:
-        if state.get(name) == 2:
-            return
-        if state.get(name) == 1:
-            raise UsageError(f"parent cycle in output/: {' -> '.join(trail + (name,))}")
-        state[name] = 1
-        parent = images[name].parent
-        if parent:
-            visit(parent, trail + (name,))
-        state[name] = 2
-        order.append(name)
-
-    for name in sorted(images):
-        visit(name, ())
+    ready: list[str] = []
+    while sorter.is_active():
+        for name in sorter.get_ready():
+            heapq.heappush(ready, name)
+        order.append(heapq.heappop(ready))
+        sorter.done(order[-1])
     return order
 
 

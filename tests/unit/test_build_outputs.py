@@ -1,5 +1,6 @@
 """Rendered output reading: manifests, content hashes (no mtimes), dependency order."""
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -35,6 +36,15 @@ def test_topological_order_puts_parents_first_and_is_stable(chain):
     assert order.index("base") < order.index("mid") < order.index("leaf")
     assert order.index("base") < order.index("other")
     assert order == topological_order(load_outputs(chain))
+    # Of the images ready, the first by name: mid's chain ends before other begins.
+    assert order == ["alone", "base", "mid", "leaf", "other"]
+
+
+def test_a_parent_cycle_in_output_is_bad_input_naming_it(chain):
+    images = load_outputs(chain)
+    images["base"] = dataclasses.replace(images["base"], parent="leaf")
+    with pytest.raises(UsageError, match=r"parent cycle in output/: (\w+ -> ){3}\w+$"):
+        topological_order(images)
 
 
 def test_select_unknown_name_is_bad_input(chain):
