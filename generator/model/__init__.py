@@ -184,7 +184,7 @@ def _bootstrap(data: dict | None) -> Bootstrap | None:
     )
 
 
-def _users(data: list[dict]) -> tuple[User, ...]:
+def users_from(data: list[dict]) -> tuple[User, ...]:
     return tuple(
         User(
             name=u["name"],
@@ -198,7 +198,7 @@ def _users(data: list[dict]) -> tuple[User, ...]:
     )
 
 
-def _groups(declared: list[dict], users: tuple[User, ...]) -> tuple[Group, ...]:
+def groups_from(declared: list[dict], users: tuple[User, ...]) -> tuple[Group, ...]:
     """Declared groups plus one per user without an explicit primary group (gid = uid)."""
     groups = {g["name"]: Group(g["name"], g["gid"]) for g in declared}
     for u in users:
@@ -207,7 +207,7 @@ def _groups(declared: list[dict], users: tuple[User, ...]) -> tuple[Group, ...]:
     return tuple(sorted(groups.values(), key=lambda g: (g.gid, g.name)))
 
 
-def _volumes(data: list[dict], users: tuple[User, ...], app_user: str | None) -> tuple[Volume, ...]:
+def volumes_from(data: list[dict], users: tuple[User, ...], app_user: str | None) -> tuple[Volume, ...]:
     primary = {u.name: u.group for u in users}
     result = []
     for v in data:
@@ -234,6 +234,34 @@ def _optional_tuple(value: list | None) -> tuple[str, ...] | None:
     return None if value is None else tuple(value)
 
 
+def init_from(init: dict) -> Init:
+    return Init(
+        kind=init["kind"],
+        version=init.get("version"),
+        checksums=tuple(sorted((init.get("checksums") or {}).items())),
+        source=init.get("source"),
+        restart=init["restart"],
+        kill_grace_time=init["kill_grace_time"],
+        services_grace_time=init["services_grace_time"],
+        services_start_timeout=init["services_start_timeout"],
+        on_hook_failure=init["on_hook_failure"],
+        start_as_root=init["start_as_root"],
+        verbosity=init["verbosity"],
+    )
+
+
+def logging_from(logging: dict) -> Logging:
+    return Logging(**{k: logging[k] for k in ("dir", "max_size", "keep", "timestamp", "stdout", "logger")})
+
+
+def sysctls_from(sysctls: dict) -> Sysctls:
+    return Sysctls(
+        values=tuple(sorted((k, str(v)) for k, v in sysctls["values"].items())),
+        policy=sysctls["policy"],
+        node_level=sysctls["node_level"],
+    )
+
+
 def build_image(spec: ResolvedSpec) -> Image:
     """Turn one resolved spec into an Image.
 
@@ -241,9 +269,8 @@ def build_image(spec: ResolvedSpec) -> Image:
     and a parent's overlays are already in the parent image); everything else is merged.
     """
     name, spec_path, parent, data = spec.name, spec.path, spec.parent, spec.data
-    users = _users(data["users"])
+    users = users_from(data["users"])
     base = data["base"]
-    init = data["init"]
     health = data.get("healthcheck")
     spec_dir = spec_path.parent
     return Image(
@@ -260,34 +287,16 @@ def build_image(spec: ResolvedSpec) -> Image:
             local=base.get("local"),
         ),
         packages=tuple(sorted(set(data["packages"]))),
-        init=Init(
-            kind=init["kind"],
-            version=init.get("version"),
-            checksums=tuple(sorted((init.get("checksums") or {}).items())),
-            source=init.get("source"),
-            restart=init["restart"],
-            kill_grace_time=init["kill_grace_time"],
-            services_grace_time=init["services_grace_time"],
-            services_start_timeout=init["services_start_timeout"],
-            on_hook_failure=init["on_hook_failure"],
-            start_as_root=init["start_as_root"],
-            verbosity=init["verbosity"],
-        ),
+        init=init_from(data["init"]),
         services=tuple(
             Service(s["name"], tuple(s["command"]), s.get("user"), s["log_stdout"]) for s in data["services"]
         ),
-        logging=Logging(
-            **{k: data["logging"][k] for k in ("dir", "max_size", "keep", "timestamp", "stdout", "logger")}
-        ),
-        sysctls=Sysctls(
-            values=tuple(sorted((k, str(v)) for k, v in data["sysctls"]["values"].items())),
-            policy=data["sysctls"]["policy"],
-            node_level=data["sysctls"]["node_level"],
-        ),
-        groups=_groups(data["groups"], users),
+        logging=logging_from(data["logging"]),
+        sysctls=sysctls_from(data["sysctls"]),
+        groups=groups_from(data["groups"], users),
         users=users,
         user=data.get("user"),
-        volumes=_volumes(data["volumes"], users, data.get("user")),
+        volumes=volumes_from(data["volumes"], users, data.get("user")),
         env=tuple(sorted(data["env"].items())),
         labels=tuple(sorted(data["labels"].items())),
         rootfs=_overlays(spec.own.get("rootfs", []), spec_dir),

@@ -148,3 +148,13 @@ def check_against_schema(spec: SpecFile) -> list[Diagnostic]:
         message, hint = _message(error)
         result.append(spec.diagnostic(path, message, hint))
     return sorted(result, key=lambda d: (d.line, d.column, d.path, d.message))
+
+
+def first_schema_problem(data: Any) -> str | None:
+    """The first schema problem of a document that has no file behind it (a spec embedded in an
+    image), as `path: message`; None when it is valid."""
+    error = next(iter(sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))), None)
+    if error is None:
+        return None
+    where = ".".join(str(p) for p in error.absolute_path) or "the document"
+    return f"{where}: {_message(error)[0]}"

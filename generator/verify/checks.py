@@ -196,6 +196,11 @@ def _code_detail(outcome: Outcome) -> str:
 def check_embedded_spec(ctx: Context) -> Verdict:
     if ctx.expect.found_spec:
         return passed(f"/etc/gen/spec.json: {ctx.expect.name or '?'}, init {ctx.expect.init}")
+    if ctx.expect.spec_problem:
+        return failed(
+            f"/etc/gen/spec.json does not match this gen's schema ({ctx.expect.spec_problem}); "
+            "checking against the schema defaults"
+        )
     return failed("no readable /etc/gen/spec.json (not a gen image?); checking against the schema defaults")
 
 

@@ -8,13 +8,14 @@ still runs and the table says what the image lacks.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
+from generator.model import groups_from, init_from, logging_from, sysctls_from, users_from, volumes_from
 from generator.plan import SPEC_PATH
 from generator.plan.hints import RuntimeHints
 from generator.plan.sysctl import SysctlClass, classify
-from generator.schema import spec_schema
+from generator.spec.merge import with_defaults
+from generator.spec.schema_check import first_schema_problem
 
 EMBEDDED_SPEC = "/" + SPEC_PATH
 
@@ -41,6 +42,7 @@ class Expectations:
     volumes: tuple[VolumeExpectation, ...]
     sysctls: tuple[tuple[str, str], ...]
     sysctl_policy: str
+    spec_problem: str | None = None  # why a readable embedded spec was not used
 
     def settable_sysctls(self) -> tuple[tuple[str, str], ...]:
         """The sysctls a runtime can set with --sysctl (node-level keys cannot be)."""
@@ -52,82 +54,64 @@ class Expectations:
         return hints.run_flags()
 
 
-def _defaults(section: str) -> dict[str, Any]:
-    props = spec_schema()["properties"][section]["properties"]
-    return {key: prop["default"] for key, prop in props.items() if "default" in prop}
-
-
-def _section(spec: dict, section: str) -> dict[str, Any]:
-    value = spec.get(section)
-    merged = _defaults(section)
-    if isinstance(value, dict):
-        merged.update(value)
-    return merged
-
-
-def _accounts(spec: dict) -> tuple[dict[str, tuple[int, str]], dict[str, int]]:
-    """user name -> (uid, primary group name); group name -> gid (implicit groups: gid = uid)."""
-    users: dict[str, tuple[int, str]] = {"root": (0, "root")}
-    groups: dict[str, int] = {"root": 0}
-    for g in spec.get("groups") or ():
-        if isinstance(g, dict) and isinstance(g.get("gid"), int):
-            groups[str(g.get("name"))] = g["gid"]
-    for u in spec.get("users") or ():
-        if isinstance(u, dict) and isinstance(u.get("uid"), int):
-            name = str(u.get("name"))
-            group = str(u.get("group", name))
-            users[name] = (u["uid"], group)
-            groups.setdefault(group, u["uid"])
-    return users, groups
-
-
 def from_spec(spec: dict) -> Expectations:
     """Expectations from a resolved spec (the embedded JSON, already defaulted by the spec stage;
-    defaults are filled again from the schema so a partial document still reads)."""
-    init = _section(spec, "init")
-    logging = _section(spec, "logging")
-    sysctls = _section(spec, "sysctls")
-    users, groups = _accounts(spec)
-    user = str(spec.get("user") or "root")
-    uid, group = users.get(user, (None, None))
-    gid = groups.get(group) if group is not None else None
-    volumes = []
-    for v in spec.get("volumes") or ():
-        if not isinstance(v, dict) or not isinstance(v.get("path"), str):
-            continue
-        owner = str(v.get("owner") or user)
-        fix = v.get("fix_ownership", True)
-        volumes.append(VolumeExpectation(v["path"], owner, users.get(owner, (None, ""))[0], bool(fix)))
-    values = sysctls.get("values") or {}
+    defaults are filled again so an older gen's document reads too), through the model, so verify
+    holds an image to the same rules render followed. A document the schema refuses is reported,
+    and the schema defaults stand in."""
+    data = with_defaults(spec)
+    problem = first_schema_problem(data)
+    if problem is not None:
+        return replace(without_spec(), spec_problem=problem)
+    users = users_from(data["users"])
+    groups = {g.name: g.gid for g in groups_from(data["groups"], users)}
+    app_user = data.get("user") or "root"
+    uids = {"root": 0} | {u.name: u.uid for u in users}
+    app = next((u for u in users if u.name == app_user), None)
+    init, logging, sysctls = init_from(data["init"]), logging_from(data["logging"]), sysctls_from(data["sysctls"])
     return Expectations(
         found_spec=True,
-        name=spec.get("name") if isinstance(spec.get("name"), str) else None,
-        init=str(init.get("kind", "s6")),
-        restart=str(init.get("restart", "stop")),
-        log_dir=str(logging["dir"]),
-        log_stdout=bool(logging["stdout"]),
-        user=user,
-        uid=uid,
-        gid=gid,
-        volumes=tuple(volumes),
-        sysctls=tuple(sorted((str(k), _sysctl_text(v)) for k, v in values.items())) if isinstance(values, dict) else (),
-        sysctl_policy=str(sysctls["policy"]),
+        name=data["name"],
+        init=init.kind,
+        restart=init.restart,
+        log_dir=logging.dir,
+        log_stdout=logging.stdout,
+        user=app_user,
+        uid=uids.get(app_user),
+        gid=0 if app_user == "root" else groups.get(app.group) if app else None,
+        volumes=tuple(
+            VolumeExpectation(v.path, v.owner, uids.get(v.owner), v.fix_ownership)
+            for v in volumes_from(data["volumes"], users, data.get("user"))
+        ),
+        sysctls=sysctls.values,
+        sysctl_policy=sysctls.policy,
     )
 
 
-def _sysctl_text(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
 def without_spec() -> Expectations:
-    """What a gen image would be held to with an empty spec: schema defaults."""
-    return Expectations(**{**from_spec({}).__dict__, "found_spec": False})
+    """What a gen image would be held to with a spec of schema defaults only."""
+    data = with_defaults({})
+    init, logging, sysctls = init_from(data["init"]), logging_from(data["logging"]), sysctls_from(data["sysctls"])
+    return Expectations(
+        found_spec=False,
+        name=None,
+        init=init.kind,
+        restart=init.restart,
+        log_dir=logging.dir,
+        log_stdout=logging.stdout,
+        user="root",
+        uid=0,
+        gid=0,
+        volumes=(),
+        sysctls=sysctls.values,
+        sysctl_policy=sysctls.policy,
+    )
 
 
 def parse_embedded(text: str) -> Expectations | None:
     """Expectations from /etc/gen/spec.json's text; None if it is not a JSON object."""
     try:
         data = json.loads(text)
-    except json.JSONDecodeError:
+        return from_spec(data) if isinstance(data, dict) else None
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than any spec is
         return None
-    return from_spec(data) if isinstance(data, dict) else None

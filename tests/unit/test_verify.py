@@ -20,11 +20,12 @@ from generator.verify import checks as C
 from generator.verify.checks import Context, judge_log_dir, strip_timestamp
 from generator.verify.expectations import from_spec, parse_embedded, without_spec
 from generator.verify.podman import Podman
-from tests.conftest import rehash_output_dir
+from tests.conftest import ROOT, rehash_output_dir
 
 SPEC = {
     "name": "app-base",
     "tags": ["1.0", "latest"],
+    "base": {"distro": "debian", "release": "bookworm", "image": "registry.example/debian@sha256:" + "a" * 64},
     "init": {"kind": "s6", "restart": "stop"},
     "logging": {"dir": "/lain/logs/default", "stdout": True},
     "groups": [{"name": "app", "gid": 1000}],
@@ -77,9 +78,18 @@ def test_unreadable_embedded_spec(text: str) -> None:
     assert parse_embedded(text) is None
 
 
-def test_hostile_embedded_values_do_not_crash() -> None:
-    e = from_spec({"users": ["x", {"name": "a"}], "volumes": [3, {"path": 4}], "sysctls": {"values": []}})
-    assert e.volumes == () and e.sysctls == () and e.uid == 0
+def test_an_embedded_spec_the_schema_refuses_is_reported_and_defaults_stand_in() -> None:
+    e = from_spec({**SPEC, "users": ["x", {"name": "a"}], "volumes": [3, {"path": 4}], "sysctls": {"values": []}})
+    assert not e.found_spec and e.volumes == () and e.sysctls == () and e.uid == 0
+    assert e.spec_problem is not None and e.spec_problem.startswith("sysctls.values: ")
+    assert parse_embedded("[" * 100_000) is None  # deeper than json's recursion limit
+
+
+def test_every_committed_image_spec_reads_back_through_the_model() -> None:
+    for embedded in sorted((ROOT / "output").glob("*/gen-spec/etc/gen/spec.json")):
+        e = parse_embedded(embedded.read_text())
+        assert e is not None and e.found_spec and e.spec_problem is None, embedded
+        assert e.name == embedded.parents[3].name
 
 
 # --- the log judge ---------------------------------------------------------------------------
