@@ -64,13 +64,16 @@ def import_platform_flags(base: BootstrapBase) -> list[str]:
     return flags + (["--variant", base.platform.variant] if base.platform.variant else [])
 
 
-def bootstrap_base(host: Host, image: OutputImage, cancel: Cancel, on_event: EventHandler) -> StoredImage:
-    """The base image of a bootstrap manifest, bootstrapped and imported unless its tag exists."""
+def bootstrap_base(
+    host: Host, image: OutputImage, cancel: Cancel, on_event: EventHandler, *, fresh: bool = False
+) -> StoredImage:
+    """The base image of a bootstrap manifest, bootstrapped and imported unless its tag exists
+    (fresh: bootstrapped again all the same, for newer packages; the import moves the tag)."""
     base = image.base
     if not isinstance(base, BootstrapBase):
         raise GenError(f"{image.name}: its base is {base.kind!r}, not bootstrapped")
     ref = base.image
-    found = inspect(host, ref)
+    found = None if fresh else inspect(host, ref)
     if found is not None:
         return found
     if base.distro not in BOOTSTRAP_DISTROS:

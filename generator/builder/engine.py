@@ -11,7 +11,7 @@ import re
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from generator.builder import storage
@@ -64,7 +64,6 @@ class BuildOptions:
     jobs: int = 1
     backend: str = "buildah"
     dry_run: bool = False
-    no_cache: bool = False  # rebuild every layer (the registry stage's refresh for newer packages)
     layer_cache: str | None = None  # HOST/REPO whose cached layers builds read and extend (CI runners)
     layer_cache_tls_verify: bool = True
     platforms: tuple[str, ...] = ()  # build only these platforms' images (a CI job per platform)
@@ -328,12 +327,17 @@ class Builder:
         )
         return planned.image_id
 
-    def build_one(self, name: str, parent_id: str) -> BuiltImage:
+    def build_one(self, name: str, parent_id: str, *, fresh: bool = False) -> BuiltImage:
+        """Build one image FROM parent_id (its parent's id; ignored for a root). fresh: build it
+        again from the same inputs, every layer and a bootstrapped root's rootfs too (the scheduled
+        rebuild's refresh for newer packages), whatever the build record says."""
         image = self.images[name]
         started = time.monotonic()
         if not image.parent:
-            self._ensure_base(image)
+            self._ensure_base(image, fresh=fresh)
         decision = self._decide(image, parent_id if image.parent else "")
+        if fresh:
+            decision = replace(decision, action="build", reasons=("fresh: every layer built again",))
         assert decision.key is not None and decision.build_id is not None
         tags = full_tags(image, self.options.prefix)
         build_ref = f"{self.options.prefix}/{image.repo}:{decision.build_id}"
@@ -353,7 +357,7 @@ class Builder:
             )
         base_ref_id = parent_id if image.parent else self.base_id(image)
         assert base_ref_id
-        image_id, log = self._run_build(image, base_ref_id, started)
+        image_id, log = self._run_build(image, base_ref_id, started, fresh=fresh)
         self.cancel.check()  # a signal during the build's last moments: leave the new id untagged
         storage.tag(self.host, image_id, [build_ref, *tags])
         write_record(
@@ -371,7 +375,7 @@ class Builder:
         self._emit(name, Phase.TAGGED, elapsed=elapsed, message=image_id)
         return BuiltImage(name, "built", decision.reasons, image_id, decision.build_id, tags, elapsed, log)
 
-    def _ensure_base(self, image: OutputImage) -> None:
+    def _ensure_base(self, image: OutputImage, *, fresh: bool = False) -> None:
         kind = image.base_kind
         ref = image.base.image
         if kind != "bootstrap" and image.platform and image.platform != self.host_platform:
@@ -382,7 +386,7 @@ class Builder:
             )
         if kind == "bootstrap":
             with self._bootstrap_lock:
-                bootstrap_base(self.host, image, self.cancel, lambda event: self.on_event(event))
+                bootstrap_base(self.host, image, self.cancel, lambda event: self.on_event(event), fresh=fresh)
         elif storage.inspect(self.host, ref) is None:
             if kind == "image":
                 self._pull(image, ref)
@@ -410,7 +414,13 @@ class Builder:
             )
 
     def build_argv(
-        self, image: OutputImage, base_id: str, iidfile: Path, extra_args: list[str] | None = None
+        self,
+        image: OutputImage,
+        base_id: str,
+        iidfile: Path,
+        extra_args: list[str] | None = None,
+        *,
+        fresh: bool = False,
     ) -> list[str]:
         epoch = str(image.source_date_epoch)
         tool = self.options.backend
@@ -425,7 +435,7 @@ class Builder:
             "oci",
             "--pull=never",
         ]
-        if self.options.no_cache:
+        if fresh:
             argv.append("--no-cache")
         elif self.options.layer_cache:
             # Steps another machine already ran come from the registry; new ones go back to it.
@@ -462,7 +472,7 @@ class Builder:
         ]
         return argv
 
-    def _run_build(self, image: OutputImage, base_id: str, started: float) -> tuple[str, Path]:
+    def _run_build(self, image: OutputImage, base_id: str, started: float, *, fresh: bool = False) -> tuple[str, Path]:
         self.host.logs_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.host.logs_dir / f"{image.name}.log"
         iidfile = self.host.state_dir / "tmp" / f"{image.name}.iid"
@@ -479,7 +489,7 @@ class Builder:
 
         with log_path.open("w") as log, served_directories(image.served_dirs, self.project_root) as served:
             code, tail = run_logged(
-                self.build_argv(image, base_id, iidfile, served),
+                self.build_argv(image, base_id, iidfile, served, fresh=fresh),
                 self.host.env,
                 log,
                 self.cancel,

@@ -214,31 +214,9 @@ def _adopt(ctx: RebuildContext, name: str, digest: str) -> str:
     return found.id
 
 
-def _force_fresh(ctx: RebuildContext, units: list[OutputImage], locked: LockedImage | None) -> None:
-    """Make the build stage build this image again with the same inputs (for newer packages): drop
-    its build-id tags (every platform's), and for a bootstrapped root the rootfs tags too, so each
-    platform's rootfs is bootstrapped anew."""
-    build_ids = [locked.build_id, *(p.get("build_id", "") for p in locked.platforms.values())] if locked else []
-    refs = [f"{ctx.prefix}/{units[0].repo}:{b}" for b in build_ids if b]
-    refs += [u.base.image for u in units if not u.parent and u.base_kind == "bootstrap"]
-    for ref in refs:
-        found = storage.inspect(ctx.host, ref)
-        if found is not None:
-            storage.untag(ctx.host, found.id, ref)
-
-
 def run_rebuild(ctx: RebuildContext, verdicts: list[Verdict], lock: Lock) -> list[Outcome]:
     """Adopt and rebuild per the verdicts, parents first; stop a branch at its first failure."""
-    builders = {
-        flag: Builder(
-            ctx.host,
-            ctx.project / "output",
-            ctx.project,
-            BuildOptions(prefix=ctx.prefix, no_cache=flag),
-            cancel=ctx.cancel,
-        )
-        for flag in (False, True)
-    }
+    builder = Builder(ctx.host, ctx.project / "output", ctx.project, BuildOptions(prefix=ctx.prefix), cancel=ctx.cancel)
     outcomes: list[Outcome] = []
     failed: set[str] = set()
     ids: dict[str, str] = {}
@@ -283,7 +261,7 @@ def run_rebuild(ctx: RebuildContext, verdicts: list[Verdict], lock: Lock) -> lis
         if not verdict.stale:
             continue
         try:
-            outcomes.append(_rebuild_one(ctx, builders, verdict, lock, ids))
+            outcomes.append(_rebuild_one(ctx, builder, verdict, lock, ids))
         except GenError as exc:
             failed.add(name)
             outcomes.append(
@@ -292,23 +270,18 @@ def run_rebuild(ctx: RebuildContext, verdicts: list[Verdict], lock: Lock) -> lis
     return outcomes
 
 
-def _rebuild_one(
-    ctx: RebuildContext, builders: dict[bool, Builder], verdict: Verdict, lock: Lock, ids: dict[str, str]
-) -> Outcome:
+def _rebuild_one(ctx: RebuildContext, builder: Builder, verdict: Verdict, lock: Lock, ids: dict[str, str]) -> Outcome:
     name, image = verdict.name, ctx.images[verdict.name]
     locked = lock.images.get(name)
     old_digest, old_id = (locked.digest, locked.image_id) if locked else ("", "")
-    fresh = verdict.codes == {PACKAGES}
-    builder = builders[fresh]
+    fresh = verdict.codes == {PACKAGES}  # same inputs, newer packages: every layer and rootfs again
     units = units_of(builder.images, name)  # itself, or one per platform
-    if fresh:
-        _force_fresh(ctx, units, locked)
     if any(r["code"] == BASE_MOVED and not image.parent for r in verdict.reasons):
         raise GenError(verdict.reasons[0]["detail"])
     ctx.progress(f"rebuilding {name}: {', '.join(r['code'] for r in verdict.reasons)}")
     for unit in units:  # every platform's image, each FROM its parent's of the same platform
         parent_id = (ids.get(unit.parent) or _stored_id(ctx, builder.images[unit.parent])) if unit.parent else ""
-        unit_built = builder.build_one(unit.name, parent_id)
+        unit_built = builder.build_one(unit.name, parent_id, fresh=fresh)
         ids[unit.name] = unit_built.image_id
         if unit.name == name:
             built = unit_built

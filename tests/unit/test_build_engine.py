@@ -28,7 +28,7 @@ class FakeStorage:
     def __init__(self) -> None:
         self.ids = {BASE_REF: BASE_ID}
         self.per_image_queries = 0
-        self.builds = 0
+        self.builds = self.fresh_builds = 0
 
     def index(self, host) -> storage.NameIndex:
         names: dict[str, tuple[str, ...]] = {}
@@ -50,8 +50,9 @@ class FakeStorage:
     def tag(self, host, image_id, refs):
         self.ids.update((ref, image_id) for ref in refs)
 
-    def run_build(self, image) -> tuple[str, Path]:
+    def run_build(self, image, fresh: bool) -> tuple[str, Path]:
         self.builds += 1
+        self.fresh_builds += fresh
         return f"{self.builds:064x}", Path("/dev/null")
 
 
@@ -62,7 +63,11 @@ def fake(monkeypatch) -> FakeStorage:
     monkeypatch.setattr(storage, "inspect", fake.inspect)
     monkeypatch.setattr(storage, "exists", fake.exists)
     monkeypatch.setattr(storage, "tag", fake.tag)
-    monkeypatch.setattr(engine.Builder, "_run_build", lambda _self, image, _base, _started: fake.run_build(image))
+    monkeypatch.setattr(
+        engine.Builder,
+        "_run_build",
+        lambda _self, image, _base, _started, fresh=False: fake.run_build(image, fresh),
+    )
     return fake
 
 
@@ -103,6 +108,19 @@ def test_a_changed_leaf_rebuilds_only_itself(tmp_path, fake):
     fake.builds = 0
     report = Builder(builder.host, builder.output_dir, tmp_path, builder.options).build([])
     assert {b.name for b in report.built if b.action == "built"} == {"leaf3"} and fake.builds == 1
+
+
+def test_a_fresh_build_builds_an_up_to_date_image_again_without_cache(tmp_path, fake):
+    """The scheduled rebuild's refresh for newer packages: same inputs, built again all the same."""
+    builder = project(tmp_path)
+    first = {b.name: b for b in builder.build([]).built}
+    fake.builds = 0
+    again = Builder(builder.host, builder.output_dir, tmp_path, builder.options)
+    assert again.build_one("leaf2", first["root"].image_id).action == "skipped" and fake.builds == 0
+    fresh = again.build_one("leaf2", first["root"].image_id, fresh=True)
+    assert fresh.action == "built" and fake.builds == fake.fresh_builds == 1
+    assert fresh.build_id == first["leaf2"].build_id and fresh.image_id != first["leaf2"].image_id
+    assert fake.ids[f"localhost/gen/leaf2:{fresh.build_id}"] == fresh.image_id  # the build-id tag moved
 
 
 def test_moved_base_rebuilds_everything(tmp_path, fake):
@@ -155,7 +173,5 @@ def test_layer_cache_reads_and_writes_the_registry_repository(tmp_path, fake):
     argv = cached.build_argv(image, BASE_ID, tmp_path / "iid")
     assert argv[argv.index("--cache-from") + 1] == argv[argv.index("--cache-to") + 1] == "127.0.0.1:5000/team/cache"
     assert "--tls-verify=false" in argv
-    fresh = Builder(
-        builder.host, builder.output_dir, tmp_path, BuildOptions(layer_cache="127.0.0.1:5000/team/cache", no_cache=True)
-    )
-    assert "--cache-from" not in fresh.build_argv(image, BASE_ID, tmp_path / "iid")
+    fresh = cached.build_argv(image, BASE_ID, tmp_path / "iid", fresh=True)
+    assert "--cache-from" not in fresh and "--no-cache" in fresh

@@ -289,3 +289,28 @@ def test_the_host_platform_from_uname_machine(machine, platform):
     from generator.platforms import Platform
 
     assert str(Platform.of_machine(machine)) == platform
+
+
+def test_a_fresh_bootstrap_runs_mmdebstrap_again_though_the_rootfs_is_stored(outputs, tmp_path, monkeypatch):
+    from generator.builder import bootstrap
+    from generator.builder.host import Host
+    from generator.builder.proc import Cancel
+    from generator.builder.storage import StoredImage
+
+    stored = StoredImage("a" * 64, "", ("rootfs",), 0, 1, {}, "")
+    ran: list[str] = []
+
+    def fake_run(argv, env, log, cancel, on_line=None, cwd=None):
+        ran.append(argv[0])
+        if argv[0] == "mmdebstrap":
+            Path(argv[-2]).write_bytes(b"tar")
+        return 0, []
+
+    monkeypatch.setattr(bootstrap, "inspect", lambda host, ref: stored)
+    monkeypatch.setattr(bootstrap, "run_logged", fake_run)
+    monkeypatch.setattr(bootstrap, "resolve_mirror", lambda *args: "http://mirror.invalid/debian")
+    host = Host.from_env(tmp_path / "storage")
+    root = outputs["root"]
+    assert bootstrap.bootstrap_base(host, root, Cancel(), lambda event: None) is stored and ran == []
+    assert bootstrap.bootstrap_base(host, root, Cancel(), lambda event: None, fresh=True) is stored
+    assert ran == ["mmdebstrap", "podman"]  # bootstrapped and imported under the same tag
