@@ -150,6 +150,30 @@ def _pairs(value: object) -> tuple[tuple[str, str], ...]:
 
 
 @dataclass(frozen=True)
+class InitPins:
+    """The init layer's pinned artifacts, as the plan resolved them (s6-overlay: the version and
+    every release file's sha256 the build verifies); the lock records them beside each image."""
+
+    kind: str  # s6 | s6-overlay | none; "unknown" in a manifest from before this field
+    version: str | None = None
+    checksums: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {"kind": self.kind}
+        if self.version:
+            data["version"] = self.version
+        if self.checksums:
+            data["checksums"] = dict(self.checksums)
+        return data
+
+    @classmethod
+    def from_json(cls, data: object) -> InitPins:
+        if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
+            raise TypeError("init is not an object with a kind")
+        return cls(data["kind"], _optional_str(data.get("version")), _pairs(data.get("checksums") or {}))
+
+
+@dataclass(frozen=True)
 class Manifest:
     """`output/<name>/gen-manifest.json`: sorted keys, no timestamps (output/ is the same on every
     machine). context_sha256 covers every file of the folder but this one and the structure test."""
@@ -168,6 +192,7 @@ class Manifest:
     # build (s6-overlay tarballs from init.source), and per platform build arguments.
     served_dirs: tuple[tuple[str, str], ...] = ()
     platform_build_args: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = field(default=())
+    init: InitPins = InitPins("unknown")
     context_sha256: str = ""
 
     def to_json(self) -> dict[str, object]:
@@ -182,6 +207,7 @@ class Manifest:
             "source_date_epoch": self.source_date_epoch,
             "overlays": list(self.overlays),
             "platforms": list(self.platforms) if self.platforms else None,
+            "init": self.init.to_json(),
         }
         if self.served_dirs:
             data["served_dirs"] = dict(self.served_dirs)
@@ -228,6 +254,7 @@ class Manifest:
                 platforms=tuple(map(str, platforms)) if platforms else None,
                 served_dirs=_pairs(data.get("served_dirs") or {}),
                 platform_build_args=tuple(sorted((str(p), _pairs(a)) for p, a in _items(build_args))),
+                init=InitPins.from_json(data["init"]) if "init" in data else InitPins("unknown"),
                 context_sha256=str(data["context_sha256"]),
             )
         except (TypeError, ValueError) as exc:

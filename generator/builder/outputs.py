@@ -11,7 +11,7 @@ import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from generator.contract import MANIFEST, Base, BootstrapBase, Manifest
+from generator.contract import MANIFEST, Base, BootstrapBase, InitPins, Manifest
 from generator.errors import UsageError
 from generator.render import first_link, folder_context_sha256
 from generator.schema import platform_suffix
@@ -36,6 +36,7 @@ class OutputImage:
     # Dockerfile takes for it (the s6-overlay tarball's architecture name).
     platforms: tuple[str, ...] | None = None
     platform_build_args: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    init: InitPins = InitPins("unknown")  # the init layer's pinned artifacts, for the lock
     # Set on the per-platform build units expand_platforms() makes: the platform built and the
     # image's own name (the repository its tags go under; `name` is then unique per platform).
     platform: str = ""
@@ -70,6 +71,7 @@ def load_output(directory: Path) -> OutputImage:
         served_dirs=manifest.served_dirs,
         platforms=manifest.platforms,
         platform_build_args=manifest.platform_build_args,
+        init=manifest.init,
     )
 
 

@@ -20,13 +20,11 @@ from generator.builder.host import Host, host_platform
 from generator.builder.outputs import OutputImage, expand_platforms, files_sha256, units_of
 from generator.errors import UsageError
 from generator.files import write_text_atomic
-from generator.plan.init_layer import known_checksums
 from generator.publish.transfer import stored_tags
 from generator.rebuild.packages import installed_packages
 
 LOCK_FILE = "gen.lock"
 LOCK_VERSION = 1
-EMBEDDED_SPEC = "etc/gen/spec.json"  # under the rendered gen-spec/ context directory
 
 
 @dataclass
@@ -93,23 +91,6 @@ def write_lock(project: Path, lock: Lock) -> bool:
     return write_text_atomic(lock_path(project), lock.to_json())
 
 
-def init_entry(image: OutputImage) -> dict:
-    """The init layer's pinned artifacts, from the spec rendered into the image's context."""
-    spec_file = image.directory / "gen-spec" / EMBEDDED_SPEC
-    try:
-        init = dict(json.loads(spec_file.read_text()).get("init") or {})
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {"kind": "unknown"}
-    entry: dict[str, object] = {"kind": str(init.get("kind", ""))}
-    if entry["kind"] == "s6-overlay":
-        table = known_checksums(image.directory.parent.parent)  # output/NAME sits in the project root
-        version = str(init.get("version", ""))
-        sums = dict(table.get(version, {}))
-        sums.update(init.get("checksums") or {})
-        entry.update(version=version, checksums=dict(sorted(sums.items())))
-    return entry
-
-
 def base_entry(host: Host, image: OutputImage, prefix: str, parent: OutputImage | None = None) -> dict:
     """What the image was built on: the parent's image id, the bootstrapped rootfs image id, or
     the registry base's pinned digest (and its id in storage)."""
@@ -167,7 +148,7 @@ def _locked_unit(host: Host, units: dict[str, OutputImage], image: OutputImage, 
         digest="",
         files_sha256=files_sha256(image.directory),
         base=base_entry(host, image, prefix, parent),
-        init=init_entry(image),
+        init=image.init.to_json(),
         packages=package_versions(packages),
     )
 

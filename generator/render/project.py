@@ -12,11 +12,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.contract import Base, BootstrapBase, LocalBase, Manifest, ParentBase, RegistryBase
+from generator.contract import Base, BootstrapBase, InitPins, LocalBase, Manifest, ParentBase, RegistryBase
 from generator.errors import Diagnostic, GenError, SpecError, SpecFieldError
 from generator.model import Image, build_image
 from generator.plan import make_plan
-from generator.plan.init_layer import known_checksums
+from generator.plan.init_layer import FetchStage, known_checksums
 from generator.plan.sysctl import node_level_keys
 from generator.render import RenderedImage, canonical_json, first_link, render_image, templates_used
 from generator.render.templates import TemplateSet
@@ -142,6 +142,13 @@ def _check_image(spec: ResolvedSpec, image: Image, root: Path) -> tuple[list[Dia
     return errors, warnings
 
 
+def _init_pins(kind: str, fetch: FetchStage | None) -> InitPins:
+    """What the lock records of the init layer: the release files the build verifies, by sha256."""
+    if fetch is None:
+        return InitPins(kind)
+    return InitPins(kind, fetch.version, tuple((f.name, f.sha256) for f in fetch.files))
+
+
 def render_project(project: Project, templates_dir: Path | None = None, *, plan_only: bool = False) -> ProjectRender:
     """Render every spec of the project. templates_dir (the CLI's --templates) wins over a spec's own.
     plan_only: decide every image's plan (all the checks) but render no template (`gen validate`)."""
@@ -195,6 +202,7 @@ def render_project(project: Project, templates_dir: Path | None = None, *, plan_
             platform_build_args=tuple(
                 (p, (("S6_OVERLAY_ARCH", a),)) for p, a in (fetch.platform_archs if fetch is not None else ())
             ),
+            init=_init_pins(image.init.kind, fetch),
         )
         try:
             rendered.append(render_image(plan, templates, manifest))

@@ -9,8 +9,20 @@ from pathlib import Path
 import pytest
 
 from generator.builder.outputs import load_output
-from generator.contract import MANIFEST, BootstrapBase, LocalBase, Manifest, ManifestError, ParentBase, RegistryBase
+from generator.contract import (
+    MANIFEST,
+    BootstrapBase,
+    InitPins,
+    LocalBase,
+    Manifest,
+    ManifestError,
+    ParentBase,
+    RegistryBase,
+)
+from generator.model import build_image
+from generator.plan.init_layer import known_checksums, s6_overlay_checksums
 from generator.platforms import Platform
+from generator.spec import load_project
 from tests.conftest import render_specs
 from tests.unit.test_platforms import S6_OVERLAY_SPEC
 
@@ -30,6 +42,21 @@ def test_an_s6_overlay_manifest_keeps_its_served_dirs_and_per_platform_arguments
     path = render_specs(tmp_path, ov=S6_OVERLAY_SPEC) / "ov" / MANIFEST
     data = json.loads(path.read_text())
     assert Manifest.read(path).to_json() == data
+
+
+def test_the_manifest_pins_what_the_plan_resolved_of_the_init_layer(tmp_path):
+    """The lock copies these; it reads no spec and merges no checksum table of its own."""
+    output = render_specs(tmp_path, ov=S6_OVERLAY_SPEC)
+    pins = Manifest.read(output / "ov" / MANIFEST).init
+    image = build_image(load_project([output.parent / "specs"], output.parent).specs["ov"])
+    assert pins.kind == "s6-overlay" and pins.version == image.init.version
+    assert dict(pins.checksums) == s6_overlay_checksums(image, known_checksums(output.parent))
+    assert Manifest.read(ROOT / "output" / "debian-s6" / MANIFEST).init == InitPins("s6")
+    old = {**Manifest.read(output / "ov" / MANIFEST).to_json()}
+    del old["init"]  # a manifest rendered before the field: the lock says so instead of guessing
+    assert Manifest.from_json(old, tmp_path).init == InitPins("unknown")
+    with pytest.raises(ManifestError, match="wrong type"):
+        Manifest.from_json({**old, "init": {"version": "1"}}, tmp_path)
 
 
 def test_each_base_kind_round_trips_and_a_platform_base_gets_its_own_rootfs(tmp_path):
