@@ -234,11 +234,12 @@ def _output_state(output_dir: Path) -> tuple[str, int]:
 
 def output_sha256(output_dir: Path) -> str:
     """output/'s state to record, taken only once the clock has moved past its newest entry's
-    mtime, so any later write to a file gives it another mtime (a few ms after a render wrote,
-    else no wait)."""
+    mtime, so any later write to a file gives it another mtime. The run has usually just written,
+    so the tick is waited first: one walk of output/, not a walk, a wait and a second walk."""
+    time.sleep(_CLOCK_TICK_NS / 1e9)
     started = time.time_ns()
     digest, newest = _output_state(output_dir)
-    if newest > started - _CLOCK_TICK_NS:
+    if newest > started - _CLOCK_TICK_NS:  # written by someone else meanwhile
         time.sleep(_CLOCK_TICK_NS / 1e9)
         digest, _ = _output_state(output_dir)
     return digest
