@@ -120,9 +120,9 @@ def test_echo_prints_and_a_last_line_without_newline_is_kept(podman: Podman, exa
 def test_a_stalled_engine_leaves_the_file_log_at_full_speed(podman: Podman, example_images, log_dir, image):
     """conmon (the engine's reader of the container's stdout) stopped with SIGSTOP while the app
     writes as fast as it can: the file log keeps going at the app's pace and rotates meanwhile.
-    The bar is half the rate before the stall, not equality: a blocked log (s6-log's failure) is 0,
-    and on 2 loaded cores two 2-second windows differ by up to a third (CI measured 0.63 once);
-    bench/run logs measures the rate itself."""
+    The bar is a fifth of the rate before the stall, not equality: a blocked log (s6-log's failure)
+    is 0, and on 2 loaded cores two 2-second windows differ a lot (CI measured 0.63 once, 0.44 with
+    unit tests running beside the suite); bench/run logs measures the rate itself."""
     name = podman.start(
         example_images[image],
         ["seq", "1", "4000000000"],
@@ -144,7 +144,7 @@ def test_a_stalled_engine_leaves_the_file_log_at_full_speed(podman: Podman, exam
     finally:
         podman.remove(name)
     assert normal > 1e6, f"{normal:.0f} lines/s before the stall"
-    assert stalled >= 0.5 * normal, f"file log at {stalled:.0f} lines/s with the engine stalled, {normal:.0f} before"
+    assert stalled >= 0.2 * normal, f"file log at {stalled:.0f} lines/s with the engine stalled, {normal:.0f} before"
     assert rotated >= 1, "rotation went on during the stall"
     _assert_contiguous_seq(log_dir)
 
