@@ -19,6 +19,8 @@ from generator.errors import UsageError
 from generator.platforms import Platform
 
 MANIFEST = "gen-manifest.json"
+ImageFormat = Literal["oci", "docker"]
+IMAGE_FORMATS: tuple[ImageFormat, ...] = ("oci", "docker")
 
 
 class ManifestError(UsageError):
@@ -193,6 +195,7 @@ class Manifest:
     served_dirs: tuple[tuple[str, str], ...] = ()
     platform_build_args: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = field(default=())
     init: InitPins = InitPins("unknown")
+    image_format: ImageFormat = "oci"  # docker: the image has a HEALTHCHECK, which OCI cannot hold
     context_sha256: str = ""
 
     def to_json(self) -> dict[str, object]:
@@ -208,6 +211,7 @@ class Manifest:
             "overlays": list(self.overlays),
             "platforms": list(self.platforms) if self.platforms else None,
             "init": self.init.to_json(),
+            "image_format": self.image_format,
         }
         if self.served_dirs:
             data["served_dirs"] = dict(self.served_dirs)
@@ -255,10 +259,18 @@ class Manifest:
                 served_dirs=_pairs(data.get("served_dirs") or {}),
                 platform_build_args=tuple(sorted((str(p), _pairs(a)) for p, a in _items(build_args))),
                 init=InitPins.from_json(data["init"]) if "init" in data else InitPins("unknown"),
+                image_format=_image_format(data.get("image_format", "oci")),
                 context_sha256=str(data["context_sha256"]),
             )
         except (TypeError, ValueError) as exc:
             raise _fail(path, f"a field has the wrong type ({exc})") from None
+
+
+def _image_format(value: object) -> ImageFormat:
+    for known in IMAGE_FORMATS:
+        if value == known:
+            return known
+    raise ValueError(f"image_format {value!r}")
 
 
 def _items(value: object) -> list[tuple[object, object]]:

@@ -432,7 +432,7 @@ class Builder:
             "chroot",
             "--layers",
             "--format",
-            "oci",
+            image.image_format,
             "--pull=never",
         ]
         if fresh:

@@ -11,7 +11,7 @@ import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from generator.contract import MANIFEST, Base, BootstrapBase, InitPins, Manifest
+from generator.contract import MANIFEST, Base, BootstrapBase, ImageFormat, InitPins, Manifest
 from generator.errors import UsageError
 from generator.render import first_link, folder_context_sha256
 from generator.schema import platform_suffix
@@ -37,6 +37,7 @@ class OutputImage:
     platforms: tuple[str, ...] | None = None
     platform_build_args: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     init: InitPins = InitPins("unknown")  # the init layer's pinned artifacts, for the lock
+    image_format: ImageFormat = "oci"  # buildah's --format: docker for an image with a HEALTHCHECK
     # Set on the per-platform build units expand_platforms() makes: the platform built and the
     # image's own name (the repository its tags go under; `name` is then unique per platform).
     platform: str = ""
@@ -72,6 +73,7 @@ def load_output(directory: Path) -> OutputImage:
         platforms=manifest.platforms,
         platform_build_args=manifest.platform_build_args,
         init=manifest.init,
+        image_format=manifest.image_format,
     )
 
 

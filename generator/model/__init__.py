@@ -55,11 +55,24 @@ class Init:
 
 
 @dataclass(frozen=True)
+class Readiness:
+    """When a program counts as ready: check polled every interval_ms, or None when the program
+    writes a newline to fd itself; timeout_ms bounds what waits on it."""
+
+    check: tuple[str, ...] | None
+    fd: int
+    interval_ms: int
+    timeout_ms: int
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     command: tuple[str, ...]
     user: str | None
     log_stdout: bool
+    ready: Readiness | None = None
+    after: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,6 +157,8 @@ class Image:
     rootfs: tuple[Overlay, ...]
     entrypoint: tuple[str, ...] | None
     cmd: tuple[str, ...] | None
+    ready: Readiness | None
+    after: tuple[str, ...]
     stopsignal: str | None
     healthcheck: Healthcheck | None
     expose: tuple[str, ...]
@@ -234,6 +249,26 @@ def _optional_tuple(value: list | None) -> tuple[str, ...] | None:
     return None if value is None else tuple(value)
 
 
+_DURATION_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+def duration_ms(text: str) -> int:
+    """A schema duration (`30s`, `500ms`, `2m`, `1h`) in milliseconds."""
+    number = text.rstrip("msh")
+    return int(number) * _DURATION_MS[text[len(number) :]]
+
+
+def readiness_from(ready: dict | None) -> Readiness | None:
+    if ready is None:
+        return None
+    return Readiness(
+        check=tuple(ready["check"]) if "check" in ready else None,
+        fd=ready["fd"],
+        interval_ms=duration_ms(ready["interval"]),
+        timeout_ms=duration_ms(ready["timeout"]),
+    )
+
+
 def init_from(init: dict) -> Init:
     return Init(
         kind=init["kind"],
@@ -289,7 +324,15 @@ def build_image(spec: ResolvedSpec) -> Image:
         packages=tuple(sorted(set(data["packages"]))),
         init=init_from(data["init"]),
         services=tuple(
-            Service(s["name"], tuple(s["command"]), s.get("user"), s["log_stdout"]) for s in data["services"]
+            Service(
+                s["name"],
+                tuple(s["command"]),
+                s.get("user"),
+                s["log_stdout"],
+                readiness_from(s.get("ready")),
+                tuple(s["after"]),
+            )
+            for s in data["services"]
         ),
         logging=logging_from(data["logging"]),
         sysctls=sysctls_from(data["sysctls"]),
@@ -302,6 +345,8 @@ def build_image(spec: ResolvedSpec) -> Image:
         rootfs=_overlays(spec.own.get("rootfs", []), spec_dir),
         entrypoint=_optional_tuple(data.get("entrypoint")),
         cmd=_optional_tuple(data.get("cmd")),
+        ready=readiness_from(data.get("ready")),
+        after=tuple(data["after"]),
         stopsignal=data.get("stopsignal"),
         healthcheck=None
         if health is None

@@ -19,10 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from generator.model import Group, Image, User, Volume
+from generator.contract import ImageFormat
+from generator.model import Group, Healthcheck, Image, User, Volume
 from generator.naming import DEFAULT_PREFIX
 from generator.plan.accounts import account_ids, base_may_be_non_root
-from generator.plan.hints import hint_labels
+from generator.plan.hints import HEALTH_SCRIPT, hint_labels, longest_readiness_ms
 from generator.plan.init_layer import CompileStage, FetchStage, InitLayer, init_env, init_layer, layer_packages
 from generator.plan.sysctl import sysctl_config
 
@@ -132,7 +133,7 @@ class Metadata:
     user: str | None  # uid
     user_name: str
     stopsignal: str | None
-    healthcheck: object | None
+    healthcheck: Healthcheck | None
     entrypoint: tuple[str, ...] | None
     cmd: tuple[str, ...] | None
     kind: Literal["metadata"] = "metadata"
@@ -195,6 +196,12 @@ class Plan:
     @property
     def tags(self) -> tuple[str, ...]:
         return self.image.tags
+
+    @property
+    def image_format(self) -> ImageFormat:
+        """docker when the image has a HEALTHCHECK: the OCI image config has no field for it, so
+        buildah drops it from an OCI image (and a child built as OCI would drop its parent's)."""
+        return "docker" if self.metadata.healthcheck is not None else "oci"
 
     @property
     def metadata(self) -> Metadata:
@@ -306,10 +313,22 @@ def _metadata(image: Image, parent: Image | None, layer_entrypoint: tuple[str, .
         user_name=image.runs_as,
         # With an init layer, PID 1 receives SIGTERM and gives the app its own stop signal.
         stopsignal=image.stopsignal if image.init.kind == "none" else None,
-        healthcheck=image.healthcheck,
+        healthcheck=image.healthcheck or _readiness_healthcheck(image),
         entrypoint=entrypoint,
         cmd=image.cmd,
     )
+
+
+def _readiness_healthcheck(image: Image) -> Healthcheck | None:
+    """With readiness declared (on CMD or a service) and no healthcheck of the spec's own, one
+    that asks the supervision tree: every service up, the declared ones ready, CMD not in a
+    restart pause. Its start period is the longest readiness timeout, so a slow start is not
+    counted as a failure."""
+    longest = longest_readiness_ms(image)
+    if image.init.kind != "s6" or longest is None:
+        return None
+    start_period = f"{longest // 1000}s" if longest % 1000 == 0 else f"{longest}ms"
+    return Healthcheck(test=(HEALTH_SCRIPT,), interval="10s", timeout="5s", start_period=start_period, retries=3)
 
 
 def _volume_config(volumes: tuple[Volume, ...]) -> str:

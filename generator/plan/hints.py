@@ -20,6 +20,7 @@ class RuntimeHints:
     node_level: tuple[tuple[str, str], ...]  # must be set on the host
     volumes: tuple[str, ...]
     run_as: tuple[int, int] | None = None  # (uid, gid) of a non-root PID 1; None: starts as root
+    ready_timeout_ms: int | None = None  # the longest readiness the spec declares; None: none
 
     def run_flags(self) -> list[str]:
         flags = [f"--sysctl={key}={value}" for key, value, _ in self.sysctls]
@@ -44,10 +45,35 @@ class RuntimeHints:
             context.update(runAsNonRoot=True, runAsUser=uid, runAsGroup=gid)
             if self.volumes:
                 context["fsGroup"] = gid  # volumes become the group's: a non-root init cannot re-own them
-        return {"securityContext": context}
+        return {"securityContext": context, **self.probes()}
+
+    def probes(self) -> dict:
+        """Kubernetes probes from the declared readiness: started once gen's init has marked
+        start-up done (allowed the longest readiness timeout), ready and live while the
+        supervision tree's health check passes."""
+        if self.ready_timeout_ms is None:
+            return {}
+        marker = {"exec": {"command": ["sh", "-c", " || ".join(f"test -e {m}" for m in READY_MARKERS)]}}
+        health = {"exec": {"command": [HEALTH_SCRIPT]}, "timeoutSeconds": 5}
+        return {
+            "startupProbe": {**marker, "periodSeconds": 1, "failureThreshold": -(-self.ready_timeout_ms // 1000) + 5},
+            "readinessProbe": {**health, "periodSeconds": 5},
+            "livenessProbe": {**health, "periodSeconds": 10, "failureThreshold": 3},
+        }
 
     def unsafe_for_kubernetes(self) -> tuple[str, ...]:
         return tuple(key for key, _, cls in self.sysctls if cls is SysctlClass.NAMESPACED)
+
+
+# gen's s6 init: its health check, and the start-up marker (under /tmp where /run is not writable).
+HEALTH_SCRIPT = "/usr/lib/gen/init/health"
+READY_MARKERS = ("/run/gen/ready", "/tmp/gen-run/ready")
+
+
+def longest_readiness_ms(image: Image) -> int | None:
+    """The longest readiness timeout CMD or a service declares; None when none does."""
+    timeouts = [r.timeout_ms for r in (image.ready, *(s.ready for s in image.services)) if r is not None]
+    return max(timeouts) if timeouts else None
 
 
 def runtime_hints(image: Image, image_ref: str) -> RuntimeHints:
@@ -59,7 +85,12 @@ def runtime_hints(image: Image, image_ref: str) -> RuntimeHints:
         else:
             settable.append((key, value, cls))
     return RuntimeHints(
-        image_ref, tuple(settable), tuple(node), tuple(v.path for v in image.volumes), _non_root_ids(image)
+        image_ref,
+        tuple(settable),
+        tuple(node),
+        tuple(v.path for v in image.volumes),
+        _non_root_ids(image),
+        longest_readiness_ms(image) if image.init.kind == "s6" else None,
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from generator.builder.host import Host
 from generator.builder.outputs import build_id_tag
 from generator.builder.proc import ToolError, run_quiet
+from generator.contract import ImageFormat
 from generator.publish.skopeo import RegistryError, scrub, tls_flag
 from generator.publish.target import Registry
 
@@ -28,9 +29,12 @@ def index_build_id(platform_build_ids: list[str]) -> str:
     return build_id_tag(hashlib.sha256(" ".join(platform_build_ids).encode()).hexdigest())
 
 
-def push_index(host: Host, registry: Registry, name: str, instance_digests: list[str], tag: str) -> str:
-    """Join name@digest for each digest (already in the registry) as an OCI index pushed to
-    name:tag; the index's digest."""
+def push_index(
+    host: Host, registry: Registry, name: str, instance_digests: list[str], tag: str, image_format: ImageFormat = "oci"
+) -> str:
+    """Join name@digest for each digest (already in the registry) as an index pushed to name:tag:
+    an OCI index, or a Docker manifest list for docker-format images (pushing those as OCI would
+    convert each instance, dropping its HEALTHCHECK); the index's digest."""
     buildah = ["buildah", *host.global_flags(), "manifest"]
     tls = tls_flag("tls-verify", registry.tls_verify)
     # A list name of gen's own in storage, removed afterwards: never one of the user's names.
@@ -50,7 +54,7 @@ def push_index(host: Host, registry: Registry, name: str, instance_digests: list
                         "--all",
                         "--quiet",
                         "--format",
-                        "oci",
+                        "oci" if image_format == "oci" else "v2s2",
                         *tls,
                         "--digestfile",
                         str(digestfile),

@@ -145,7 +145,8 @@ def _push_platforms(
             platforms,
         )
     first = index_build_id([pushed[u.platform][0] for u in units])
-    index_digest = push_index(host, registry, image.name, [pushed[u.platform][1] for u in units], first)
+    digests = [pushed[u.platform][1] for u in units]
+    index_digest = push_index(host, registry, image.name, digests, first, image.image_format)
     _copy_tags(skopeo, registry, image.name, first, index_digest, list(image.tags))
     _, _, image_id, sbom = pushed[primary_platform(image, host_platform())]
     return Transferred(

@@ -203,6 +203,7 @@ def render_project(project: Project, templates_dir: Path | None = None, *, plan_
                 (p, (("S6_OVERLAY_ARCH", a),)) for p, a in (fetch.platform_archs if fetch is not None else ())
             ),
             init=_init_pins(image.init.kind, fetch),
+            image_format=plan.image_format,
         )
         try:
             rendered.append(render_image(plan, templates, manifest))

@@ -29,7 +29,7 @@ def _type(node: dict[str, Any], root: dict[str, Any]) -> str:
     node = _resolve(node, root)
     if "enum" in node:
         return " \\| ".join(f"`{v}`" for v in node["enum"])
-    if "oneOf" in node:
+    if "oneOf" in node and "type" not in node:  # with a type, oneOf only says which fields go together
         return " or ".join(_type(n, root) for n in node["oneOf"])
     kind = node.get("type", "any")
     if kind == "array":

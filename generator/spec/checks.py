@@ -5,6 +5,7 @@ Each check takes one resolved spec and returns diagnostics; `check_spec` runs th
 
 from __future__ import annotations
 
+import graphlib
 import json
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -14,6 +15,7 @@ from typing import Any
 from generator.errors import Diagnostic
 from generator.schema import FAMILY_BY_DISTRO, platform_suffix
 from generator.spec.resolved import ResolvedSpec
+from generator.spec.yamlfile import JsonPath
 
 BASE_SOURCES = ("bootstrap", "image", "local")
 BOOTSTRAP_DISTROS = ("debian", "ubuntu")
@@ -321,6 +323,50 @@ def _check_unique_entries(spec: ResolvedSpec) -> Iterator[Diagnostic]:
         )
 
 
+def _check_start_order(spec: ResolvedSpec) -> Iterator[Diagnostic]:
+    """`after` names services of this spec, none itself, in no cycle; readiness needs an init."""
+    services = spec.data["services"]
+    names = [s["name"] for s in services]
+    waits: list[tuple[JsonPath, str, str]] = [(("after", j), "CMD", n) for j, n in enumerate(spec.data["after"])]
+    for i, service in enumerate(services):
+        waits += [
+            (("services", i, "after", j), f"service {service['name']!r}", n) for j, n in enumerate(service["after"])
+        ]
+    kind = spec.data["init"]["kind"]
+    declared: list[JsonPath] = [("ready",)] if "ready" in spec.data else []
+    declared += [("services", i, "ready") for i, s in enumerate(services) if "ready" in s]
+    if kind != "s6" and (waits or declared):
+        path = waits[0][0] if waits else declared[0]
+        yield spec.diagnostic(
+            path,
+            f"`ready` and `after` need gen's s6 init; this image has init.kind {kind}",
+            "set init.kind: s6 (s6-overlay images do not support them yet)",
+        )
+        return
+    for path, who, name in waits:
+        if name not in names:
+            yield spec.diagnostic(
+                path, f"{who} starts after {name!r}, which is not a service of this spec", _known("services", names)
+            )
+        elif who == f"service {name!r}":
+            yield spec.diagnostic(path, f"{who} cannot start after itself", "remove it from its own `after`")
+    sorter = graphlib.TopologicalSorter({s["name"]: [n for n in s["after"] if n != s["name"]] for s in services})
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as error:
+        cycle = error.args[1]
+        first = names.index(cycle[-1])
+        yield spec.diagnostic(
+            ("services", first, "after", services[first]["after"].index(cycle[-2])),
+            f"services start after each other in a cycle: {' -> '.join(reversed(cycle))}",
+            "remove one of these `after` entries",
+        )
+
+
+def _known(what: str, names: list[str]) -> str:
+    return f"known {what}: {', '.join(names)}" if names else f"this spec declares no {what}"
+
+
 def _under(path: str, roots: tuple[str, ...]) -> bool:
     return any(path == root or path.startswith(root + "/") for root in roots)
 
@@ -374,6 +420,7 @@ CHECKS: tuple[Callable[[ResolvedSpec], Iterator[Diagnostic]], ...] = (
     _check_account_references,
     _check_service_users,
     _check_unique_entries,
+    _check_start_order,
     _check_paths,
     _check_platform_tags,
 )

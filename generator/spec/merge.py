@@ -122,6 +122,12 @@ def _definition(node: dict[str, Any]) -> dict[str, Any]:
     return spec_schema()["$defs"][ref.rsplit("/", 1)[1]] if ref.startswith("#/$defs/") else node
 
 
+def _defaults_whole(node: dict[str, Any]) -> bool:
+    """An object left out is created from its defaults, unless it needs a field or a choice
+    (`oneOf`: e.g. readiness is a check or a notification, and none is not a default)."""
+    return node.get("type") == "object" and "properties" in node and not node.get("required") and "oneOf" not in node
+
+
 def _fill(node: dict[str, Any], value: Any) -> None:
     node = _definition(node)
     if isinstance(value, dict) and "properties" in node:
@@ -130,7 +136,7 @@ def _fill(node: dict[str, Any], value: Any) -> None:
             if key not in value:
                 if "default" in prop:
                     value[key] = _copy(prop["default"])
-                elif prop_def.get("type") == "object" and "properties" in prop_def and not prop_def.get("required"):
+                elif _defaults_whole(prop_def):
                     value[key] = {}
             if key in value:
                 _fill(prop, value[key])

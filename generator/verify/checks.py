@@ -11,12 +11,14 @@ import os
 import re
 import shlex
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
 from generator.builder.proc import ToolError
+from generator.plan.hints import HEALTH_SCRIPT, READY_MARKERS
 from generator.verify import structure
 from generator.verify.expectations import Expectations, VolumeExpectation
 from generator.verify.podman import Outcome, Podman, poll
@@ -580,6 +582,35 @@ def check_sysctl_policy(ctx: Context) -> Verdict:
     return failed(f"policy {policy}: expected a non-zero exit before the app; ran={ran}, {_code_detail(outcome)}")
 
 
+def check_readiness(ctx: Context) -> Verdict:
+    """An image whose CMD or services declare readiness, started as it ships (its own CMD): the
+    start-up marker must appear within the longest readiness timeout, and the generated health
+    check must then say healthy."""
+    if ctx.expect.ready_timeout_ms is None:
+        return skipped("no readiness declared")
+    if ctx.expect.init != "s6":
+        return skipped(f"readiness is gen's s6 init's; this image's init is {ctx.expect.init}")
+    limit = ctx.expect.ready_timeout_ms / 1000 + READY_TIMEOUT
+    probe = ["sh", "-c", " || ".join(f"test -e {marker}" for marker in READY_MARKERS)]
+    name = ctx.podman.start(ctx.ref, [], env=ctx.run_env())
+    try:
+        started = time.monotonic()
+        ready = poll(lambda: ctx.podman.exec(name, probe).code == 0 or not ctx.podman.running(name), limit)
+        took = time.monotonic() - started
+        if not ctx.podman.running(name):
+            said = ctx.podman.logs_tail(name)
+            return failed("the container exited before start-up finished" + (f": {said}" if said else ""))
+        if not ready:
+            health = ctx.podman.exec(name, [HEALTH_SCRIPT])
+            return failed(f"not ready after {limit:.0f} s; {health.stdout.strip() or _code_detail(health)}")
+        health = ctx.podman.exec(name, [HEALTH_SCRIPT])
+    finally:
+        ctx.podman.remove(name)
+    if health.code != 0:
+        return failed(f"ready after {took:.1f} s, but the health check says {health.stdout.strip() or health.code}")
+    return passed(f"ready after {took:.1f} s; health check: {health.stdout.strip()}")
+
+
 def check_structure(ctx: Context) -> Verdict:
     """The image's generated container-structure-test config (accounts, volumes, packages, metadata)."""
     if ctx.structure_config is None or not ctx.structure_config.is_file():
@@ -619,5 +650,6 @@ CHECKS: tuple[tuple[str, CheckFunction], ...] = (
     ("volume ownership", check_volumes),
     ("sysctls via --sysctl", check_sysctls_runtime),
     ("sysctl policy", check_sysctl_policy),
+    ("readiness and health", check_readiness),
     ("structure test", check_structure),
 )

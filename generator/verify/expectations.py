@@ -10,7 +10,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 
-from generator.model import groups_from, init_from, logging_from, sysctls_from, users_from, volumes_from
+from generator.model import (
+    groups_from,
+    init_from,
+    logging_from,
+    readiness_from,
+    sysctls_from,
+    users_from,
+    volumes_from,
+)
 from generator.plan import SPEC_PATH
 from generator.plan.hints import RuntimeHints
 from generator.plan.sysctl import SysctlClass, classify
@@ -43,6 +51,7 @@ class Expectations:
     sysctls: tuple[tuple[str, str], ...]
     sysctl_policy: str
     spec_problem: str | None = None  # why a readable embedded spec was not used
+    ready_timeout_ms: int | None = None  # the longest readiness timeout; None: none declared
 
     def settable_sysctls(self) -> tuple[tuple[str, str], ...]:
         """The sysctls a runtime can set with --sysctl (node-level keys cannot be)."""
@@ -85,7 +94,14 @@ def from_spec(spec: dict) -> Expectations:
         ),
         sysctls=sysctls.values,
         sysctl_policy=sysctls.policy,
+        ready_timeout_ms=_longest_readiness(data),
     )
+
+
+def _longest_readiness(data: dict) -> int | None:
+    declared = [readiness_from(d.get("ready")) for d in (data, *data["services"])]
+    timeouts = [r.timeout_ms for r in declared if r is not None]
+    return max(timeouts) if timeouts else None
 
 
 def without_spec() -> Expectations:

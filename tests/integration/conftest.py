@@ -1,7 +1,8 @@
 """Session fixtures of the podman integration tests: the bundled example specs rendered into a
-temporary copy of the project and built once into the session's storage, plus two specs of the
-tests' own: `no-init` (the shell-is-PID-1 baseline) and `app-strict` (app-base with sysctl
-policy `fail`, PID 1 started as root). Every test shares those images; containers run with --rm or are removed.
+temporary copy of the project and built once into the session's storage, plus three specs of the
+tests' own: `no-init` (the shell-is-PID-1 baseline), `app-strict` (app-base with sysctl
+policy `fail`, PID 1 started as root) and `ready` (runtime with readiness and start-up order).
+Every test shares those images; containers run with --rm or are removed.
 `local_registry` is Debian's docker-registry on a free loopback port for the session. Where
 s6-overlay's pinned sources are on the machine, `overlay` (runtime on real s6-overlay) is built
 too, and `init_image` gives each init-behaviour test both providers.
@@ -54,6 +55,22 @@ init:
   start_as_root: true
 sysctls:
   policy: fail
+"""
+
+# runtime with a service that becomes ready late and CMD after it: readiness, start-up order and
+# the HEALTHCHECK generated from them (a docker-format image, the only one that keeps it).
+READY_SPEC = """\
+name: ready
+tags: ["1.0"]
+description: runtime with a slow service that CMD waits for
+extends: runtime
+services:
+  - name: db
+    command: [sh, -c, "sleep 3; touch /tmp/db-ready; exec sleep infinity"]
+    ready: {check: [test, -e, /tmp/db-ready], interval: 200ms, timeout: 30s}
+after: [db]
+ready: {check: [test, -e, /tmp/db-ready]}
+cmd: [sh, -c, "test -e /tmp/db-ready && echo started after db; exec sleep infinity"]
 """
 
 
@@ -171,6 +188,7 @@ def example_project(
     copy_bundled_specs(project / "specs")
     (project / "specs" / "no-init.yaml").write_text(NO_INIT_SPEC)
     (project / "specs" / "app-strict.yaml").write_text(APP_STRICT_SPEC)
+    (project / "specs" / "ready.yaml").write_text(READY_SPEC)
     if s6_overlay_release is not None:
         (project / "specs" / "overlay.yaml").write_text(overlay_spec(s6_overlay_release))
     rendered = run_gen(["render", "-C", str(project)], gen_env)

@@ -64,6 +64,10 @@ class InitRoot:
 
 @pytest.fixture
 def init_root(tmp_path: Path, gen_log_binary: Path) -> InitRoot:
+    return make_init_root(tmp_path, gen_log_binary)
+
+
+def make_init_root(tmp_path: Path, gen_log_binary: Path) -> InitRoot:
     root = tmp_path / "root"
     shutil.copytree(INIT_TEMPLATES, root, symlinks=True)
     shutil.copy2(gen_log_binary, root / "usr/lib/gen/init/gen-log")  # as the builder stage puts it

@@ -614,3 +614,34 @@ def test_structure_check_fails_when_its_tool_is_missing(tmp_path: Path, monkeypa
     ctx.structure_config = config
     verdict = C.check_structure(ctx)
     assert verdict.status is Status.FAIL and "container-structure-test" in verdict.detail
+
+
+READY_SPEC = {**SPEC, "ready": {"check": ["true"], "timeout": "2s"}}
+
+
+def _health_podman(health: tuple[int, str, str], ready_code: int = 0, running: str = "true") -> FakePodman:
+    def exec_(args: list[str]):
+        return health if args[-1] == C.HEALTH_SCRIPT else (ready_code, "", "")
+
+    return FakePodman(exec=exec_, container=lambda a: (0, running + "\n", ""))
+
+
+def test_readiness_check_waits_for_the_marker_then_asks_the_health_script(tmp_path: Path) -> None:
+    fake = _health_podman((0, "healthy\n", ""))
+    verdict = C.check_readiness(_ctx(tmp_path, fake, READY_SPEC))
+    assert verdict.status is Status.PASS and "health check: healthy" in verdict.detail, verdict.detail
+    started = next(c for c in fake.calls if c[0] == "run")
+    assert started[-1] == "img"  # the image's own CMD: readiness is the app's
+    fake = _health_podman((1, "unhealthy: db:down\n", ""))
+    verdict = C.check_readiness(_ctx(tmp_path, fake, READY_SPEC))
+    assert verdict.status is Status.FAIL and "unhealthy: db:down" in verdict.detail
+
+
+def test_readiness_check_fails_naming_what_is_not_ready_and_skips_without_readiness(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(C, "READY_TIMEOUT", 0.3)
+    spec = {**SPEC, "ready": {"check": ["true"], "timeout": "0s"}}
+    verdict = C.check_readiness(_ctx(tmp_path, _health_podman((1, "unhealthy: app:not-ready\n", ""), 1), spec))
+    assert verdict.status is Status.FAIL and "app:not-ready" in verdict.detail and "not ready after" in verdict.detail
+    assert C.check_readiness(_ctx(tmp_path, _health_podman((0, "", "")))).status is Status.SKIP

@@ -1,0 +1,52 @@
+"""Readiness in a real container: CMD starts after a service that becomes ready late, the
+generated HEALTHCHECK survives the build (docker format) and podman sees it go from starting to
+healthy, then unhealthy when the service is brought down; `gen verify` checks it all."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from generator.verify.podman import Podman, poll
+
+pytestmark = pytest.mark.integration
+
+HEALTH = "/usr/lib/gen/init/health"
+
+
+def _health_status(podman: Podman, name: str) -> str:
+    got = podman.call(["container", "inspect", "--format", "{{json .State.Health}}", name], timeout=30)
+    return json.loads(got.stdout or "{}").get("Status", "") if got.code == 0 else ""
+
+
+def test_cmd_waits_for_the_service_and_podman_sees_health_follow_readiness(podman: Podman, example_images):
+    ref = example_images["ready"]
+    config = podman.call(["image", "inspect", "--format", "{{json .HealthCheck}}", ref], timeout=30)
+    assert json.loads(config.stdout)["Test"] == ["CMD", HEALTH], config.stdout  # kept: a docker-format image
+    started = time.monotonic()
+    name = podman.start(ref)
+    try:
+        early = podman.exec(name, [HEALTH])
+        if time.monotonic() - started < 2.5:  # db takes 3 s to become ready
+            assert early.code == 1 and "db:not-ready" in early.stdout, early
+        assert poll(lambda: podman.exec(name, ["test", "-e", "/run/gen/ready"]).code == 0, 60), "never ready"
+        assert podman.call(["healthcheck", "run", name], timeout=60).code == 0
+        assert _health_status(podman, name) == "healthy"
+        assert "started after db" in podman.logs_tail(name)
+        # Brought down, the service makes the container unhealthy after the check's 3 retries.
+        assert podman.call(["exec", "--user", "0", name, "s6-svc", "-d", "/run/gen/service/db"], timeout=30).code == 0
+        for _ in range(3):
+            failing = podman.call(["healthcheck", "run", name], timeout=60)
+        assert failing.code == 1 and _health_status(podman, name) == "unhealthy"
+        assert "db:down" in podman.exec(name, [HEALTH]).stdout
+    finally:
+        podman.remove(name)
+
+
+def test_verify_checks_readiness_and_health(gen_verify) -> None:
+    result = gen_verify("ready", "--json")
+    rows = {row["name"]: row for row in json.loads(result.stdout)["checks"]}
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert rows["readiness and health"]["status"] == "pass", rows["readiness and health"]
