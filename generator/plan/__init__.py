@@ -325,7 +325,7 @@ def _readiness_healthcheck(image: Image) -> Healthcheck | None:
     restart pause. Its start period is the longest readiness timeout, so a slow start is not
     counted as a failure."""
     longest = longest_readiness_ms(image)
-    if image.init.kind != "s6" or longest is None:
+    if image.init.kind == "none" or longest is None:
         return None
     start_period = f"{longest // 1000}s" if longest % 1000 == 0 else f"{longest}ms"
     return Healthcheck(test=(HEALTH_SCRIPT,), interval="10s", timeout="5s", start_period=start_period, retries=3)

@@ -90,7 +90,7 @@ def runtime_hints(image: Image, image_ref: str) -> RuntimeHints:
         tuple(node),
         tuple(v.path for v in image.volumes),
         _non_root_ids(image),
-        longest_readiness_ms(image) if image.init.kind == "s6" else None,
+        longest_readiness_ms(image) if image.init.kind != "none" else None,
     )
 
 

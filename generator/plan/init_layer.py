@@ -28,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 
 from generator.errors import GenError, SpecFieldError, UsageError
-from generator.model import Image
+from generator.model import Image, Readiness
 from generator.plan.accounts import base_may_be_non_root
 from generator.platforms import DEFAULT_PLATFORM, S6_OVERLAY_ARCHES, Platform
 
@@ -426,6 +426,8 @@ def rc_definitions(image: Image) -> tuple[RcDefinition, ...]:
                     ("data/user", service.user or image.user or ""),
                     ("dependencies.d/base", ""),
                     ("dependencies.d/gen-setup", ""),
+                    *((f"dependencies.d/{dep}", "") for dep in service.after),
+                    *_readiness_files(service.ready),
                     *argv,
                 ),
             )
@@ -451,6 +453,22 @@ def rc_definitions(image: Image) -> tuple[RcDefinition, ...]:
     contents = (*GEN_ONESHOTS, *(f"{s.name}-pipeline" for s in image.services))
     definitions.append(RcDefinition(_user_bundle(image.init.version or ""), None, tuple((c, "") for c in contents)))
     return tuple(definitions)
+
+
+def _readiness_files(ready: Readiness | None) -> tuple[tuple[str, str], ...]:
+    """An s6-rc longrun's readiness: s6-rc waits for its notification before starting what
+    depends on it, and fails the start after timeout-up; service-run reads data/ready."""
+    if ready is None:
+        return ()
+    files = [
+        ("notification-fd", f"{ready.fd}\n"),
+        ("timeout-up", f"{ready.timeout_ms}\n"),
+        ("data/ready/kind", "check\n" if ready.check else "fd\n"),
+        ("data/ready/interval", f"{ready.interval_ms}\n"),
+        ("data/ready/timeout", f"{ready.timeout_ms}\n"),
+    ]
+    files += [(f"data/ready/argv/{i:06d}", arg) for i, arg in enumerate(ready.check or ())]
+    return tuple(files)
 
 
 def _user_bundle(version: str) -> str:

@@ -335,12 +335,10 @@ def _check_start_order(spec: ResolvedSpec) -> Iterator[Diagnostic]:
     kind = spec.data["init"]["kind"]
     declared: list[JsonPath] = [("ready",)] if "ready" in spec.data else []
     declared += [("services", i, "ready") for i, s in enumerate(services) if "ready" in s]
-    if kind != "s6" and (waits or declared):
+    if kind == "none" and (waits or declared):
         path = waits[0][0] if waits else declared[0]
         yield spec.diagnostic(
-            path,
-            f"`ready` and `after` need gen's s6 init; this image has init.kind {kind}",
-            "set init.kind: s6 (s6-overlay images do not support them yet)",
+            path, "`ready` and `after` need an init layer; this image has init.kind none", "set init.kind: s6"
         )
         return
     for path, who, name in waits:

@@ -67,11 +67,15 @@ extends: runtime
 services:
   - name: db
     command: [sh, -c, "sleep 3; touch /tmp/db-ready; exec sleep infinity"]
-    ready: {check: [test, -e, /tmp/db-ready], interval: 200ms, timeout: 30s}
+    ready: {check: [test, -e, /tmp/db-ready], interval: 200ms, timeout: 10s}
 after: [db]
-ready: {check: [test, -e, /tmp/db-ready]}
+ready: {check: [test, -e, /tmp/db-ready], timeout: 10s}
 cmd: [sh, -c, "test -e /tmp/db-ready && echo started after db; exec sleep infinity"]
 """
+# The same on s6-overlay, where the services are s6-rc longruns.
+READY_OVERLAY_SPEC = READY_SPEC.replace("name: ready", "name: overlay-ready").replace(
+    "extends: runtime", "extends: overlay"
+)
 
 
 # runtime's counterpart on the other init provider (with app-base's volume and sysctls, and a
@@ -191,6 +195,7 @@ def example_project(
     (project / "specs" / "ready.yaml").write_text(READY_SPEC)
     if s6_overlay_release is not None:
         (project / "specs" / "overlay.yaml").write_text(overlay_spec(s6_overlay_release))
+        (project / "specs" / "overlay-ready.yaml").write_text(READY_OVERLAY_SPEC)
     rendered = run_gen(["render", "-C", str(project)], gen_env)
     assert rendered.returncode == 0, rendered.stdout + rendered.stderr
     bases = {

@@ -76,7 +76,7 @@ def test_health_names_what_is_not_ready_or_down(init_root):
         _wait_for(lambda: "slow:not-ready" in _health(init_root).stdout, timeout=10)
         _wait_for(lambda: "gone:down" in _health(init_root).stdout, timeout=10)
         health = _health(init_root)
-        assert health.returncode == 1 and health.stdout.startswith("unhealthy:"), health
+        assert health.returncode == 1 and health.stdout.startswith("unhealthy: start-up:unfinished "), health
         assert not (init_root.path / "run/gen/ready").exists()
     finally:
         proc.kill()

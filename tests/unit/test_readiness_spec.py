@@ -19,6 +19,7 @@ from generator.plan.hints import runtime_hints
 from generator.publish import index
 from generator.publish.target import Registry
 from generator.render import write_outputs
+from tests.unit.test_platforms import S6_OVERLAY_SPEC
 from tests.unit.test_render import render
 from tests.unit.test_spec import errors, load, only, write
 
@@ -73,7 +74,7 @@ def test_a_spec_without_readiness_gets_no_ready_object(tmp_path):
             "services start after each other in a cycle: db -> cache -> db",
             (8, 13),
         ),
-        (("init: {kind: s6}", "init: {kind: none}"), "`ready` and `after` need gen's s6 init", (14, 9)),
+        (("init: {kind: s6}", "init: {kind: none}"), "`ready` and `after` need an init layer", (14, 9)),
         (("ready: {notify: fd, fd: 5}", "ready: {notify: fd, check: [x]}"), "is not valid here", (11, 12)),
     ],
 )
@@ -156,3 +157,18 @@ def test_hints_give_kubernetes_probes_from_readiness(tmp_path):
         build_image(load(tmp_path, other=ROOT_SPEC.split("services:")[0].replace("app", "other")).specs["other"]), "x"
     )
     assert "startupProbe" not in plain.kubernetes()
+
+
+def test_under_s6_overlay_readiness_and_order_are_s6_rc_definitions(tmp_path):
+    """s6-rc starts a longrun after its dependencies are up and, with a notification-fd, ready;
+    timeout-up fails a start that never gets there (s6-overlay then stops the container)."""
+    overlay = S6_OVERLAY_SPEC + ROOT_SPEC.split("init: {kind: s6}\n")[1]
+    output = _rendered(tmp_path, overlay.replace("name: ov", "name: app"))
+    rc = output / "app" / "gen-init/etc/s6-overlay/s6-rc.d"
+    db, cache = rc / "db", rc / "cache"
+    assert (db / "notification-fd").read_text() == "3\n" and (db / "timeout-up").read_text() == "120000\n"
+    assert (db / "data/ready/kind").read_text() == "check\n"
+    assert [p.read_text() for p in sorted((db / "data/ready/argv").iterdir())] == ["pg_isready", "-q"]
+    assert (cache / "notification-fd").read_text() == "5\n" and (cache / "data/ready/kind").read_text() == "fd\n"
+    assert (cache / "dependencies.d/db").exists() and not (db / "dependencies.d/cache").exists()
+    assert f'CMD ["{HEALTH_SCRIPT}"]' in (output / "app" / "Dockerfile").read_text()
