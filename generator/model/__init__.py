@@ -125,6 +125,16 @@ class Overlay:
 
 
 @dataclass(frozen=True)
+class Profile:
+    """A run-time configuration chosen at start: its env, and its own overlays (kept in the
+    image under profiles_dir/NAME/rootfs/, put over / at start)."""
+
+    name: str
+    env: tuple[tuple[str, str], ...]
+    rootfs: tuple[Overlay, ...]
+
+
+@dataclass(frozen=True)
 class Healthcheck:
     test: tuple[str, ...]
     interval: str | None
@@ -155,6 +165,9 @@ class Image:
     env: tuple[tuple[str, str], ...]
     labels: tuple[tuple[str, str], ...]
     rootfs: tuple[Overlay, ...]
+    profiles: tuple[Profile, ...]
+    default_profile: str | None
+    profiles_dir: str
     entrypoint: tuple[str, ...] | None
     cmd: tuple[str, ...] | None
     ready: Readiness | None
@@ -180,6 +193,14 @@ class Image:
 
     def user_named(self, name: str) -> User | None:
         return next((u for u in self.users if u.name == name), None)
+
+    def overlays(self) -> tuple[tuple[tuple[str | int, ...], Overlay], ...]:
+        """Every overlay directory the image copies, with the spec path that names it: `rootfs`,
+        then each profile's."""
+        found: list[tuple[tuple[str | int, ...], Overlay]] = [(("rootfs", i), o) for i, o in enumerate(self.rootfs)]
+        for profile in self.profiles:
+            found += [(("profiles", profile.name, "rootfs", i), o) for i, o in enumerate(profile.rootfs)]
+        return tuple(found)
 
 
 def _tuple(items: Any) -> tuple:
@@ -243,6 +264,23 @@ def volumes_from(data: list[dict], users: tuple[User, ...], app_user: str | None
 def _overlays(data: list, spec_dir: Path) -> tuple[Overlay, ...]:
     items = ({"src": o, "dest": "/"} if isinstance(o, str) else o for o in data)
     return tuple(Overlay(src=(spec_dir / o["src"]).resolve(), dest=o.get("dest", "/")) for o in items)
+
+
+def _profiles(data: dict, own: dict, spec_dir: Path, profiles_dir: str) -> tuple[Profile, ...]:
+    """Every profile of the resolved spec; overlays only from the spec's own file (a parent's
+    are in the parent image already, and its paths are relative to its own file)."""
+    own_profiles = own.get("profiles") or {}
+    return tuple(
+        Profile(
+            name,
+            tuple(sorted(profile["env"].items())),
+            tuple(
+                Overlay((spec_dir / src).resolve(), f"{profiles_dir}/{name}/rootfs")
+                for src in (own_profiles.get(name) or {}).get("rootfs", [])
+            ),
+        )
+        for name, profile in sorted(data["profiles"].items())
+    )
 
 
 def _optional_tuple(value: list | None) -> tuple[str, ...] | None:
@@ -343,6 +381,9 @@ def build_image(spec: ResolvedSpec) -> Image:
         env=tuple(sorted(data["env"].items())),
         labels=tuple(sorted(data["labels"].items())),
         rootfs=_overlays(spec.own.get("rootfs", []), spec_dir),
+        profiles=_profiles(data, spec.own, spec_dir, data["profiles_dir"]),
+        default_profile=data.get("default_profile"),
+        profiles_dir=data["profiles_dir"],
         entrypoint=_optional_tuple(data.get("entrypoint")),
         cmd=_optional_tuple(data.get("cmd")),
         ready=readiness_from(data.get("ready")),

@@ -350,6 +350,9 @@ def _config_files(image: Image) -> tuple[ConfigFile, ...]:
         files.append(ConfigFile("etc/gen/sysctl.conf", sysctl_config(image)))
     if image.init.kind != "none" and image.volumes:
         files.append(ConfigFile("etc/gen/volumes", _volume_config(image.volumes)))
+    for profile in image.profiles:  # each profile's env, even empty: its directory makes it known
+        env = "".join(f"{key}={value}\n" for key, value in profile.env)
+        files.append(ConfigFile(f"{image.profiles_dir.lstrip('/')}/{profile.name}/env", env))
     return tuple(files)
 
 
@@ -380,8 +383,9 @@ def make_plan(
         steps.append(CreateDirectories(directories))
     config_files = _config_files(image)
     steps.append(CopyConfigFiles("gen-config"))
-    overlays = tuple(OverlaySource(str(o.src), f"rootfs/{i:02d}-{o.src.name}") for i, o in enumerate(image.rootfs, 1))
-    steps.extend(CopyOverlay(o.context_dir, d.dest) for o, d in zip(overlays, image.rootfs, strict=True))
+    all_overlays = [overlay for _, overlay in image.overlays()]
+    overlays = tuple(OverlaySource(str(o.src), f"rootfs/{i:02d}-{o.src.name}") for i, o in enumerate(all_overlays, 1))
+    steps.extend(CopyOverlay(o.context_dir, d.dest) for o, d in zip(overlays, all_overlays, strict=True))
     layer_env = init_env(image) if layer is not None else {}
     env = _env(image, layer_env)
     if env:

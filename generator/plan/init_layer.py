@@ -490,6 +490,9 @@ def init_env(image: Image) -> dict[str, str]:
     }
     if image.sysctls.values:
         env["GEN_SYSCTL_POLICY"] = image.sysctls.policy
+    if image.profiles or image.default_profile:
+        env["GEN_PROFILE"] = image.default_profile or ""
+        env["GEN_PROFILES_DIR"] = image.profiles_dir
     if init.kind == "s6-overlay":
         # s6-overlay v3 gives CMD an emptied environment unless told to keep it. Its last stop
         # step sleeps S6_KILL_GRACETIME ms even when nothing is left (s6-overlay#628): gen's own

@@ -108,24 +108,24 @@ def _check_image(spec: ResolvedSpec, image: Image, root: Path) -> tuple[list[Dia
             severity="error" if image.sysctls.node_level == "error" else "warning",
         )
         (errors if diag.severity == "error" else warnings).append(diag)
-    for index, overlay in enumerate(image.rootfs):
+    for path, overlay in image.overlays():
         if not overlay.src.is_dir():
             errors.append(
                 spec.diagnostic(
-                    ("rootfs", index),
+                    path,
                     f"overlay directory {overlay.src} does not exist or is not a directory",
                     "create it, or fix the path (relative to the spec file)",
                 )
             )
-        elif (problem := _foreign_tree(spec, ("rootfs", index), overlay.src, root, "overlay")) is not None:
+        elif (problem := _foreign_tree(spec, path, overlay.src, root, "overlay")) is not None:
             errors.append(problem)
-        elif not any(path.is_file() for path in overlay.src.rglob("*")):
+        elif not any(entry.is_file() for entry in overlay.src.rglob("*")):
             # git keeps no empty directory: a fresh clone would lack it, and the build's COPY fails
             errors.append(
                 spec.diagnostic(
-                    ("rootfs", index),
+                    path,
                     f"overlay directory {_relative(overlay.src, root)} holds no files",
-                    "put the files to copy in it, or remove it from rootfs",
+                    "put the files to copy in it, or remove it from the list",
                 )
             )
     if image.templates is not None and not image.templates.is_dir():
@@ -196,7 +196,7 @@ def render_project(project: Project, templates_dir: Path | None = None, *, plan_
             parent=spec.parent,
             base=_base(image, plan.base_kind, plan.base_image),
             source_date_epoch=plan.source_date_epoch,
-            overlays=tuple(_relative(o.src, project.root) for o in image.rootfs),
+            overlays=tuple(_relative(o.src, project.root) for _, o in image.overlays()),
             platforms=tuple(image.platforms) if image.platforms else None,
             served_dirs=(("S6_OVERLAY_BASE_URL", fetch.local_dir),) if fetch is not None and fetch.local_dir else (),
             platform_build_args=tuple(

@@ -361,6 +361,20 @@ def _check_start_order(spec: ResolvedSpec) -> Iterator[Diagnostic]:
         )
 
 
+def _check_profiles(spec: ResolvedSpec) -> Iterator[Diagnostic]:
+    """Profiles are chosen by the init at start; the default must be one of the declared ones."""
+    profiles, default = spec.data["profiles"], spec.data.get("default_profile")
+    if spec.data["init"]["kind"] == "none" and (profiles or default):
+        path = ("profiles", next(iter(profiles))) if profiles else ("default_profile",)
+        yield spec.diagnostic(path, "profiles need an init layer; this image has init.kind none", "set init.kind: s6")
+    elif default and profiles and default not in profiles:
+        yield spec.diagnostic(
+            ("default_profile",),
+            f"default_profile {default!r} is not one of the spec's profiles",
+            _known("profiles", sorted(profiles)) + " (or leave it unset and pass GEN_PROFILE at start)",
+        )
+
+
 def _known(what: str, names: list[str]) -> str:
     return f"known {what}: {', '.join(names)}" if names else f"this spec declares no {what}"
 
@@ -419,6 +433,7 @@ CHECKS: tuple[Callable[[ResolvedSpec], Iterator[Diagnostic]], ...] = (
     _check_service_users,
     _check_unique_entries,
     _check_start_order,
+    _check_profiles,
     _check_paths,
     _check_platform_tags,
 )

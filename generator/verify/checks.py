@@ -365,6 +365,7 @@ def check_environment(ctx: Context) -> Verdict:
     seen = dict(line.partition("=")[::2] for line in _marked(lines, marker))
     image_env = dict(item.partition("=")[::2] for item in ctx.config.get("Env") or [])
     wanted = {k: v for k, v in image_env.items() if k not in ("PATH", "HOME", "GEN_LOG_TIMESTAMP", "GEN_RESTART")}
+    wanted.update(ctx.expect.default_profile_env())  # the default profile's values win over ENV
     wanted["GEN_VERIFY_VALUE"] = value
     missing = sorted(k for k, v in wanted.items() if seen.get(k) != v)
     if missing:
@@ -582,6 +583,27 @@ def check_sysctl_policy(ctx: Context) -> Verdict:
     return failed(f"policy {policy}: expected a non-zero exit before the app; ran={ran}, {_code_detail(outcome)}")
 
 
+def check_profiles(ctx: Context) -> Verdict:
+    """Each declared profile, chosen with GEN_PROFILE, gives CMD its env; an unknown one stops
+    the start naming the known ones."""
+    if not ctx.expect.profiles:
+        return skipped("no profiles declared")
+    marker = "gen-verify-env:"
+    for name, env in ctx.expect.profiles:
+        outcome, lines = ctx.app_lines(["sh", "-c", f'env | sed "s/^/{marker}/"'], env={"GEN_PROFILE": name})
+        if lines is None or outcome.code != 0:
+            return failed(f"profile {name}: cannot read the app's environment: {_code_detail(outcome)}")
+        seen = dict(line.partition("=")[::2] for line in _marked(lines, marker))
+        wrong = [f"{k}={seen.get(k, '(unset)')} (profile: {v})" for k, v in env if seen.get(k) != v]
+        if wrong:
+            return failed(f"profile {name}: CMD sees " + ", ".join(wrong))
+    unknown = ctx.podman.run(ctx.ref, ["true"], env=ctx.run_env({"GEN_PROFILE": "gen-verify-unknown"}))
+    if unknown.code == 0 or "known:" not in unknown.stderr:
+        return failed(f"an unknown profile did not stop the start naming the known ones: {_code_detail(unknown)}")
+    names = ", ".join(name for name, _ in ctx.expect.profiles)
+    return passed(f"CMD gets the env of each profile ({names}); an unknown one stops the start")
+
+
 def check_readiness(ctx: Context) -> Verdict:
     """An image whose CMD or services declare readiness, started as it ships (its own CMD): the
     start-up marker must appear within the longest readiness timeout, and the generated health
@@ -650,6 +672,7 @@ CHECKS: tuple[tuple[str, CheckFunction], ...] = (
     ("volume ownership", check_volumes),
     ("sysctls via --sysctl", check_sysctls_runtime),
     ("sysctl policy", check_sysctl_policy),
+    ("profiles", check_profiles),
     ("readiness and health", check_readiness),
     ("structure test", check_structure),
 )

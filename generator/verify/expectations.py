@@ -52,6 +52,12 @@ class Expectations:
     sysctl_policy: str
     spec_problem: str | None = None  # why a readable embedded spec was not used
     ready_timeout_ms: int | None = None  # the longest readiness timeout; None: none declared
+    profiles: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()  # (name, env) of each
+    default_profile: str | None = None
+
+    def default_profile_env(self) -> dict[str, str]:
+        """What the profile a start without GEN_PROFILE gets puts in CMD's environment."""
+        return dict(dict(self.profiles).get(self.default_profile or "", ()))
 
     def settable_sysctls(self) -> tuple[tuple[str, str], ...]:
         """The sysctls a runtime can set with --sysctl (node-level keys cannot be)."""
@@ -95,6 +101,8 @@ def from_spec(spec: dict) -> Expectations:
         sysctls=sysctls.values,
         sysctl_policy=sysctls.policy,
         ready_timeout_ms=_longest_readiness(data),
+        profiles=tuple((name, tuple(sorted(p["env"].items()))) for name, p in sorted(data["profiles"].items())),
+        default_profile=data.get("default_profile"),
     )
 
 

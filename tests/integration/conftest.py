@@ -58,7 +58,8 @@ sysctls:
 """
 
 # runtime with a service that becomes ready late and CMD after it: readiness, start-up order and
-# the HEALTHCHECK generated from them (a docker-format image, the only one that keeps it).
+# the HEALTHCHECK generated from them (a docker-format image, the only one that keeps it); and
+# two profiles, prd by default.
 READY_SPEC = """\
 name: ready
 tags: ["1.0"]
@@ -71,7 +72,13 @@ services:
 after: [db]
 ready: {check: [test, -e, /tmp/db-ready], timeout: 10s}
 cmd: [sh, -c, "test -e /tmp/db-ready && echo started after db; exec sleep infinity"]
+profiles:
+  dev: {env: {APP_MODE: development}, rootfs: [profile-dev]}
+  prd: {env: {APP_MODE: production}}
+default_profile: prd
 """
+# The dev profile's overlay, where the image's non-root user may write.
+PROFILE_FILE = ("profile-dev/tmp/app/mode.conf", "verbose = yes\n")
 # The same on s6-overlay, where the services are s6-rc longruns.
 READY_OVERLAY_SPEC = READY_SPEC.replace("name: ready", "name: overlay-ready").replace(
     "extends: runtime", "extends: overlay"
@@ -193,6 +200,9 @@ def example_project(
     (project / "specs" / "no-init.yaml").write_text(NO_INIT_SPEC)
     (project / "specs" / "app-strict.yaml").write_text(APP_STRICT_SPEC)
     (project / "specs" / "ready.yaml").write_text(READY_SPEC)
+    profile_file = project / "specs" / PROFILE_FILE[0]
+    profile_file.parent.mkdir(parents=True)
+    profile_file.write_text(PROFILE_FILE[1])
     if s6_overlay_release is not None:
         (project / "specs" / "overlay.yaml").write_text(overlay_spec(s6_overlay_release))
         (project / "specs" / "overlay-ready.yaml").write_text(READY_OVERLAY_SPEC)

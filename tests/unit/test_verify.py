@@ -645,3 +645,31 @@ def test_readiness_check_fails_naming_what_is_not_ready_and_skips_without_readin
     verdict = C.check_readiness(_ctx(tmp_path, _health_podman((1, "unhealthy: app:not-ready\n", ""), 1), spec))
     assert verdict.status is Status.FAIL and "app:not-ready" in verdict.detail and "not ready after" in verdict.detail
     assert C.check_readiness(_ctx(tmp_path, _health_podman((0, "", "")))).status is Status.SKIP
+
+
+PROFILE_SPEC = {**SPEC, "profiles": {"dev": {"env": {"MODE": "development"}}}, "default_profile": "dev"}
+
+
+def _profile_podman(stderr_of_unknown: str) -> FakePodman:
+    def run(args: list[str]):
+        if "--env=GEN_PROFILE=gen-verify-unknown" in args:
+            return (1, "", stderr_of_unknown)
+        return (0, "", "")
+
+    fake = FakePodman(run=run)
+    fake.logs["sh"] = "gen-verify-env:MODE=development\ngen-verify-env:OTHER=x\n"
+    return fake
+
+
+def test_profiles_check_reads_each_profiles_env_and_the_unknown_ones_refusal(tmp_path: Path) -> None:
+    fake = _profile_podman("gen-init: profile gen-verify-unknown is not in /etc/gen/profiles (known: dev)\n")
+    verdict = C.check_profiles(_ctx(tmp_path, fake, PROFILE_SPEC))
+    assert verdict.status is Status.PASS, verdict.detail
+    assert any("--env=GEN_PROFILE=dev" in call for call in fake.calls)
+    silent = C.check_profiles(_ctx(tmp_path, _profile_podman(""), PROFILE_SPEC))
+    assert silent.status is Status.FAIL and "unknown profile" in silent.detail
+    other = {**PROFILE_SPEC, "profiles": {"dev": {"env": {"MODE": "production"}}}}
+    wrong = C.check_profiles(_ctx(tmp_path, _profile_podman("known: dev"), other))
+    assert wrong.status is Status.FAIL and "MODE=development (profile: production)" in wrong.detail
+    assert C.check_profiles(_ctx(tmp_path, _profile_podman(""))).status is Status.SKIP
+    assert from_spec(PROFILE_SPEC).default_profile_env() == {"MODE": "development"}
