@@ -352,8 +352,8 @@ def _check_start_order(spec: ResolvedSpec) -> Iterator[Diagnostic]:
     try:
         sorter.prepare()
     except graphlib.CycleError as error:
-        cycle = error.args[1]
-        first = names.index(cycle[-1])
+        cycle = error.args[1]  # each name waits for the one before it; first == last
+        first = next(i for i, s in enumerate(services) if s["name"] == cycle[-1] and cycle[-2] in s["after"])
         yield spec.diagnostic(
             ("services", first, "after", services[first]["after"].index(cycle[-2])),
             f"services start after each other in a cycle: {' -> '.join(reversed(cycle))}",

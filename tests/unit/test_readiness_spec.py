@@ -172,3 +172,14 @@ def test_under_s6_overlay_readiness_and_order_are_s6_rc_definitions(tmp_path):
     assert (cache / "notification-fd").read_text() == "5\n" and (cache / "data/ready/kind").read_text() == "fd\n"
     assert (cache / "dependencies.d/db").exists() and not (db / "dependencies.d/cache").exists()
     assert f'CMD ["{HEALTH_SCRIPT}"]' in (output / "app" / "Dockerfile").read_text()
+
+
+def test_a_cycle_through_a_duplicated_service_name_is_two_clear_errors(tmp_path):
+    """The duplicate's first entry waits for nothing: the cycle is located at the entry that waits."""
+    text = ROOT_SPEC.split("services:")[0] + (
+        "services:\n  - {name: a, command: [x]}\n  - {name: b, command: [x], after: [a]}\n"
+        "  - {name: a, command: [x], after: [b]}\n"
+    )
+    found = only(errors(tmp_path, app=text), "in a cycle: a -> b -> a")
+    assert found.path == "$.services[2].after[0]"
+    assert only(errors(tmp_path, app=text), "services lists 'a' twice")
