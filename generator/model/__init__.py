@@ -6,6 +6,7 @@ already filled by the spec stage, so this module decides nothing about defaults 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -305,6 +306,12 @@ def readiness_from(ready: dict | None) -> Readiness | None:
         interval_ms=duration_ms(ready["interval"]),
         timeout_ms=duration_ms(ready["timeout"]),
     )
+
+
+def longest_timeout_ms(declared: Iterable[Readiness | None]) -> int | None:
+    """The longest timeout of the readiness declared (CMD's and the services'); None when none is."""
+    timeouts = [r.timeout_ms for r in declared if r is not None]
+    return max(timeouts) if timeouts else None
 
 
 def init_from(init: dict) -> Init:

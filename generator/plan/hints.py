@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from generator.model import Image
+from generator.model import Image, longest_timeout_ms
 from generator.plan.accounts import account_ids
 from generator.plan.sysctl import SysctlClass, classify
 
@@ -72,8 +72,7 @@ READY_MARKERS = ("/run/gen/ready", "/tmp/gen-run/ready")
 
 def longest_readiness_ms(image: Image) -> int | None:
     """The longest readiness timeout CMD or a service declares; None when none does."""
-    timeouts = [r.timeout_ms for r in (image.ready, *(s.ready for s in image.services)) if r is not None]
-    return max(timeouts) if timeouts else None
+    return longest_timeout_ms((image.ready, *(s.ready for s in image.services)))
 
 
 def runtime_hints(image: Image, image_ref: str) -> RuntimeHints:

@@ -14,6 +14,7 @@ from generator.model import (
     groups_from,
     init_from,
     logging_from,
+    longest_timeout_ms,
     readiness_from,
     sysctls_from,
     users_from,
@@ -107,9 +108,7 @@ def from_spec(spec: dict) -> Expectations:
 
 
 def _longest_readiness(data: dict) -> int | None:
-    declared = [readiness_from(d.get("ready")) for d in (data, *data["services"])]
-    timeouts = [r.timeout_ms for r in declared if r is not None]
-    return max(timeouts) if timeouts else None
+    return longest_timeout_ms(readiness_from(d.get("ready")) for d in (data, *data["services"]))
 
 
 def without_spec() -> Expectations:
