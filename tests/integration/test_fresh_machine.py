@@ -77,6 +77,14 @@ def _host_sources() -> list[str]:
     return [str(f) for f in files if f.read_text().strip()]
 
 
+def outer_podman(host: Host) -> list[str]:
+    """podman on the rehearsal's own storage, with its own state directory: podman keeps its
+    "alive" marker in /run/libpod whatever the storage root, and in two CI runs that directory
+    vanished under the rehearsal (podman then "refreshes" as after a reboot and fails its exec)."""
+    assert host.storage_root is not None
+    return ["podman", *host.global_flags(), "--tmpdir", str(host.storage_root / "libpod")]
+
+
 def fresh_debian(host: Host, work: Path) -> str:
     """A Debian 12 minbase image bootstrapped from the host's apt sources: what a minimal cloud
     image has, less cloud-init, plus the site's CA files (not yet in any trust store)."""
@@ -96,7 +104,7 @@ def fresh_debian(host: Host, work: Path) -> str:
         timeout=600,
     )
     subprocess.run(
-        ["podman", *host.global_flags(), "import", str(tarball), IMAGE],
+        [*outer_podman(host), "import", str(tarball), IMAGE],
         env=host.env,
         check=True,
         capture_output=True,
@@ -114,7 +122,7 @@ class Machine:
         self.timings: dict[str, float] = {}
 
     def run(self, line: str, timeout: float, label: str) -> subprocess.CompletedProcess:
-        argv = ["podman", *self.host.global_flags(), "exec", "-w", CHECKOUT]
+        argv = [*outer_podman(self.host), "exec", "-w", CHECKOUT]
         argv += [f"--env={k}={v}" for k, v in self.env.items()]
         started = time.monotonic()
         try:
@@ -188,7 +196,7 @@ class Rehearsal:
 
     def stop(self) -> None:
         """Remove the machine (a step still running in it ends) and everything under work."""
-        podman = ["podman", *self.host.global_flags()]
+        podman = outer_podman(self.host)
         subprocess.run([*podman, "rm", "-f", "-t", "0", self.name], env=self.host.env, capture_output=True, timeout=120)
         self._thread.join(60)
         subprocess.run([*podman, "rmi", "-f", IMAGE], env=self.host.env, capture_output=True, timeout=120)
@@ -217,8 +225,7 @@ class Rehearsal:
         # The sleep is bounded, so a container that outlives a killed test run still ends.
         subprocess.run(
             [
-                "podman",
-                *self.host.global_flags(),
+                *outer_podman(self.host),
                 "run",
                 "-d",
                 "--rm",

@@ -214,7 +214,9 @@ def test_a_stalled_stdout_never_slows_the_files_and_skips_are_counted(gen_log_bi
     numbers = [int(line[:12]) for line in lines]
     assert all(line == numbered(1, start=n) for n, line in zip(numbers, lines, strict=False)), "whole lines only"
     assert numbers == sorted(set(numbers)), "no line twice, order kept"
-    assert numbers[0] == 0 and numbers[-1] == count - 1
+    # The first line is 0 only when the copy started before rotation deleted the first file: under
+    # load the files can take 2 MB before the copy thread runs, and the skip note then covers them.
+    assert numbers[-1] == count - 1
     missing = (count - len(numbers)) * 100
     total = int(notes[-1][1])  # also counts the bytes of skip lines that were themselves skipped
     assert missing <= total <= missing + 300 * 20, (missing, total)
