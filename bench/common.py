@@ -150,7 +150,7 @@ class Storage:
         self, *args: str, timeout: float = DEFAULT_TIMEOUT, check: bool = True, stdout=subprocess.PIPE
     ) -> subprocess.CompletedProcess:
         return run(
-            ["podman", *self.host.global_flags(), *args], timeout=timeout, check=check, env=self.env, stdout=stdout
+            ["podman", *self.host.podman_flags(), *args], timeout=timeout, check=check, env=self.env, stdout=stdout
         )
 
     def gen(

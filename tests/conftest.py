@@ -2,7 +2,7 @@
 user's images), gen's containers.conf, and one bootstrapped Debian bookworm rootfs for everyone.
 
     def test_something(gen_env, gen_host, bootstrapped_base):
-        subprocess.run(["podman", *gen_host.global_flags(), "run", "--rm", bootstrapped_base, "true"],
+        subprocess.run(["podman", *gen_host.podman_flags(), "run", "--rm", bootstrapped_base, "true"],
                        env=gen_env, check=True)
 
 gen_env holds the environment (CONTAINERS_CONF, GEN_STORAGE_ROOT) for `gen` and podman/buildah

@@ -117,7 +117,7 @@ def bootstrap_base(
         partial.replace(tarball)
         emit("import", ref)
         code, tail = run_logged(
-            ["podman", *host.global_flags(), "import", *import_platform_flags(base), str(tarball), ref],
+            ["podman", *host.podman_flags(), "import", *import_platform_flags(base), str(tarball), ref],
             host.env,
             log,
             cancel,

@@ -72,7 +72,7 @@ def check_tools(host: Host) -> list[Check]:
 
 
 def check_storage(host: Host) -> Check:
-    argv = ["podman", *host.global_flags(), "info", "--format", "{{.Store.GraphDriverName}} {{.Store.GraphRoot}}"]
+    argv = ["podman", *host.podman_flags(), "info", "--format", "{{.Store.GraphDriverName}} {{.Store.GraphRoot}}"]
     try:
         proc = run_quiet(argv, host.env, timeout=60, check=False)
     except ToolError as exc:
@@ -111,7 +111,7 @@ def check_rlimits(host: Host, probe_image: str | None) -> Check:
     if probe_image:
         argv = [
             "podman",
-            *host.global_flags(),
+            *host.podman_flags(),
             "run",
             "--rm",
             "--network",
@@ -392,7 +392,7 @@ def run_checks(host: Host, probe_image: str | None = None, foreign: dict[str, bo
 
 def probe_image(host: Host) -> str | None:
     """A local image to try `podman run` with: a gen rootfs if there is one, else any named image."""
-    argv = ["podman", *host.global_flags(), "images", "--noheading", "--format", "{{.Repository}}:{{.Tag}}"]
+    argv = ["podman", *host.podman_flags(), "images", "--noheading", "--format", "{{.Repository}}:{{.Tag}}"]
     try:
         proc = run_quiet(argv, host.env, timeout=60, check=False)
     except ToolError:

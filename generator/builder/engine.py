@@ -426,7 +426,7 @@ class Builder:
         tool = self.options.backend
         argv = [
             tool,
-            *self.host.global_flags(),
+            *(self.host.podman_flags() if tool == "podman" else self.host.global_flags()),
             "bud" if tool == "buildah" else "build",
             "--isolation",
             "chroot",

@@ -76,6 +76,15 @@ class Host:
             self.driver,
         ]
 
+    def podman_flags(self) -> list[str]:
+        """global_flags, and for a storage of gen's own its own podman state directory: podman keeps
+        its "alive" marker and exit files in /run/libpod whatever the storage, and `podman system
+        reset` (reproduce's clean-up) deletes that directory, which made every other podman on the
+        machine believe it had rebooted."""
+        if self.storage_root is None:
+            return []
+        return [*self.global_flags(), "--tmpdir", str(self.storage_root / "libpod")]
+
     @property
     def runroot(self) -> Path:
         """storage_root/run, or a short path derived from it: podman refuses run roots longer than

@@ -91,7 +91,7 @@ def reset_storage(host: Host) -> None:
     """Empty an isolated storage root gen created (never the user's storage)."""
     assert host.storage_root is not None
     if host.storage_root.exists():
-        run_quiet(["podman", *host.global_flags(), "system", "reset", "--force"], host.env, check=False)
+        run_quiet(["podman", *host.podman_flags(), "system", "reset", "--force"], host.env, check=False)
         shutil.rmtree(host.storage_root, ignore_errors=True)
         shutil.rmtree(host.runroot, ignore_errors=True)  # may live outside the root (a short path)
 

@@ -29,7 +29,7 @@ class StoredImage:
 
 
 def _podman(host: Host, *args: str) -> list[str]:
-    return ["podman", *host.global_flags(), *args]
+    return ["podman", *host.podman_flags(), *args]
 
 
 def _buildah(host: Host, *args: str) -> list[str]:

@@ -109,7 +109,7 @@ def to_spdx(name: str) -> str:
 @contextmanager
 def mounted(host: Host, ref: str) -> Iterator[Path | None]:
     """The image's root directory, mounted read-only for the duration; None if mounting is refused."""
-    flags = host.global_flags()
+    flags = host.podman_flags()
     try:
         proc = run_quiet(["podman", *flags, "image", "mount", ref], host.env, timeout=120, check=False)
     except ToolError:
@@ -137,7 +137,7 @@ def installed_packages(host: Host, ref: str) -> list[Package]:
     proc = run_quiet(
         [
             "podman",
-            *host.global_flags(),
+            *host.podman_flags(),
             "run",
             "--rm",
             "--network",

@@ -82,7 +82,7 @@ def available_updates(
     # As root: the image's USER may be a non-root user, and apt needs root.
     argv = [
         "podman",
-        *host.global_flags(),
+        *host.podman_flags(),
         "run",
         "--rm",
         "--network",

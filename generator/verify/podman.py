@@ -52,7 +52,7 @@ class Podman:
         self.run_platform = ""
 
     def call(self, args: Iterable[str], timeout: float = 60) -> Outcome:
-        argv = ["podman", *self.host.global_flags(), *args]
+        argv = ["podman", *self.host.podman_flags(), *args]
         start = self._clock()
         proc = self._execute(argv, self.host.env, timeout)
         return Outcome(proc.returncode, proc.stdout or "", proc.stderr or "", self._clock() - start)

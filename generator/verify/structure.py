@@ -56,7 +56,7 @@ def podman_api_socket(host: Host) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="gen-podman-api-") as directory:
         socket = Path(directory) / "podman.sock"
         uri = f"unix://{socket}"
-        argv = ["podman", *host.global_flags(), "system", "service", "--time=0", uri]
+        argv = ["podman", *host.podman_flags(), "system", "service", "--time=0", uri]
         proc = subprocess.Popen(
             argv,
             env=host.env,

@@ -77,7 +77,7 @@ def test_overlay_change_in_the_middle_rebuilds_it_and_its_child_only(chain, gen_
     got = subprocess.run(
         [
             "podman",
-            *gen_host.global_flags(),
+            *gen_host.podman_flags(),
             "run",
             "--rm",
             "--entrypoint",
@@ -95,7 +95,7 @@ def test_overlay_change_in_the_middle_rebuilds_it_and_its_child_only(chain, gen_
 
 def image_id(gen_host, env, ref: str) -> str | None:
     got = subprocess.run(
-        ["podman", *gen_host.global_flags(), "image", "inspect", "--format", "{{.Id}}", ref],
+        ["podman", *gen_host.podman_flags(), "image", "inspect", "--format", "{{.Id}}", ref],
         env=env,
         capture_output=True,
         text=True,
@@ -129,7 +129,7 @@ def test_interrupted_build_keeps_previous_tags_and_exits_non_zero(chain, gen_env
     assert proc.returncode != 0, out + err
     assert image_id(gen_host, gen_env, "localhost/gen/other:1") == before
     dangling = subprocess.run(
-        ["podman", *gen_host.global_flags(), "ps", "-a", "--format", "{{.Names}}"],
+        ["podman", *gen_host.podman_flags(), "ps", "-a", "--format", "{{.Names}}"],
         env=gen_env,
         capture_output=True,
         text=True,
@@ -164,7 +164,7 @@ def test_rendered_dockerfile_builds_unchanged_with_podman(chain, gen_env, gen_ho
     built = subprocess.run(
         [
             "podman",
-            *gen_host.global_flags(),
+            *gen_host.podman_flags(),
             "build",
             "--format",
             "oci",
@@ -184,7 +184,7 @@ def test_rendered_dockerfile_builds_unchanged_with_podman(chain, gen_env, gen_ho
     )
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
     ran = subprocess.run(
-        ["podman", *gen_host.global_flags(), "run", "--rm", "localhost/gen-podman-check/top:1", "echo", "hi"],
+        ["podman", *gen_host.podman_flags(), "run", "--rm", "localhost/gen-podman-check/top:1", "echo", "hi"],
         env=gen_env,
         capture_output=True,
         text=True,
@@ -197,7 +197,7 @@ def test_bootstrapped_rootfs_takes_nothing_of_the_hosts_etc(gen_host, bootstrapp
     """mmdebstrap copies the host's hostname and resolv.conf in; gen empties them, and their modes
     must not follow the host's either (a host with a 0755 /etc/hostname made a different rootfs).
     Read from the mounted image: a running container sees the engine's own copies."""
-    podman = ["podman", *gen_host.global_flags(), "image"]
+    podman = ["podman", *gen_host.podman_flags(), "image"]
     mounted = subprocess.run(
         [*podman, "mount", bootstrapped_base], env=gen_host.env, capture_output=True, text=True, timeout=120, check=True
     ).stdout.strip()

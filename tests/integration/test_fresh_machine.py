@@ -78,11 +78,8 @@ def _host_sources() -> list[str]:
 
 
 def outer_podman(host: Host) -> list[str]:
-    """podman on the rehearsal's own storage, with its own state directory: podman keeps its
-    "alive" marker in /run/libpod whatever the storage root, and in two CI runs that directory
-    vanished under the rehearsal (podman then "refreshes" as after a reboot and fails its exec)."""
-    assert host.storage_root is not None
-    return ["podman", *host.global_flags(), "--tmpdir", str(host.storage_root / "libpod")]
+    """podman on the rehearsal's own storage (and its own state directory: see Host.podman_flags)."""
+    return ["podman", *host.podman_flags()]
 
 
 def fresh_debian(host: Host, work: Path) -> str:

@@ -146,7 +146,7 @@ def _installed_version(gen_host, gen_env) -> str:
     proc = subprocess.run(
         [
             "podman",
-            *gen_host.global_flags(),
+            *gen_host.podman_flags(),
             "run",
             "--rm",
             "--entrypoint",

@@ -58,7 +58,7 @@ def _build(gen_cli, env, project: Path) -> dict[str, dict]:
 
 def _uname(host: Host, env, ref: str) -> str:
     proc = subprocess.run(
-        ["podman", *host.global_flags(), "run", "--rm", "--entrypoint", "uname", ref, "-m"],
+        ["podman", *host.podman_flags(), "run", "--rm", "--entrypoint", "uname", ref, "-m"],
         env=env,
         capture_output=True,
         text=True,

@@ -156,7 +156,7 @@ def test_registry_round_trip_and_rebuild(
     for name in CHAIN:
         ids = [
             subprocess.run(
-                ["podman", *h.global_flags(), "image", "inspect", "--format", "{{.Id}}", f"{PREFIX}/{name}:latest"],
+                ["podman", *h.podman_flags(), "image", "inspect", "--format", "{{.Id}}", f"{PREFIX}/{name}:latest"],
                 env=e,
                 capture_output=True,
                 text=True,

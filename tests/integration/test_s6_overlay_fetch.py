@@ -87,7 +87,7 @@ def gen(args: list[str], project: Path, env: dict[str, str], timeout: float = 90
 
 def image_id(gen_host, env, ref: str) -> str | None:
     got = subprocess.run(
-        ["podman", *gen_host.global_flags(), "image", "inspect", "--format", "{{.Id}}", ref],
+        ["podman", *gen_host.podman_flags(), "image", "inspect", "--format", "{{.Id}}", ref],
         env=env,
         capture_output=True,
         text=True,
@@ -123,7 +123,7 @@ def test_fetch_stage_verifies_each_tarball_and_refuses_a_mismatch(
     read = subprocess.run(
         [
             "podman",
-            *gen_host.global_flags(),
+            *gen_host.podman_flags(),
             "run",
             "--rm",
             "--entrypoint",
@@ -178,7 +178,7 @@ def test_local_directory_source_is_served_to_the_build(tmp_path, gen_env, gen_ho
     read = subprocess.run(
         [
             "podman",
-            *gen_host.global_flags(),
+            *gen_host.podman_flags(),
             "run",
             "--rm",
             "--entrypoint",

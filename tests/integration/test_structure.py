@@ -22,7 +22,7 @@ def test_embedded_spec_reads_back_as_rendered(name, example_project: Path, examp
     got = subprocess.run(
         [
             "podman",
-            *gen_host.global_flags(),
+            *gen_host.podman_flags(),
             "run",
             "--rm",
             "--entrypoint",
@@ -44,7 +44,7 @@ def test_embedded_spec_reads_back_as_rendered(name, example_project: Path, examp
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_build_id_tag_points_at_the_image(name, example_images, gen_host, gen_env):
     listed = subprocess.run(
-        ["podman", *gen_host.global_flags(), "images", "--format", "{{.Tag}} {{.ID}}", f"localhost/gen/{name}"],
+        ["podman", *gen_host.podman_flags(), "images", "--format", "{{.Tag}} {{.ID}}", f"localhost/gen/{name}"],
         env=gen_env,
         capture_output=True,
         text=True,
