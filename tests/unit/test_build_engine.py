@@ -4,6 +4,7 @@ asks storage nothing per image (100 images decided in well under a second). Stor
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import textwrap
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from generator.builder import engine, storage
 from generator.builder.engine import Builder, BuildOptions
 from generator.builder.host import Host
+from generator.builder.reproduce import reset_storage
 from generator.render import write_outputs
 from generator.render.project import render_project
 from generator.spec import load_project
@@ -175,3 +177,17 @@ def test_layer_cache_reads_and_writes_the_registry_repository(tmp_path, fake):
     assert "--tls-verify=false" in argv
     fresh = cached.build_argv(image, BASE_ID, tmp_path / "iid", fresh=True)
     assert "--cache-from" not in fresh and "--no-cache" in fresh
+
+
+@pytest.mark.skipif(shutil.which("podman") is None, reason="needs podman")
+def test_resetting_a_storage_of_gens_own_leaves_podmans_host_state_alone(tmp_path):
+    """podman system reset deletes podman's state directory; for a storage of gen's own that is
+    the storage's own (--tmpdir), never the host's /run/libpod, which other podman runs rely on."""
+    other, host = Host.from_env(tmp_path / "other"), Host.from_env(tmp_path / "storage")
+    assert host.podman_flags()[-2:] == ["--tmpdir", str(tmp_path / "storage" / "libpod")]
+    for argv in (["podman", *other.global_flags()], ["podman", *host.podman_flags()]):  # the first uses /run/libpod
+        subprocess.run([*argv, "images"], env=host.env, check=True, capture_output=True, timeout=60)
+    assert Path("/run/libpod/alive").exists()
+    reset_storage(host)
+    assert Path("/run/libpod/alive").exists() and not (tmp_path / "storage").exists()
+    reset_storage(other)
