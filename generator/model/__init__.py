@@ -84,6 +84,8 @@ class Logging:
     timestamp: str
     stdout: bool
     logger: str  # gen-log | s6-log
+    forward_to: str  # a syslog collector's udp://, tcp:// or unix:// address; "" for none
+    forward_facility: str
 
 
 @dataclass(frozen=True)
@@ -331,7 +333,12 @@ def init_from(init: dict) -> Init:
 
 
 def logging_from(logging: dict) -> Logging:
-    return Logging(**{k: logging[k] for k in ("dir", "max_size", "keep", "timestamp", "stdout", "logger")})
+    forward = logging.get("forward", {})
+    return Logging(
+        **{k: logging[k] for k in ("dir", "max_size", "keep", "timestamp", "stdout", "logger")},
+        forward_to=forward.get("to", ""),
+        forward_facility=forward.get("facility", "user"),
+    )
 
 
 def sysctls_from(sysctls: dict) -> Sysctls:

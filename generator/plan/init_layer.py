@@ -512,4 +512,7 @@ def init_env(image: Image) -> dict[str, str]:
             "GEN_RESTART": init.restart,
         }
     )
+    if logging.forward_to:
+        env["GEN_LOG_FORWARD"] = logging.forward_to
+        env["GEN_LOG_FORWARD_FACILITY"] = logging.forward_facility
     return env

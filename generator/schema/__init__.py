@@ -34,6 +34,14 @@ def spec_schema() -> dict[str, Any]:
     return json.loads(text)
 
 
+def syslog_facility_code(name: str) -> int:
+    """RFC 5424's number of a facility the schema allows: it lists kern to ftp (0-11), then local0
+    to local7 (16-23)."""
+    names = spec_schema()["properties"]["logging"]["properties"]["forward"]["properties"]["facility"]["enum"]
+    index = names.index(name)
+    return index if index < 12 else index + 4
+
+
 def schema_text() -> str:
     """The schema file's exact text, for `gen schema` and editors."""
     return resources.files(__package__).joinpath("spec.schema.json").read_text(encoding="utf-8")

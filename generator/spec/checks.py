@@ -375,6 +375,25 @@ def _check_profiles(spec: ResolvedSpec) -> Iterator[Diagnostic]:
         )
 
 
+def _check_forwarding(spec: ResolvedSpec) -> Iterator[Diagnostic]:
+    """Log forwarding is gen-log's (a thread reading its files), run by the init's loggers."""
+    logging = spec.data["logging"]
+    if not logging.get("forward", {}).get("to"):
+        return
+    if spec.data["init"]["kind"] == "none":
+        yield spec.diagnostic(
+            ("logging", "forward"),
+            "log forwarding needs an init layer; this image has init.kind none",
+            "set init.kind: s6",
+        )
+    elif logging["logger"] != "gen-log":
+        yield spec.diagnostic(
+            ("logging", "forward"),
+            f"log forwarding needs the gen-log logger; this image's is {logging['logger']}",
+            "set logging.logger: gen-log, or leave logging.forward out",
+        )
+
+
 def _known(what: str, names: list[str]) -> str:
     return f"known {what}: {', '.join(names)}" if names else f"this spec declares no {what}"
 
@@ -434,6 +453,7 @@ CHECKS: tuple[Callable[[ResolvedSpec], Iterator[Diagnostic]], ...] = (
     _check_unique_entries,
     _check_start_order,
     _check_profiles,
+    _check_forwarding,
     _check_paths,
     _check_platform_tags,
 )

@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from generator.builder.proc import ToolError
 from generator.plan.hints import HEALTH_SCRIPT, READY_MARKERS
+from generator.schema import syslog_facility_code
 from generator.verify import structure
 from generator.verify.expectations import Expectations, VolumeExpectation
 from generator.verify.podman import Outcome, Podman, poll
@@ -48,6 +50,9 @@ ARBITRARY_USER = "12345:0"
 # Arguments a shell would split or expand; they must reach the app exactly.
 TRICKY_ARGS = ("two words", "it's", '"double"', "", "$HOME", "*", "back\\slash", "  padded  ")
 APP_MARKER = "gen-verify-app-ran"
+# Log forwarding: a unix datagram socket of verify's own, mounted into the container.
+SYSLOG_MOUNT = "/run/gen-verify-syslog"
+SYSLOG_MESSAGE = re.compile(r"^<(\d+)>1 (\S+) (\S+) (\S+) - - - (.*)$", re.DOTALL)
 
 
 class Status(str, Enum):
@@ -96,6 +101,8 @@ class Context:
         env = {"GEN_LOG_TIMESTAMP": "none"}
         if self.expect.restart != "stop":
             env["GEN_RESTART"] = "stop"
+        if self.expect.forward_to:  # the spec's collector is not verify's: no run waits on it
+            env["GEN_LOG_FORWARD"] = ""
         env.update(extra or {})
         return env
 
@@ -633,6 +640,43 @@ def check_readiness(ctx: Context) -> Verdict:
     return passed(f"ready after {took:.1f} s; health check: {health.stdout.strip()}")
 
 
+def check_log_forwarding(ctx: Context) -> Verdict:
+    """The image forwards CMD's lines as RFC 5424 messages (its name as APP-NAME, the spec's
+    facility): pointed at a unix datagram socket of verify's own instead of the spec's collector."""
+    if not ctx.expect.forward_to:
+        return skipped("no logging.forward declared")
+    where = ctx.workdir / "syslog"
+    where.mkdir(mode=0o755, exist_ok=True)
+    token = f"gen-verify-forwarded-{os.urandom(4).hex()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as collector:
+        collector.bind(str(where / "log.sock"))
+        (where / "log.sock").chmod(0o666)  # the logger runs as the log directory's owner
+        collector.setblocking(False)
+        outcome = ctx.podman.run(
+            ctx.ref,
+            ["echo", token],
+            options=["-v", f"{where}:{SYSLOG_MOUNT}"],
+            env=ctx.run_env({"GEN_LOG_FORWARD": f"unix://{SYSLOG_MOUNT}/log.sock"}),
+            timeout=RUN_TIMEOUT,
+        )
+        received = []
+        while True:  # the logger drains its forwarding before the container ends
+            try:
+                received.append(collector.recv(65536).decode(errors="replace"))
+            except BlockingIOError:
+                break
+    if outcome.code != 0:
+        return failed(f"echo {token}: {_code_detail(outcome)}")
+    messages = [m for m in map(SYSLOG_MESSAGE.match, received) if m and m.group(5) == token]
+    if not messages:
+        return failed(f"no message with the app's line arrived ({len(received)} others): {received[:1]}")
+    pri, app = int(messages[0].group(1)), messages[0].group(4)
+    expected_pri = syslog_facility_code(ctx.expect.forward_facility) * 8 + 6
+    if (pri, app) != (expected_pri, ctx.expect.name):
+        return failed(f"PRI {pri}, APP-NAME {app}; expected {expected_pri} and {ctx.expect.name}")
+    return passed(f"CMD's line arrived as RFC 5424 (APP-NAME {app}, PRI {pri}); spec's target: {ctx.expect.forward_to}")
+
+
 def check_structure(ctx: Context) -> Verdict:
     """The image's generated container-structure-test config (accounts, volumes, packages, metadata)."""
     if ctx.structure_config is None or not ctx.structure_config.is_file():
@@ -674,5 +718,6 @@ CHECKS: tuple[tuple[str, CheckFunction], ...] = (
     ("sysctl policy", check_sysctl_policy),
     ("profiles", check_profiles),
     ("readiness and health", check_readiness),
+    ("log forwarding", check_log_forwarding),
     ("structure test", check_structure),
 )

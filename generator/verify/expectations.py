@@ -55,6 +55,8 @@ class Expectations:
     ready_timeout_ms: int | None = None  # the longest readiness timeout; None: none declared
     profiles: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()  # (name, env) of each
     default_profile: str | None = None
+    forward_to: str = ""  # logging.forward.to: the collector the image forwards its logs to
+    forward_facility: str = "user"
 
     def default_profile_env(self) -> dict[str, str]:
         """What the profile a start without GEN_PROFILE gets puts in CMD's environment."""
@@ -104,6 +106,8 @@ def from_spec(spec: dict) -> Expectations:
         ready_timeout_ms=_longest_readiness(data),
         profiles=tuple((name, tuple(sorted(p["env"].items()))) for name, p in sorted(data["profiles"].items())),
         default_profile=data.get("default_profile"),
+        forward_to=logging.forward_to,
+        forward_facility=logging.forward_facility,
     )
 
 

@@ -486,3 +486,47 @@ echo "$first $gone '$REPLY'"
     out = subprocess.run(["sh", "-c", script, "sh", str(tmp_path)], capture_output=True, text=True, timeout=30)
     first, gone, reply = out.stdout.split()
     assert int(first) > 0 and gone == "1" and reply == "''", out
+
+
+# --- log forwarding ------------------------------------------------------------------------------
+
+
+def test_cmd_and_service_lines_are_forwarded_with_their_names(init_root, tmp_path):
+    """GEN_LOG_FORWARD reaches every logger: CMD's lines carry the image's name (init.conf's
+    app_name), a service's its own; the facility is GEN_LOG_FORWARD_FACILITY's."""
+    from tests.unit.test_gen_log_forward import MESSAGE, Collector
+
+    conf = init_root.path / "etc/gen/init.conf"
+    conf.write_text(conf.read_text() + "app_name=shop\nservice web '' 0 sh -c 'echo from-web; exec sleep 30'\n")
+    collector = Collector("unix", tmp_path / "log.sock")
+    try:
+        result = init_root.run(
+            "sh",
+            "-c",
+            "sleep 0.5; echo from-cmd",
+            GEN_LOG_FORWARD=collector.url,
+            GEN_LOG_FORWARD_FACILITY="local0",
+        )
+        assert result.returncode == 0, result.stderr
+        collector.wait_for(2)
+        got = sorted((m.group(4), m.group(5), m.group(1)) for m in map(MESSAGE.match, collector.messages))
+    finally:
+        collector.close()
+    assert got == [(b"shop", b"from-cmd", b"134"), (b"web", b"from-web", b"134")]
+
+
+@pytest.mark.parametrize(
+    "env, said",
+    [
+        (
+            {"GEN_LOG_FORWARD": "syslog.example:514"},
+            "GEN_LOG_FORWARD=syslog.example:514 GEN_LOG_FORWARD_FACILITY=user:",
+        ),
+        ({"GEN_LOG_FORWARD": "udp://h:514", "GEN_LOG_FORWARD_FACILITY": "local9"}, "local0 to local7"),
+        ({"GEN_LOG_FORWARD": "udp://h:514", "GEN_LOGGER": "s6-log"}, "log forwarding is gen-log's"),
+    ],
+)
+def test_a_bad_forwarding_setting_is_one_line_before_anything_starts(init_root, env, said):
+    result = init_root.run("echo", "x", **env)
+    assert result.returncode == 111 and result.stdout == b""
+    assert said in result.stderr.decode() and result.stderr.count(b"\n") == 1, result.stderr

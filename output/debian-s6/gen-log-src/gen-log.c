@@ -1,8 +1,11 @@
 /* gen-log: the logger of gen's init. Reads a service's output on stdin and writes it to DIR/current,
  * rotated by size at line boundaries into archives named as s6-log names them (@<tai64n>.s, the
- * oldest deleted beyond KEEP); optionally copies it to stdout, asynchronously.
+ * oldest deleted beyond KEEP); optionally copies it to stdout and forwards it to a syslog collector,
+ * both asynchronously.
  *
- *   gen-log [-t none|tai64n|iso8601] [-s MAX_SIZE] [-n KEEP] [-o] [-p PREFIX] [-d DRAIN_MS] [-e] DIR
+ *   gen-log [-t none|tai64n|iso8601] [-s MAX_SIZE] [-n KEEP] [-o] [-p PREFIX] [-d DRAIN_MS] [-e]
+ *           [-f udp://HOST:PORT|tcp://HOST:PORT|unix:///PATH [-a APP_NAME] [-l FACILITY]] DIR
+ *   gen-log -c [OPTIONS]: check the options (the init's check of its settings) and exit
  *
  * Why not s6-log: s6-log handles its input line by line in 8 KiB reads (about 250 MB/s here, against
  * 3 GB/s for a plain pipe into a file) and copies to stdout synchronously, so a stalled container
@@ -25,6 +28,15 @@
  * - -t stamps each line (tai64n or iso8601, s6-log's t and T formats) in the files; the stdout copy
  *   leaves the stamps out (the engine stamps its own records) and puts PREFIX and a space before
  *   each line when given (several services sharing stdout).
+ * - -f forwards each line as an RFC 5424 message (APP_NAME, FACILITY, severity info, the line's
+ *   stamp as its time) by a third thread that reads the files as the stdout copy does, at its own
+ *   pace and with its own place in the state file: a collector that is slow or down never slows
+ *   the files or the app; it is retried with backoff while the files keep everything, and one that
+ *   stays down longer than the kept files last is skipped over, said as for the stdout copy. Over
+ *   TCP (octet-counted framing, RFC 6587) a batch cut by a broken connection is sent again whole,
+ *   so a line may arrive twice but none is lost; a connection the collector closed is noticed
+ *   before the next batch. Over UDP a collector that is down loses what was sent meanwhile; over a
+ *   unix datagram socket (/dev/log) nothing is lost.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -36,11 +48,14 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,7 +84,8 @@ struct writer_state {
 struct copier_state {
   uint64_t magic, ino, offset, line_start;
 };
-#define COPIER_STATE_AT 512
+#define COPIER_STATE_AT 512 /* the stdout copy's part */
+#define FORWARD_STATE_AT 1024 /* the forwarding's part */
 
 /* One file of the log, oldest first: archives then current. The copier reads them in this order. */
 struct segment {
@@ -87,25 +103,39 @@ static struct {
   long drain_ms;
   int end_on_term;
   const char *dir;
-} opt = {STAMP_NONE, 268435455, 3, 0, NULL, 3000, 0, NULL};
+  const char *forward_to, *app_name;
+  int facility;
+} opt = {STAMP_NONE, 268435455, 3, 0, NULL, 3000, 0, NULL, NULL, NULL, 1};
 
 static int dir_fd = -1, cur_fd = -1, state_fd = -1;
 static uint64_t cur_size, cur_ino;
 static int line_start = 1;          /* the files end at a line boundary */
-static uint64_t pending_skip;       /* bytes the copy skipped, still to be said in the files */
-static unsigned pending_skip_files;
 static int stdin_is_pipe, scratch[2] = {-1, -1}, devnull = -1;
 static volatile sig_atomic_t term_seen; /* -e: SIGTERM came; the input ends when the pipe is empty */
 static sigset_t unblocked;              /* -e: the mask while waiting for input, SIGTERM let in */
 
-/* Shared with the copier thread, under lock. */
+/* Shared with the copy threads, under lock. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t changed = PTHREAD_COND_INITIALIZER;
 static struct segment *segs;
 static size_t nsegs, segs_cap;
-static uint64_t next_seq, copy_seq, copy_off;
-static uint64_t copy_open_seq = UINT64_MAX; /* the segment whose file the copy has open */
-static int input_done, copier_done;
+static uint64_t next_seq, progress; /* progress: bumped each time a copy moves on */
+static int input_done;
+
+/* A reader of the files at its own pace: the stdout copy (-o) or the syslog forwarding (-f). Its
+ * place, done and skip counts are under lock; line_start and need_more are its thread's own. */
+struct copy {
+  const char *what; /* in gen-log's own lines */
+  size_t (*send)(struct copy *c, int fd, uint64_t off, size_t len, int complete, char *buf);
+  off_t state_at;
+  uint64_t seq, off, open_seq; /* open_seq: the segment whose file it has open */
+  int done, line_start, need_more;
+  uint64_t pending_skip, skipped_total; /* skipped bytes still to be said in the files; said so far */
+  unsigned pending_skip_files;
+  pthread_t thread;
+};
+static struct copy copies[2], *stdout_copy;
+static size_t ncopies;
 
 static void say(const char *fmt, ...) {
   char line[512];
@@ -131,7 +161,8 @@ static void die(const char *fmt, ...) {
 }
 
 static void usage(const char *problem) {
-  die("%s; usage: gen-log [-t none|tai64n|iso8601] [-s MAX_SIZE] [-n KEEP] [-o] [-p PREFIX] [-d DRAIN_MS] [-e] DIR",
+  die("%s; usage: gen-log [-t none|tai64n|iso8601] [-s MAX_SIZE] [-n KEEP] [-o] [-p PREFIX] [-d DRAIN_MS] [-e] "
+      "[-f udp://HOST:PORT|tcp://HOST:PORT|unix:///PATH [-a APP_NAME] [-l FACILITY]] DIR",
       problem);
 }
 
@@ -231,10 +262,13 @@ static struct segment *add_segment(const char *name, uint64_t ino, uint64_t size
   return s;
 }
 
-/* Drop segments the copier has passed, so the list stays as short as the directory. */
+/* Drop segments every copy has passed, so the list stays as short as the directory. */
 static void forget_copied_segments(void) {
+  uint64_t oldest = UINT64_MAX;
+  for (size_t i = 0; i < ncopies; i++)
+    if (!copies[i].done && copies[i].seq < oldest) oldest = copies[i].seq;
   size_t drop = 0;
-  while (drop < nsegs && segs[drop].seq < copy_seq) drop++;
+  while (drop < nsegs && segs[drop].seq < oldest && !segs[drop].is_current) drop++;
   if (drop) {
     memmove(segs, segs + drop, (nsegs - drop) * sizeof *segs);
     nsegs -= drop;
@@ -301,8 +335,8 @@ static void open_current(void) {
   }
 }
 
-/* Delete the oldest archives beyond KEEP. One the copier has not reached is skipped by it: the
- * bytes are counted, and said in the files at the next line boundary. */
+/* Delete the oldest archives beyond KEEP. One a copy has not reached is skipped by it: the bytes
+ * are counted, and said in the files at the next line boundary. */
 static void prune(void) {
   size_t n;
   char **names = list_archives(&n);
@@ -318,9 +352,11 @@ static void prune(void) {
       struct segment *s = &segs[j];
       if (s->deleted || s->is_current || s->ino != (uint64_t)st.st_ino) continue;
       s->deleted = 1;
-      if (opt.copy && !copier_done && s->seq >= copy_seq && s->seq != copy_open_seq) { /* never to be opened */
-        pending_skip += s->size - (s->seq == copy_seq ? copy_off : 0);
-        pending_skip_files++;
+      for (size_t k = 0; k < ncopies; k++) {
+        struct copy *c = &copies[k];
+        if (c->done || s->seq < c->seq || s->seq == c->open_seq) continue; /* passed, or open: still readable */
+        c->pending_skip += s->size - (s->seq == c->seq ? c->off : 0);
+        c->pending_skip_files++;
       }
     }
     pthread_mutex_unlock(&lock);
@@ -366,10 +402,10 @@ static void rotate(void) {
   prune();
 }
 
-/* Bytes appended to current: the copier may read up to the new size. */
+/* Bytes appended to current: the copies may read up to the new size. */
 static void appended(size_t n) {
   cur_size += n;
-  if (!opt.copy) return;
+  if (!ncopies) return;
   pthread_mutex_lock(&lock);
   for (size_t i = nsegs; i-- > 0;)
     if (segs[i].is_current) {
@@ -380,7 +416,7 @@ static void appended(size_t n) {
   pthread_mutex_unlock(&lock);
 }
 
-/* A line of gen-log's own into the files (and so into the stdout copy), at a line boundary. */
+/* A line of gen-log's own into the files (and so into the copies), at a line boundary. */
 static void own_line(const char *text) {
   char line[600];
   size_t len = 0;
@@ -393,23 +429,26 @@ static void own_line(const char *text) {
 }
 
 static void say_skips(void) {
-  pthread_mutex_lock(&lock);
-  uint64_t bytes = pending_skip;
-  unsigned files = pending_skip_files;
-  pending_skip = 0;
-  pending_skip_files = 0;
-  pthread_mutex_unlock(&lock);
-  if (!bytes && !files) return;
-  /* The total too: a line like this one may itself be in a file the copy skips later. */
-  static uint64_t total;
-  total += bytes;
-  char text[300];
-  snprintf(text, sizeof text,
-           "the stdout copy fell behind by more than the %u kept files and skipped %llu bytes (%u file%s deleted "
-           "by rotation before the copy reached %s; %llu bytes in all)",
-           opt.keep, (unsigned long long)bytes, files, files == 1 ? "" : "s", files == 1 ? "it" : "them",
-           (unsigned long long)total);
-  own_line(text);
+  for (size_t k = 0; k < ncopies; k++) {
+    struct copy *c = &copies[k];
+    pthread_mutex_lock(&lock);
+    uint64_t bytes = c->pending_skip;
+    unsigned files = c->pending_skip_files;
+    c->pending_skip = 0;
+    c->pending_skip_files = 0;
+    /* The total too: a line like this one may itself be in a file the copy skips later. */
+    c->skipped_total += bytes;
+    uint64_t total = c->skipped_total;
+    pthread_mutex_unlock(&lock);
+    if (!bytes && !files) continue;
+    char text[300];
+    snprintf(text, sizeof text,
+             "the %s fell behind by more than the %u kept files and skipped %llu bytes (%u file%s deleted by "
+             "rotation before it reached %s; %llu bytes in all)",
+             c->what, opt.keep, (unsigned long long)bytes, files, files == 1 ? "" : "s", files == 1 ? "it" : "them",
+             (unsigned long long)total);
+    own_line(text);
+  }
 }
 
 /* --- input ------------------------------------------------------------------------------------- */
@@ -611,7 +650,7 @@ static void write_loop(void) {
       end_run(n);
       continue;
     }
-    if (line_start && opt.copy) say_skips();
+    if (line_start && ncopies) say_skips();
     const char *out;
     size_t out_len;
     int rotate_after;
@@ -635,18 +674,16 @@ static void write_loop(void) {
     line_start = 1;
     appended(1);
   }
-  if (opt.copy) say_skips();
+  if (ncopies) say_skips();
 }
 
 /* --- the stdout copy ------------------------------------------------------------------------------ */
-
-static int copy_line_start = 1;
 
 /* stdout is gone (closed by the engine): stop copying, keep logging to the files. */
 static void stop_copy(int err) {
   say("gen-log: the stdout copy stops: %s", strerror(err));
   pthread_mutex_lock(&lock);
-  copier_done = 1;
+  stdout_copy->done = 1;
   pthread_cond_broadcast(&changed);
   pthread_mutex_unlock(&lock);
   pthread_exit(NULL);
@@ -673,7 +710,8 @@ static void write_stdout(const char *buf, size_t len) {
 
 /* Copy [off, off+len) of fd to stdout; returns bytes copied. Stamps are left out and the prefix
  * put in, line by line; without either, sendfile moves the bytes without a copy into this process. */
-static size_t copy_range(int fd, uint64_t off, size_t len, char *buf) {
+static size_t copy_to_stdout(struct copy *c, int fd, uint64_t off, size_t len, int complete, char *buf) {
+  (void)complete;
   if (!opt.prefix && opt.stamp == STAMP_NONE) {
     off_t pos = (off_t)off;
     ssize_t n = sendfile(1, fd, &pos, len);
@@ -687,7 +725,7 @@ static size_t copy_range(int fd, uint64_t off, size_t len, char *buf) {
   char *out = buf + CHUNK; /* the second half of the buffer */
   size_t o = 0;
   while (i < end) {
-    if (copy_line_start) {
+    if (c->line_start) {
       if (slen) {
         if (end - i < slen) break; /* the rest of this stamp comes next round */
         i += slen;
@@ -697,7 +735,7 @@ static size_t copy_range(int fd, uint64_t off, size_t len, char *buf) {
         o += plen;
         out[o++] = ' ';
       }
-      copy_line_start = 0;
+      c->line_start = 0;
     }
     const char *nl = memchr(buf + i, '\n', end - i);
     size_t seg = nl ? (size_t)(nl - (buf + i)) + 1 : end - i;
@@ -705,34 +743,313 @@ static size_t copy_range(int fd, uint64_t off, size_t len, char *buf) {
     memcpy(out + o, buf + i, seg);
     o += seg;
     i += seg;
-    if (out[o - 1] == '\n') copy_line_start = 1;
+    if (out[o - 1] == '\n') c->line_start = 1;
     if (o + plen + 1 >= CHUNK) break;
   }
   write_stdout(out, o);
   return i;
 }
 
-static void *copier(void *unused) {
-  (void)unused;
+/* --- the syslog forwarding ------------------------------------------------------------------------ */
+
+#define FWD_PIECE 7680          /* the longest MSG sent in one message: collectors' default limit is 8 KiB */
+#define FWD_LINE_WAIT (64u << 10) /* a line without newline yet is sent in pieces once this long */
+#define FWD_BATCH (256u << 10)  /* framed messages written to a stream at once */
+#define FWD_BACKOFF_MAX_MS 10000
+#define FWD_CONNECT_MS 5000
+
+static struct {
+  int stream, local; /* tcp; unix */
+  char host[256], port[8];
+  struct sockaddr_un sun;
+  char app[49], hostname[256];
+  int fd;
+  int failing; /* read by main at exit: atomic */
+  long backoff_ms;
+  char why[320];
+  char *batch;
+  size_t batch_len;
+} fwd = {.fd = -1};
+
+static const char *const facility_names[] = {"kern", "user",   "mail", "daemon", "auth",    "syslog",
+                                             "lpr",  "news",   "uucp", "cron",   "authpriv", "ftp"};
+
+static int facility_code(const char *name) {
+  for (int i = 0; i < (int)(sizeof facility_names / sizeof *facility_names); i++)
+    if (!strcmp(name, facility_names[i])) return i;
+  if (!strncmp(name, "local", 5) && name[5] >= '0' && name[5] <= '7' && !name[6]) return 16 + name[5] - '0';
+  die("-l %s: use kern, user, mail, daemon, auth, syslog, lpr, news, uucp, cron, authpriv, ftp or local0 to local7",
+      name);
+  return 0;
+}
+
+/* RFC 5424's header fields are printable US-ASCII without spaces, of a bounded length. */
+static void header_field(char *out, size_t cap, const char *in) {
+  size_t n = 0;
+  for (; *in && n + 1 < cap; in++) out[n++] = (*in > 32 && *in < 127) ? *in : '_';
+  if (!n) out[n++] = '-';
+  out[n] = 0;
+}
+
+static void parse_target(const char *url) {
+  static const char usage_text[] = "use udp://HOST:PORT, tcp://HOST:PORT or unix:///PATH";
+  if (!strncmp(url, "unix://", 7)) {
+    const char *path = url + 7;
+    if (path[0] != '/' || strlen(path) >= sizeof fwd.sun.sun_path)
+      die("-f %s: a unix socket is an absolute path of at most %zu bytes", url, sizeof fwd.sun.sun_path - 1);
+    fwd.local = 1;
+    fwd.sun.sun_family = AF_UNIX;
+    strcpy(fwd.sun.sun_path, path);
+    return;
+  }
+  fwd.stream = !strncmp(url, "tcp://", 6);
+  if (!fwd.stream && strncmp(url, "udp://", 6)) die("-f %s: %s", url, usage_text);
+  const char *host = url + 6, *colon;
+  size_t len;
+  if (*host == '[') { /* an IPv6 address */
+    const char *end = strchr(host, ']');
+    if (!end || end[1] != ':') die("-f %s: %s ([ADDRESS]:PORT for IPv6)", url, usage_text);
+    host++;
+    len = (size_t)(end - host);
+    colon = end + 1;
+  } else {
+    colon = strchr(host, ':');
+    len = colon ? (size_t)(colon - host) : 0;
+  }
+  if (!colon || !len || len >= sizeof fwd.host || strspn(host, "0123456789abcdefghijklmnopqrstuvwxyz"
+                                                                "ABCDEFGHIJKLMNOPQRSTUVWXYZ.-:") < len)
+    die("-f %s: %s", url, usage_text);
+  memcpy(fwd.host, host, len);
+  fwd.host[len] = 0;
+  number(colon + 1, 1, 65535, "-f: the port");
+  snprintf(fwd.port, sizeof fwd.port, "%s", colon + 1);
+}
+
+/* A connected socket to the collector, or -1 with fwd.why set. */
+static int open_collector(void) {
+  if (fwd.local) {
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&fwd.sun, sizeof fwd.sun) == 0) return fd;
+    snprintf(fwd.why, sizeof fwd.why, "cannot connect: %s", strerror(errno));
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  struct addrinfo hints, *found;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_socktype = fwd.stream ? SOCK_STREAM : SOCK_DGRAM;
+  int rc = getaddrinfo(fwd.host, fwd.port, &hints, &found);
+  if (rc) {
+    snprintf(fwd.why, sizeof fwd.why, "cannot resolve %s: %s", fwd.host, gai_strerror(rc));
+    return -1;
+  }
+  int fd = -1;
+  for (struct addrinfo *ai = found; ai && fd < 0; ai = ai->ai_next) {
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+    if (fd < 0) continue;
+    int err = connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 ? 0 : errno;
+    if (err == EINPROGRESS) { /* bounded: an address that drops packets must not hold the forwarding */
+      struct pollfd p = {fd, POLLOUT, 0};
+      socklen_t elen = sizeof err;
+      err = poll(&p, 1, FWD_CONNECT_MS) <= 0 ? ETIMEDOUT : getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) ? errno : err;
+    }
+    if (err) {
+      snprintf(fwd.why, sizeof fwd.why, "cannot connect: %s", strerror(err));
+      close(fd);
+      fd = -1;
+    } else {
+      fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    }
+  }
+  freeaddrinfo(found);
+  return fd;
+}
+
+/* The collector failed: say so once, then retry with backoff (the files keep everything). */
+static void collector_failed(void) {
+  if (fwd.fd >= 0) close(fwd.fd);
+  fwd.fd = -1;
+  if (!fwd.failing)
+    say("gen-log: forwarding to %s: %s; retrying with backoff, the files keep every line", opt.forward_to, fwd.why);
+  __atomic_store_n(&fwd.failing, 1, __ATOMIC_RELAXED);
+  fwd.backoff_ms = fwd.backoff_ms ? fwd.backoff_ms * 2 : 100;
+  if (fwd.backoff_ms > FWD_BACKOFF_MAX_MS) fwd.backoff_ms = FWD_BACKOFF_MAX_MS;
+  sleep_ms(fwd.backoff_ms);
+}
+
+static void collector_took(void) {
+  if (fwd.failing) say("gen-log: forwarding to %s goes on", opt.forward_to);
+  __atomic_store_n(&fwd.failing, 0, __ATOMIC_RELAXED);
+  fwd.backoff_ms = 0;
+}
+
+/* Whether the collector has closed the stream (a restart, say): sending into it would lose lines. */
+static int stream_closed(void) {
+  struct pollfd p = {fwd.fd, POLLIN | POLLRDHUP, 0};
+  if (poll(&p, 1, 0) <= 0) return 0;
+  if (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) return 1;
+  char junk[512]; /* a collector has nothing to say: whatever it sent is read away */
+  ssize_t n = recv(fwd.fd, junk, sizeof junk, MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
+}
+
+/* Send one datagram, or the stream batch whole, retrying until the collector takes it. */
+static void send_to_collector(const char *buf, size_t len) {
+  for (;;) {
+    if (fwd.fd < 0 && (fwd.fd = open_collector()) < 0) {
+      collector_failed();
+      continue;
+    }
+    if (fwd.stream && stream_closed()) {
+      snprintf(fwd.why, sizeof fwd.why, "the collector closed the connection");
+      collector_failed();
+      continue;
+    }
+    size_t sent = 0;
+    while (sent < len) {
+      ssize_t n = send(fwd.fd, buf + sent, len - sent, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0 || (!fwd.stream && (size_t)n != len)) break;
+      sent += (size_t)n;
+    }
+    if (sent == len) {
+      collector_took();
+      return;
+    }
+    snprintf(fwd.why, sizeof fwd.why, "cannot send: %s", strerror(errno));
+    collector_failed(); /* a stream's batch is sent again whole: a line may come twice, none is lost */
+  }
+}
+
+static void flush_batch(void) {
+  if (fwd.batch_len) send_to_collector(fwd.batch, fwd.batch_len);
+  fwd.batch_len = 0;
+}
+
+/* The RFC 5424 time (UTC, microseconds) of the stamp at p, into out; the stamp's length in the
+ * files, or 0 when p holds no stamp of the kind given by -t (a file from a run with another -t). */
+static size_t stamp_time(const char *p, size_t avail, char *out, size_t cap) {
+  size_t slen = stamp_len();
+  if (avail < slen) return 0;
+  struct timespec ts = {0, 0};
+  if (opt.stamp == STAMP_TAI64N) {
+    if (p[0] != '@' || p[TAI64N_LEN] != ' ' || strspn(p + 1, "0123456789abcdef") < 24) return 0;
+    uint64_t secs = 0, nanos = 0;
+    for (int i = 0; i < 16; i++) secs = secs * 16 + (uint64_t)(p[1 + i] <= '9' ? p[1 + i] - '0' : p[1 + i] - 'a' + 10);
+    for (int i = 0; i < 8; i++) nanos = nanos * 16 + (uint64_t)(p[17 + i] <= '9' ? p[17 + i] - '0' : p[17 + i] - 'a' + 10);
+    if (secs < TAI64_BASE + TAI_UTC_OFFSET || nanos > 999999999) return 0;
+    ts.tv_sec = (time_t)(secs - TAI64_BASE - TAI_UTC_OFFSET);
+    ts.tv_nsec = (long)nanos;
+  } else {
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    char tail[3] = {0};
+    long nanos;
+    if (sscanf(p, "%4d-%2d-%2d %2d:%2d:%2d.%9ld%2c", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+               &tm.tm_sec, &nanos, tail) != 8 || strcmp(tail, "  ") || p[ISO8601_LEN] != ' ')
+      return 0;
+    tm.tm_year -= 1900, tm.tm_mon -= 1, tm.tm_isdst = -1; /* written in local time, as s6-log's T */
+    ts.tv_sec = mktime(&tm);
+    ts.tv_nsec = nanos;
+  }
+  struct tm utc;
+  if (ts.tv_nsec < 0 || ts.tv_nsec > 999999999 || !gmtime_r(&ts.tv_sec, &utc) || utc.tm_year < -1900 ||
+      utc.tm_year > 8099)
+    return 0;
+  snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday,
+           utc.tm_hour % 24, utc.tm_min % 60, utc.tm_sec % 61, (int)(ts.tv_nsec / 1000));
+  return slen;
+}
+
+/* One line (or a piece of a long one) as a message: a datagram, or framed into the stream batch. */
+static void forward_message(const char *time_text, const char *text, size_t len) {
+  char head[400];
+  int hlen = snprintf(head, sizeof head, "<%d>1 %s %s %s - - - ", opt.facility * 8 + 6, time_text, fwd.hostname,
+                      fwd.app);
+  char *msg = fwd.batch + fwd.batch_len;
+  if (fwd.stream) {
+    if (fwd.batch_len + 16 + (size_t)hlen + len > FWD_BATCH) {
+      flush_batch();
+      msg = fwd.batch;
+    }
+    msg += sprintf(msg, "%zu ", (size_t)hlen + len);
+  }
+  memcpy(msg, head, (size_t)hlen);
+  memcpy(msg + hlen, text, len);
+  size_t total = (size_t)(msg - (fwd.batch + fwd.batch_len)) + (size_t)hlen + len;
+  if (fwd.stream) {
+    fwd.batch_len += total;
+  } else {
+    send_to_collector(fwd.batch, total);
+  }
+}
+
+/* Forward the whole lines of [off, off+len) of fd (and a last one without newline when the file is
+ * complete); returns the bytes forwarded. A line not yet ended is left for the next round. */
+static size_t forward_lines(struct copy *c, int fd, uint64_t off, size_t len, int complete, char *buf) {
+  ssize_t got = pread(fd, buf, len, (off_t)off);
+  if (got <= 0) return 0;
+  size_t n = (size_t)got, i = 0;
+  complete = complete && n == len;
+  while (i < n) {
+    size_t start = i;
+    char time_text[64] = "-";
+    if (c->line_start && opt.stamp != STAMP_NONE) {
+      if (n - i < stamp_len() && !complete) break;
+      i += stamp_time(buf + i, n - i, time_text, sizeof time_text);
+    }
+    const char *nl = memchr(buf + i, '\n', n - i);
+    size_t text_len = nl ? (size_t)(nl - (buf + i)) : n - i;
+    if (!nl && !complete && text_len < FWD_LINE_WAIT) {
+      i = start;
+      break;
+    }
+    for (size_t piece = 0; piece < text_len || piece == 0; piece += FWD_PIECE) {
+      size_t plen = text_len - piece < FWD_PIECE ? text_len - piece : FWD_PIECE;
+      forward_message(time_text, buf + i + piece, plen);
+      if (!text_len) break;
+    }
+    i += text_len + (nl ? 1 : 0);
+    c->line_start = nl != NULL;
+  }
+  flush_batch();
+  c->need_more = i == 0;
+  return i;
+}
+
+static void start_forwarding(void) {
+  parse_target(opt.forward_to);
+  char name[256] = "";
+  gethostname(name, sizeof name - 1);
+  header_field(fwd.hostname, sizeof fwd.hostname, name);
+  const char *base = strrchr(opt.dir, '/');
+  header_field(fwd.app, sizeof fwd.app, opt.app_name ? opt.app_name : base && base[1] ? base + 1 : opt.dir);
+  fwd.batch = malloc(FWD_BATCH + 512);
+  if (!fwd.batch) die("out of memory");
+}
+
+/* --- the copy threads ------------------------------------------------------------------------------ */
+
+static void *copier(void *arg) {
+  struct copy *c = arg;
   char *buf = malloc(2 * (size_t)CHUNK + 4096);
   if (!buf) die("out of memory");
   int fd = -1;
   struct copier_state cs = {STATE_MAGIC, 0, 0, 1};
   pthread_mutex_lock(&lock);
   for (;;) {
-    struct segment *s = segment_by_seq(copy_seq);
+    struct segment *s = segment_by_seq(c->seq);
     if (!s) { /* the list ran out: wait for the writer */
       if (input_done) break;
       pthread_cond_wait(&changed, &lock);
       continue;
     }
-    if (s->deleted && copy_open_seq != s->seq) { /* rotated away before the copy reached it */
-      copy_seq++, copy_off = 0;
+    if (s->deleted && c->open_seq != s->seq) { /* rotated away before the copy reached it */
+      c->seq++, c->off = 0;
       continue;
     }
-    if (copy_off >= s->size) {
+    if (c->off >= s->size) {
       if (!s->is_current) { /* a complete archive: on to the next file */
-        copy_seq++, copy_off = 0;
+        c->seq++, c->off = 0;
         forget_copied_segments();
         continue;
       }
@@ -740,26 +1057,33 @@ static void *copier(void *unused) {
       pthread_cond_wait(&changed, &lock);
       continue;
     }
-    if (copy_open_seq != s->seq) {
+    if (c->open_seq != s->seq) {
       if (fd >= 0) close(fd);
       fd = openat(dir_fd, s->name, O_RDONLY | O_CLOEXEC);
-      copy_open_seq = fd >= 0 ? s->seq : UINT64_MAX;
+      c->open_seq = fd >= 0 ? s->seq : UINT64_MAX;
       if (fd < 0) { /* deleted by hand: skip it */
-        copy_seq++, copy_off = 0;
+        c->seq++, c->off = 0;
         continue;
       }
       cs.ino = s->ino;
     }
-    uint64_t off = copy_off, len = s->size - copy_off;
+    uint64_t off = c->off, len = s->size - c->off, seq = c->seq;
+    int complete = (!s->is_current || input_done) && len <= CHUNK;
     pthread_mutex_unlock(&lock);
-    size_t n = copy_range(fd, off, len > CHUNK ? CHUNK : (size_t)len, buf);
+    size_t n = c->send(c, fd, off, len > CHUNK ? CHUNK : (size_t)len, complete, buf);
     cs.offset = off + n;
-    cs.line_start = (uint64_t)copy_line_start;
-    pwrite_state(&cs, sizeof cs, COPIER_STATE_AT);
+    cs.line_start = (uint64_t)c->line_start;
+    pwrite_state(&cs, sizeof cs, c->state_at);
     pthread_mutex_lock(&lock);
-    copy_off = off + n;
+    c->off = off + n;
+    progress += n;
+    if (c->need_more) { /* a line not yet ended: wait for more of it (or the end of the input) */
+      c->need_more = 0;
+      s = segment_by_seq(seq);
+      if (s && s->is_current && s->size == off + len && !input_done) pthread_cond_wait(&changed, &lock);
+    }
   }
-  copier_done = 1;
+  c->done = 1;
   pthread_cond_broadcast(&changed);
   pthread_mutex_unlock(&lock);
   if (fd >= 0) close(fd);
@@ -767,45 +1091,67 @@ static void *copier(void *unused) {
   return NULL;
 }
 
-/* Where the copy starts: where a killed logger's copy stopped, if that file is still here; else at
- * the end of current (a new start copies only new output). Builds the segment list. */
-static void place_copy(void) {
-  struct copier_state cs;
-  int resume = state_fd >= 0 && pread(state_fd, &cs, sizeof cs, COPIER_STATE_AT) == (ssize_t)sizeof cs &&
-               cs.magic == STATE_MAGIC;
+/* The segment list: the archives, oldest first, and current. */
+static void list_segments(void) {
   size_t n;
   char **names = list_archives(&n);
-  int found = 0;
-  for (size_t i = 0; resume && i < n; i++) {
+  for (size_t i = 0; i < n; i++) {
     struct stat st;
-    if (fstatat(dir_fd, names[i], &st, 0) < 0) continue;
-    if (!found && (uint64_t)st.st_ino != cs.ino) continue;
-    struct segment *s = add_segment(names[i], (uint64_t)st.st_ino, (uint64_t)st.st_size, 0);
-    if (!found) copy_seq = s->seq, copy_off = cs.offset, found = 1;
+    if (fstatat(dir_fd, names[i], &st, 0) == 0) add_segment(names[i], (uint64_t)st.st_ino, (uint64_t)st.st_size, 0);
   }
   free_names(names, n);
-  struct segment *cur = add_segment("current", cur_ino, cur_size, 1);
-  if (!found) {
-    copy_seq = cur->seq;
-    copy_off = resume && cs.ino == cur_ino && cs.offset <= cur_size ? cs.offset : cur_size;
-    found = resume && cs.ino == cur_ino;
-  }
-  copy_line_start = found ? (int)cs.line_start : 1;
+  add_segment("current", cur_ino, cur_size, 1);
+}
+
+/* Where a copy starts: where the last logger's copy stopped, if that file is still here; else at the
+ * end of current (a new start copies only new output). */
+static void place_copy(struct copy *c) {
+  struct copier_state cs;
+  int resume = state_fd >= 0 && pread(state_fd, &cs, sizeof cs, c->state_at) == (ssize_t)sizeof cs &&
+               cs.magic == STATE_MAGIC;
+  struct segment *at = &segs[nsegs - 1]; /* current */
+  c->off = cur_size;
+  for (size_t i = 0; resume && i < nsegs; i++)
+    if (segs[i].ino == cs.ino && cs.offset <= segs[i].size) {
+      at = &segs[i];
+      c->off = cs.offset;
+      break;
+    }
+  c->seq = at->seq;
+  c->line_start = resume && at->ino == cs.ino ? (int)cs.line_start : 1;
+  /* Recorded at once: a logger that ends before its copy sent anything (a collector that is down)
+   * leaves its successor the place to start from. */
+  struct copier_state placed = {STATE_MAGIC, at->ino, c->off, (uint64_t)c->line_start};
+  pwrite_state(&placed, sizeof placed, c->state_at);
+}
+
+static void start_copy(const char *what, size_t (*send)(struct copy *, int, uint64_t, size_t, int, char *),
+                       off_t state_at) {
+  struct copy *c = &copies[ncopies++];
+  c->what = what, c->send = send, c->state_at = state_at, c->open_seq = UINT64_MAX;
+  place_copy(c);
+  if (send == copy_to_stdout) stdout_copy = c;
 }
 
 /* --- main ------------------------------------------------------------------------------------------ */
 
-/* At EOF: the copy gets as long as it needs while stdout takes bytes; DRAIN_MS without progress
- * (a stalled engine) and gen-log gives up on stdout and exits, its files complete. */
-static void drain_copy(void) {
+/* At EOF: the copies get as long as they need while they make progress; DRAIN_MS without any (a
+ * stalled engine, a collector that takes nothing) and gen-log gives up on them and exits, its files
+ * complete. A collector that cannot be reached at all is not waited for: the state file keeps the
+ * forwarding's place for the next start on these files. */
+static void drain_copies(void) {
   pthread_mutex_lock(&lock);
   input_done = 1;
   pthread_cond_broadcast(&changed);
-  uint64_t seen_seq = copy_seq, seen_off = copy_off;
+  uint64_t seen = progress;
   long idle_since = now_ms();
-  while (!copier_done) {
-    if (copy_seq != seen_seq || copy_off != seen_off) {
-      seen_seq = copy_seq, seen_off = copy_off;
+  for (;;) {
+    size_t running = 0;
+    for (size_t k = 0; k < ncopies; k++)
+      running += !copies[k].done && !(copies[k].send == forward_lines && __atomic_load_n(&fwd.failing, __ATOMIC_RELAXED));
+    if (!running) break;
+    if (progress != seen) {
+      seen = progress;
       idle_since = now_ms();
     }
     long left = idle_since + opt.drain_ms - now_ms();
@@ -817,20 +1163,32 @@ static void drain_copy(void) {
     if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
     pthread_cond_timedwait(&changed, &lock, &ts);
   }
-  int done = copier_done;
-  uint64_t behind = 0;
-  for (size_t i = 0; i < nsegs; i++)
-    if (segs[i].seq >= copy_seq && !segs[i].deleted) behind += segs[i].size - (segs[i].seq == copy_seq ? copy_off : 0);
+  for (size_t k = 0; k < ncopies; k++) {
+    struct copy *c = &copies[k];
+    if (c->done) continue;
+    uint64_t behind = 0;
+    for (size_t i = 0; i < nsegs; i++)
+      if (segs[i].seq >= c->seq && !segs[i].deleted) behind += segs[i].size - (segs[i].seq == c->seq ? c->off : 0);
+    if (c == stdout_copy)
+      say("gen-log: stdout took nothing for %ld ms at exit: its last %llu bytes are in the files only", opt.drain_ms,
+          (unsigned long long)behind);
+    else if (__atomic_load_n(&fwd.failing, __ATOMIC_RELAXED))
+      say("gen-log: forwarding to %s: the collector cannot be reached at exit: the last %llu bytes are in the files "
+          "only (a next start on them forwards them)",
+          opt.forward_to, (unsigned long long)behind);
+    else
+      say("gen-log: forwarding to %s made no progress for %ld ms at exit: the last %llu bytes are in the files "
+          "only (a next start on them forwards them)",
+          opt.forward_to, opt.drain_ms, (unsigned long long)behind);
+  }
   pthread_mutex_unlock(&lock);
-  if (!done)
-    say("gen-log: stdout took nothing for %ld ms at exit: its last %llu bytes are in the files only", opt.drain_ms,
-        (unsigned long long)behind);
 }
 
 int main(int argc, char **argv) {
   int c;
   opterr = 0; /* one line of our own instead of getopt's */
-  while ((c = getopt(argc, argv, "+t:s:n:op:d:e")) != -1) {
+  int check_only = 0;
+  while ((c = getopt(argc, argv, "+t:s:n:op:d:ef:a:l:c")) != -1) {
     switch (c) {
       case 't':
         if (!strcmp(optarg, "none")) opt.stamp = STAMP_NONE;
@@ -844,12 +1202,22 @@ int main(int argc, char **argv) {
       case 'p': opt.prefix = optarg; break;
       case 'd': opt.drain_ms = (long)number(optarg, 0, 86400000, "-d"); break;
       case 'e': opt.end_on_term = 1; break;
-      default: usage(strchr("tsnpd", optopt) ? "an option lacks its value" : "unknown option");
+      case 'f': opt.forward_to = optarg; break;
+      case 'a': opt.app_name = optarg; break;
+      case 'l': opt.facility = facility_code(optarg); break;
+      case 'c': check_only = 1; break;
+      default: usage(strchr("tsnpdfal", optopt) ? "an option lacks its value" : "unknown option");
     }
+  }
+  if (check_only) {
+    if (opt.forward_to && *opt.forward_to) parse_target(opt.forward_to);
+    return 0;
   }
   if (optind != argc - 1) usage(optind < argc ? "one directory only" : "no log directory");
   opt.dir = argv[optind];
   if (opt.prefix && strlen(opt.prefix) > 200) die("-p: a prefix of at most 200 bytes");
+  if (opt.forward_to && !*opt.forward_to) opt.forward_to = NULL; /* -f '': no forwarding */
+  if (opt.forward_to) start_forwarding();
 
   /* The logger lives until EOF: s6-supervise's SIGTERM at stop must not cut the log short. With
    * -e it ends the input instead, once the pipe is empty; blocked but while waiting for input, and
@@ -895,16 +1263,19 @@ int main(int argc, char **argv) {
   }
   open_current();
   recover();
-  pthread_t copy_thread;
   if (opt.copy && fstat(1, &st) == 0 && S_ISFIFO(st.st_mode))
     fcntl(1, F_SETPIPE_SZ, CHUNK); /* the engine's pipe: room for a burst, fewer wake-ups (best effort) */
-  if (opt.copy) {
-    place_copy();
-    if (pthread_create(&copy_thread, NULL, copier, NULL)) die("cannot start the stdout copy");
-  }
+  if (opt.copy || opt.forward_to) list_segments();
+  if (opt.copy) start_copy("stdout copy", copy_to_stdout, COPIER_STATE_AT);
+  if (opt.forward_to) start_copy("syslog forwarding", forward_lines, FORWARD_STATE_AT);
+  pthread_mutex_lock(&lock);
+  forget_copied_segments();
+  pthread_mutex_unlock(&lock);
+  for (size_t k = 0; k < ncopies; k++)
+    if (pthread_create(&copies[k].thread, NULL, copier, &copies[k])) die("cannot start the %s", copies[k].what);
   if (cur_size >= opt.max_size) rotate();
   write_loop();
   fchmod(cur_fd, 0744); /* complete, as s6-log leaves it */
-  if (opt.copy) drain_copy();
+  if (ncopies) drain_copies();
   return 0;
 }
