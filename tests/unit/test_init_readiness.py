@@ -117,3 +117,23 @@ def test_services_start_in_their_after_order(init_root):
     result = init_root.run("sh", "-c", f"echo app >> {trace}", timeout=30)
     assert result.returncode == 0, result.stderr
     assert trace.read_text().split() == ["b", "a", "app"]
+
+
+def test_health_finds_the_tree_where_run_was_not_writable(init_root):
+    """Where /run cannot be written (a root-owned tmpfs for an arbitrary uid), the init runs from
+    /tmp/gen-run; podman exec of the health check does not see the init's GEN_RUN_DIR, so the
+    health script must find that tree itself."""
+    (init_root.path / "run").write_text("not a directory: /run/gen cannot be made\n")
+    init_root.conf(HEADER + "service web '' 0 sh -c 'echo >&3; exec sleep 100'\nready web fd 3 1000 20000\n")
+    marker = init_root.path / "tmp/gen-run/ready"
+    proc = init_root.start("sleep", "100", S6_VERBOSITY="2")
+    try:
+        _wait_for(marker.exists, timeout=60)
+        health = _health(init_root)
+        assert (health.returncode, health.stdout) == (0, "healthy\n"), health
+        subprocess.run(["s6-svc", "-d", str(init_root.path / "tmp/gen-run/service/web")], check=True, timeout=10)
+        _wait_for(lambda: "web:down" in _health(init_root).stdout, timeout=10)
+    finally:
+        proc.kill()
+        proc.wait(timeout=15)
+    assert b"using " + str(init_root.path / "tmp/gen-run").encode() in proc.stderr.read()
