@@ -757,6 +757,7 @@ static size_t copy_to_stdout(struct copy *c, int fd, uint64_t off, size_t len, i
 #define FWD_BATCH (256u << 10)  /* framed messages written to a stream at once */
 #define FWD_BACKOFF_MAX_MS 10000
 #define FWD_CONNECT_MS 5000
+#define FWD_SAY_EVERY_MS 60000 /* a collector that keeps failing is said at most once a minute */
 
 static struct {
   int stream, local; /* tcp; unix */
@@ -765,7 +766,8 @@ static struct {
   char app[49], hostname[256];
   int fd;
   int failing; /* read by main at exit: atomic */
-  long backoff_ms;
+  long backoff_ms, said_ms;
+  int said, said_failing; /* said ever; said in this failure */
   char why[320];
   char *batch;
   size_t batch_len;
@@ -868,8 +870,13 @@ static int open_collector(void) {
 static void collector_failed(void) {
   if (fwd.fd >= 0) close(fwd.fd);
   fwd.fd = -1;
-  if (!fwd.failing)
+  /* Over UDP a collector that is down fails every other send (the refusal comes back with the
+   * next one): one line a minute, not two a try. */
+  if (!fwd.failing && (!fwd.said || now_ms() - fwd.said_ms >= FWD_SAY_EVERY_MS)) {
     say("gen-log: forwarding to %s: %s; retrying with backoff, the files keep every line", opt.forward_to, fwd.why);
+    fwd.said = fwd.said_failing = 1;
+    fwd.said_ms = now_ms();
+  }
   __atomic_store_n(&fwd.failing, 1, __ATOMIC_RELAXED);
   fwd.backoff_ms = fwd.backoff_ms ? fwd.backoff_ms * 2 : 100;
   if (fwd.backoff_ms > FWD_BACKOFF_MAX_MS) fwd.backoff_ms = FWD_BACKOFF_MAX_MS;
@@ -877,7 +884,9 @@ static void collector_failed(void) {
 }
 
 static void collector_took(void) {
-  if (fwd.failing) say("gen-log: forwarding to %s goes on", opt.forward_to);
+  if (fwd.failing && fwd.said_failing && (fwd.stream || fwd.local)) /* a UDP send proves nothing */
+    say("gen-log: forwarding to %s goes on", opt.forward_to);
+  fwd.said_failing = 0;
   __atomic_store_n(&fwd.failing, 0, __ATOMIC_RELAXED);
   fwd.backoff_ms = 0;
 }

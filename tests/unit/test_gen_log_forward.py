@@ -322,3 +322,19 @@ def test_check_mode_judges_the_options_alone(gen_log_binary):
     assert (good.returncode, good.stderr) == (0, b"")
     bad = subprocess.run([str(gen_log_binary), "-c", "-f", "tcp://x"], capture_output=True, timeout=WAIT)
     assert bad.returncode == 111 and b"use udp://HOST:PORT" in bad.stderr
+
+
+def test_a_udp_collector_that_is_down_is_said_once_not_at_every_send(gen_log_binary, tmp_path):
+    """Each refusal comes back with the next datagram, so sends fail and succeed in turn: gen-log
+    says the failure once a minute at most, and never that a UDP send 'goes on'."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nobody listens there now
+    logger = Logger(gen_log_binary, tmp_path / "log", "-d", "300", "-f", f"udp://127.0.0.1:{port}")
+    for i in range(20):
+        logger.write(b"line %d\n" % i)
+        time.sleep(0.05)
+    err = logger.finish()
+    assert err.count(b"retrying with backoff") <= 1 and b"goes on" not in err, err
+    assert logged(tmp_path / "log") == b"".join(b"line %d\n" % i for i in range(20))
