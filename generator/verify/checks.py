@@ -12,6 +12,7 @@ import re
 import shlex
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -371,7 +372,8 @@ def check_environment(ctx: Context) -> Verdict:
         return failed(f"cannot read the app's environment: {_code_detail(outcome)}")
     seen = dict(line.partition("=")[::2] for line in _marked(lines, marker))
     image_env = dict(item.partition("=")[::2] for item in ctx.config.get("Env") or [])
-    wanted = {k: v for k, v in image_env.items() if k not in ("PATH", "HOME", "GEN_LOG_TIMESTAMP", "GEN_RESTART")}
+    overridden = ("PATH", "HOME", *ctx.run_env())  # the runs' own -e values replace the image's
+    wanted = {k: v for k, v in image_env.items() if k not in overridden}
     wanted.update(ctx.expect.default_profile_env())  # the default profile's values win over ENV
     wanted["GEN_VERIFY_VALUE"] = value
     missing = sorted(k for k, v in wanted.items() if seen.get(k) != v)
@@ -640,6 +642,19 @@ def check_readiness(ctx: Context) -> Verdict:
     return passed(f"ready after {took:.1f} s; health check: {health.stdout.strip()}")
 
 
+def _collect(collector: socket.socket, into: list[str], done: threading.Event) -> None:
+    """Every datagram until done is set and the queue is empty."""
+    collector.settimeout(0.2)
+    while True:
+        try:
+            into.append(collector.recv(65536).decode(errors="replace"))
+        except TimeoutError:
+            if done.is_set():
+                return
+        except OSError:
+            return
+
+
 def check_log_forwarding(ctx: Context) -> Verdict:
     """The image forwards CMD's lines as RFC 5424 messages (its name as APP-NAME, the spec's
     facility): pointed at a unix datagram socket of verify's own instead of the spec's collector."""
@@ -648,10 +663,15 @@ def check_log_forwarding(ctx: Context) -> Verdict:
     where = ctx.workdir / "syslog"
     where.mkdir(mode=0o755, exist_ok=True)
     token = f"gen-verify-forwarded-{os.urandom(4).hex()}"
+    received: list[str] = []
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as collector:
         collector.bind(str(where / "log.sock"))
         (where / "log.sock").chmod(0o666)  # the logger runs as the log directory's owner
-        collector.setblocking(False)
+        # Read while the container runs: a unix datagram queue holds about ten messages, and a
+        # chatty service would otherwise block every logger's forwarding.
+        done = threading.Event()
+        reader = threading.Thread(target=_collect, args=(collector, received, done), daemon=True)
+        reader.start()
         outcome = ctx.podman.run(
             ctx.ref,
             ["echo", token],
@@ -659,12 +679,8 @@ def check_log_forwarding(ctx: Context) -> Verdict:
             env=ctx.run_env({"GEN_LOG_FORWARD": f"unix://{SYSLOG_MOUNT}/log.sock"}),
             timeout=RUN_TIMEOUT,
         )
-        received = []
-        while True:  # the logger drains its forwarding before the container ends
-            try:
-                received.append(collector.recv(65536).decode(errors="replace"))
-            except BlockingIOError:
-                break
+        done.set()
+        reader.join(10)
     if outcome.code != 0:
         return failed(f"echo {token}: {_code_detail(outcome)}")
     messages = [m for m in map(SYSLOG_MESSAGE.match, received) if m and m.group(5) == token]
