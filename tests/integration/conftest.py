@@ -58,8 +58,8 @@ sysctls:
 """
 
 # runtime with a service that becomes ready late and CMD after it: readiness, start-up order and
-# the HEALTHCHECK generated from them (a docker-format image, the only one that keeps it); and
-# two profiles, prd by default.
+# the HEALTHCHECK generated from them (a docker-format image, the only one that keeps it); two
+# profiles, prd by default; and log forwarding (to a collector nobody runs: verify uses its own).
 READY_SPEC = """\
 name: ready
 tags: ["1.0"]
@@ -76,6 +76,8 @@ profiles:
   dev: {env: {APP_MODE: development}, rootfs: [profile-dev]}
   prd: {env: {APP_MODE: production}}
 default_profile: prd
+logging:
+  forward: {to: "udp://127.0.0.1:514", facility: local1}
 """
 # The dev profile's overlay, where the image's non-root user may write.
 PROFILE_FILE = ("profile-dev/tmp/app/mode.conf", "verbose = yes\n")
@@ -83,6 +85,43 @@ PROFILE_FILE = ("profile-dev/tmp/app/mode.conf", "verbose = yes\n")
 READY_OVERLAY_SPEC = READY_SPEC.replace("name: ready", "name: overlay-ready").replace(
     "extends: runtime", "extends: overlay"
 )
+
+
+# A real syslog daemon, Debian's rsyslog, for the log forwarding tests: it listens on tcp and udp
+# 10514 on its loopback (the app's, whose network it joins) and on /collect/log.sock, and writes
+# what it receives to /collect/received (the test mounts /collect), one message a line.
+COLLECTOR_SPEC = """\
+name: collector
+tags: ["1.0"]
+description: rsyslog receiving the forwarding tests' messages
+base:
+  distro: debian
+  release: bookworm
+  bootstrap:
+    variant: minbase
+    include: [execline, s6]
+    source_date_epoch: 1700000000
+init:
+  kind: none
+packages: [rsyslog]
+rootfs: [collector-files]
+cmd: [rsyslogd, -n, -f, /etc/gen-test/rsyslog.conf, -i, /tmp/rsyslogd.pid]
+"""
+COLLECTOR_CONF = (
+    "collector-files/etc/gen-test/rsyslog.conf",
+    """\
+global(workDirectory="/tmp")
+module(load="imtcp")
+module(load="imudp")
+module(load="imuxsock" SysSock.Use="off")
+input(type="imtcp" address="127.0.0.1" port="10514")
+input(type="imudp" address="127.0.0.1" port="10514")
+input(type="imuxsock" Socket="/collect/log.sock" UseSpecialParser="off" ParseHostname="on")
+template(name="line" type="string" string="%app-name% %syslogfacility-text% %timereported:::date-rfc3339% %msg%\\n")
+*.* action(type="omfile" file="/collect/received" template="line" fileCreateMode="0644")
+""",
+)
+COLLECTOR_PORT = 10514
 
 
 # runtime's counterpart on the other init provider (with app-base's volume and sysctls, and a
@@ -200,9 +239,10 @@ def example_project(
     (project / "specs" / "no-init.yaml").write_text(NO_INIT_SPEC)
     (project / "specs" / "app-strict.yaml").write_text(APP_STRICT_SPEC)
     (project / "specs" / "ready.yaml").write_text(READY_SPEC)
-    profile_file = project / "specs" / PROFILE_FILE[0]
-    profile_file.parent.mkdir(parents=True)
-    profile_file.write_text(PROFILE_FILE[1])
+    (project / "specs" / "collector.yaml").write_text(COLLECTOR_SPEC)
+    for rel, text in (PROFILE_FILE, COLLECTOR_CONF):
+        (project / "specs" / rel).parent.mkdir(parents=True)
+        (project / "specs" / rel).write_text(text)
     if s6_overlay_release is not None:
         (project / "specs" / "overlay.yaml").write_text(overlay_spec(s6_overlay_release))
         (project / "specs" / "overlay-ready.yaml").write_text(READY_OVERLAY_SPEC)

@@ -40,7 +40,7 @@ def test_cmd_waits_for_the_service_and_podman_sees_health_follow_readiness(podma
         assert poll(lambda: podman.exec(name, ["test", "-e", "/run/gen/ready"]).code == 0, 60), "never ready"
         assert podman.call(["healthcheck", "run", name], timeout=60).code == 0
         assert _health_status(podman, name) == "healthy"
-        assert "started after db" in podman.logs_tail(name)
+        assert "started after db" in podman.logs_tail(name, 20)
         # Brought down, the service makes the container unhealthy after the check's 3 retries
         # (failures within the start period, the 10 s readiness timeout, do not count).
         time.sleep(max(0.0, START_PERIOD + 0.5 - (time.monotonic() - started)))
@@ -61,3 +61,5 @@ def test_verify_checks_readiness_and_health(gen_verify, example_images, image) -
     rows = {row["name"]: row for row in json.loads(result.stdout)["checks"]}
     assert result.returncode == 0, result.stdout[-3000:]
     assert rows["readiness and health"]["status"] == "pass", rows["readiness and health"]
+    assert rows["log forwarding"]["status"] == "pass", rows["log forwarding"]
+    assert f"APP-NAME {image}, PRI {17 * 8 + 6}" in rows["log forwarding"]["detail"]
