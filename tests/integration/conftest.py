@@ -87,13 +87,8 @@ READY_OVERLAY_SPEC = READY_SPEC.replace("name: ready", "name: overlay-ready").re
 )
 
 
-# A real syslog daemon, Debian's rsyslog, for the log forwarding tests: it listens on tcp and udp
-# 10514 on its loopback (the app's, whose network it joins) and on /collect/log.sock, and writes
-# what it receives to /collect/received (the test mounts /collect), one message a line.
-COLLECTOR_SPEC = """\
-name: collector
-tags: ["1.0"]
-description: rsyslog receiving the forwarding tests' messages
+# The session's shared rootfs (tests/conftest.py bootstraps it once), as a spec's base.
+SESSION_BOOTSTRAP = """\
 base:
   distro: debian
   release: bookworm
@@ -101,12 +96,26 @@ base:
     variant: minbase
     include: [execline, s6]
     source_date_epoch: 1700000000
+"""
+
+# A real syslog daemon, Debian's rsyslog, for the log forwarding tests: it listens on tcp and udp
+# 10514 on its loopback (the app's, whose network it joins) and on /collect/log.sock, and writes
+# what it receives to /collect/received (the test mounts /collect), one message a line.
+COLLECTOR_SPEC = (
+    """\
+name: collector
+tags: ["1.0"]
+description: rsyslog receiving the forwarding tests' messages
+"""
+    + SESSION_BOOTSTRAP
+    + """\
 init:
   kind: none
 packages: [rsyslog]
 rootfs: [collector-files]
 cmd: [rsyslogd, -n, -f, /etc/gen-test/rsyslog.conf, -i, /tmp/rsyslogd.pid]
 """
+)
 COLLECTOR_CONF = (
     "collector-files/etc/gen-test/rsyslog.conf",
     """\
@@ -127,17 +136,14 @@ COLLECTOR_PORT = 10514
 # runtime's counterpart on the other init provider (with app-base's volume and sysctls, and a
 # service): real s6-overlay, built from the pinned sources beside the project
 # (../shared/vendor/s6-overlay-src) into release tarballs once per session.
-OVERLAY_SPEC = """\
+OVERLAY_SPEC = (
+    """\
 name: overlay
 tags: ["1.0"]
 description: runtime on s6-overlay instead of the distro's s6, with a service, a volume and sysctls
-base:
-  distro: debian
-  release: bookworm
-  bootstrap:
-    variant: minbase
-    include: [execline, s6]
-    source_date_epoch: 1700000000
+"""
+    + SESSION_BOOTSTRAP
+    + """\
 init:
   kind: s6-overlay
   version: "{version}"
@@ -161,6 +167,7 @@ sysctls:
 env:
   LANG: C.UTF-8
 """
+)
 OVERLAY_VERSION = "3.2.3.2"
 OVERLAY_SOURCES = "shared/vendor/s6-overlay-src"
 OVERLAY_BUILD_TIMEOUT = 900
