@@ -91,9 +91,22 @@ def reset_storage(host: Host) -> None:
     """Empty an isolated storage root gen created (never the user's storage)."""
     assert host.storage_root is not None
     if host.storage_root.exists():
-        run_quiet(["podman", *host.podman_flags(), "system", "reset", "--force"], host.env, check=False)
+        if (host.storage_root / "libpod").is_dir():  # podman's state is this storage's own
+            run_quiet(["podman", *host.podman_flags(), "system", "reset", "--force"], host.env, check=False)
+        else:
+            # Made by an older gen: podman's database names /run/libpod as its state directory,
+            # and `system reset` deletes that whatever --tmpdir says (measured with podman 4.3).
+            _unmount_under(host.storage_root, host.env)
         shutil.rmtree(host.storage_root, ignore_errors=True)
         shutil.rmtree(host.runroot, ignore_errors=True)  # may live outside the root (a short path)
+
+
+def _unmount_under(directory: Path, env: dict[str, str]) -> None:
+    """Lazily unmount what containers storage left mounted below directory, deepest first."""
+    prefix = str(directory.resolve()) + "/"
+    points = [line.split()[4].replace("\\040", " ") for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        run_quiet(["umount", "-l", point], env, check=False)
 
 
 def export_oci(host: Host, ref: str, dest: Path) -> Path:

@@ -317,7 +317,8 @@ def test_the_readme_commands_work_on_a_fresh_machine(rehearsal: Rehearsal):
     unit = results["unit tests"]
     summary = _tail(unit, 15)
     assert unit.returncode == 0, summary
-    assert re.search(r"\d+ passed", summary) and "skipped" not in summary and "failed" not in summary, summary
+    # pytest's counts, not test names (one has "skipped" in its name)
+    assert re.search(r"\d+ passed", summary) and not re.search(r"\d+ (skipped|failed)", summary), summary
 
     bench, notes = results["bench"], results["bench notes"]
     assert bench.returncode == 0 and not notes.stdout.strip(), (

@@ -190,4 +190,5 @@ def test_resetting_a_storage_of_gens_own_leaves_podmans_host_state_alone(tmp_pat
     assert Path("/run/libpod/alive").exists()
     reset_storage(host)
     assert Path("/run/libpod/alive").exists() and not (tmp_path / "storage").exists()
-    reset_storage(other)
+    reset_storage(other)  # an older gen's storage: its podman database names /run/libpod
+    assert Path("/run/libpod/alive").exists() and not (tmp_path / "other").exists()
