@@ -17,6 +17,7 @@ from pathlib import Path
 from generator.builder import storage
 from generator.builder.bootstrap import bootstrap_base
 from generator.builder.decide import BuildRecord, Decision, decide, read_record, write_record
+from generator.builder.docker_config import make_reproducible
 from generator.builder.doctor import Check, build_problems
 from generator.builder.events import BuildEvent, EventHandler, Phase, ignore_event
 from generator.builder.host import Host, host_platform, tool_version
@@ -502,6 +503,8 @@ class Builder:
             )
         image_id = iidfile.read_text().strip().removeprefix("sha256:")
         iidfile.unlink()
+        if image.image_format == "docker":
+            image_id = make_reproducible(self.host, image_id, iidfile.with_suffix(".config"))
         return image_id, log_path
 
     def _emit(self, name: str, phase: Phase, step: str = "", elapsed: float = 0.0, message: str = "") -> None:
