@@ -361,7 +361,7 @@ def _compare(output_dir: Path, images: list[RenderedImage], prune: bool) -> Writ
 
 def _stage(output_dir: Path, staging: Path, images: list[RenderedImage], report: WriteReport) -> None:
     """Build the new output/ tree in staging: the old tree's other entries and unchanged files as
-    hard links, changed files written anew."""
+    hard links, changed files written anew, once for each content (the other copies link to it)."""
     rendered = {image.name for image in images}
     for entry in sorted(output_dir.iterdir()) if output_dir.is_dir() else []:
         if entry.name not in rendered and f"{entry.name}/" not in report.removed:
@@ -369,12 +369,19 @@ def _stage(output_dir: Path, staging: Path, images: list[RenderedImage], report:
     unchanged = set(report.unchanged)
     made = {str(staging)}
     umask = _umask()
+    # Images share most of their files (the init scripts): a file already written in this render
+    # is linked, one syscall instead of open, write and close.
+    written: dict[tuple[bytes, int], str] = {}
     for image in images:
         for f in image.files:
             old, new = f"{output_dir}/{image.name}/{f.path}", f"{staging}/{image.name}/{f.path}"
             _make_parents(os.path.dirname(new), made)
             if f"{image.name}/{f.path}" in unchanged:
                 os.link(old, new)
+                continue
+            same = written.setdefault((f.data, f.mode), new)
+            if same != new:
+                os.link(same, new)
                 continue
             # the staging tree is new: nothing to overwrite (O_EXCL); mode set at creation unless
             # the umask would narrow it. Tens of thousands of files: every syscall saved counts.

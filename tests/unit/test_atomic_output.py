@@ -241,3 +241,28 @@ def test_a_strict_umask_does_not_narrow_the_modes_render_writes(tmp_path):
     for image in images:
         for f in image.files:
             assert (tmp_path / "output" / image.name / f.path).stat().st_mode & 0o777 == f.mode, f.path
+
+
+def test_a_file_several_images_share_is_written_once_and_an_edit_in_place_is_undone(tmp_path):
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    for i in range(3):
+        (specs / f"img{i}.yaml").write_text(
+            f"name: img{i}\ntags: [a]\n{BASE}init: {{kind: s6}}\ncmd: [sh, -c, 'exit {i}']\n"
+        )
+    render(tmp_path)
+    script = Path("gen-init/usr/lib/gen/init/common")
+    copies = [tmp_path / "output" / f"img{i}" / script for i in range(3)]
+    assert len({p.stat().st_ino for p in copies}) == 1 and copies[0].stat().st_nlink == 3
+    dockerfiles = [tmp_path / "output" / f"img{i}" / "Dockerfile" for i in range(3)]
+    assert len({p.stat().st_ino for p in dockerfiles}) == 3  # different content, never linked
+    text = copies[0].read_text()
+    with copies[0].open("a") as edited:  # an editor that writes in place reaches every copy
+        edited.write("# edited\n")
+    assert all(p.read_text().endswith("# edited\n") for p in copies)
+    report = render(tmp_path)
+    assert sorted(report.written) == [f"img{i}/{script}" for i in range(3)]
+    assert all(p.read_text() == text for p in copies)
+    for i in range(3):
+        folder = tmp_path / "output" / f"img{i}"
+        assert folder_context_sha256(folder) == json.loads((folder / MANIFEST).read_text())["context_sha256"]
