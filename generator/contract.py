@@ -233,6 +233,8 @@ class Manifest:
             raise ManifestError(
                 f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); run `gen render`"
             ) from None
+        except RecursionError:
+            raise _fail(path, "nested deeper than any manifest gen writes") from None
         return cls.from_json(data, path)
 
     @classmethod

@@ -293,7 +293,7 @@ class Memo:
             if data.get("stamp") != stamp:
                 return {}
             return {key: Record.from_json(r) for key, r in data["records"].items()}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return {}  # absent, damaged or foreign: one full run rewrites it
 
     def lookup(self, key: str, output_dir: Path | None = None) -> Outcome | None:

@@ -44,7 +44,7 @@ def record_path(state_dir: Path, name: str) -> Path:
 def read_record(state_dir: Path, name: str) -> BuildRecord | None:
     try:
         return BuildRecord(**json.loads(record_path(state_dir, name).read_text()))
-    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+    except (OSError, ValueError, TypeError, RecursionError):  # absent or damaged: build again
         return None
 
 

@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from generator.builder.proc import ToolError, run_quiet
+from generator.errors import UsageError
 from generator.platforms import Platform
 
 STORAGE_ROOT_ENV = "GEN_STORAGE_ROOT"
@@ -30,6 +31,19 @@ MAX_RUNROOT = 50  # podman's limit on --runroot's length
 def gen_containers_conf() -> Path:
     """gen's own containers.conf, shipped as package data."""
     return Path(str(resources.files("generator") / "data" / "containers.conf"))
+
+
+def _refuse_links_in_state(state: Path) -> None:
+    """.gen/ lies in the project, where a repository may commit a symlink: gen's logs, build
+    records and scratch files are never written through one (to a file outside the project)."""
+    found = [state] if state.is_symlink() else []
+    for top, dirs, files in os.walk(state) if not found else ():
+        found += [Path(top) / name for name in sorted(dirs + files) if os.path.islink(os.path.join(top, name))]
+    if found:
+        raise UsageError(
+            f"{found[0]} is a symlink (to {os.readlink(found[0])}): gen keeps its state only in the "
+            f"project's own {state.name}/; remove the link (the state is rebuilt)"
+        )
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,8 @@ class Host:
         if root is not None:
             root = root.absolute()
         state = (root / "gen") if root is not None else (project.absolute() / ".gen")
+        if root is None:
+            _refuse_links_in_state(state)
         return cls(storage_root=root, state_dir=state, base_env=env)
 
     @property

@@ -92,13 +92,26 @@ def _check_unchanged_since_render(directory: Path, recorded: str) -> None:
         )
 
 
+# gen render never writes a link into output/: one there came with the repository.
+_UNLINK = "remove the link and run `gen render`"
+
+
 def load_outputs(output_dir: Path) -> dict[str, OutputImage]:
     """Every rendered image under output_dir, by name; parents must be there too."""
+    if output_dir.is_symlink():
+        raise UsageError(
+            f"{output_dir} is a symlink (to {os.readlink(output_dir)}): gen builds only the project's "
+            f"own output/; {_UNLINK}"
+        )
     if not output_dir.is_dir():
         raise UsageError(f"{output_dir}: no such directory; run `gen render` first")
     images = {}
     output_dir = output_dir.absolute()  # builds run with the image directory as cwd
     for child in sorted(output_dir.iterdir()):
+        if child.is_symlink():
+            raise UsageError(
+                f"{child} is a symlink (to {os.readlink(child)}): gen builds only folders it rendered; {_UNLINK}"
+            )
         if (child / MANIFEST).is_file():
             image = load_output(child)
             images[image.name] = image

@@ -198,7 +198,7 @@ def known_checksums(project_root: Path) -> dict[str, dict[str, str]]:
             isinstance(files, dict) and all(isinstance(d, str) and _SHA256.match(d) for d in files.values())
             for files in project.values()
         )
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise UsageError(f"{path}: not a JSON table ({exc}); rewrite it with `gen s6-overlay add-version`") from None
     if not valid:
         raise UsageError(

@@ -46,7 +46,7 @@ def sbom_subject(path: Path) -> str | None:
     """The image id an SBOM describes (its metadata component's sha256), or None."""
     try:
         component = json.loads(path.read_text())["metadata"]["component"]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
     return next((h["content"] for h in component.get("hashes", []) if h.get("alg") == "SHA-256"), None)
 

@@ -74,6 +74,11 @@ def read_lock(project: Path) -> Lock:
             f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); "
             "restore it from git or run `gen lock --update`"
         ) from None
+    except (OSError, UnicodeDecodeError, RecursionError) as exc:
+        what = "nested too deeply" if isinstance(exc, RecursionError) else f"unreadable ({exc})"
+        raise UsageError(f"{path}: {what}; restore it from git or run `gen lock --update`") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: not a JSON object; restore it from git or run `gen lock --update`")
     if data.get("lock_version") != LOCK_VERSION:
         raise UsageError(
             f"{path}: lock_version {data.get('lock_version')!r} is not {LOCK_VERSION}; "
@@ -81,7 +86,7 @@ def read_lock(project: Path) -> Lock:
         )
     try:
         images = {name: LockedImage(**entry) for name, entry in (data.get("images") or {}).items()}
-    except TypeError as exc:
+    except (TypeError, AttributeError) as exc:
         raise UsageError(f"{path}: an image entry has unexpected fields ({exc}); run `gen lock --update`") from None
     return Lock(str(data.get("registry") or ""), images)
 

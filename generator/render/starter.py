@@ -23,6 +23,8 @@ def write_starter(project: Path, name: str, extends: str | None, force: bool) ->
         if value is not None and not _NAME.match(value):
             raise UsageError(f"{what} {value!r}: use lowercase letters and digits, separated by . _ or -")
     specs = project / "specs"
+    if specs.is_symlink():
+        raise UsageError(f"{specs} is a symlink (to {os.readlink(specs)}): gen writes only inside the project")
     path = specs / f"{name}.yaml"
     if path.exists() and not force:
         raise UsageError(f"{path} exists; pass --force to overwrite it")
@@ -34,7 +36,9 @@ def write_starter(project: Path, name: str, extends: str | None, force: bool) ->
     text = starter_text(name, extends, os.path.relpath(schema, specs.resolve()) if specs.exists() else str(schema))
     specs.mkdir(parents=True, exist_ok=True)
     draft = path.with_name(f".{path.name}.new")
-    draft.write_text(text, encoding="utf-8")
+    draft.unlink(missing_ok=True)  # a leftover, or a link a repository committed: never written through
+    with draft.open("x", encoding="utf-8") as handle:
+        handle.write(text)
     spec, problems = read_spec_file(draft, str(path))
     problems += check_against_schema(spec) if spec is not None else []
     if problems:  # the template is ours: a starter that does not validate is gen's bug

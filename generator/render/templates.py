@@ -15,11 +15,39 @@ import traceback
 from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+import jinja2.runtime
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from generator.errors import GenError
+
+# What one operator of a user's template may build: `'x' * 10**10` would otherwise ask for 10 GB.
+MAX_SEQUENCE_ITEMS = 10_000_000
+MAX_INTEGER_BITS = 100_000
+
+
+class BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox for a user's templates, with `*` and `**` refusing results too large to hold."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
+        if _result_too_large(operator, left, right):
+            raise SecurityError(f"{operator!r} would build a value too large to render")
+        return super().call_binop(context, operator, left, right)
+
+
+def _result_too_large(operator: str, left: object, right: object) -> bool:
+    if isinstance(left, int) and isinstance(right, int):
+        if operator == "**":
+            return abs(left) > 1 and right > 0 and abs(left).bit_length() * right > MAX_INTEGER_BITS
+        return left.bit_length() + right.bit_length() > MAX_INTEGER_BITS
+    for sequence, count in ((left, right), (right, left)):
+        if operator == "*" and isinstance(sequence, (str, bytes, list, tuple)) and isinstance(count, int):
+            return len(sequence) * count > MAX_SEQUENCE_ITEMS
+    return False
 
 
 def bundled_dir() -> Path:
@@ -59,7 +87,7 @@ class TemplateSet:
         # A user's templates (from a repository anyone may change) run sandboxed: they reach only
         # the values they are given, never Python's internals (cycler.__init__.__globals__ and
         # such). gen's own templates are gen's code and skip the sandbox's per-attribute checks.
-        environment = ImmutableSandboxedEnvironment if user_dir is not None else jinja2.Environment
+        environment = BoundedSandbox if user_dir is not None else jinja2.Environment
         self.env = environment(
             loader=jinja2.ChoiceLoader(loaders),
             undefined=jinja2.StrictUndefined,
@@ -73,11 +101,12 @@ class TemplateSet:
     def render(self, template: str, **context: object) -> str:
         try:
             return self.env.get_template(template).render(**context)
-        except jinja2.TemplateError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a template does wrong is one line, never a traceback
             where, line = getattr(exc, "filename", None), getattr(exc, "lineno", None)
-            if where is None:  # a run-time error (a sandbox refusal): the innermost template frame
+            if where is None:  # a run-time error (a sandbox refusal, 1/0): the innermost template frame
                 where, line = self._template_frame(exc) or (template, None)
-            raise GenError(f"template {where}{':' + str(line) if line else ''}: {exc}") from exc
+            what = str(exc) if isinstance(exc, (jinja2.TemplateError, GenError)) else f"{type(exc).__name__}: {exc}"
+            raise GenError(f"template {where}{':' + str(line) if line else ''}: {what}") from None
 
     def _template_frame(self, exc: BaseException) -> tuple[str, int] | None:
         """(template name, line) of the innermost frame of exc's traceback that runs a template:

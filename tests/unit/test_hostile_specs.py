@@ -5,6 +5,7 @@ tags, merge keys, non-string keys, lone surrogates and endless extends chains.""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -214,3 +215,107 @@ def test_an_empty_overlay_is_refused_by_validate(tmp_path):
     assert got.returncode == 2 and "holds no files" in got.stderr and "specs/x.yaml:6:" in got.stderr, got.stderr
     (tmp_path / "specs" / "files" / "etc" / "motd").write_text("hi\n")
     assert validate(tmp_path).returncode == 0
+
+
+# --- files a repository may commit beside the specs ----------------------------------------------
+
+DEEP_JSON = "[" * 200_000
+
+
+def rendered(project: Path) -> Path:
+    (project / "specs").mkdir(parents=True, exist_ok=True)
+    (project / "specs" / "x.yaml").write_text(SPEC)
+    got = run_gen(project, "render")
+    assert got.returncode == 0, got.stderr
+    return project / "output" / "x"
+
+
+def _one_clear_line(got: subprocess.CompletedProcess, said: str) -> None:
+    assert got.returncode == 2, (got.returncode, got.stderr[-2000:])
+    assert "Traceback" not in got.stderr and said in got.stderr, got.stderr[-2000:]
+
+
+@pytest.mark.parametrize("where", ["s6-overlay checksums", "render memo", "manifest", "lock"])
+def test_json_nested_without_end_is_one_clear_error(tmp_path, where):
+    folder = rendered(tmp_path)
+    if where == "s6-overlay checksums":
+        (tmp_path / "s6-overlay-checksums.json").write_text(DEEP_JSON)
+        _one_clear_line(run_gen(tmp_path, "validate"), "s6-overlay-checksums.json: not a JSON table")
+    elif where == "render memo":  # damaged: the memo is ignored and rewritten
+        (tmp_path / ".gen" / "render-memo.json").write_text(DEEP_JSON)
+        got = run_gen(tmp_path, "render")
+        assert got.returncode == 0 and "Traceback" not in got.stderr, got.stderr
+        assert (tmp_path / ".gen" / "render-memo.json").read_text() != DEEP_JSON
+    elif where == "manifest":
+        (folder / "gen-manifest.json").write_text(DEEP_JSON)
+        _one_clear_line(run_gen(tmp_path, "images"), "gen-manifest.json: nested deeper")
+    else:
+        (tmp_path / "gen.lock").write_text(DEEP_JSON)
+        _one_clear_line(run_gen(tmp_path, "lock", "--registry", "localhost:1/x"), "gen.lock: nested too deeply")
+
+
+def test_gen_new_never_writes_through_a_committed_link(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    project = tmp_path / "project"
+    (project / "specs").mkdir(parents=True)
+    (project / "specs" / ".foo.yaml.new").symlink_to(victim)
+    got = run_gen(project, "new", "foo")
+    assert got.returncode == 0, got.stderr
+    assert victim.read_text() == "precious\n"
+    assert (
+        not (project / "specs" / "foo.yaml").is_symlink()
+        and "name: foo" in (project / "specs" / "foo.yaml").read_text()
+    )
+    linked = tmp_path / "linked"
+    (linked / "specs").mkdir(parents=True)
+    (linked / "real").mkdir()
+    (linked / "specs").rename(linked / "real" / "specs")
+    (linked / "specs").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere").mkdir()
+    _one_clear_line(run_gen(linked, "new", "foo"), "is a symlink")
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+@pytest.mark.parametrize("link", ["output/x", "output"])
+def test_build_and_images_never_read_a_rendered_folder_through_a_link(tmp_path, link):
+    project = tmp_path / "project"
+    folder = rendered(project)
+    moved = tmp_path / "outside"
+    target = folder if link == "output/x" else folder.parent
+    target.rename(moved)
+    (project / link).symlink_to(moved)
+    for args in (("images",), ("build", "--dry-run")):
+        _one_clear_line(run_gen(project, *args), f"{project / link} is a symlink")
+
+
+@pytest.mark.parametrize("link", [".gen", ".gen/logs", ".gen/logs/x.log"])
+def test_gen_state_is_never_written_through_a_committed_link(tmp_path, link):
+    project = tmp_path / "project"
+    rendered(project)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (project / link).parent.mkdir(parents=True, exist_ok=True)
+    if (project / link).is_dir():
+        shutil.rmtree(project / link)
+    (project / link).symlink_to(victim)
+    _one_clear_line(run_gen(project, "build", "--dry-run"), "is a symlink")
+    assert list(victim.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ("{{ 1/0 }}", "ZeroDivisionError: division by zero"),
+        ("{{ 'x' * 10**10 }}", "'*' would build a value too large"),
+        ("{{ 7 ** 9999999 }}", "'**' would build a value too large"),
+        ("{{ [0] * 100000000 }}", "'*' would build a value too large"),
+    ],
+)
+def test_a_user_template_failing_at_run_time_is_one_line(tmp_path, body, said):
+    (tmp_path / "specs" / "tpl" / "family").mkdir(parents=True)
+    (tmp_path / "specs" / "x.yaml").write_text(SPEC + "templates: tpl\n")
+    (tmp_path / "specs" / "tpl" / "family" / "apt.j2").write_text(body + "\n")
+    got = run_gen(tmp_path, "render")
+    _one_clear_line(got, said)
+    assert "template family/apt.j2:1: " in got.stderr and not (tmp_path / "output").exists()
