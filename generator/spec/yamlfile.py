@@ -24,12 +24,14 @@ JsonPath = tuple[str | int, ...]
 Position = tuple[int, int]  # 1-based line, column
 
 # A spec is a page of plain YAML. These bound what a hostile one can cost before it is rejected:
-# the file's size, nesting, the nodes it expands to through aliases (a "billion laughs" of 500
-# bytes otherwise grows to gigabytes), and the digits of an integer.
+# the file's size, nesting, the nodes and the characters it expands to through aliases (a "billion
+# laughs" of 500 bytes otherwise grows to gigabytes; one long string aliased 20,000 times, to a
+# gigabyte of text once later stages join it), and an integer's size in any base.
 MAX_SPEC_BYTES = 1 << 20
 MAX_DEPTH = 64
 MAX_NODES = 100_000
-MAX_INT_DIGITS = 30
+MAX_EXPANDED_CHARS = 4 << 20  # the scalars' characters, each alias counted as all it names
+MAX_INT_DIGITS = 30  # written decimal digits; in another base, a value below 10**30
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser where PyYAML was built with it
 
 
@@ -111,20 +113,23 @@ class _Open:
     anchor: str | None
     keys: set[Any] = field(default_factory=set)
     key: _Node | None = None
+    chars_before: int = 0  # the composer's character count when it opened
 
 
 class _Composer:
     """Builds the node tree from libyaml's event stream (through PyYAML's C parser) in one pass,
     refusing what is not plain, bounded YAML before it is built: tags, merge keys, nesting deeper
-    than MAX_DEPTH, more than MAX_NODES nodes through aliases, huge integers, duplicate keys.
+    than MAX_DEPTH, more than MAX_NODES nodes or MAX_EXPANDED_CHARS characters through aliases,
+    integers of any base past MAX_INT_DIGITS, duplicate keys.
     Scalars resolve and construct as ruamel.yaml's round-trip loader does (YAML 1.2), so a spec
     means what it meant when ruamel parsed it, at a fraction of the cost."""
 
     def __init__(self) -> None:
-        self.anchors: dict[str, _Node] = {}
+        self.anchors: dict[str, tuple[_Node, int]] = {}  # each anchor's node and its characters
         self.open: list[_Open] = []
         self.root: _Node | None = None
         self.documents = 0
+        self.chars = 0  # the characters of the scalars read so far, aliases expanded
 
     def feed(self, event: Any) -> None:
         """Take one event; raises _NotPlain at the first thing a spec may not hold."""
@@ -143,22 +148,34 @@ class _Composer:
         if kind == "MappingStartEvent" or kind == "SequenceStartEvent":
             mapping = kind == "MappingStartEvent"
             self.open.append(
-                _Open(_Node(start, pairs=[] if mapping else None, items=None if mapping else []), event.anchor)
+                _Open(
+                    _Node(start, pairs=[] if mapping else None, items=None if mapping else []),
+                    event.anchor,
+                    chars_before=self.chars,
+                )
             )
             if len(self.open) > MAX_DEPTH:
                 raise _NotPlain(f"nesting deeper than {MAX_DEPTH} levels: a spec is a page, not a tree this deep", mark)
             return
         if kind == "MappingEndEvent" or kind == "SequenceEndEvent":
             done = self.open.pop()
-            node, anchor = done.node, done.anchor
+            node, anchor, chars = done.node, done.anchor, self.chars - done.chars_before
         elif kind == "ScalarEvent":
-            node, anchor = _Node(start, _scalar(event, self._at_key())), event.anchor
+            node, anchor, chars = _Node(start, _scalar(event, self._at_key())), event.anchor, len(event.value)
+            self.chars += chars
         elif event.anchor in self.anchors:
-            node, anchor = self.anchors[event.anchor], None
+            (node, chars), anchor = self.anchors[event.anchor], None
+            self.chars += chars
+            if self.chars > MAX_EXPANDED_CHARS:  # only an alias can cross it: the file is smaller
+                raise _NotPlain(
+                    f"the alias *{event.anchor} takes the document past {MAX_EXPANDED_CHARS} characters "
+                    f"(each alias counts all the text it names): alias less text, or write the value once",
+                    mark,
+                )
         else:
             raise _NotPlain(f"the alias *{event.anchor} names no anchor before it: define &{event.anchor} first", mark)
         if anchor:
-            self.anchors[anchor] = node
+            self.anchors[anchor] = (node, chars)
         self._add(node, mark)
 
     def _at_key(self) -> bool:
@@ -215,12 +232,11 @@ def _scalar(event: Any, is_key: bool) -> Any:
         raise _NotPlain(
             "merge keys (<<) are not allowed: write the fields out, or share them with extends", event.start_mark
         )
-    digits = value.lstrip("+-").replace("_", "")
-    if plain and digits.isdigit() and len(digits) > MAX_INT_DIGITS:
-        raise _NotPlain(f"an integer of {len(digits)} digits: at most {MAX_INT_DIGITS}", event.start_mark)
     tag = _RESOLVER.resolve(ScalarNode, value, event.implicit)
     if tag == "tag:yaml.org,2002:str":
         return value
+    if tag == "tag:yaml.org,2002:int":
+        _check_int_size(value, event.start_mark)
     node = ScalarNode(tag, value, style=event.style or None)
     try:
         constructed = _CONSTRUCTOR.construct_object(node)
@@ -232,6 +248,31 @@ def _scalar(event: Any, is_key: bool) -> Any:
         if isinstance(constructed, plain_type):
             return plain_type(constructed)
     return constructed
+
+
+_INT_BASES = {"0x": (16, "hexadecimal "), "0o": (8, "octal "), "0b": (2, "binary ")}
+_INT_LIMIT = 10**MAX_INT_DIGITS
+
+
+def _check_int_size(value: str, mark: Any) -> None:
+    """Refuse an integer too large to be a spec's (a uid, a port) before it is built: Python
+    will not even print one of more than 4300 digits. Decimal: at most MAX_INT_DIGITS written
+    digits (leading zeros too: int() refuses them past its limit); hexadecimal, octal or binary: a
+    value below 10**MAX_INT_DIGITS, as decimal's, however many leading zeros."""
+    digits = value.replace("_", "").lstrip("+-")
+    base, kind = _INT_BASES.get(digits[:2], (10, ""))
+    if base == 10:
+        too_big = len(digits) > MAX_INT_DIGITS
+    else:
+        digits = digits[2:]
+        significant = digits.lstrip("0")
+        too_big = len(significant) > 4 * MAX_INT_DIGITS or int(significant or "0", base) >= _INT_LIMIT
+    if too_big:
+        raise _NotPlain(
+            f"an integer of {len(digits)} {kind}digits: at most {MAX_INT_DIGITS} decimal digits "
+            f"(below 10**{MAX_INT_DIGITS} in any base); quote it if it is text",
+            mark,
+        )
 
 
 def _plain(node: _Node, path: JsonPath, spec: SpecFile, problems: list[Diagnostic]) -> Any:
