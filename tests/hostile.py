@@ -107,8 +107,18 @@ LAYOUTS = [
     "extends chain",
     "extends cycle",
     "prior output",
+    "deep checksum table",
+    "deep render memo",
+    "gen state link out",
+    "draft link out",
 ]
-COMMANDS = [("validate",), ("render",), ("render", "--check")]
+COMMANDS = [("validate",), ("render",), ("render", "--check"), ("new", "fuzzed")]
+DEEP_JSON = "[" * 100_000
+
+
+def long_aliased_string(size: int, count: int) -> str:
+    """One long string and many aliases of it: few nodes, much text once expanded."""
+    return "[&s " + "y" * size + ", " + ", ".join(["*s"] * count) + "]"
 
 
 def alias_bomb(width: int, depth: int) -> str:
@@ -127,6 +137,10 @@ hostile_values = st.one_of(
         st.sampled_from(["[", "{a: "]),
     ),
     st.integers(1, 6000).map(lambda digits: "9" * digits),
+    st.builds(
+        lambda prefix, digits: prefix + "1" * digits, st.sampled_from(["0x", "0o", "0b", "-0x"]), st.integers(1, 20000)
+    ),
+    st.builds(long_aliased_string, st.integers(1, 70_000), st.integers(1, 30_000)),
     st.text(max_size=40).map(lambda text: json.dumps(text, ensure_ascii=False)),
     st.integers(-(2**70), 2**70).map(str),
     st.floats(allow_nan=True).map(lambda f: repr(f) if f == f else ".nan"),
@@ -240,6 +254,16 @@ def lay_out(sandbox: Path, case: Case) -> Path:
             (output / "y" / "Dockerfile").symlink_to(outside / "secret.yaml")
     if "staging link" in layouts:
         (project / ".gen-staging-x").symlink_to(outside / "dir")
+    if "deep checksum table" in layouts:
+        (project / "s6-overlay-checksums.json").write_text(DEEP_JSON)
+    if "gen state link out" in layouts:
+        (project / ".gen").symlink_to(outside / "dir")
+    elif "deep render memo" in layouts:
+        (project / ".gen").mkdir()
+        (project / ".gen" / "render-memo.key").write_bytes(os.urandom(32))
+        (project / ".gen" / "render-memo.json").write_text(DEEP_JSON)
+    if "draft link out" in layouts:
+        (specs / ".fuzzed.yaml.new").symlink_to(outside / "dir" / "precious")
     return project
 
 
