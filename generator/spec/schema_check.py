@@ -129,10 +129,19 @@ def _is_key_error(error: ValidationError) -> bool:
     return "propertyNames" in error.relative_schema_path
 
 
+# A file with thousands of problems (one wrong value aliased everywhere) is reported by its first
+# ones: more lines help nobody, and each costs time.
+MAX_PROBLEMS = 100
+
+
 def check_against_schema(spec: SpecFile) -> list[Diagnostic]:
-    """Every schema problem in the file, sorted by position."""
+    """The file's schema problems, sorted by position: every one, or the first MAX_PROBLEMS found
+    and a line at the top of the file saying there are more."""
     result: list[Diagnostic] = []
     for error in _validator().iter_errors(spec.data):
+        if len(result) >= MAX_PROBLEMS:
+            more = spec.diagnostic((), f"more than {MAX_PROBLEMS} problems: only the first are shown")
+            return [more, *sorted(result, key=_by_position)]
         if error.validator == "additionalProperties":
             result.extend(_unknown_keys(error, spec))
             continue
@@ -147,7 +156,11 @@ def check_against_schema(spec: SpecFile) -> list[Diagnostic]:
             continue
         message, hint = _message(error)
         result.append(spec.diagnostic(path, message, hint))
-    return sorted(result, key=lambda d: (d.line, d.column, d.path, d.message))
+    return sorted(result, key=_by_position)
+
+
+def _by_position(diagnostic: Diagnostic) -> tuple[int, int, str, str]:
+    return diagnostic.line, diagnostic.column, diagnostic.path, diagnostic.message
 
 
 def first_schema_problem(data: Any) -> str | None:
