@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from generator.builder.reproduce import unmount_under
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 WORK = BENCH_DIR / ".work"  # git-ignored: storages, data files, temporary projects
@@ -157,18 +159,6 @@ class Storage:
         self, *args: str, project: Path, timeout: float = DEFAULT_TIMEOUT, check: bool = True
     ) -> subprocess.CompletedProcess:
         return run([str(VENV_BIN / "gen"), *args], timeout=timeout, check=check, env=self.env, cwd=project)
-
-
-def unmount_under(directory: Path) -> None:
-    """Overlay mounts containers storage left below directory, so it can be deleted."""
-    prefix = str(directory.resolve()) + "/"
-    points = [
-        line.split()[4]
-        for line in Path("/proc/self/mountinfo").read_text().splitlines()
-        if line.split()[4].startswith(prefix)
-    ]
-    for point in sorted(points, key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, timeout=30, check=False)
 
 
 def remove_storage(root: Path) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from generator.builder.host import Host, gen_containers_conf
+from generator.builder.reproduce import unmount_under
 
 BUILD_TOOLS = ("buildah", "podman")
 SESSION_EPOCH = 1700000000
@@ -124,28 +125,12 @@ def pytest_collection_modifyitems_last(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.name == "test_the_readme_commands_work_on_a_fresh_machine")
 
 
-def _mounts_under(directory: Path) -> list[str]:
-    """Mount points below directory (overlay layers containers storage left mounted), deepest first."""
-    prefix = str(directory.resolve()) + "/"
-    points = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = line.split()[4].replace("\\040", " ")
-        if point.startswith(prefix):
-            points.append(point)
-    return sorted(points, key=len, reverse=True)
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _unmount_storage_at_exit(tmp_path_factory: pytest.TempPathFactory):
     """Containers storage keeps overlay mounts under the tests' temporary directories; unmount
     them at the end so pytest can delete old runs (it warns "Device or resource busy" otherwise)."""
     yield
     unmount_under(tmp_path_factory.getbasetemp())
-
-
-def unmount_under(directory: Path) -> None:
-    for point in _mounts_under(directory):
-        subprocess.run(["umount", "-l", point], capture_output=True, timeout=30)
 
 
 GEN_LOG_SOURCE = Path(__file__).resolve().parents[1] / "templates" / "logger" / "gen-log.c"

@@ -96,13 +96,15 @@ def reset_storage(host: Host) -> None:
         else:
             # Made by an older gen: podman's database names /run/libpod as its state directory,
             # and `system reset` deletes that whatever --tmpdir says (measured with podman 4.3).
-            _unmount_under(host.storage_root, host.env)
+            unmount_under(host.storage_root, host.env)
         shutil.rmtree(host.storage_root, ignore_errors=True)
         shutil.rmtree(host.runroot, ignore_errors=True)  # may live outside the root (a short path)
 
 
-def _unmount_under(directory: Path, env: dict[str, str]) -> None:
-    """Lazily unmount what containers storage left mounted below directory, deepest first."""
+def unmount_under(directory: Path, env: dict[str, str] | None = None) -> None:
+    """Lazily unmount what containers storage left mounted below directory, deepest first, so it
+    can be deleted (also used by the tests and bench for their own storages)."""
+    env = dict(os.environ) if env is None else env
     prefix = str(directory.resolve()) + "/"
     points = [line.split()[4].replace("\\040", " ") for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):

@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 
 from generator.builder.host import Host
-from tests.conftest import unmount_under
+from generator.builder.reproduce import unmount_under
 
 pytestmark = [pytest.mark.integration, pytest.mark.rehearsal]
 
