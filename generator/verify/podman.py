@@ -103,7 +103,7 @@ class Podman:
         argv += [image, *args]
         try:
             return self.call(argv, timeout)
-        except ToolError:  # timed out: the container may still run
+        except BaseException:  # timed out or interrupted: the container may exist, even still run
             self.remove(name)
             raise
 
@@ -120,7 +120,11 @@ class Podman:
         """Start a detached container; returns its name. Raises ToolError if it did not start."""
         name = new_name()
         flags = [*self.platform_flags(), *self.health_flags(healthcheck), *options, *_env_flags(env)]
-        started = self.call(["run", "-d", "--name", name, *flags, image, *args], timeout)
+        try:
+            started = self.call(["run", "-d", "--name", name, *flags, image, *args], timeout)
+        except BaseException:  # interrupted (Ctrl-C) while podman created it: the caller never gets the name
+            self.remove(name)
+            raise
         if started.code != 0:
             self.remove(name)
             raise ToolError(f"podman run -d {image} failed (exit {started.code}): {started.last_error_line()}")

@@ -4,6 +4,10 @@ s6-overlay) and fails, with a readable table and no traceback, on images without
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -96,3 +100,40 @@ def test_verify_leaves_no_anonymous_volumes_behind(gen_verify, podman) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert volumes() - before == set(), "gen verify left anonymous volumes behind"
+
+
+def test_an_interrupted_verify_removes_its_containers_and_volumes(example_project, gen_env, podman) -> None:
+    """Ctrl-C while a check container runs: the container and its anonymous volume go too."""
+
+    def listed(*args: str) -> set[str]:
+        found = podman.call([*args, "--quiet"], timeout=60)
+        assert found.code == 0, found.stderr
+        return set(found.stdout.split())
+
+    volumes, containers = listed("volume", "ls"), listed("ps", "--all")
+    verify = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "generator",
+            "verify",
+            "app-base",
+            "-C",
+            str(example_project),
+            "--check",
+            "SIGTERM stop",
+        ],
+        env=gen_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not listed("ps", "--all") - containers and verify.poll() is None:
+        assert time.monotonic() < deadline, "no check container started within 120 s"
+        time.sleep(0.2)
+    verify.send_signal(signal.SIGINT)
+    _, stderr = verify.communicate(timeout=120)
+    assert verify.returncode == 130 and "Traceback" not in stderr, stderr
+    assert listed("ps", "--all") - containers == set(), "an interrupted verify left its container"
+    assert listed("volume", "ls") - volumes == set(), "an interrupted verify left an anonymous volume"

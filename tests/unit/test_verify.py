@@ -673,3 +673,22 @@ def test_profiles_check_reads_each_profiles_env_and_the_unknown_ones_refusal(tmp
     assert wrong.status is Status.FAIL and "MODE=development (profile: production)" in wrong.detail
     assert C.check_profiles(_ctx(tmp_path, _profile_podman(""))).status is Status.SKIP
     assert from_spec(PROFILE_SPEC).default_profile_env() == {"MODE": "development"}
+
+
+@pytest.mark.parametrize("how", ["start", "run"])
+def test_ctrl_c_while_podman_creates_a_container_still_removes_it(how):
+    """The interrupted `podman run` may have created the container: the caller never got its
+    name, so Podman removes it (with its volumes) before passing the interrupt on."""
+    calls: list[list[str]] = []
+
+    def execute(argv, env, timeout):
+        calls.append(argv)
+        if "run" in argv:
+            raise KeyboardInterrupt
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    podman = Podman(Host(), execute=execute)
+    with pytest.raises(KeyboardInterrupt):
+        podman.start("img") if how == "start" else podman.run("img", remove=False)
+    name = calls[0][calls[0].index("--name") + 1]
+    assert calls[-1][-6:] == ["rm", "--force", "--volumes", "--time", "0", name]
