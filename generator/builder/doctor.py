@@ -196,8 +196,7 @@ def check_emulation(platform: str, binfmt_dir: Path = BINFMT_DIR) -> Check:
             f"binfmt_misc is not mounted at {binfmt_dir}",
             f"mount -t binfmt_misc binfmt_misc {binfmt_dir}; update-binfmts --enable qemu-{qemu}",
         )
-    handler = binfmt_dir / f"qemu-{qemu}"
-    lines = handler.read_text().splitlines() if handler.is_file() else []
+    lines = _handler_lines(binfmt_dir, qemu)
     if not lines or lines[0] != "enabled" or _read(binfmt_dir / "status") != "enabled":
         return Check(
             name,
@@ -205,7 +204,7 @@ def check_emulation(platform: str, binfmt_dir: Path = BINFMT_DIR) -> Check:
             f"no enabled binfmt handler qemu-{qemu}",
             f"update-binfmts --enable qemu-{qemu} (and echo 1 > {binfmt_dir}/status)",
         )
-    flags = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("flags:")), "")
+    flags = _flags(lines)
     if "F" not in flags:
         return Check(
             name,
@@ -214,6 +213,23 @@ def check_emulation(platform: str, binfmt_dir: Path = BINFMT_DIR) -> Check:
             f"update-binfmts --disable qemu-{qemu}; apt-get install --reinstall qemu-user-static",
         )
     return Check(name, "ok", f"qemu-{qemu} registered (flags {flags})")
+
+
+def _handler_lines(binfmt_dir: Path, qemu: str) -> list[str]:
+    handler = binfmt_dir / f"qemu-{qemu}"
+    return handler.read_text().splitlines() if handler.is_file() else []
+
+
+def _flags(lines: list[str]) -> str:
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("flags:")), "")
+
+
+def emulation_honours_setuid(platform: str, binfmt_dir: Path = BINFMT_DIR) -> bool:
+    """Whether a setuid program of `platform` gets its owner's rights under qemu here: only with
+    the handler's C flag (credentials from the program, not from qemu); without it the kernel
+    runs qemu, which is not setuid, and the program keeps the caller's uid."""
+    qemu = Platform.parse(platform).qemu_name
+    return qemu is not None and "C" in _flags(_handler_lines(binfmt_dir, qemu))
 
 
 def _read(path: Path) -> str:

@@ -50,6 +50,10 @@ class Podman:
         # warns on stderr that the image's platform is not the host's, which checks of stderr would
         # take for the image's own output.
         self.run_platform = ""
+        # Every run gets a /run tmpfs owned by the container's user (`--tmpfs /run:U`): set for a
+        # foreign s6-overlay image where qemu ignores setuid, so s6-overlay-suexec cannot take /run
+        # as root at start (it refuses to start instead); on the real machine it can.
+        self.run_owned_by_user = False
 
     def call(self, args: Iterable[str], timeout: float = 60) -> Outcome:
         argv = ["podman", *self.host.podman_flags(), *args]
@@ -70,6 +74,16 @@ class Podman:
 
     def platform_flags(self) -> list[str]:
         return ["--platform", self.run_platform] if self.run_platform else []
+
+    def run_flags(self, options: Iterable[str]) -> list[str]:
+        """options with the platform's flags first and, where set, /run owned by the user."""
+        options = list(options)
+        if not self.run_owned_by_user:
+            return [*self.platform_flags(), *options]
+        given = [i for i, o in enumerate(options[1:], 1) if options[i - 1] == "--tmpfs" and o.split(":")[0] == "/run"]
+        for i in given:
+            options[i] = "/run:U"
+        return [*self.platform_flags(), *([] if given else ["--tmpfs", "/run:U"]), *options]
 
     @staticmethod
     def health_flags(healthcheck: bool) -> list[str]:
@@ -97,7 +111,7 @@ class Podman:
         argv = ["run", "--name", name]
         if remove:
             argv.append("--rm")
-        argv += [*self.platform_flags(), *self.health_flags(healthcheck), *options, *_env_flags(env)]
+        argv += [*self.health_flags(healthcheck), *self.run_flags(options), *_env_flags(env)]
         if entrypoint is not None:
             argv += ["--entrypoint", entrypoint]
         argv += [image, *args]
@@ -119,7 +133,7 @@ class Podman:
     ) -> str:
         """Start a detached container; returns its name. Raises ToolError if it did not start."""
         name = new_name()
-        flags = [*self.platform_flags(), *self.health_flags(healthcheck), *options, *_env_flags(env)]
+        flags = [*self.health_flags(healthcheck), *self.run_flags(options), *_env_flags(env)]
         try:
             started = self.call(["run", "-d", "--name", name, *flags, image, *args], timeout)
         except BaseException:  # interrupted (Ctrl-C) while podman created it: the caller never gets the name

@@ -305,3 +305,10 @@ def test_gen_rebuild_checks_the_stale_foreign_platforms_before_building(tmp_path
     _arch_test(fake_bin, PASSING)
     rebuild.rebuild(ctx, dry_run=False)
     assert built == ["run", "run"]
+
+
+def test_setuid_under_emulation_needs_the_c_flag(tmp_path):
+    binfmt = _binfmt(tmp_path, "qemu-aarch64")
+    assert not doctor.emulation_honours_setuid(ARM64, binfmt)  # flags PF, as Debian registers it
+    (binfmt / "qemu-aarch64").write_text("enabled\ninterpreter /usr/bin/qemu-aarch64-static\nflags: POCF\n")
+    assert doctor.emulation_honours_setuid(ARM64, binfmt)

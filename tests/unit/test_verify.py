@@ -3,6 +3,7 @@ check against a fake podman (the subprocess boundary is replaced, nothing runs).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -692,3 +693,33 @@ def test_ctrl_c_while_podman_creates_a_container_still_removes_it(how):
         podman.start("img") if how == "start" else podman.run("img", remove=False)
     name = calls[0][calls[0].index("--name") + 1]
     assert calls[-1][-6:] == ["rm", "--force", "--volumes", "--time", "0", name]
+
+
+def test_where_qemu_ignores_setuid_every_run_of_an_overlay_image_gets_run_owned_by_its_user(monkeypatch):
+    """s6-overlay-suexec takes /run as root at start; a qemu without the C flag ignores setuid,
+    so a foreign s6-overlay image gets `--tmpfs /run:U` (a check's own /run tmpfs becomes one)."""
+    from generator.builder import doctor
+    from generator.verify import run_needs_user_owned_tmpfs
+
+    s6 = without_spec()
+    overlay = dataclasses.replace(s6, init="s6-overlay")
+    monkeypatch.setattr(doctor, "emulation_honours_setuid", lambda platform, binfmt_dir=None: False)
+    assert run_needs_user_owned_tmpfs("linux/arm64", overlay)
+    assert not run_needs_user_owned_tmpfs("", overlay) and not run_needs_user_owned_tmpfs("linux/arm64", s6)
+    monkeypatch.setattr(doctor, "emulation_honours_setuid", lambda platform, binfmt_dir=None: True)
+    assert not run_needs_user_owned_tmpfs("linux/arm64", overlay)
+
+    podman = Podman(Host())
+    podman.run_platform, podman.run_owned_by_user = "linux/arm64", True
+    assert podman.run_flags(["--user", "1:0"]) == ["--platform", "linux/arm64", "--tmpfs", "/run:U", "--user", "1:0"]
+    assert podman.run_flags(["--read-only", "--tmpfs", "/run", "--tmpfs", "/logs:U"]) == [
+        "--platform",
+        "linux/arm64",
+        "--read-only",
+        "--tmpfs",
+        "/run:U",
+        "--tmpfs",
+        "/logs:U",
+    ]
+    podman.run_owned_by_user = False
+    assert podman.run_flags(["--tmpfs", "/run"]) == ["--platform", "linux/arm64", "--tmpfs", "/run"]
