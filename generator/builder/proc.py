@@ -116,9 +116,10 @@ def _stop_group(proc: subprocess.Popen) -> None:
 
 
 def run_quiet(
-    argv: list[str], env: dict[str, str], timeout: float = 300, check: bool = True
+    argv: list[str], env: dict[str, str], timeout: float = 300, check: bool = True, stdin_text: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run a short query (inspect, tag, images); raises ToolError with stderr on failure."""
+    """Run a short query (inspect, tag, images); raises ToolError with stderr on failure.
+    stdin_text: what the tool reads on stdin (a secret: never on its command line)."""
     try:
         proc = subprocess.run(
             argv,
@@ -126,8 +127,8 @@ def run_quiet(
             capture_output=True,
             text=True,
             timeout=timeout,
-            stdin=subprocess.DEVNULL,
             start_new_session=True,
+            **({"stdin": subprocess.DEVNULL} if stdin_text is None else {"input": stdin_text}),
         )
     except FileNotFoundError:
         raise ToolError(f"{argv[0]} is not installed; run `gen doctor`") from None

@@ -6,6 +6,7 @@ Exit codes: 0 ok; 1 a build (or check) failed; 2 bad input (unknown image, bad o
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Table
 
 from generator.builder.host import Host
-from generator.cli.options import JsonOption, PrefixOption, ProjectOption, StorageOption, err, out
+from generator.cli.options import INSECURE_ENV, JsonOption, PrefixOption, ProjectOption, StorageOption, err, out
 from generator.errors import GenError, UsageError
 from generator.naming import DEFAULT_PREFIX
 
@@ -87,7 +88,7 @@ def _builder(
         if not target.org:
             raise UsageError(f"--layer-cache {layer_cache!r}: name a repository, e.g. {target.host}/team/gen-cache")
         cache, verify = f"{target.host}/{target.org}", target.tls_verify
-    elif insecure_registry:
+    elif insecure_registry and not os.environ.get(INSECURE_ENV):  # the variable serves a whole CI job
         raise UsageError("--insecure-registry applies to --layer-cache; give --layer-cache HOST/REPO too")
     options = BuildOptions(
         prefix=prefix.rstrip("/"),
@@ -203,7 +204,12 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         insecure_registry: Annotated[
-            bool, typer.Option("--insecure-registry", help="Plain HTTP for --layer-cache; loopback registries only.")
+            bool,
+            typer.Option(
+                "--insecure-registry",
+                help="Plain HTTP for --layer-cache; loopback registries only.",
+                envvar=INSECURE_ENV,
+            ),
         ] = False,
         platform: Annotated[
             list[str] | None,

@@ -12,6 +12,8 @@ from rich.console import Console
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
+# --insecure-registry from the environment: a CI job that targets a loopback test registry sets it once.
+INSECURE_ENV = "GEN_INSECURE_REGISTRY"
 ProjectOption = Annotated[
     Path, typer.Option("--project", "-C", help="Project root holding specs/ and output/.", envvar="GEN_PROJECT")
 ]

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from generator.builder.host import Host
-from generator.cli.options import JsonOption, PrefixOption, ProjectOption, StorageOption, err, out
+from generator.cli.options import INSECURE_ENV, JsonOption, PrefixOption, ProjectOption, StorageOption, err, out
 from generator.errors import GenError, UsageError
 from generator.naming import DEFAULT_PREFIX
 
@@ -31,7 +31,12 @@ RegistryOption = Annotated[
     ),
 ]
 InsecureOption = Annotated[
-    bool, typer.Option("--insecure-registry", help="Plain HTTP / unverified TLS; loopback registries only.")
+    bool,
+    typer.Option(
+        "--insecure-registry",
+        help="Plain HTTP / unverified TLS; loopback registries only.",
+        envvar=INSECURE_ENV,
+    ),
 ]
 SinceOption = Annotated[
     str | None,
@@ -129,6 +134,33 @@ def _transfer(
 
 
 def register(app: typer.Typer) -> None:
+    @app.command()
+    def login(
+        registry: RegistryOption = "",
+        insecure_registry: InsecureOption = False,
+        project: ProjectOption = Path("."),
+        storage_root: StorageOption = None,
+    ) -> None:
+        """Log in to the registry from CI variables: GEN_REGISTRY_USER and GEN_REGISTRY_PASSWORD, or
+        GitLab's CI_REGISTRY_USER and CI_REGISTRY_PASSWORD for its own registry. The password goes
+        to `skopeo login` on stdin and is never shown; the auth file it writes serves every later
+        push and pull. Without such variables it does nothing (a registry open to the job)."""
+        from generator.publish import Skopeo, parse_registry
+        from generator.publish.skopeo import ci_credentials
+
+        try:
+            target = parse_registry(_required(registry), insecure_registry)
+            host = Host.from_env(storage_root, project)
+            found = ci_credentials(host.env, target.host)
+            if found is None:
+                out.print(f"no registry credentials in the environment: not logging in to {target.host}")
+                return
+            user, password, variables = found
+            Skopeo(host).login(target, user, password)
+        except GenError as exc:
+            raise _fail(exc) from None
+        out.print(f"logged in to {target.host} as {user} ({variables})")
+
     @app.command()
     def push(
         names: NamesArgument = None,

@@ -1,8 +1,10 @@
 """skopeo calls: copy between containers storage and registries, inspect a tag's digest, list tags.
 
 Credentials: skopeo finds them itself in the standard containers auth file (REGISTRY_AUTH_FILE,
-${XDG_RUNTIME_DIR}/containers/auth.json, ~/.docker/config.json); gen never passes, reads or
-prints them, and scrubs anything credential-shaped from error text before showing it.
+${XDG_RUNTIME_DIR}/containers/auth.json, ~/.docker/config.json); gen never reads or prints them,
+and scrubs anything credential-shaped from error text before showing it. The one exception is
+`gen login` in a CI job: it takes a user and password from CI variables (ci_credentials) and
+hands the password to `skopeo login` on stdin, which writes that auth file for every later call.
 """
 
 from __future__ import annotations
@@ -42,6 +44,22 @@ def scrub(text: str) -> str:
     return _SECRET_FIELD.sub(r"\1<redacted>", _USERINFO.sub(r"\1<redacted>@", text))
 
 
+# CI variables a job logs in with, in order: the user's own (any registry), then GitLab's for its
+# project registry (CI_REGISTRY). GitHub's workflow passes its token in as GEN_REGISTRY_PASSWORD.
+CREDENTIAL_VARIABLES = (("GEN_REGISTRY_USER", "GEN_REGISTRY_PASSWORD"), ("CI_REGISTRY_USER", "CI_REGISTRY_PASSWORD"))
+
+
+def ci_credentials(env: dict[str, str], registry_host: str) -> tuple[str, str, str] | None:
+    """(user, password, the variables' names) for logging in to registry_host, or None. GitLab's
+    CI_REGISTRY_* hold only for its own registry, CI_REGISTRY."""
+    for user_var, password_var in CREDENTIAL_VARIABLES:
+        if user_var.startswith("CI_") and env.get("CI_REGISTRY", "") != registry_host:
+            continue
+        if env.get(user_var) and env.get(password_var):
+            return env[user_var], env[password_var], f"{user_var}/{password_var}"
+    return None
+
+
 def tls_flag(name: str, verify: bool) -> list[str]:
     return [f"--{name}={'true' if verify else 'false'}"]
 
@@ -66,6 +84,17 @@ class Skopeo:
                     f"{what}: {scrub(str(exc).splitlines()[0] if str(exc) else 'skopeo failed')}{_hint(str(exc))}"
                 ) from None
         raise AssertionError("unreachable")
+
+    def login(self, registry: Registry, user: str, password: str) -> None:
+        """`skopeo login` with the password on stdin (never on a command line, never shown)."""
+        argv = ["skopeo", "login", *tls_flag("tls-verify", registry.tls_verify), "--username", user]
+        try:
+            run_quiet([*argv, "--password-stdin", registry.host], self.host.env, QUERY_TIMEOUT, stdin_text=password)
+        except ToolError as exc:
+            said = scrub(str(exc).splitlines()[-1] if str(exc) else "skopeo login failed").replace(
+                password, "<redacted>"
+            )
+            raise RegistryError(f"logging in to {registry.host} as {user}: {said}") from None
 
     def push(self, local_ref: str, registry: Registry, name: str, tag: str) -> str:
         """Copy an image from gen's storage to registry/name:tag; its manifest digest."""

@@ -237,7 +237,7 @@ def test_install_override_appears_verbatim(tmp_path: Path):
     github = YAML(typ="safe").load(_pipelines(tmp_path, install=command)["github"])
     assert all(command in [s.get("run") for s in job["steps"]] for job in github["jobs"].values())
     gitlab = YAML(typ="safe").load(_pipelines(tmp_path, install=command)["gitlab"])
-    assert gitlab["default"]["before_script"] == [command]
+    assert gitlab["default"]["before_script"] == [command, "gen login"]
     with pytest.raises(UsageError):
         render_pipeline("github", _images(tmp_path), "r.example.com/t", install="  ")
 
