@@ -70,6 +70,7 @@ def render_pipeline(
         from_checkout=install is None,
         install=(install or "").strip(),
         levels=levels,
+        images=[name for level in levels for name in level["images"]],
         last_needs=["plan", f"level-{last}"],
         last_gitlab_needs=[_gitlab_needs(0)[0], f"level-{last}"],
     )

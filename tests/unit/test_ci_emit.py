@@ -266,3 +266,15 @@ def test_distribution_is_not_the_index_name_gen_but_the_command_is():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["name"] != "gen"
     assert project["scripts"]["gen"] == "generator.entry:main"
+
+
+def test_the_plan_reads_pulled_images_and_level_jobs_pull_every_ancestor(tmp_path: Path):
+    """Found by running the GitLab pipeline (test_pipeline_gitlab): a plan over an empty storage
+    calls every image stale, and a job with only its parent rebuilds the grandparent."""
+    for variant, text in _pipelines(tmp_path).items():
+        images = _multi_platform(tmp_path) if variant.endswith("multi") else _images(tmp_path)
+        pull_all = re.search(r'for name in ([\w .-]+); do gen pull "\$name" \|\| true; done', text)
+        assert pull_all and set(pull_all.group(1).split()) == set(images), variant
+        assert text.index(pull_all.group(0)) < text.index("gen rebuild --dry-run"), variant
+        assert 'while name="$(python3' in text and 'do gen pull "$name" $only; done' in text, variant
+        assert "gen-$IMAGE-$PLATFORM" not in text, variant  # GitLab refuses "/" in cache keys
