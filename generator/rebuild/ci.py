@@ -49,7 +49,9 @@ def render_pipeline(
     if install is not None and not install.strip():
         raise UsageError("--install: give a shell command, or leave it out to install gen from the checkout")
     levels = []
+    in_order: list[str] = []  # every image, roots first: what the plan job pulls
     for index, names in enumerate(dag_levels(images)):
+        in_order += names
         needs = ["plan"] + ([f"level-{index - 1}"] if index else [])
         jobs = [{"image": n, "platforms": list(images[n].platforms or [HOST_PLATFORM])} for n in names]
         levels.append({"images": names, "jobs": jobs, "needs": needs, "gitlab_needs": _gitlab_needs(index)})
@@ -70,7 +72,7 @@ def render_pipeline(
         from_checkout=install is None,
         install=(install or "").strip(),
         levels=levels,
-        images=[name for level in levels for name in level["images"]],
+        images=in_order,
         last_needs=["plan", f"level-{last}"],
         last_gitlab_needs=[_gitlab_needs(0)[0], f"level-{last}"],
     )
