@@ -209,7 +209,11 @@ def test_killing_the_logger_loses_and_repeats_nothing_in_the_files(podman: Podma
     before the third kill still kills a running logger (CI saw the app end first)."""
     count = 20_000_000
     script = f"seq 1 {count}; while ! [ -e /tmp/stop ]; do sleep 0.1; done"
-    name = podman.start(init_image, ["sh", "-c", script], options=_mount(log_dir))
+    # At exit the stdout copy gives up after S6_KILL_GRACETIME without progress (the engine took
+    # nothing): on a machine loaded enough that conmon stalls 3 s it did (16.5 M lines "lost" while
+    # the files held all). This test is about the kills, not that limit: a patient one.
+    patient = {"S6_KILL_GRACETIME": "60000"}
+    name = podman.start(init_image, ["sh", "-c", script], options=_mount(log_dir), env=patient)
     killed: list[int] = []
     try:
         init_pid = podman.call(["container", "inspect", "--format", "{{.State.Pid}}", name]).stdout.strip()
@@ -221,22 +225,24 @@ def test_killing_the_logger_loses_and_repeats_nothing_in_the_files(podman: Podma
             killed.append(pid)
         assert podman.call(["exec", name, "touch", "/tmp/stop"]).code == 0
         assert podman.wait(name, timeout=300) == 0
-        seen = _numbers_on_stdout(podman, name, count)
+        seen, notices = _numbers_on_stdout(podman, name, count)
     finally:
         podman.remove(name)
     assert _assert_contiguous_seq(log_dir) == count
     # stdout is at least once: a copy killed mid-write repeats what it had in flight (at most one
     # 1 MiB block) after the restart, and the line where the two meet may be cut; none is missing.
     # seen[0] is never set; each of the 3 restarts may cut the one line where the copies meet.
-    assert seen.count(0) - 1 <= 3, f"stdout lost {seen.count(0) - 1} lines"
+    assert seen.count(0) - 1 <= 3, f"stdout lost {seen.count(0) - 1} lines; gen-log said {notices}"
 
 
-def _numbers_on_stdout(podman: Podman, name: str, count: int) -> bytearray:
+def _numbers_on_stdout(podman: Podman, name: str, count: int) -> tuple[bytearray, list[str]]:
     """seen[n] == 1 for each n in 1..count that is a whole line of the container's stdout, read from
     podman's k8s-file log itself: `podman logs` took over 120 s to format 20 million records on a
-    loaded CI machine. A record is `TIME STREAM F|P CONTENT`; P continues in the next record."""
+    loaded CI machine. A record is `TIME STREAM F|P CONTENT`; P continues in the next record.
+    Also gen-log's own notices (what it says when it skips or gives up)."""
     path = podman.call(["container", "inspect", "--format", "{{.HostConfig.LogConfig.Path}}", name]).stdout.strip()
     seen = bytearray(count + 1)
+    notices: list[str] = []
     partial = b""
     with open(path, "rb") as log:
         for record in log:
@@ -248,7 +254,9 @@ def _numbers_on_stdout(podman: Podman, name: str, count: int) -> bytearray:
             partial = b""
             if line.isdigit() and 0 < int(line) <= count:
                 seen[int(line)] = 1
-    return seen
+            elif b"gen-log:" in line:
+                notices.append(line.decode(errors="replace"))
+    return seen, notices
 
 
 def test_a_restart_loop_loses_nothing(podman: Podman, init_image: str, log_dir):
