@@ -33,6 +33,7 @@ import pytest
 
 from generator.builder.host import Host
 from generator.builder.reproduce import unmount_under
+from tests.integration.conftest import SESSION_BOOTSTRAP
 
 pytestmark = pytest.mark.integration
 
@@ -48,24 +49,22 @@ LEVELS = {"root": 0, "mid": 1, "other": 1, "leaf": 2}
 # The distro's s6 with s6-log: no builder stage, so no package index at build time; root's rootfs
 # is the one the suite bootstraps (tests/integration/conftest.py SESSION_BOOTSTRAP), bootstrapped
 # again in each job's own storage.
-ROOT_SPEC = """\
+ROOT_SPEC = (
+    """\
 name: root
 tags: ["1"]
 platforms: [linux/amd64]
 description: the pipeline test's root
-base:
-  distro: debian
-  release: bookworm
-  bootstrap:
-    variant: minbase
-    include: [execline, s6]
-    source_date_epoch: 1700000000
+"""
+    + SESSION_BOOTSTRAP
+    + """\
 init:
   kind: s6
 logging:
   logger: s6-log
 cmd: ["sh", "-c", "exec sleep infinity"]
 """
+)
 
 
 def _child(name: str, parent: str, stage: str) -> str:
