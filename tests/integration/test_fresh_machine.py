@@ -149,6 +149,19 @@ def _tail(proc: subprocess.CompletedProcess, lines: int = 30) -> str:
     return "\n".join(["\n".join(text.strip().splitlines()[-lines:]) for text in (proc.stdout, proc.stderr)])
 
 
+def _pytest_failures(proc: subprocess.CompletedProcess, lines: int = 80) -> str:
+    """What pytest said about its failures (the tests' headers and their E lines) and its summary:
+    the plain tail is the durations table, which names no reason."""
+    text = proc.stdout or ""
+    start = text.find("= FAILURES =")
+    failures = (
+        [line for line in text[start:].splitlines() if line.startswith(("E ", "___", "FAILED", "ERROR"))]
+        if start >= 0
+        else []
+    )
+    return "\n".join([*failures[:lines], _tail(proc, 5)])
+
+
 def _copy_checkout(dest: Path) -> None:
     """The tracked files as they are in the working tree: what a fresh clone has, nothing built."""
     files = (
@@ -316,7 +329,7 @@ def test_the_readme_commands_work_on_a_fresh_machine(rehearsal: Rehearsal):
 
     unit = results["unit tests"]
     summary = _tail(unit, 15)
-    assert unit.returncode == 0, summary
+    assert unit.returncode == 0, _pytest_failures(unit)
     # pytest's counts, not test names (one has "skipped" in its name)
     assert re.search(r"\d+ passed", summary) and not re.search(r"\d+ (skipped|failed)", summary), summary
 

@@ -189,8 +189,10 @@ def test_a_stalled_stdout_never_slows_the_files_and_skips_are_counted(gen_log_bi
     read_end, write_end = os.pipe()
     count = 200_000
     data = numbered(count)  # 20 MB: 20 files of 1 MB, 3 kept
+    # A patient drain (60 s without progress): the test reads stdout only once the files hold the
+    # last line, which on a loaded machine (the rehearsal runs beside the suite) took over 5 s.
     proc = subprocess.Popen(
-        [str(gen_log_binary), "-o", "-s", "1000000", "-n", "3", "-d", "5000", str(tmp_path / "log")],
+        [str(gen_log_binary), "-o", "-s", "1000000", "-n", "3", "-d", "60000", str(tmp_path / "log")],
         stdin=subprocess.PIPE,
         stdout=write_end,
     )
@@ -198,7 +200,7 @@ def test_a_stalled_stdout_never_slows_the_files_and_skips_are_counted(gen_log_bi
     proc.stdin.write(data)
     proc.stdin.close()
     last_line = data[-100:]
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while last_line not in (tmp_path / "log" / "current").read_bytes() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert last_line in (tmp_path / "log" / "current").read_bytes(), "the files took all input, stdout stalled"
