@@ -151,18 +151,22 @@ def render(
     removed: tuple[str, ...] = ()
     diff = ""
     if outcome is None:
-        from generator.render import diff_against, write_outputs
+        from generator.render import diff_against
         from generator.render.project import render_project
+        from generator.render.shards import render_to_output
 
         with recording() as reads:
             loaded = _load(project, specs)
-            result = render_project(loaded, templates)
-        outcome = Outcome(tuple(loaded.order()), tuple(result.warnings))
+            if check:
+                result = render_project(loaded, templates)
+            else:  # written while the render goes on, on every core; swapped in only when all rendered
+                sharded = render_to_output(loaded, templates, output_dir, prune=not specs)
+                result, written, removed = sharded.result, sharded.report.written, sharded.report.removed
+                reads[0].update(sharded.files_read)
+                reads[1].update(sharded.dirs_listed)
         if check:
             diff = diff_against(output_dir, result.images, prune=not specs)
-        else:
-            report = write_outputs(output_dir, result.images, prune=not specs)
-            written, removed = report.written, report.removed
+        outcome = Outcome(tuple(loaded.order()), tuple(result.warnings))
         if not diff:  # output/ is now what this render makes
             memo.store(key, reads, outcome, output_dir)
             memo.store(_memo_key("validate", project, specs), reads, outcome, None)

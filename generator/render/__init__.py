@@ -15,10 +15,12 @@ import functools
 import hashlib
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import tempfile
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -324,74 +326,210 @@ class WriteReport:
 
 
 def write_outputs(output_dir: Path, images: list[RenderedImage], prune: bool) -> WriteReport:
-    """Write rendered images, touching only changed files; with prune, drop dirs of vanished specs.
-
-    The new output/ is staged beside the old one (unchanged files hard-linked, so they keep their
-    mtime and builders' caches stay valid) and swapped in with one atomic rename: an interrupt at
-    any point leaves every image's folder wholly old or wholly new, never a mix."""
-    refuse_links(output_dir)
-    _remove_leftover_staging(output_dir)
-    report = _compare(output_dir, images, prune)
-    if output_dir.is_dir() and not report.written and not report.removed:
-        return report
-    staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=STAGING_PREFIX))
-    try:
-        _stage(output_dir, staging, images, report)
-        _swap_in(staging, output_dir)
-    except OSError as exc:  # a full disk, output/ on a mount of its own (no hard links across): nothing changed
-        raise GenError(f"cannot write {output_dir}: {exc}; output/ is as it was") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # the old tree after a swap, else the unused new one
-    return report
+    """Write rendered images, touching only changed files; with prune, drop dirs of vanished specs."""
+    with OutputWriter(output_dir, [image.name for image in images], prune) as writer:
+        for image in images:
+            writer.add(image)
+        return writer.finish()
 
 
-def _compare(output_dir: Path, images: list[RenderedImage], prune: bool) -> WriteReport:
-    written: list[str] = []
-    unchanged: list[str] = []
-    removed: list[str] = []
-    for image in images:
-        existing = _existing_files(output_dir / image.name)
-        for f in image.files:
-            (unchanged if existing.get(f.path) == (f.data, f.mode) else written).append(f"{image.name}/{f.path}")
-        removed += [f"{image.name}/{path}" for path in sorted(set(existing) - {f.path for f in image.files})]
-    if prune:
-        removed += [f"{p.name}/" for p in stale_output_dirs(output_dir, {i.name for i in images})]
-    return WriteReport(tuple(written), tuple(unchanged), tuple(removed))
+@dataclass(frozen=True)
+class StagedShard:
+    """What one Stager did: paths relative to output/, and the images it left unstaged (wholly
+    unchanged, and nothing had changed before them)."""
+
+    written: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    removed: tuple[str, ...]
+    unstaged: tuple[str, ...]
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {k: list(getattr(self, k)) for k in ("written", "unchanged", "removed", "unstaged")}
+
+    @classmethod
+    def from_json(cls, data: dict[str, list[str]]) -> StagedShard:
+        return cls(*(tuple(data[k]) for k in ("written", "unchanged", "removed", "unstaged")))
 
 
-def _stage(output_dir: Path, staging: Path, images: list[RenderedImage], report: WriteReport) -> None:
-    """Build the new output/ tree in staging: the old tree's other entries and unchanged files as
-    hard links, changed files written anew, once for each content (the other copies link to it)."""
-    rendered = {image.name for image in images}
-    for entry in sorted(output_dir.iterdir()) if output_dir.is_dir() else []:
-        if entry.name not in rendered and f"{entry.name}/" not in report.removed:
-            _link_tree(entry, staging / entry.name)  # not gen's, or not rendered this time
-    unchanged = set(report.unchanged)
-    made = {str(staging)}
-    umask = _umask()
-    # Images share most of their files (the init scripts): a file already written in this render
-    # is linked, one syscall instead of open, write and close.
-    written: dict[tuple[bytes, int], str] = {}
-    for image in images:
-        for f in image.files:
-            old, new = f"{output_dir}/{image.name}/{f.path}", f"{staging}/{image.name}/{f.path}"
-            _make_parents(os.path.dirname(new), made)
-            if f"{image.name}/{f.path}" in unchanged:
-                os.link(old, new)
+class Stager:
+    """Compares rendered images with output/ and stages them into a staging tree, on a thread of
+    its own, as they are added: its work is tens of thousands of mkdir, link and write calls,
+    which run beside the render's Python. Unchanged files are hard links to output/ (they keep
+    their mtime, so builders' caches stay valid). Nothing is staged while every image compared so
+    far is unchanged: a render that changes nothing writes nothing."""
+
+    def __init__(self, output_dir: Path, staging: Path) -> None:
+        self._output_dir = output_dir
+        self._staging = staging
+        self._staging_begun = False
+        self._queue: queue.SimpleQueue[RenderedImage | None] = queue.SimpleQueue()
+        self._abandoned = threading.Event()
+        self._failure: Exception | None = None
+        self._unstaged: list[RenderedImage] = []
+        self._made = {str(staging)}
+        self._contents: dict[tuple[bytes, int], str] = {}  # written once per content, then linked
+        self._umask = _umask()
+        self._written: list[str] = []
+        self._unchanged: list[str] = []
+        self._removed: list[str] = []
+        self._thread = threading.Thread(target=self._run, name="gen-stager", daemon=True)
+        self._thread.start()
+
+    def add(self, image: RenderedImage) -> None:
+        self._queue.put(image)
+
+    def abandon(self) -> None:
+        """Stop at once (an error or an interrupt): what is queued is dropped."""
+        self._abandoned.set()
+        self._queue.put(None)
+        self._thread.join()
+
+    def finish(self, stage_all: bool = False) -> StagedShard:
+        """Wait until everything added is compared and staged; stage_all: the unchanged images too
+        (another shard changed something). Raises what the staging raised (OSError)."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+        if stage_all:
+            self._stage_unstaged()
+        unstaged = tuple(image.name for image in self._unstaged)
+        return StagedShard(tuple(self._written), tuple(self._unchanged), tuple(self._removed), unstaged)
+
+    def _run(self) -> None:
+        while (image := self._queue.get()) is not None:
+            if self._abandoned.is_set() or self._failure is not None:
                 continue
-            same = written.setdefault((f.data, f.mode), new)
-            if same != new:
-                os.link(same, new)
+            try:
+                self._take(image)
+            except Exception as exc:  # noqa: BLE001 - raised again by finish(), in the caller's thread
+                self._failure = exc
+
+    def _take(self, image: RenderedImage) -> None:
+        existing = _existing_files(self._output_dir / image.name)
+        unchanged = {f.path for f in image.files if existing.get(f.path) == (f.data, f.mode)}
+        for f in image.files:
+            (self._unchanged if f.path in unchanged else self._written).append(f"{image.name}/{f.path}")
+        gone = sorted(set(existing) - {f.path for f in image.files})
+        self._removed += [f"{image.name}/{path}" for path in gone]
+        if not self._staging_begun and len(unchanged) == len(image.files) and not gone:
+            self._unstaged.append(image)
+            return
+        self._stage_unstaged()
+        self._stage(image, unchanged)
+
+    def _stage_unstaged(self) -> None:
+        self._staging_begun = True
+        for image in self._unstaged:
+            self._stage(image, {f.path for f in image.files})
+        self._unstaged.clear()
+
+    def _stage(self, image: RenderedImage, unchanged: set[str]) -> None:
+        """Unchanged files linked to output/; changed ones written anew, once for each content,
+        the other copies linked to it (images share most of their files, the init scripts, and a
+        link is one syscall instead of open, write and close)."""
+        for f in image.files:
+            key = f"{image.name}/{f.path}"
+            new = f"{self._staging}/{key}"
+            _make_parents(os.path.dirname(new), self._made)
+            if f.path in unchanged:
+                os.link(f"{self._output_dir}/{key}", new)
+                continue
+            first = self._contents.setdefault((f.data, f.mode), new)
+            if first != new:
+                os.link(first, new)
                 continue
             # the staging tree is new: nothing to overwrite (O_EXCL); mode set at creation unless
-            # the umask would narrow it. Tens of thousands of files: every syscall saved counts.
+            # the umask would narrow it.
             fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, f.mode)
             try:
                 _write_all(fd, f.data)
-                if f.mode & umask:
+                if f.mode & self._umask:
                     os.fchmod(fd, f.mode)
             finally:
                 os.close(fd)
+
+
+class OutputWriter:
+    """Writes rendered images into output/ as they are added, while the render goes on.
+
+    The new output/ is staged beside the old one and swapped in with one atomic rename by
+    finish(): an interrupt or an error at any point leaves every image's folder wholly old or
+    wholly new, never a mix. Leaving the `with` block without finish() (a spec error found later
+    in the render) throws the staging tree away. Another process may stage its share of the
+    images into the same tree (`staging`) and hand its StagedShard to merge()."""
+
+    def __init__(self, output_dir: Path, names: list[str], prune: bool) -> None:
+        refuse_links(output_dir)
+        _remove_leftover_staging(output_dir)
+        self._output_dir = output_dir
+        self._names = set(names)
+        self._prune = prune
+        self.staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=STAGING_PREFIX))
+        self._stager: Stager | None = None
+        self._shards: list[StagedShard] = []
+        self._finished = False
+
+    def __enter__(self) -> OutputWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._finished and self._stager is not None:  # an error or an interrupt
+            self._stager.abandon()
+        shutil.rmtree(self.staging, ignore_errors=True)  # the old tree after a swap, else the unused new one
+
+    def add(self, image: RenderedImage) -> None:
+        if self._stager is None:  # started at the first image: a process forks before any thread runs
+            self._stager = Stager(self._output_dir, self.staging)
+        self._stager.add(image)
+
+    def merge(self, shard: StagedShard) -> None:
+        """What another process staged into this writer's staging tree."""
+        self._shards.append(shard)
+
+    def finish(self) -> WriteReport:
+        """Wait for the staging, then swap the new tree in (when anything changed)."""
+        try:
+            own = self._stager.finish() if self._stager is not None else StagedShard((), (), (), ())
+            self._finished = True
+            shards = [own, *self._shards]
+            removed = [path for shard in shards for path in shard.removed]
+            if self._prune:
+                removed += [f"{p.name}/" for p in stale_output_dirs(self._output_dir, self._names)]
+            report = WriteReport(
+                tuple(path for shard in shards for path in shard.written),
+                tuple(path for shard in shards for path in shard.unchanged),
+                tuple(removed),
+            )
+            if self._output_dir.is_dir() and not report.written and not report.removed:
+                return report
+            if self._stager is not None:
+                self._stager.finish(stage_all=True)
+            for name in (name for shard in self._shards for name in shard.unstaged):
+                _link_files(self._output_dir / name, self.staging / name)  # unchanged: output/ has its files
+            self._link_others(set(report.removed))
+            _swap_in(self.staging, self._output_dir)
+            return report
+        except OSError as exc:  # a full disk, output/ on a mount of its own (no hard links across): nothing changed
+            raise GenError(f"cannot write {self._output_dir}: {exc}; output/ is as it was") from None
+
+    def _link_others(self, removed: set[str]) -> None:
+        """The old tree's entries this render does not make (not gen's, or not rendered this time)."""
+        if not self._output_dir.is_dir():
+            return
+        for entry in sorted(self._output_dir.iterdir()):
+            if entry.name not in self._names and f"{entry.name}/" not in removed:
+                _link_tree(entry, self.staging / entry.name)
+
+
+def _link_files(source: Path, target: Path) -> None:
+    """The regular files under source (what _existing_files compares), hard-linked under target."""
+    made = {str(target.parent)}
+    for path in source.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            new = target / path.relative_to(source)
+            _make_parents(str(new.parent), made)
+            os.link(path, new)
 
 
 def _make_parents(directory: str, made: set[str]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,16 +150,28 @@ def _init_pins(kind: str, fetch: FetchStage | None) -> InitPins:
     return InitPins(kind, fetch.version, tuple((f.name, f.sha256) for f in fetch.files))
 
 
-def render_project(project: Project, templates_dir: Path | None = None, *, plan_only: bool = False) -> ProjectRender:
+def render_project(
+    project: Project,
+    templates_dir: Path | None = None,
+    *,
+    plan_only: bool = False,
+    on_rendered: Callable[[RenderedImage], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> ProjectRender:
     """Render every spec of the project. templates_dir (the CLI's --templates) wins over a spec's own.
-    plan_only: decide every image's plan (all the checks) but render no template (`gen validate`)."""
+    plan_only: decide every image's plan (all the checks) but render no template (`gen validate`).
+    on_rendered: given each image as soon as it is rendered (an OutputWriter's add), before the
+    whole project is known to be free of errors.
+    shard: (k, n) renders only every n-th image of the build order from the k-th on (one process's
+    share, see render.shards); every image is still checked and planned (a child's plan needs its
+    parent's), so errors and warnings are the whole project's, but for templates that fail."""
     template_sets: dict[Path | None, TemplateSet] = {}
     s6_overlay_sums = known_checksums(project.root)
     images: dict[str, Image] = {}
     rendered: list[RenderedImage] = []
     errors: list[Diagnostic] = []
     warnings: list[Diagnostic] = []
-    for name in project.order():
+    for index, name in enumerate(project.order()):
         spec = project.specs[name]
         image = build_image(spec)
         images[name] = image
@@ -182,7 +195,7 @@ def render_project(project: Project, templates_dir: Path | None = None, *, plan_
         except SpecFieldError as exc:
             errors.append(spec.diagnostic(exc.path, exc.message, exc.hint))
             continue
-        if plan_only:
+        if plan_only or index % shard[1] != shard[0]:
             continue
         user_dir = templates_dir or image.templates
         templates = template_sets.setdefault(user_dir, TemplateSet(user_dir))
@@ -209,6 +222,9 @@ def render_project(project: Project, templates_dir: Path | None = None, *, plan_
             rendered.append(render_image(plan, templates, manifest))
         except GenError as exc:
             errors.append(Diagnostic(spec_file, 0, 0, "", str(exc), "fix the template named above"))
+            continue
+        if on_rendered is not None:
+            on_rendered(rendered[-1])
     warnings = list(dict.fromkeys(warnings))  # a parent's line inherited by children is said once
     if errors:
         raise SpecError(sorted(errors, key=lambda d: (d.file, d.line, d.column)) + warnings)

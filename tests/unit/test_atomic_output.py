@@ -69,7 +69,7 @@ def test_unchanged_files_keep_their_inode_and_others_are_kept(tmp_path):
 def test_a_render_that_changes_nothing_stages_nothing(tmp_path, monkeypatch):
     write_specs(tmp_path, 2, "v0")
     render(tmp_path)
-    monkeypatch.setattr("generator.render._stage", lambda *a: pytest.fail("staged an unchanged render"))
+    monkeypatch.setattr("generator.render.Stager._stage", lambda *a: pytest.fail("staged an unchanged render"))
     assert not render(tmp_path).written
 
 
@@ -89,8 +89,9 @@ def _umask() -> int:
     return mask
 
 
-@pytest.mark.parametrize("where", ["_stage", "_exchange"])
+@pytest.mark.parametrize("where", ["Stager.finish", "_exchange"])
 def test_an_interrupt_before_the_swap_changes_nothing(tmp_path, monkeypatch, where):
+    """Ctrl-C while the main thread waits for the staging thread, or right before the swap."""
     write_specs(tmp_path, 3, "v0")
     render(tmp_path)
     write_specs(tmp_path, 3, "v1")

@@ -29,12 +29,12 @@ def test_the_fuzz_harness_sees_a_write_outside_the_project(monkeypatch, tmp_path
     """The harness itself can fail: a gen that wrote through a link would be caught."""
     import generator.render as render
 
-    original = render.write_outputs
+    original = render.OutputWriter.finish
 
-    def careless(output_dir, images, prune):
-        (output_dir.parent.parent / "outside" / "dir" / "precious").write_text("overwritten\n")
-        return original(output_dir, images, prune)
+    def careless(self):
+        (self.staging.parent.parent / "outside" / "dir" / "precious").write_text("overwritten\n")
+        return original(self)
 
-    monkeypatch.setattr(render, "write_outputs", careless)
+    monkeypatch.setattr(render.OutputWriter, "finish", careless)
     outcome = run_isolated(Case(dict(BASE_FIELDS), [], ("render",)))
     assert outcome.problems == ["something outside the project changed"]
