@@ -35,3 +35,7 @@ PrefixOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON document.")]
+ReportDirOption = Annotated[
+    Path | None,
+    typer.Option("--report-dir", help="Where the reports go (default: .gen/ of the project).", show_default=False),
+]

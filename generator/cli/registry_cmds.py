@@ -15,7 +15,16 @@ import typer
 from rich.markup import escape
 
 from generator.builder.host import Host
-from generator.cli.options import INSECURE_ENV, JsonOption, PrefixOption, ProjectOption, StorageOption, err, out
+from generator.cli.options import (
+    INSECURE_ENV,
+    JsonOption,
+    PrefixOption,
+    ProjectOption,
+    ReportDirOption,
+    StorageOption,
+    err,
+    out,
+)
 from generator.errors import GenError, UsageError
 from generator.naming import DEFAULT_PREFIX
 
@@ -271,6 +280,16 @@ def register(app: typer.Typer) -> None:
         ] = False,
         registry: RegistryOption = "",
         insecure_registry: InsecureOption = False,
+        plan: Annotated[
+            Path | None,
+            typer.Option(
+                "--plan",
+                help="With --update, in a CI pipeline's last job: the plan job's `gen rebuild --dry-run "
+                "--json` output; writes the run's report (rebuild-report.json and .md) to --report-dir.",
+                show_default=False,
+            ),
+        ] = None,
+        report_dir: ReportDirOption = None,
         project: ProjectOption = Path("."),
         storage_root: StorageOption = None,
         prefix: PrefixOption = DEFAULT_PREFIX,
@@ -279,9 +298,16 @@ def register(app: typer.Typer) -> None:
         id, registry digest, init artifacts' checksums and installed package versions."""
         from generator.publish import parse_registry, select_images
         from generator.rebuild.lock import lock_path, locked_image, read_lock, write_lock
+        from generator.rebuild.scheduled import pipeline_report, read_plan, write_report
 
         try:
+            if plan is not None and not update:
+                from generator.errors import UsageError
+
+                raise UsageError("--plan needs --update: the report compares the lock before and after")
+            decisions = read_plan(plan) if plan is not None else None
             current = read_lock(project)
+            before = read_lock(project)
             if not update:
                 if not lock_path(project).is_file():
                     err.print("no gen.lock yet; run `gen lock --update` after `gen build`")
@@ -308,9 +334,13 @@ def register(app: typer.Typer) -> None:
             if target is not None:
                 current.registry = str(target)
             changed = write_lock(project, current)
+            report = pipeline_report(decisions, before, current, str(target) if target else None) if decisions else None
+            paths = write_report(report_dir or project / ".gen", report) if report else ()
         except GenError as exc:
             raise _fail(exc) from None
         out.print(f"{'wrote' if changed else 'unchanged:'} {lock_path(project)} ({len(current.images)} image(s))")
+        for path in paths:
+            err.print(f"report: {path}", markup=False)
 
     @app.command()
     def sbom(
@@ -353,12 +383,7 @@ def register(app: typer.Typer) -> None:
         skip_verify: Annotated[
             bool, typer.Option("--skip-verify", help="Do not run `gen verify` on rebuilt images.")
         ] = False,
-        report_dir: Annotated[
-            Path | None,
-            typer.Option(
-                "--report-dir", help="Where the reports go (default: .gen/ of the project).", show_default=False
-            ),
-        ] = None,
+        report_dir: ReportDirOption = None,
         project: ProjectOption = Path("."),
         storage_root: StorageOption = None,
         prefix: PrefixOption = DEFAULT_PREFIX,

@@ -26,6 +26,11 @@ HOST_PLATFORM = "host"
 _CRON = re.compile(r"^(\S+\s+){4}\S+$")
 
 
+# What a runner installs to build a foreign platform's image (arch-test is only a Recommends of
+# mmdebstrap, which needs it to tell that emulation works).
+EMULATION_PACKAGES = "qemu-user-static binfmt-support arch-test"
+
+
 def dag_levels(images: dict[str, OutputImage]) -> list[list[str]]:
     """Images grouped by depth: roots first; every image's parent is in an earlier level."""
     levels: dict[int, list[str]] = {}
@@ -75,6 +80,7 @@ def render_pipeline(
         images=in_order,
         last_needs=["plan", f"level-{last}"],
         last_gitlab_needs=[_gitlab_needs(0)[0], f"level-{last}"],
+        emulation_packages=EMULATION_PACKAGES,
     )
 
 

@@ -31,7 +31,7 @@ from generator.builder.outputs import (
     units_of,
 )
 from generator.builder.proc import Cancel
-from generator.errors import GenError
+from generator.errors import GenError, UsageError
 from generator.publish.attach import attach_sbom
 from generator.publish.skopeo import Skopeo
 from generator.publish.target import Registry, is_loopback
@@ -366,6 +366,56 @@ def report_data(
         if not dry_run
         else (EXIT_REBUILT if any(v.stale or v.adopt_digest for v in verdicts) else EXIT_NOTHING),
     }
+
+
+def read_plan(path: Path) -> dict:
+    """A plan job's `gen rebuild --dry-run --json` output, or one clear line."""
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not data.get("dry_run") or not isinstance(data.get("decisions"), list):
+            raise ValueError("no dry-run decisions in it")
+        for d in data["decisions"]:
+            if not (isinstance(d, dict) and isinstance(d.get("name"), str) and isinstance(d.get("reasons"), list)):
+                raise ValueError("a decision without name or reasons")
+            if not {"stale", "adopt"} <= d.keys():
+                raise ValueError(f"decision {d['name']!r} lacks stale or adopt")
+    except (OSError, ValueError, RecursionError) as exc:
+        raise UsageError(f"--plan {path}: not the output of `gen rebuild --dry-run --json` ({exc})") from None
+    return data
+
+
+def pipeline_report(plan: dict, before: Lock, after: Lock, registry: str | None) -> dict:
+    """The report of a run split into CI jobs (`gen ci`): the decisions of its plan job (a
+    `gen rebuild --dry-run --json`), and for each image the plan named, what the level jobs left in
+    the lock. Those jobs verified each image before pushing it (a failure stops the pipeline before
+    the lock job), so every image found changed in the lock passed."""
+    outcomes = []
+    for decision in plan["decisions"]:
+        if not (decision["stale"] or decision["adopt"]):
+            continue
+        old, new = before.images.get(decision["name"]), after.images.get(decision["name"])
+        if new is None:
+            action, verified = "failed", "unavailable"
+        elif old is not None and (new.image_id, new.digest) == (old.image_id, old.digest):
+            action, verified = "unchanged", "passed"
+        else:
+            action, verified = ("adopted" if decision["adopt"] else "rebuilt"), "passed"
+        outcomes.append(
+            Outcome(
+                decision["name"],
+                action,
+                decision["reasons"],
+                old.digest if old else "",
+                new.digest if new else "",
+                old.image_id if old else "",
+                new.image_id if new else "",
+                verified,
+                package_changes(old.packages if old else {}, new.packages if new else {}),
+            )
+        )
+    data = {**plan, "dry_run": False, "ci": True, "registry": registry, "results": [asdict(o) for o in outcomes]}
+    data["exit_code"] = exit_code(outcomes)
+    return data
 
 
 def report_markdown(data: dict) -> str:

@@ -188,7 +188,7 @@ def _pipeline(project: Path, env: dict[str, str], home: Path, name: str) -> Run:
     run are gone first. Artifacts (plan.json, stale.txt, gen.lock) come back to the project; the
     run's log goes beside it as pipeline-NAME.log."""
     _clean_jobs(project)
-    for artifact in ("plan.json", "stale.txt"):
+    for artifact in ("plan.json", "stale.txt", *REPORT):
         (project / artifact).unlink(missing_ok=True)
     argv = [
         str(GITLAB_CI_LOCAL),
@@ -237,6 +237,22 @@ def _assert_built_exactly(run: Run, images: tuple[str, ...]) -> None:
     assert run.pushed() == set(images), run.stdout[-6000:]
     joined = re.findall(r"^pushed (\S+) sha256:", run.output("lock"), re.M)
     assert sorted(joined) == sorted(images), run.output("lock")[-3000:]
+
+
+REPORT = (".gen/rebuild-report.json", ".gen/rebuild-report.md")
+
+
+def _assert_report(project: Path, images: tuple[str, ...], registry: dict[str, dict]) -> None:
+    """The lock job's report artifact: each image the plan named, rebuilt, with the digest the
+    registry holds now and the reasons the plan gave."""
+    report = json.loads((project / REPORT[0]).read_text())
+    results = {r["name"]: r for r in report["results"]}
+    assert sorted(results) == sorted(images), report
+    for name, result in results.items():
+        assert (result["action"], result["verify"]) == ("rebuilt", "passed"), result
+        assert result["new_digest"] == registry[name]["digest"] and result["reasons"], result
+    markdown = (project / REPORT[1]).read_text()
+    assert "a run of the CI pipeline" in markdown and all(f"| {name} | rebuilt |" in markdown for name in images)
 
 
 def _assert_indexes(registry: dict[str, dict]) -> None:
@@ -294,6 +310,7 @@ def test_the_emitted_gitlab_pipeline_runs_as_a_schedule(
         _assert_built_exactly(first, IMAGES)
         registry = _registry_state(env, org)
         _assert_indexes(registry)
+        _assert_report(project, IMAGES, registry)
         lock = _lock(project)
         assert {n: lock[n]["digest"] for n in IMAGES} == {n: registry[n]["digest"] for n in IMAGES}
         assert lock["mid"]["base"]["image_id"] == lock["other"]["base"]["image_id"] == lock["root"]["image_id"]
@@ -309,6 +326,7 @@ def test_the_emitted_gitlab_pipeline_runs_as_a_schedule(
         decisions = json.loads((project / "plan.json").read_text())["decisions"]
         assert not [d for d in decisions if d["stale"] or d["adopt"]], decisions
         _assert_built_exactly(second, ())
+        _assert_report(project, (), registry)
         assert _registry_state(env, org) == registry
         assert (project / "gen.lock").read_bytes() == locked
         assert _git(project, "status", "--porcelain") == ""
@@ -323,6 +341,7 @@ def test_the_emitted_gitlab_pipeline_runs_as_a_schedule(
         _assert_built_exactly(third, ("mid", "leaf"))
         moved = _registry_state(env, org)
         _assert_indexes(moved)
+        _assert_report(project, ("mid", "leaf"), moved)
         for name in ("root", "other"):
             assert moved[name] == registry[name], name
         for name in ("mid", "leaf"):

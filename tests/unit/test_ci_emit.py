@@ -105,7 +105,7 @@ def test_gitlab_stages_per_level(tmp_path: Path):
     ]
     assert data["level-1"]["needs"] == [{"job": "plan", "artifacts": True}, "level-0"]
     assert data["lock"]["needs"] == [{"job": "plan", "artifacts": True}, "level-2"]
-    assert data["lock"]["script"][0].startswith("if [ -s stale.txt ]; then gen push --index-only")
+    assert "if [ -s stale.txt ]; then gen push --index-only $(cat stale.txt); fi" in data["lock"]["script"][0]
 
 
 def _multi_platform(tmp_path: Path) -> dict[str, OutputImage]:
@@ -125,12 +125,11 @@ def test_every_platform_is_a_matrix_row_and_the_lock_job_joins_the_indexes(tmp_p
         {"image": "tools", "platform": "linux/arm64"},
     ]
     steps = github["jobs"]["level-1"]["steps"]
-    emulation = next(s for s in steps if s.get("name") == "Emulation for a foreign platform")
-    # mmdebstrap bootstraps a foreign rootfs only with arch-test, which is no Depends of it.
-    assert (
-        "qemu-user-static" in emulation["run"] and "arch-test" in emulation["run"] and "linux/amd64" in emulation["if"]
-    )
     run = steps[-1]["run"]
+    # mmdebstrap bootstraps a foreign rootfs only with arch-test, which is no Depends of it.
+    emulation = next(line for line in run.splitlines() if "qemu-user-static" in line)
+    assert "sudo apt-get install -y qemu-user-static binfmt-support arch-test" in emulation
+    assert '"$PLATFORM" != linux/amd64' in emulation and run.index("stale.txt") < run.index(emulation)
     assert 'only="--platform=$PLATFORM"' in run
     for command in (
         'gen pull "$IMAGE" $only',
@@ -140,7 +139,7 @@ def test_every_platform_is_a_matrix_row_and_the_lock_job_joins_the_indexes(tmp_p
     ):
         assert command in run, command
     lock_steps = [s["run"] for s in github["jobs"]["lock"]["steps"] if "run" in s]
-    assert any("gen push --index-only $stale" in r for r in lock_steps)
+    assert any("gen push --index-only $(cat stale.txt)" in r for r in lock_steps)
     gitlab = YAML(typ="safe").load(render_pipeline("gitlab", _multi_platform(tmp_path), "registry.example.com/t"))
     assert any("qemu-user-static binfmt-support arch-test" in line for line in gitlab["level-1"]["script"])
     assert gitlab["level-1"]["parallel"]["matrix"] == [
@@ -278,3 +277,36 @@ def test_the_plan_reads_pulled_images_and_level_jobs_pull_every_ancestor(tmp_pat
         assert text.index(pull_all.group(0)) < text.index("gen rebuild --dry-run"), variant
         assert 'while name="$(python3' in text and 'do gen pull "$name" $only; done' in text, variant
         assert "gen-$IMAGE-$PLATFORM" not in text, variant  # GitLab refuses "/" in cache keys
+
+
+def _block_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def test_github_and_gitlab_jobs_run_the_same_steps(tmp_path: Path):
+    """One source for both (templates/ci/steps.sh.j2): the GitLab pipeline run in the tests
+    proves what the GitHub workflow runs. Only the install of emulation differs (sudo)."""
+    images = _multi_platform(tmp_path)
+    github = YAML(typ="safe").load(render_pipeline("github", images, "registry.example.com/t"))
+    gitlab = YAML(typ="safe").load(render_pipeline("gitlab", images, "registry.example.com/t"))
+
+    def github_step(job: str, name: str) -> list[str]:
+        return _block_lines(next(s["run"] for s in github["jobs"][job]["steps"] if s.get("name") == name))
+
+    plan = github_step("plan", "Decide what is stale")
+    assert plan[: len(_block_lines(gitlab["plan"]["script"][0]))] == _block_lines(gitlab["plan"]["script"][0])
+    level = github_step("level-1", "Build, verify and push if stale")
+    assert [line.replace("sudo ", "") for line in level] == _block_lines(gitlab["level-1"]["script"][0])
+    lock = github_step("lock", "Join the indexes and record the new digests and packages")
+    assert lock == _block_lines(gitlab["lock"]["script"][0])
+    # Each GitHub job that reads the plan's files gets them as GitLab's jobs do, as artifacts.
+    uploaded = next(s for s in github["jobs"]["plan"]["steps"] if s.get("uses", "").startswith("actions/upload"))
+    assert uploaded["with"]["path"].split() == ["plan.json", "stale.txt"]
+    for job in ("level-1", "lock"):
+        step = next(s for s in github["jobs"][job]["steps"] if s.get("name") == "The plan's files")
+        assert step["with"]["name"] == uploaded["with"]["name"]
+    assert gitlab["plan"]["artifacts"]["paths"] == ["plan.json", "stale.txt"]
+    report = [".gen/rebuild-report.md", ".gen/rebuild-report.json"]
+    assert gitlab["lock"]["artifacts"]["paths"] == ["gen.lock", *report]
+    kept = next(s for s in github["jobs"]["lock"]["steps"] if s.get("name") == "Keep the run's report")
+    assert kept["with"]["path"].split() == report

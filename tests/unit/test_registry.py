@@ -22,6 +22,8 @@ from generator.rebuild.scheduled import (
     Outcome,
     Verdict,
     exit_code,
+    pipeline_report,
+    read_plan,
     report_data,
     report_markdown,
 )
@@ -338,3 +340,60 @@ def test_only_an_sbom_of_this_build_is_attached(tmp_path):
     attached = attach_sbom(skopeo, tmp_path, "app", "1" * 64, "sha256:" + "ef" * 32, registry)
     assert attached is not None and attached.tag == "sha256-" + "ef" * 32 + ".sbom"
     assert skopeo.pushed == [attached.tag]
+
+
+def _plan(*verdicts: Verdict) -> dict:
+    return report_data(list(verdicts), [], True, None, 1.5)
+
+
+def test_a_ci_runs_report_comes_from_its_plan_and_the_lock_before_and_after():
+    """`gen lock --update --plan plan.json` in the pipeline's last job: each image the plan named,
+    with what the level jobs left in the lock."""
+    stale = Verdict("app", [{"code": "packages", "detail": "libc6 2.36-9 -> 2.36-10"}])
+    adopted = Verdict("other", adopt_digest="sha256:" + "9" * 64)
+    before = Lock("r/t", {"app": _locked(), "kept": _locked("kept"), "other": _locked("other")})
+    after = Lock(
+        "r/t",
+        {
+            "app": _locked(image_id="f" * 64, digest="sha256:new", packages={"libc6": "2.36-10", "bash": "5.2"}),
+            "kept": _locked("kept"),
+            "other": _locked("other", digest="sha256:" + "9" * 64),
+        },
+    )
+    data = pipeline_report(_plan(stale, Verdict("kept"), adopted), before, after, "r/t")
+    assert [(r["name"], r["action"], r["verify"]) for r in data["results"]] == [
+        ("app", "rebuilt", "passed"),
+        ("other", "adopted", "passed"),
+    ]
+    assert data["results"][0]["package_changes"] == [{"package": "libc6", "old": "2.36-9", "new": "2.36-10"}]
+    assert data["exit_code"] == EXIT_REBUILT and data["dry_run"] is False
+    text = report_markdown(data)
+    assert "a run of the CI pipeline" in text and "| app | rebuild | (packages) libc6 2.36-9 -> 2.36-10 |" in text
+    assert "| app | rebuilt | sha256:" + "b" * 64 + " | sha256:new | passed |" in text
+
+
+def test_a_ci_run_where_an_image_is_missing_from_the_lock_reports_it_failed():
+    data = pipeline_report(_plan(Verdict("app", [{"code": "changed", "detail": "spec"}])), Lock(), Lock(), None)
+    assert [(r["name"], r["action"]) for r in data["results"]] == [("app", "failed")]
+    assert data["exit_code"] == EXIT_FAILED
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("{", "Expecting"),
+        ("[]", "no dry-run decisions"),
+        ('{"dry_run": false, "decisions": []}', "no dry-run decisions"),
+        ('{"dry_run": true, "decisions": [{"name": "a"}]}', "without name or reasons"),
+        ('{"dry_run": true, "decisions": [{"name": "a", "reasons": []}]}', "lacks stale or adopt"),
+    ],
+)
+def test_a_plan_that_is_not_a_dry_run_is_one_clear_line(tmp_path: Path, text: str, why: str):
+    path = tmp_path / "plan.json"
+    path.write_text(text)
+    with pytest.raises(
+        UsageError, match=f"--plan .*plan.json: not the output of `gen rebuild --dry-run --json` .*{why}"
+    ):
+        read_plan(path)
+    with pytest.raises(UsageError, match="No such file"):
+        read_plan(tmp_path / "absent.json")
