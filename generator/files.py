@@ -26,3 +26,23 @@ def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
         Path(tmp).unlink(missing_ok=True)
         raise
     return True
+
+
+def refuse_links_below(root: Path, path: Path) -> None:
+    """Raise UsageError when a directory between root and path (path included) is a symlink: a
+    repository may commit one that leads out of the project. Paths outside root are the user's
+    own choice on the command line and are not checked."""
+    from generator.errors import UsageError
+
+    try:
+        relative = path.absolute().relative_to(root.absolute())
+    except ValueError:
+        return
+    current = root.absolute()
+    for part in relative.parts:
+        current = current / part
+        if current.is_symlink():
+            raise UsageError(
+                f"{current} is a symlink (to {os.readlink(current)}): gen writes only inside the project; "
+                "remove the link or give a directory of your own"
+            )

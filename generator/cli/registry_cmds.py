@@ -8,6 +8,8 @@ Exit codes: 0 ok (for rebuild: nothing to do); 3 rebuild rebuilt images; 1 an op
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +28,7 @@ from generator.cli.options import (
     out,
 )
 from generator.errors import GenError, UsageError
+from generator.files import refuse_links_below, write_text_atomic
 from generator.naming import DEFAULT_PREFIX
 
 NamesArgument = Annotated[list[str] | None, typer.Argument(help="Images (default: all rendered).", show_default=False)]
@@ -90,6 +93,8 @@ def _print_transfers(done, as_json: bool, verb: str) -> None:
                         "to": t.destination,
                         "sbom_tag": t.sbom_tag,
                         "platforms": dict(t.platforms) or None,
+                        "signed": list(t.signed),
+                        "provenance": list(t.attested),
                     }
                     for t in done
                 ]
@@ -105,6 +110,10 @@ def _print_transfers(done, as_json: bool, verb: str) -> None:
             out.print(f"  {platform}: {digest}", markup=False)
         if t.sbom_tag:
             out.print(f"  SBOM attached as {t.destination}:{t.sbom_tag}", markup=False)
+        for digest in t.signed:
+            out.print(f"  signed {digest}", markup=False)
+        for digest in t.attested:
+            out.print(f"  provenance attached to {digest}", markup=False)
     if not done:
         out.print("no image selected")
 
@@ -143,6 +152,132 @@ def _transfer(
 
 
 def register(app: typer.Typer) -> None:
+    keys = typer.Typer(help="Signing keys for `gen push` (sigstore format, as cosign reads them).")
+    app.add_typer(keys, name="keys")
+
+    @keys.command("new")
+    def keys_new(
+        directory: Annotated[
+            Path, typer.Option("--dir", help="Where NAME.key and NAME.pub go (keep the .key out of git).")
+        ] = Path(".gen/keys"),
+        name: Annotated[str, typer.Option("--name", help="The files' base name.")] = "gen-signing",
+        passphrase_file: Annotated[
+            Path | None,
+            typer.Option(
+                "--passphrase-file",
+                help="A file holding the passphrase; else GEN_SIGNING_PASSPHRASE_FILE or GEN_SIGNING_PASSPHRASE.",
+                show_default=False,
+            ),
+        ] = None,
+        project: ProjectOption = Path("."),
+    ) -> None:
+        """Write a new ECDSA P-256 key pair: NAME.key (encrypted with the passphrase, mode 0600) and
+        NAME.pub. `gen push` signs with it when GEN_SIGNING_KEY names the .key; `gen verify-image
+        --key NAME.pub` (and `cosign verify --key`) check the signatures."""
+        from generator.publish.signing import passphrase_from, write_key_pair
+
+        try:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+                raise UsageError(f"--name {name!r}: letters, digits, '.', '_' and '-', at most 64")
+            where = directory if directory.is_absolute() else project / directory
+            refuse_links_below(project, where)
+            key_path, pub_path = write_key_pair(where, name, passphrase_from(dict(os.environ), passphrase_file))
+        except GenError as exc:
+            raise _fail(exc) from None
+        out.print(f"wrote {key_path} (private, encrypted, 0600) and {pub_path}", markup=False)
+        out.print(
+            f"sign on push: export GEN_SIGNING_KEY={key_path} and its passphrase in GEN_SIGNING_PASSPHRASE",
+            markup=False,
+        )
+
+    @app.command("verify-image")
+    def verify_image(
+        reference: Annotated[str, typer.Argument(help="HOST[:PORT]/ORG/NAME:TAG in a registry.")],
+        key: Annotated[Path, typer.Option("--key", help="The public key (NAME.pub of `gen keys new`).")],
+        insecure_registry: InsecureOption = False,
+        project: ProjectOption = Path("."),
+        as_json: JsonOption = False,
+    ) -> None:
+        """Check what REFERENCE stands for (an index and each platform's image): every manifest signed
+        by KEY for this repository; each image with a provenance statement signed by KEY that names
+        its digest, the committed spec's hash (output/NAME) and gen.lock's base; and an SBOM beside
+        it. Exit 1 naming each thing that does not match."""
+        from generator.publish import parse_registry
+        from generator.publish.signing import read_public_key
+        from generator.rebuild.provenance import verify_pushed
+
+        try:
+            where, _, name_tag = reference.removeprefix("docker://").rpartition("/")
+            name, _, tag = name_tag.partition(":")
+            if not where or not name or not tag or "@" in name_tag:
+                raise UsageError(f"{reference!r}: give HOST[:PORT]/ORG/NAME:TAG")
+            registry = parse_registry(where, insecure_registry, option="REFERENCE")
+            public_key = read_public_key(key)
+            verdicts = verify_pushed(Host.from_env(None, project), registry, name, tag, public_key, project)
+        except GenError as exc:
+            raise _fail(exc) from None
+        failed = [v for v in verdicts if v.problems]
+        if as_json:
+            manifests = [{"digest": v.digest, "what": v.what, "problems": list(v.problems)} for v in verdicts]
+            out.print_json(json.dumps({"reference": reference, "verified": not failed, "manifests": manifests}))
+        else:
+            for v in verdicts:
+                state = "; ".join(v.problems) if v.problems else "trusted"
+                out.print(f"{v.what} {v.digest}: {state}", markup=False)
+        if failed:
+            raise typer.Exit(1)
+
+    @app.command()
+    def trust(
+        key: Annotated[Path, typer.Argument(help="The public key (NAME.pub of `gen keys new`).")],
+        registry: RegistryOption = "",
+        directory: Annotated[Path, typer.Option("--dir", help="Where policy.json and registries.d/ go.")] = Path(
+            ".gen/trust"
+        ),
+        base_policy: Annotated[
+            Path, typer.Option("--base-policy", help="The policy to extend (other registries keep their rules).")
+        ] = Path("/etc/containers/policy.json"),
+        project: ProjectOption = Path("."),
+    ) -> None:
+        """Write a containers policy that makes podman, buildah and skopeo refuse images from --registry
+        HOST/ORG unless KEY signed them (sigstore signatures, the `.sig` tags `gen push` writes), and the
+        registries.d file that tells them where the signatures are. Install both system-wide, or pass
+        them per command (--signature-policy, --registries.d)."""
+        from generator.publish import parse_registry
+        from generator.publish.signing import read_public_key, registries_d, tools_without_sigstore, trust_policy
+
+        try:
+            target = parse_registry(_required(registry))
+            read_public_key(key)  # a key gen can read, before anything is written
+            try:
+                base = json.loads(base_policy.read_text()) if base_policy.is_file() else {}
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"--base-policy {base_policy}: not a readable policy.json ({exc})") from None
+            if not isinstance(base, dict):
+                raise UsageError(f"--base-policy {base_policy}: not a policy.json (a JSON object)")
+            where = directory if directory.is_absolute() else project / directory
+            refuse_links_below(project, where / "registries.d")
+            policy_path, registries_path = where / "policy.json", where / "registries.d" / "gen.yaml"
+            policy = trust_policy(base, str(target), key.absolute())
+            write_text_atomic(policy_path, json.dumps(policy, indent=2) + "\n")
+            write_text_atomic(registries_path, registries_d(target.host))
+        except GenError as exc:
+            raise _fail(exc) from None
+        out.print(f"wrote {policy_path} and {registries_path}", markup=False)
+        out.print(
+            f"use: skopeo --policy {policy_path} copy --registries.d {where / 'registries.d'} ...; for podman "
+            f"and buildah install them as /etc/containers/policy.json and /etc/containers/registries.d/gen.yaml",
+            markup=False,
+        )
+        lacking = tools_without_sigstore()
+        if lacking:
+            err.print(
+                f"warning: this host's {', '.join(lacking)} cannot check sigstore signatures (built without "
+                f"sigstore, as Debian 12's are): with this policy they refuse every image from {target}, "
+                "signed or not; `gen verify-image` checks the signatures here",
+                markup=False,
+            )
+
     @app.command()
     def login(
         registry: RegistryOption = "",
@@ -194,11 +329,30 @@ def register(app: typer.Typer) -> None:
         image built for several platforms goes as each platform's image plus one OCI index of them.
         Credentials come from the containers auth file (`podman login`, REGISTRY_AUTH_FILE)."""
         from generator.publish import push_images
+        from generator.publish.signing import signer_from_env
 
         if platform and index_only:
             raise _fail(UsageError("--platform and --index-only exclude each other: the index joins every platform"))
+        try:  # GEN_SIGNING_KEY set: every manifest pushed is signed (the key opened before any push)
+            signer = signer_from_env(dict(os.environ))
+        except GenError as exc:
+            raise _fail(exc) from None
+
+        def push_signed_and_attested(host, images, chosen, prefix, target, progress, **options):
+            from generator.rebuild.provenance import attest_pushed, utc_now
+
+            started = utc_now()
+            done = push_images(host, images, chosen, prefix, target, progress, **options)
+            if signer is None:
+                return done
+            attested = []
+            for t in done:
+                progress(f"attaching provenance to {t.name}")
+                attested.append(attest_pushed(host, images, t, prefix, target, signer, dict(os.environ), started))
+            return attested
+
         _transfer(
-            push_images,
+            push_signed_and_attested,
             "pushed",
             names,
             registry,
@@ -210,6 +364,7 @@ def register(app: typer.Typer) -> None:
             as_json,
             only=tuple(platform or ()),
             index_only=index_only,
+            signer=signer,
         )
 
     @app.command()
@@ -396,6 +551,7 @@ def register(app: typer.Typer) -> None:
         Exit code 0: nothing to do; 3: images were rebuilt; 1: a step failed; 2: bad input."""
         from generator.builder.outputs import load_outputs
         from generator.publish import parse_registry
+        from generator.publish.signing import signer_from_env
         from generator.rebuild.scheduled import RebuildContext, report_markdown, write_report
         from generator.rebuild.scheduled import rebuild as run
 
@@ -415,6 +571,7 @@ def register(app: typer.Typer) -> None:
                 check_packages=not no_package_check,
                 verify=not skip_verify,
                 progress=_progress,
+                signer=signer_from_env(dict(os.environ)) if target is not None and not dry_run else None,
             )
             data = run(ctx, dry_run)
             paths = write_report(report_dir or project / ".gen", data) if not dry_run else ()

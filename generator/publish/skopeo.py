@@ -187,6 +187,44 @@ class Skopeo:
             f"pulling {remote}",
         )
 
+    def fetch_layout(self, remote: str, tls_verify: bool, layout: Path) -> bool:
+        """Copy registry reference remote (repo:tag) byte for byte into an OCI layout directory;
+        False when it does not exist."""
+        argv = [
+            "--command-timeout",
+            f"{int(COPY_TIMEOUT)}s",
+            "copy",
+            "--quiet",
+            "--preserve-digests",
+            *tls_flag("src-tls-verify", tls_verify),
+            f"docker://{remote}",
+            f"oci:{layout}",
+        ]
+        proc = run_quiet(["skopeo", *argv], self.host.env, timeout=COPY_TIMEOUT + 30, check=False)
+        if proc.returncode == 0:
+            return True
+        if any(marker in proc.stderr.lower() for marker in _NOT_FOUND):
+            return False
+        raise RegistryError(
+            f"fetching {remote}: "
+            f"{scrub(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'skopeo failed')}"
+            f"{_hint(proc.stderr)}"
+        )
+
+    def raw_manifest(self, remote: str, tls_verify: bool) -> bytes | None:
+        """The manifest (or index) bytes of registry reference remote; None when it does not exist."""
+        argv = ["inspect", "--raw", *tls_flag("tls-verify", tls_verify), f"docker://{remote}"]
+        proc = run_quiet(["skopeo", *argv], self.host.env, timeout=QUERY_TIMEOUT, check=False)
+        if proc.returncode == 0:
+            return proc.stdout.encode()
+        if any(marker in proc.stderr.lower() for marker in _NOT_FOUND):
+            return None
+        raise RegistryError(
+            f"inspecting {remote}: "
+            f"{scrub(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'skopeo failed')}"
+            f"{_hint(proc.stderr)}"
+        )
+
     def digest(self, remote: str, tls_verify: bool) -> str | None:
         """The manifest digest a registry reference (repo:tag) points at; None when it does not exist."""
         argv = [

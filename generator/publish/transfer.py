@@ -15,8 +15,9 @@ from generator.builder import storage
 from generator.builder.host import Host, host_platform
 from generator.builder.outputs import OutputImage, image_units, platform_suffix, primary_platform
 from generator.errors import UsageError
-from generator.publish.attach import attach_sbom
+from generator.publish.attach import attach_sbom, attach_signature
 from generator.publish.index import index_build_id, push_index
+from generator.publish.signing import Signer
 from generator.publish.skopeo import RegistryError, Skopeo
 from generator.publish.target import Registry
 
@@ -35,6 +36,8 @@ class Transferred:
     destination: str
     sbom_tag: str | None = None  # where its SBOM was attached, when it had one for this build
     platforms: tuple[tuple[str, str], ...] = ()  # (platform, digest) of each image an index joins
+    signed: tuple[str, ...] = ()  # the manifest digests whose signatures were pushed
+    attested: tuple[str, ...] = ()  # the manifest digests a signed provenance statement was attached to
 
 
 Progress = Callable[[str], None]
@@ -72,13 +75,17 @@ def push_image(
     skopeo: Skopeo | None = None,
     only: tuple[str, ...] = (),
     index_only: bool = False,
+    signer: Signer | None = None,
 ) -> Transferred:
     """Push one image with all its tags (an index of its platforms' images when the spec names them).
     only: push just these platforms' images, no index (one CI job per platform); index_only: join
-    the platforms' images already in the registry into the index, uploading no image."""
+    the platforms' images already in the registry into the index, uploading no image. signer:
+    sign every manifest pushed (each platform's image and the index)."""
     skopeo = skopeo or Skopeo(host)
     if image.platforms:
-        return _push_platforms(host, image, prefix, registry, skopeo, only, index_only)
+        pushed = _push_platforms(host, image, prefix, registry, skopeo, only, index_only)
+        digests = [d for _, d in pushed.platforms if not index_only] + ([pushed.digest] if pushed.digest else [])
+        return _signed(pushed, skopeo, registry, image.name, digests, signer)
     if index_only:  # one platform: its image is all there is to push
         return Transferred(image.name, (), "", "", f"{prefix}/{image.repo}", registry.repository(image.repo))
     found, tags = stored_tags(host, prefix, image)
@@ -87,7 +94,7 @@ def push_image(
     _copy_tags(skopeo, registry, image.repo, first, digest, [t for t in tags if t != first])
     ordered = tuple(sorted(tags, key=lambda t: t.startswith(BUILD_ID_PREFIX)))
     attached = attach_sbom(skopeo, image.directory.parent, image.repo, found.id, digest, registry)
-    return Transferred(
+    pushed = Transferred(
         image.name,
         ordered,
         digest,
@@ -96,6 +103,18 @@ def push_image(
         registry.repository(image.repo),
         attached.tag if attached else None,
     )
+    return _signed(pushed, skopeo, registry, image.repo, [digest], signer)
+
+
+def _signed(
+    pushed: Transferred, skopeo: Skopeo, registry: Registry, name: str, digests: list[str], signer: Signer | None
+) -> Transferred:
+    """pushed, with a signature pushed beside each of digests when there is a signer."""
+    if signer is None:
+        return pushed
+    for digest in digests:
+        attach_signature(skopeo, registry, name, digest, signer)
+    return replace(pushed, signed=tuple(digests))
 
 
 def _copy_tags(skopeo: Skopeo, registry: Registry, name: str, first: str, digest: str, tags: list[str]) -> None:
@@ -197,13 +216,14 @@ def push_images(
     progress: Progress = _quiet,
     only: tuple[str, ...] = (),
     index_only: bool = False,
+    signer: Signer | None = None,
 ) -> list[Transferred]:
-    """Push names (parents first) with all their tags (see push_image for only and index_only)."""
+    """Push names (parents first) with all their tags (see push_image for only, index_only, signer)."""
     skopeo = Skopeo(host)
     done = []
     for name in names:
         progress(f"pushing {name} to {registry.repository(name)}")
-        done.append(push_image(host, images[name], prefix, registry, skopeo, only, index_only))
+        done.append(push_image(host, images[name], prefix, registry, skopeo, only, index_only, signer))
     return done
 
 

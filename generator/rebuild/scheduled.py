@@ -13,6 +13,7 @@ Stale because
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,10 +34,12 @@ from generator.builder.outputs import (
 from generator.builder.proc import Cancel
 from generator.errors import GenError, UsageError
 from generator.publish.attach import attach_sbom
+from generator.publish.signing import Signer
 from generator.publish.skopeo import Skopeo
 from generator.publish.target import Registry, is_loopback
 from generator.publish.transfer import push_image
 from generator.rebuild.lock import Lock, LockedImage, locked_image, package_changes, read_lock, write_lock
+from generator.rebuild.provenance import attest_pushed, utc_now
 from generator.rebuild.sbom import write_sboms
 from generator.rebuild.updates import Update, apt_source, available_updates
 from generator.render.templates import TemplateSet
@@ -91,6 +94,7 @@ class RebuildContext:
     verify: bool = True
     progress: Callable[[str], None] = lambda line: None
     cancel: Cancel = field(default_factory=Cancel)
+    signer: Signer | None = None  # signs every manifest pushed (GEN_SIGNING_KEY)
 
 
 def _registry_digest(ctx: RebuildContext, skopeo: Skopeo, name: str) -> str | None:
@@ -293,7 +297,10 @@ def _rebuild_one(ctx: RebuildContext, builder: Builder, verdict: Verdict, lock: 
     digest, platform_digests = "", {}
     if ctx.registry is not None:
         ctx.progress(f"pushing {name}")
-        pushed = push_image(ctx.host, image, ctx.prefix, ctx.registry)
+        started = utc_now()
+        pushed = push_image(ctx.host, image, ctx.prefix, ctx.registry, signer=ctx.signer)
+        if ctx.signer is not None:
+            attest_pushed(ctx.host, ctx.images, pushed, ctx.prefix, ctx.registry, ctx.signer, dict(os.environ), started)
         digest, platform_digests = pushed.digest, dict(pushed.platforms)
     entry = locked_image(ctx.host, ctx.images, name, ctx.prefix, digest)
     lock.images[name] = entry

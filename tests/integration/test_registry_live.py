@@ -283,3 +283,84 @@ def test_layer_cache_is_shared_through_the_registry(
     cached = _tags(gen_env, f"{org}/gen-layer-cache")
     assert len(cached) >= 5, cached  # one entry per build step
     assert "Setting up " not in logs[1] and "Using cache" in logs[1], logs[1][-3000:]
+
+
+def test_pushed_images_are_signed_with_provenance_and_verify_image_checks_every_manifest(
+    chain_project: Path, local_registry: str, gen_env, gen_cli, tmp_path: Path
+):
+    """With GEN_SIGNING_KEY, `gen push` signs each manifest it pushes (the index and each
+    platform's image) in cosign's scheme and attaches a signed SLSA provenance statement to each
+    image; `gen verify-image` accepts them with the key's .pub, checks the provenance against the
+    committed spec and gen.lock and the SBOM, and names what is unsigned or signed by another key.
+    Pushing again adds no second signature. `gen trust`'s policy makes skopeo refuse the unsigned."""
+    from generator.publish.signing import write_key_pair
+
+    org = f"{local_registry}/signed"
+    key, pub = write_key_pair(tmp_path / "keys", "release", b"pass phrase")
+    _, other_pub = write_key_pair(tmp_path / "keys", "other", b"x")
+    signing = {**gen_env, "GEN_SIGNING_KEY": str(key), "GEN_SIGNING_PASSPHRASE": "pass phrase"}
+    assert _gen(gen_cli, gen_env, chain_project, "sbom", "debian-s6").returncode == 0
+    pushed = _gen(
+        gen_cli, signing, chain_project, "push", "debian-s6", "--registry", org, "--insecure-registry", "--json"
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    (result,) = json.loads(pushed.stdout)
+    images = list((result["platforms"] or {}).values()) or [result["digest"]]
+    assert sorted(result["signed"]) == sorted({result["digest"], *images})
+    assert sorted(result["provenance"]) == sorted(images)
+    assert "pass phrase" not in pushed.stdout + pushed.stderr
+
+    def verify(*args: str) -> dict[str, list[str]]:
+        got = gen_cli(
+            ["verify-image", *args, "--insecure-registry", "--json", "-C", str(chain_project)], gen_env, timeout=300
+        )
+        report = json.loads(got.stdout)
+        assert got.returncode == (1 if not report["verified"] else 0), got.stderr
+        return {m["digest"]: m["problems"] for m in report["manifests"]}
+
+    trusted = verify(f"{org}/debian-s6:bookworm", "--key", str(pub))
+    assert sorted(trusted) == sorted({result["digest"], *images}) and not any(trusted.values()), trusted
+
+    wrong = verify(f"{org}/debian-s6:bookworm", "--key", str(other_pub))
+    assert all("signature: signed by another key" in problems for problems in wrong.values()), wrong
+    assert all("provenance: none signed by this key" in wrong[d] for d in images), wrong
+
+    unsigned = _gen(gen_cli, gen_env, chain_project, "push", "runtime", "--registry", org, "--insecure-registry")
+    assert unsigned.returncode == 0, unsigned.stderr
+    missing = verify(f"{org}/runtime:1.0", "--key", str(pub))
+    assert missing and all("signature: no signature" in problems for problems in missing.values()), missing
+
+    again = _gen(gen_cli, signing, chain_project, "push", "debian-s6", "--registry", org, "--insecure-registry")
+    assert again.returncode == 0, again.stderr
+    signature = f"{org}/debian-s6:sha256-{result['digest'].split(':')[1]}.sig"
+    subprocess.run(
+        ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{signature}", f"dir:{tmp_path / 'sig'}"],
+        env=gen_env,
+        check=True,
+        timeout=120,
+    )
+    layers = json.loads((tmp_path / "sig" / "manifest.json").read_text())["layers"]
+    assert [layer["mediaType"] for layer in layers] == ["application/vnd.dev.cosign.simplesigning.v1+json"]
+    assert "dev.cosignproject.cosign/signature" in layers[0]["annotations"]
+
+    # gen trust: skopeo with its policy refuses the unsigned image of the signed registry.
+    trust = gen_cli(["trust", str(pub), "--registry", org, "--dir", str(tmp_path / "trust")], gen_env)
+    assert trust.returncode == 0, trust.stderr
+    refused = subprocess.run(
+        [
+            "skopeo",
+            "--policy",
+            str(tmp_path / "trust" / "policy.json"),
+            "copy",
+            "--src-tls-verify=false",
+            "--registries.d",
+            str(tmp_path / "trust" / "registries.d"),
+            f"docker://{org}/runtime:1.0",
+            f"dir:{tmp_path / 'refused'}",
+        ],
+        env=gen_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode != 0 and "A signature was required, but no signature exists" in refused.stderr
