@@ -65,26 +65,7 @@ def sbom_subject(path: Path) -> str | None:
 def write_layout(directory: Path, payload: bytes, media_type: str, annotations: dict[str, str]) -> str:
     """An OCI image layout holding one artifact manifest with payload as its only layer; the
     manifest's digest."""
-    blobs = directory / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-
-    def blob(data: bytes, kind: str) -> dict:
-        hex_digest = hashlib.sha256(data).hexdigest()
-        (blobs / hex_digest).write_bytes(data)
-        return {"mediaType": kind, "digest": f"sha256:{hex_digest}", "size": len(data)}
-
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA_TYPE,
-        "config": blob(EMPTY_CONFIG, CONFIG_MEDIA_TYPE),
-        "layers": [blob(payload, media_type)],
-        "annotations": annotations,
-    }
-    descriptor = blob(json.dumps(manifest, sort_keys=True).encode(), MANIFEST_MEDIA_TYPE)
-    descriptor["annotations"] = {"org.opencontainers.image.ref.name": "artifact"}
-    (directory / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [descriptor]}))
-    (directory / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
-    return descriptor["digest"]
+    return _write_layers_layout(directory, media_type, [(payload, {})], annotations)
 
 
 def attach_sbom(
@@ -130,8 +111,14 @@ def _write_signature_layout(directory: Path, signatures: list[tuple[bytes, str]]
     _write_layers_layout(directory, SIMPLE_SIGNING_MEDIA_TYPE, layers)
 
 
-def _write_layers_layout(directory: Path, media_type: str, layers: list[tuple[bytes, dict[str, str]]]) -> None:
-    """An OCI layout of one manifest whose layers are (blob, annotations) of media_type."""
+def _write_layers_layout(
+    directory: Path,
+    media_type: str,
+    layers: list[tuple[bytes, dict[str, str]]],
+    annotations: dict[str, str] | None = None,
+) -> str:
+    """An OCI layout of one manifest whose layers are (blob, annotations) of media_type; the
+    manifest's digest."""
     blobs = directory / "blobs" / "sha256"
     blobs.mkdir(parents=True)
 
@@ -144,12 +131,14 @@ def _write_layers_layout(directory: Path, media_type: str, layers: list[tuple[by
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
         "config": blob(EMPTY_CONFIG, CONFIG_MEDIA_TYPE),
-        "layers": [{**blob(data, media_type), "annotations": annotations} for data, annotations in layers],
+        "layers": [{**blob(data, media_type), **({"annotations": notes} if notes else {})} for data, notes in layers],
+        **({"annotations": annotations} if annotations is not None else {}),
     }
     descriptor = blob(json.dumps(manifest, sort_keys=True).encode(), MANIFEST_MEDIA_TYPE)
-    descriptor["annotations"] = {"org.opencontainers.image.ref.name": "attached"}
+    descriptor["annotations"] = {"org.opencontainers.image.ref.name": "artifact"}
     (directory / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [descriptor]}))
     (directory / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    return descriptor["digest"]
 
 
 def read_signatures(skopeo: Skopeo, registry: Registry, name: str, digest: str) -> list[tuple[bytes, str]]:

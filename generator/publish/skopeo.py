@@ -200,30 +200,13 @@ class Skopeo:
             f"docker://{remote}",
             f"oci:{layout}",
         ]
-        proc = run_quiet(["skopeo", *argv], self.host.env, timeout=COPY_TIMEOUT + 30, check=False)
-        if proc.returncode == 0:
-            return True
-        if any(marker in proc.stderr.lower() for marker in _NOT_FOUND):
-            return False
-        raise RegistryError(
-            f"fetching {remote}: "
-            f"{scrub(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'skopeo failed')}"
-            f"{_hint(proc.stderr)}"
-        )
+        return self._lookup(argv, COPY_TIMEOUT + 30, f"fetching {remote}") is not None
 
     def raw_manifest(self, remote: str, tls_verify: bool) -> bytes | None:
         """The manifest (or index) bytes of registry reference remote; None when it does not exist."""
         argv = ["inspect", "--raw", *tls_flag("tls-verify", tls_verify), f"docker://{remote}"]
-        proc = run_quiet(["skopeo", *argv], self.host.env, timeout=QUERY_TIMEOUT, check=False)
-        if proc.returncode == 0:
-            return proc.stdout.encode()
-        if any(marker in proc.stderr.lower() for marker in _NOT_FOUND):
-            return None
-        raise RegistryError(
-            f"inspecting {remote}: "
-            f"{scrub(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'skopeo failed')}"
-            f"{_hint(proc.stderr)}"
-        )
+        found = self._lookup(argv, QUERY_TIMEOUT, f"inspecting {remote}")
+        return found.encode() if found is not None else None
 
     def digest(self, remote: str, tls_verify: bool) -> str | None:
         """The manifest digest a registry reference (repo:tag) points at; None when it does not exist."""
@@ -235,30 +218,26 @@ class Skopeo:
             "{{.Digest}}",
             f"docker://{remote}",
         ]
-        proc = run_quiet(["skopeo", *argv], self.host.env, timeout=QUERY_TIMEOUT, check=False)
-        if proc.returncode == 0:
-            return proc.stdout.strip()
-        if any(marker in proc.stderr.lower() for marker in _NOT_FOUND):
-            return None
-        raise RegistryError(
-            f"inspecting {remote}: "
-            f"{scrub(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'skopeo failed')}"
-            f"{_hint(proc.stderr)}"
-        )
+        found = self._lookup(argv, QUERY_TIMEOUT, f"inspecting {remote}")
+        return found.strip() if found is not None else None
 
     def tags(self, registry: Registry, name: str) -> list[str]:
         """Tags of registry/name; [] when the repository does not exist."""
-        argv = ["list-tags", *tls_flag("tls-verify", registry.tls_verify), f"docker://{registry.repository(name)}"]
-        proc = run_quiet(["skopeo", *argv], self.host.env, timeout=QUERY_TIMEOUT, check=False)
+        repository = registry.repository(name)
+        argv = ["list-tags", *tls_flag("tls-verify", registry.tls_verify), f"docker://{repository}"]
+        found = self._lookup(argv, QUERY_TIMEOUT, f"listing tags of {repository}")
+        return sorted(json.loads(found).get("Tags") or []) if found is not None else []
+
+    def _lookup(self, argv: list[str], timeout: float, what: str) -> str | None:
+        """skopeo ARGV's stdout; None when the registry says the thing does not exist; any other
+        failure is a RegistryError saying what was done, scrubbed of credentials, with a hint."""
+        proc = run_quiet(["skopeo", *argv], self.host.env, timeout=timeout, check=False)
         if proc.returncode == 0:
-            return sorted(json.loads(proc.stdout).get("Tags") or [])
+            return proc.stdout
         if any(marker in proc.stderr.lower() for marker in _NOT_FOUND):
-            return []
-        raise RegistryError(
-            f"listing tags of {registry.repository(name)}: "
-            f"{scrub(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'skopeo failed')}"
-            f"{_hint(proc.stderr)}"
-        )
+            return None
+        said = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "skopeo failed"
+        raise RegistryError(f"{what}: {scrub(said)}{_hint(proc.stderr)}")
 
 
 def _hint(text: str) -> str:
