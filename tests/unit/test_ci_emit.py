@@ -92,7 +92,8 @@ def test_github_matrix_per_level_and_schedule(tmp_path: Path):
     assert jobs["lock"]["needs"] == ["plan", "level-2"]
     script = jobs["level-1"]["steps"][-1]["run"]
     assert script.index("gen pull") < script.index("gen build") < script.index("gen verify") < script.index("gen push")
-    assert '--layer-cache "$GEN_REGISTRY/gen-layer-cache"' in script
+    assert 'cache="${GEN_LAYER_CACHE-$GEN_REGISTRY/gen-layer-cache}"' in script
+    assert 'gen build "$IMAGE" $only ${cache:+--layer-cache "$cache"}' in script
     assert data["env"]["GEN_REGISTRY"] == "registry.example.com/team"
 
 
@@ -310,3 +311,14 @@ def test_github_and_gitlab_jobs_run_the_same_steps(tmp_path: Path):
     assert gitlab["lock"]["artifacts"]["paths"] == ["gen.lock", *report]
     kept = next(s for s in github["jobs"]["lock"]["steps"] if s.get("name") == "Keep the run's report")
     assert kept["with"]["path"].split() == report
+
+
+@pytest.mark.parametrize(
+    "value, expected", [(None, ["--layer-cache", "R/gen-layer-cache"]), ("", []), ("x/y", ["--layer-cache", "x/y"])]
+)
+def test_the_layer_cache_line_is_on_by_default_and_off_with_an_empty_variable(value, expected):
+    """The level step's shell, run by sh: the arguments gen build gets."""
+    line = 'cache="${GEN_LAYER_CACHE-$GEN_REGISTRY/gen-layer-cache}"; printf "%s\\n" ${cache:+--layer-cache "$cache"}'
+    env = {"GEN_REGISTRY": "R", "PATH": "/usr/bin:/bin"} | ({} if value is None else {"GEN_LAYER_CACHE": value})
+    got = subprocess.run(["sh", "-c", line], env=env, capture_output=True, text=True, timeout=10)
+    assert got.stdout.split() == expected
