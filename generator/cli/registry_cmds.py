@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Annotated
 
@@ -157,37 +156,31 @@ def register(app: typer.Typer) -> None:
 
     @keys.command("new")
     def keys_new(
-        directory: Annotated[
-            Path, typer.Option("--dir", help="Where NAME.key and NAME.pub go (keep the .key out of git).")
-        ] = Path(".gen/keys"),
-        name: Annotated[str, typer.Option("--name", help="The files' base name.")] = "gen-signing",
-        passphrase_file: Annotated[
-            Path | None,
+        output: Annotated[
+            Path,
             typer.Option(
-                "--passphrase-file",
-                help="A file holding the passphrase; else GEN_SIGNING_PASSPHRASE_FILE or GEN_SIGNING_PASSPHRASE.",
-                show_default=False,
+                "--output", help="Writes PREFIX.key and PREFIX.pub (keep the .key out of git).", metavar="PREFIX"
             ),
-        ] = None,
+        ] = Path(".gen/keys/gen-signing"),
         project: ProjectOption = Path("."),
     ) -> None:
-        """Write a new ECDSA P-256 key pair: NAME.key (encrypted with the passphrase, mode 0600) and
-        NAME.pub. `gen push` signs with it when GEN_SIGNING_KEY names the .key; `gen verify-image
-        --key NAME.pub` (and `cosign verify --key`) check the signatures."""
+        """Write a new ECDSA P-256 key pair: PREFIX.key (encrypted with the passphrase from the file
+        GEN_KEY_PASSPHRASE_FILE names, or GEN_KEY_PASSPHRASE; mode 0600) and PREFIX.pub. `gen push`
+        signs with it when GEN_SIGNING_KEY names the .key; `gen verify-image --key PREFIX.pub` (and
+        `cosign verify --key`) check the signatures."""
         from generator.publish.signing import passphrase_from, write_key_pair
 
         try:
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
-                raise UsageError(f"--name {name!r}: letters, digits, '.', '_' and '-', at most 64")
-            where = directory if directory.is_absolute() else project / directory
-            refuse_links_below(project, where)
-            key_path, pub_path = write_key_pair(where, name, passphrase_from(dict(os.environ), passphrase_file))
+            prefix = output if output.is_absolute() else project / output
+            if not prefix.name or prefix.name in (".", ".."):
+                raise UsageError(f"--output {output}: give a path prefix such as keys/release")
+            refuse_links_below(project, prefix.parent)
+            key_path, pub_path = write_key_pair(prefix, passphrase_from(dict(os.environ)))
         except GenError as exc:
             raise _fail(exc) from None
         out.print(f"wrote {key_path} (private, encrypted, 0600) and {pub_path}", markup=False)
         out.print(
-            f"sign on push: export GEN_SIGNING_KEY={key_path} and its passphrase in GEN_SIGNING_PASSPHRASE",
-            markup=False,
+            f"to sign on push: GEN_SIGNING_KEY={key_path}, and the passphrase in GEN_KEY_PASSPHRASE_FILE", markup=False
         )
 
     @app.command("verify-image")

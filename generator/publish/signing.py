@@ -38,8 +38,8 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 32768, 8, 1
 SCRYPT_MAXMEM = 64 * 1024 * 1024
 
 KEY_ENV = "GEN_SIGNING_KEY"
-PASSPHRASE_ENV = "GEN_SIGNING_PASSPHRASE"
-PASSPHRASE_FILE_ENV = "GEN_SIGNING_PASSPHRASE_FILE"
+PASSPHRASE_ENV = "GEN_KEY_PASSPHRASE"
+PASSPHRASE_FILE_ENV = "GEN_KEY_PASSPHRASE_FILE"
 
 
 class SigningError(GenError):
@@ -48,9 +48,9 @@ class SigningError(GenError):
     exit_code = 2
 
 
-def passphrase_from(env: dict[str, str], passphrase_file: Path | None = None) -> bytes:
-    """The passphrase: --passphrase-file, else GEN_SIGNING_PASSPHRASE_FILE, else GEN_SIGNING_PASSPHRASE."""
-    path = passphrase_file or (Path(env[PASSPHRASE_FILE_ENV]) if env.get(PASSPHRASE_FILE_ENV) else None)
+def passphrase_from(env: dict[str, str]) -> bytes:
+    """The passphrase: from the file GEN_KEY_PASSPHRASE_FILE names, else GEN_KEY_PASSPHRASE."""
+    path = Path(env[PASSPHRASE_FILE_ENV]) if env.get(PASSPHRASE_FILE_ENV) else None
     if path is not None:
         try:
             value = path.read_bytes().rstrip(b"\r\n")
@@ -60,7 +60,7 @@ def passphrase_from(env: dict[str, str], passphrase_file: Path | None = None) ->
         value = env.get(PASSPHRASE_ENV, "").encode()
     if not value:
         raise SigningError(
-            f"no passphrase: set {PASSPHRASE_ENV} or {PASSPHRASE_FILE_ENV} (a file holding it), never a flag"
+            f"no passphrase: set {PASSPHRASE_FILE_ENV} (a file holding it) or {PASSPHRASE_ENV}, never a flag"
         )
     return value
 
@@ -226,14 +226,14 @@ def signature_tag(digest: str) -> str:
     return f"{algorithm}-{hex_digest}.sig"
 
 
-def write_key_pair(directory: Path, name: str, passphrase: bytes) -> tuple[Path, Path]:
-    """NAME.key (0600, encrypted) and NAME.pub in directory; refuses to overwrite either."""
-    private, public = new_key_pair(passphrase)
-    directory.mkdir(parents=True, exist_ok=True)
-    key_path, pub_path = directory / f"{name}.key", directory / f"{name}.pub"
+def write_key_pair(prefix: Path, passphrase: bytes) -> tuple[Path, Path]:
+    """PREFIX.key (0600, encrypted) and PREFIX.pub; refuses to overwrite either."""
+    key_path, pub_path = prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pub")
     for path in (key_path, pub_path):
         if path.exists() or path.is_symlink():
-            raise UsageError(f"{path} exists: gen never overwrites a key; move it away or choose another --name")
+            raise UsageError(f"{path} exists: gen never overwrites a key; move it away or choose another --output")
+    private, public = new_key_pair(passphrase)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
     _write_new(key_path, private, 0o600)
     _write_new(pub_path, public, 0o644)
     return key_path, pub_path

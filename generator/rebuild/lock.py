@@ -131,12 +131,17 @@ def locked_image(host: Host, images: dict[str, OutputImage], name: str, prefix: 
 
 
 def locked_units(
-    host: Host, images: dict[str, OutputImage], name: str, prefix: str
+    host: Host, images: dict[str, OutputImage], name: str, prefix: str, platforms: set[str] | None = None
 ) -> list[tuple[OutputImage, LockedImage]]:
     """Each platform's build unit of the image (one for an image without platforms) with its own
-    lock entry, in the spec's platform order."""
+    lock entry, in the spec's platform order; only those of `platforms` when given (a CI job has
+    only its own platform's image in storage)."""
     units = expand_platforms(images, host_platform())
-    return [(unit, _locked_unit(host, units, unit, prefix)) for unit in units_of(units, name)]
+    return [
+        (unit, _locked_unit(host, units, unit, prefix))
+        for unit in units_of(units, name)
+        if platforms is None or unit.platform in platforms
+    ]
 
 
 def _locked_unit(host: Host, units: dict[str, OutputImage], image: OutputImage, prefix: str) -> LockedImage:

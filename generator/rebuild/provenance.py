@@ -151,7 +151,8 @@ def attest_pushed(
     by_platform = dict(pushed.platforms)
     skopeo = Skopeo(host)
     attested = []
-    for unit, entry in locked_units(host, images, pushed.name, prefix):
+    platforms = {p for p, digest in pushed.platforms if digest in pushed.signed} if image.platforms else None
+    for unit, entry in locked_units(host, images, pushed.name, prefix, platforms):
         digest = by_platform.get(unit.platform, "") if image.platforms else pushed.digest
         if not digest or digest not in pushed.signed:
             continue

@@ -33,6 +33,7 @@ import pytest
 
 from generator.builder.host import Host
 from generator.builder.reproduce import unmount_under
+from generator.publish.signing import write_key_pair
 from tests.integration.conftest import SESSION_BOOTSTRAP
 
 pytestmark = pytest.mark.integration
@@ -139,6 +140,24 @@ def _registry_state(env: dict[str, str], org: str) -> dict[str, dict]:
             "tags": sorted(json.loads(_skopeo(env, "list-tags", "--tls-verify=false", repo))["Tags"]),
         }
     return state
+
+
+def _assert_signed(project: Path, env: dict[str, str], org: str, pub: Path, images: tuple[str, ...]) -> None:
+    """Each image's index and platform image signed by the pipeline's key, each image with its
+    provenance (the pipeline attaches no SBOM: `gen verify-image` names only that)."""
+    for name in images:
+        got = subprocess.run(
+            [sys.executable, "-m", "generator", "verify-image", f"{org}/{name}:1", "--key", str(pub)]
+            + ["--insecure-registry", "--json", "-C", str(project)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        manifests = json.loads(got.stdout)["manifests"]
+        assert len(manifests) == 2, manifests  # the index and the one platform's image
+        for manifest in manifests:
+            assert [p for p in manifest["problems"] if not p.startswith("no SBOM")] == [], (name, manifest)
 
 
 def _cache_tags(env: dict[str, str], org: str) -> list[str]:
@@ -319,12 +338,18 @@ def test_the_emitted_gitlab_pipeline_runs_as_a_schedule(
     times = {}
     try:
         # Run 1: an empty registry; everything is stale.
-        first = _pipeline(project, env, home, "first")
+        # A signing key as a CI secret would give it: every push is signed, every image attested.
+        key, pub = write_key_pair(tmp_path / "keys" / "release", b"pipeline secret")
+        (tmp_path / "keys" / "passphrase").write_text("pipeline secret\n")
+        signing = (f"GEN_SIGNING_KEY={key}", f"GEN_KEY_PASSPHRASE_FILE={tmp_path / 'keys' / 'passphrase'}")
+        first = _pipeline(project, env, home, "first", signing)
         times["first"] = first.seconds
         _assert_built_exactly(first, IMAGES)
         registry = _registry_state(env, org)
         _assert_indexes(registry)
         _assert_report(project, IMAGES, registry)
+        _assert_signed(project, env, org, pub, IMAGES)
+        assert "pipeline secret" not in first.stdout
         lock = _lock(project)
         assert {n: lock[n]["digest"] for n in IMAGES} == {n: registry[n]["digest"] for n in IMAGES}
         assert lock["mid"]["base"]["image_id"] == lock["other"]["base"]["image_id"] == lock["root"]["image_id"]
@@ -335,7 +360,7 @@ def test_the_emitted_gitlab_pipeline_runs_as_a_schedule(
         locked = (project / "gen.lock").read_bytes()
 
         # Run 2: nothing changed; the plan names no image, nothing is built or pushed, nothing moves.
-        second = _pipeline(project, env, home, "unchanged")
+        second = _pipeline(project, env, home, "unchanged", signing)
         times["unchanged"] = second.seconds
         decisions = json.loads((project / "plan.json").read_text())["decisions"]
         assert not [d for d in decisions if d["stale"] or d["adopt"]], decisions
@@ -350,12 +375,13 @@ def test_the_emitted_gitlab_pipeline_runs_as_a_schedule(
         _gen(project, env, "render")
         _git(project, "add", "-A")
         _git(project, "commit", "-q", "-m", "mid changes")
-        third = _pipeline(project, env, home, "one-change")
+        third = _pipeline(project, env, home, "one-change", signing)
         times["one change"] = third.seconds
         _assert_built_exactly(third, ("mid", "leaf"))
         moved = _registry_state(env, org)
         _assert_indexes(moved)
         _assert_report(project, ("mid", "leaf"), moved)
+        _assert_signed(project, env, org, pub, IMAGES)
         for name in ("root", "other"):
             assert moved[name] == registry[name], name
         for name in ("mid", "leaf"):

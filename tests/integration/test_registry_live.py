@@ -296,9 +296,9 @@ def test_pushed_images_are_signed_with_provenance_and_verify_image_checks_every_
     from generator.publish.signing import write_key_pair
 
     org = f"{local_registry}/signed"
-    key, pub = write_key_pair(tmp_path / "keys", "release", b"pass phrase")
-    _, other_pub = write_key_pair(tmp_path / "keys", "other", b"x")
-    signing = {**gen_env, "GEN_SIGNING_KEY": str(key), "GEN_SIGNING_PASSPHRASE": "pass phrase"}
+    key, pub = write_key_pair(tmp_path / "keys" / "release", b"pass phrase")
+    _, other_pub = write_key_pair(tmp_path / "keys" / "other", b"x")
+    signing = {**gen_env, "GEN_SIGNING_KEY": str(key), "GEN_KEY_PASSPHRASE": "pass phrase"}
     assert _gen(gen_cli, gen_env, chain_project, "sbom", "debian-s6").returncode == 0
     pushed = _gen(
         gen_cli, signing, chain_project, "push", "debian-s6", "--registry", org, "--insecure-registry", "--json"

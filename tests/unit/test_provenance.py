@@ -66,8 +66,8 @@ def test_the_build_definition_is_the_same_bytes_whoever_builds_and_when():
 
 
 def test_a_dsse_envelope_opens_only_with_its_key_and_unchanged(tmp_path):
-    key, pub = write_key_pair(tmp_path, "k", b"p")
-    _, other = write_key_pair(tmp_path, "o", b"p")
+    key, pub = write_key_pair(tmp_path / "k", b"p")
+    _, other = write_key_pair(tmp_path / "o", b"p")
     body = statement("r/t/x", DIGEST, {"buildType": "t"}, "b", "s", "f")
     envelope = dsse_envelope(body, open_private_key(key, b"p"))
     assert envelope_statement(envelope, read_public_key(pub)) == body

@@ -35,7 +35,7 @@ REPOSITORY = "registry.example.com/team/app"
 
 @pytest.fixture(scope="module")
 def key_pair(tmp_path_factory) -> tuple[Path, Path]:
-    return write_key_pair(tmp_path_factory.mktemp("keys"), "gen-signing", b"correct horse")
+    return write_key_pair(tmp_path_factory.mktemp("keys") / "gen-signing", b"correct horse")
 
 
 def test_the_key_file_is_an_encrypted_sigstore_key_as_cosign_writes_it(key_pair):
@@ -115,36 +115,35 @@ def test_scrypt_parameters_from_the_file_are_bounded(key_pair, tmp_path):
 
 
 def test_the_passphrase_comes_from_a_file_or_the_environment_never_a_default(tmp_path):
-    with pytest.raises(SigningError, match="no passphrase: set GEN_SIGNING_PASSPHRASE"):
+    with pytest.raises(SigningError, match="no passphrase: set GEN_KEY_PASSPHRASE_FILE"):
         passphrase_from({})
-    assert passphrase_from({"GEN_SIGNING_PASSPHRASE": "env"}) == b"env"
+    assert passphrase_from({"GEN_KEY_PASSPHRASE": "env"}) == b"env"
     secret = tmp_path / "pass"
     secret.write_text("from file\n")
     assert (
-        passphrase_from({"GEN_SIGNING_PASSPHRASE_FILE": str(secret), "GEN_SIGNING_PASSPHRASE": "env"}) == b"from file"
+        passphrase_from({"GEN_KEY_PASSPHRASE_FILE": str(secret), "GEN_KEY_PASSPHRASE": "env"}) == b"from file"
     )
-    assert passphrase_from({}, secret) == b"from file"
     with pytest.raises(SigningError, match="cannot read the passphrase file"):
-        passphrase_from({}, tmp_path / "absent")
+        passphrase_from({"GEN_KEY_PASSPHRASE_FILE": str(tmp_path / "absent")})
 
 
 def test_no_key_configured_means_no_signing_and_a_bad_one_is_said(key_pair):
     assert signer_from_env({}) is None
-    signer = signer_from_env({"GEN_SIGNING_KEY": str(key_pair[0]), "GEN_SIGNING_PASSPHRASE": "correct horse"})
+    signer = signer_from_env({"GEN_SIGNING_KEY": str(key_pair[0]), "GEN_KEY_PASSPHRASE": "correct horse"})
     assert signer is not None
     with pytest.raises(SigningError, match="cannot read the signing key .*No such file"):
-        signer_from_env({"GEN_SIGNING_KEY": "/nonexistent/key", "GEN_SIGNING_PASSPHRASE": "x"})
+        signer_from_env({"GEN_SIGNING_KEY": "/nonexistent/key", "GEN_KEY_PASSPHRASE": "x"})
 
 
 def test_keys_are_never_overwritten(key_pair):
     with pytest.raises(UsageError, match="exists: gen never overwrites a key"):
-        write_key_pair(key_pair[0].parent, "gen-signing", b"x")
+        write_key_pair(key_pair[0].parent / "gen-signing", b"x")
 
 
 def test_what_a_signature_check_says(key_pair, tmp_path):
     signer = open_private_key(key_pair[0], b"correct horse")
     public = read_public_key(key_pair[1])
-    other_key, _ = write_key_pair(tmp_path, "other", b"x")
+    other_key, _ = write_key_pair(tmp_path / "other", b"x")
     other = open_private_key(other_key, b"x")
     right = signature_payload(REPOSITORY, DIGEST)
     elsewhere = signature_payload("registry.example.com/team/other", DIGEST)
@@ -157,15 +156,27 @@ def test_what_a_signature_check_says(key_pair, tmp_path):
 
 def test_gen_keys_new_takes_no_passphrase_flag_and_writes_the_pair(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEN_SIGNING")}
-    gen = [sys.executable, "-m", "generator", "keys", "new", "--dir", str(tmp_path / "k"), "-C", str(tmp_path)]
+    gen = [sys.executable, "-m", "generator", "keys", "new", "--output", "k/release", "-C", str(tmp_path)]
     refused = subprocess.run(gen, env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "no passphrase" in refused.stderr and not (tmp_path / "k").exists()
     made = subprocess.run(
-        gen, env={**env, "GEN_SIGNING_PASSPHRASE": "s3cr3t-value"}, capture_output=True, text=True, timeout=60
+        gen, env={**env, "GEN_KEY_PASSPHRASE": "s3cr3t-value"}, capture_output=True, text=True, timeout=60
     )
     assert made.returncode == 0, made.stderr
     assert "s3cr3t-value" not in made.stdout + made.stderr
-    open_private_key(tmp_path / "k" / "gen-signing.key", b"s3cr3t-value")
+    open_private_key(tmp_path / "k" / "release.key", b"s3cr3t-value")
+    assert (tmp_path / "k" / "release.pub").is_file()
+    from_file = tmp_path / "passphrase"
+    from_file.write_text("filed\n")
+    filed = subprocess.run(
+        [*gen[:-4], "--output", "k/filed", "-C", str(tmp_path)],
+        env={**env, "GEN_KEY_PASSPHRASE_FILE": str(from_file)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert filed.returncode == 0, filed.stderr
+    open_private_key(tmp_path / "k" / "filed.key", b"filed")
     flag = subprocess.run([*gen, "--passphrase", "p"], env=env, capture_output=True, text=True, timeout=60)
     assert flag.returncode == 2
 
