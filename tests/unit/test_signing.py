@@ -120,9 +120,7 @@ def test_the_passphrase_comes_from_a_file_or_the_environment_never_a_default(tmp
     assert passphrase_from({"GEN_KEY_PASSPHRASE": "env"}) == b"env"
     secret = tmp_path / "pass"
     secret.write_text("from file\n")
-    assert (
-        passphrase_from({"GEN_KEY_PASSPHRASE_FILE": str(secret), "GEN_KEY_PASSPHRASE": "env"}) == b"from file"
-    )
+    assert passphrase_from({"GEN_KEY_PASSPHRASE_FILE": str(secret), "GEN_KEY_PASSPHRASE": "env"}) == b"from file"
     with pytest.raises(SigningError, match="cannot read the passphrase file"):
         passphrase_from({"GEN_KEY_PASSPHRASE_FILE": str(tmp_path / "absent")})
 
