@@ -45,8 +45,16 @@ class ReproReport:
         return all(r.reproducible for r in self.results)
 
 
+ROUNDS = ("a", "b")
+
+
 def _round_host(host: Host, root: Path) -> Host:
     return Host(storage_root=root, driver=host.driver, state_dir=root / "gen", base_env=host.base_env)
+
+
+def round_hosts(host: Host, work_dir: Path) -> list[Host]:
+    """The two isolated storages check_reproducible builds in (kept with keep=True)."""
+    return [_round_host(host, work_dir / label) for label in ROUNDS]
 
 
 def check_reproducible(
@@ -63,10 +71,8 @@ def check_reproducible(
     """Build names (and ancestors) twice in fresh storage under work_dir and compare image ids."""
     cancel = cancel or Cancel()
     rounds = []
-    for label in ("a", "b"):
-        root = work_dir / label
-        reset_storage(_round_host(host, root))
-        round_host = _round_host(host, root)
+    for round_host in round_hosts(host, work_dir):
+        reset_storage(round_host)
         builder = Builder(round_host, output_dir, project_root, options, on_event, cancel)
         report = builder.build(names)
         if not report.ok:

@@ -418,12 +418,30 @@ def _print_report(report, as_json: bool) -> None:
 
 
 def _check(builder: Builder, wanted: list[str], display, cancel: Cancel, as_json: bool) -> None:
-    from generator.builder.reproduce import check_reproducible
+    from generator.builder.outputs import load_outputs
+    from generator.builder.reproduce import check_reproducible, reset_storage, round_hosts
+    from generator.rebuild.provenance import provenance_differences
 
     work = builder.host.state_dir / "reproduce"
     result = check_reproducible(
-        builder.host, builder.output_dir, builder.project_root, wanted, builder.options, work, display, cancel
+        builder.host,
+        builder.output_dir,
+        builder.project_root,
+        wanted,
+        builder.options,
+        work,
+        display,
+        cancel,
+        keep=True,
     )
+    try:  # the provenance each storage's image would get: its deterministic part must be the same bytes
+        hosts = round_hosts(builder.host, work)
+        names = [r.name for r in result.results if r.reproducible]
+        images = load_outputs(builder.output_dir)  # the images, not their platforms' build units
+        provenance = provenance_differences(hosts[0], hosts[1], images, names, builder.options.prefix)
+    finally:
+        for host in round_hosts(builder.host, work):
+            reset_storage(host)
     if as_json:
         out.print_json(
             json.dumps(
@@ -434,15 +452,23 @@ def _check(builder: Builder, wanted: list[str], display, cancel: Cancel, as_json
                         "first": r.first_id,
                         "second": r.second_id,
                         "differences": list(r.differences),
+                        "provenance_differences": provenance.get(r.name, []),
                     }
                     for r in result.results
                 ]
             )
         )
     for r in result.results:
-        if r.reproducible:
+        if r.reproducible and not provenance.get(r.name):
             if not as_json:
-                out.print(f"[green]reproducible[/] {r.name}: {r.first_id[:12]}", markup=True, highlight=False)
+                out.print(
+                    f"[green]reproducible[/] {r.name}: {r.first_id[:12]}, provenance's build definition identical",
+                    markup=True,
+                    highlight=False,
+                )
+            continue
+        if r.reproducible:
+            err.print(f"[bold red]provenance differs[/] {r.name}: {'; '.join(provenance[r.name])}", markup=True)
             continue
         err.print(f"[bold red]NOT reproducible[/] {r.name}: {r.first_id[:12]} vs {r.second_id[:12]}", markup=True)
         for line in r.differences[:50]:
@@ -451,5 +477,5 @@ def _check(builder: Builder, wanted: list[str], display, cancel: Cancel, as_json
             err.print(f"  ... {len(r.differences) - 50} more")
         if r.diffoscope_report:
             err.print(f"  diffoscope report: {r.diffoscope_report}")
-    if not result.ok:
+    if not result.ok or any(provenance.values()):
         raise typer.Exit(1)

@@ -243,3 +243,28 @@ def _locked_base_id(locked: LockedImage | None, what: str) -> str:
     if what in locked.platforms:
         return str(locked.platforms[what].get("base", {}).get("image_id", ""))
     return str(locked.base.get("image_id", "")) if what == "image" else ""
+
+
+def provenance_differences(
+    first: Host, second: Host, images: dict[str, OutputImage], names: list[str], prefix: str
+) -> dict[str, list[str]]:
+    """Per image of names built in both storages (check_reproducible's two rounds): the build
+    definitions its provenance would carry, per platform, that are not the same bytes."""
+    found: dict[str, list[str]] = {}
+    for name in names:
+        if name not in images:  # a platform's build unit: its image's entry covers it
+            continue
+        a = locked_units(first, images, name, prefix)
+        b = {unit.name: entry for unit, entry in locked_units(second, images, name, prefix)}
+        for unit, entry in a:
+            platform = unit.platform or host_platform()
+            one = json.dumps(build_definition(unit, entry, platform), sort_keys=True)
+            other = json.dumps(build_definition(unit, b[unit.name], platform), sort_keys=True)
+            if one != other:
+                found.setdefault(name, []).append(f"{platform}: {_first_difference(one, other)}")
+    return found
+
+
+def _first_difference(one: str, other: str) -> str:
+    at = next((i for i, (x, y) in enumerate(zip(one, other, strict=False)) if x != y), min(len(one), len(other)))
+    return f"from {one[max(0, at - 40) : at + 40]!r} vs {other[max(0, at - 40) : at + 40]!r}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -158,7 +159,11 @@ def test_bundled_chain_is_reproducible_from_empty_storage(tmp_path, gen_env):
     checked = gen(["build", "--check-reproducible", "app-base"], project, gen_env, timeout=1500)
     assert checked.returncode == 0, checked.stdout + checked.stderr[-3000:]
     for name in ("debian-s6", "runtime", "app-base"):
-        assert f"reproducible {name}" in checked.stdout, checked.stdout
+        # Issue 23: the provenance each build's image would carry has the same build definition.
+        assert f"reproducible {name}: " in checked.stdout, checked.stdout
+        assert re.search(
+            rf"^reproducible {name}: \w{{12}}, provenance's build definition identical$", checked.stdout, re.M
+        )
 
 
 def test_rendered_dockerfile_builds_unchanged_with_podman(chain, gen_env, gen_host, bootstrapped_base):

@@ -48,6 +48,17 @@ def _tags(env: dict[str, str], repository: str) -> list[str]:
     return sorted(json.loads(got.stdout)["Tags"])
 
 
+def _repository_exists(env: dict[str, str], repository: str) -> bool:
+    listed = subprocess.run(
+        ["skopeo", "list-tags", "--tls-verify=false", f"docker://{repository}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return listed.returncode == 0
+
+
 def _artifact_payload(env: dict[str, str], ref: str, directory: Path) -> bytes:
     """The only layer of a registry artifact, fetched with skopeo."""
     subprocess.run(
@@ -342,6 +353,43 @@ def test_pushed_images_are_signed_with_provenance_and_verify_image_checks_every_
     layers = json.loads((tmp_path / "sig" / "manifest.json").read_text())["layers"]
     assert [layer["mediaType"] for layer in layers] == ["application/vnd.dev.cosign.simplesigning.v1+json"]
     assert "dev.cosignproject.cosign/signature" in layers[0]["annotations"]
+
+    # A wrong passphrase is one clear line, and nothing is pushed.
+    wrong_passphrase = {**signing, "GEN_KEY_PASSPHRASE": "not it"}
+    refused_push = _gen(
+        gen_cli, wrong_passphrase, chain_project, "push", "runtime", "--registry", f"{local_registry}/never"
+    )
+    assert refused_push.returncode == 2 and "the passphrase does not open this key" in refused_push.stderr
+    assert not _repository_exists(gen_env, f"{local_registry}/never/runtime")
+
+    # Tampered: another image pushed under the signed tag, with the old signature copied beside it.
+    tampered = f"{org}/debian-s6:bookworm"
+    subprocess.run(
+        ["skopeo", "copy", "-q", "--all", "--src-tls-verify=false", "--dest-tls-verify=false"]
+        + [f"docker://{org}/runtime:1.0", f"docker://{tampered}"],
+        env=gen_env,
+        check=True,
+        timeout=300,
+    )
+    new_digest = _skopeo_digest(gen_env, tampered)
+    subprocess.run(
+        ["skopeo", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false", f"docker://{signature}"]
+        + [f"docker://{org}/debian-s6:sha256-{new_digest.split(':')[1]}.sig"],
+        env=gen_env,
+        check=True,
+        timeout=120,
+    )
+    forged = verify(tampered, "--key", str(pub))
+    assert forged[new_digest][0] == (
+        f"signature: a valid signature for {org}/debian-s6@{result['digest']}, not this image"
+    ), forged
+
+    # The key and its passphrase are in no output, report or lock.
+    secret = key.read_text().splitlines()[1]
+    for path in [chain_project / "gen.lock", *(chain_project / ".gen").rglob("*")]:
+        if path.is_file():
+            data = path.read_bytes()
+            assert secret.encode() not in data and b"pass phrase" not in data, path
 
     # gen trust: skopeo with its policy refuses the unsigned image of the signed registry.
     trust = gen_cli(["trust", str(pub), "--registry", org, "--dir", str(tmp_path / "trust")], gen_env)

@@ -86,3 +86,21 @@ def test_the_builder_is_named_by_the_ci_job_or_the_user():
     github = {"GITHUB_RUN_ID": "9", "GITHUB_REPOSITORY": "o/r", "GITHUB_SERVER_URL": "https://github.com"}
     assert builder_id(github) == "https://github.com/o/r/actions/runs/9"
     assert builder_id({**github, "GEN_BUILDER_ID": "mine"}) == "mine"
+
+
+def test_two_builds_provenance_differences_name_the_platform_and_where(monkeypatch):
+    """gen build --check-reproducible compares the build definition each storage's image would get."""
+    import generator.rebuild.provenance as provenance
+
+    images = load_outputs(ROOT / "output")
+    first, second = object(), object()
+
+    def units(host, images_, name, prefix, platforms=None):
+        unit = images_[name]
+        packages = {"libc6": "2.36-9"} if host is first else {"libc6": "2.36-10"}
+        return [(unit, _entry(packages=packages if name == "runtime" else {"libc6": "2.36-9"}))]
+
+    monkeypatch.setattr(provenance, "locked_units", units)
+    found = provenance.provenance_differences(first, second, images, ["debian-s6", "runtime", "runtime@arm64"], "p")
+    assert list(found) == ["runtime"]
+    assert "2.36-9" in found["runtime"][0] and "2.36-10" in found["runtime"][0]
