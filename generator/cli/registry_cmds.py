@@ -237,7 +237,8 @@ def register(app: typer.Typer) -> None:
         registries.d file that tells them where the signatures are. Install both system-wide, or pass
         them per command (--signature-policy, --registries.d)."""
         from generator.publish import parse_registry
-        from generator.publish.signing import read_public_key, registries_d, tools_without_sigstore, trust_policy
+        from generator.publish.signing import read_public_key, tools_without_sigstore
+        from generator.rebuild.trust import registries_d, trust_policy
 
         try:
             target = parse_registry(_required(registry))

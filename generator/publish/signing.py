@@ -274,26 +274,6 @@ def check_signed(signatures: list[tuple[bytes, str]], public_key, repository: st
     return said
 
 
-def trust_policy(base_policy: dict, scope: str, public_key: Path) -> dict:
-    """base_policy (the host's policy.json) with scope (HOST/ORG) requiring sigstore signatures by
-    public_key for the repository an image is pulled from; every other scope as it was."""
-    policy = json.loads(json.dumps(base_policy))  # a copy
-    policy.setdefault("default", [{"type": "insecureAcceptAnything"}])
-    docker = policy.setdefault("transports", {}).setdefault("docker", {})
-    docker[scope] = [
-        {"type": "sigstoreSigned", "keyPath": str(public_key), "signedIdentity": {"type": "matchRepository"}}
-    ]
-    return policy
-
-
-def registries_d(host: str) -> str:
-    """A registries.d file making containers/image read (and write) sigstore signatures as registry
-    attachments (the `.sig` tags) for host."""
-    from generator.render.templates import TemplateSet
-
-    return TemplateSet().render("trust/registries-d.yaml.j2", host=host)
-
-
 SIGSTORE_DISABLED = b"Debian-local change: sigstore disabled"
 
 

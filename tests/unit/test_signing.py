@@ -180,7 +180,7 @@ def test_gen_keys_new_takes_no_passphrase_flag_and_writes_the_pair(tmp_path):
 
 
 def test_trust_adds_one_scope_and_keeps_the_hosts_other_rules(tmp_path):
-    from generator.publish.signing import registries_d, trust_policy
+    from generator.rebuild.trust import registries_d, trust_policy
 
     base = {
         "default": [{"type": "reject"}],
