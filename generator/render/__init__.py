@@ -384,17 +384,18 @@ class Stager:
         self._queue.put(None)
         self._thread.join()
 
-    def finish(self, stage_all: bool = False) -> StagedShard:
-        """Wait until everything added is compared and staged; stage_all: the unchanged images too
-        (another shard changed something). Raises what the staging raised (OSError)."""
+    def finish(self) -> StagedShard:
+        """Wait until everything added is compared and staged. Raises what the staging raised."""
         self._queue.put(None)
         self._thread.join()
         if self._failure is not None:
             raise self._failure
-        if stage_all:
-            self._stage_unstaged()
         unstaged = tuple(image.name for image in self._unstaged)
         return StagedShard(tuple(self._written), tuple(self._unchanged), tuple(self._removed), unstaged)
+
+    def stage_unchanged(self) -> None:
+        """After finish(): stage the images left unstaged too (another shard changed something)."""
+        self._stage_unstaged()
 
     def _run(self) -> None:
         while (image := self._queue.get()) is not None:
@@ -504,7 +505,7 @@ class OutputWriter:
             if self._output_dir.is_dir() and not report.written and not report.removed:
                 return report
             if self._stager is not None:
-                self._stager.finish(stage_all=True)
+                self._stager.stage_unchanged()
             for name in (name for shard in self._shards for name in shard.unstaged):
                 _link_files(self._output_dir / name, self.staging / name)  # unchanged: output/ has its files
             self._link_others(set(report.removed))

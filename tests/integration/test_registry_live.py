@@ -36,7 +36,8 @@ def _skopeo_digest(env: dict[str, str], ref: str) -> str:
     return got.stdout.strip()
 
 
-def _tags(env: dict[str, str], repository: str) -> list[str]:
+def _list_tags(env: dict[str, str], repository: str) -> list[str] | None:
+    """The repository's tags; None when skopeo cannot list them (it does not exist)."""
     got = subprocess.run(
         ["skopeo", "list-tags", "--tls-verify=false", f"docker://{repository}"],
         env=env,
@@ -44,19 +45,17 @@ def _tags(env: dict[str, str], repository: str) -> list[str]:
         text=True,
         timeout=60,
     )
-    assert got.returncode == 0, got.stderr
-    return sorted(json.loads(got.stdout)["Tags"])
+    return sorted(json.loads(got.stdout)["Tags"]) if got.returncode == 0 else None
+
+
+def _tags(env: dict[str, str], repository: str) -> list[str]:
+    tags = _list_tags(env, repository)
+    assert tags is not None, f"cannot list the tags of {repository}"
+    return tags
 
 
 def _repository_exists(env: dict[str, str], repository: str) -> bool:
-    listed = subprocess.run(
-        ["skopeo", "list-tags", "--tls-verify=false", f"docker://{repository}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return listed.returncode == 0
+    return _list_tags(env, repository) is not None
 
 
 def _artifact_payload(env: dict[str, str], ref: str, directory: Path) -> bytes:
