@@ -371,14 +371,34 @@ def register(app: typer.Typer) -> None:
         storage_root: StorageOption = None,
         prefix: PrefixOption = DEFAULT_PREFIX,
         platform: OnlyPlatformOption = None,
+        policy: Annotated[
+            Path | None,
+            typer.Option(
+                "--policy",
+                help="The containers policy to pull under (default: .gen/trust/policy.json from `gen trust`, "
+                "else the user's or the system's policy.json).",
+            ),
+        ] = None,
         as_json: JsonOption = False,
     ) -> None:
         """Pull images from HOST/ORG into gen's storage under --prefix, with their build-id tags, so
-        `gen build` sees them as up to date (every platform's image of one built for several)."""
+        `gen build` sees them as up to date (every platform's image of one built for several). Each
+        image is checked against the containers policy before anything is copied: sigstore
+        signatures it requires are verified by gen (the image is then copied by that digest)."""
         from generator.publish import pull_images
+        from generator.publish.policy import PullGate, policy_in_effect
+
+        try:  # the policy read (and its keys) before anything is pulled
+            in_effect = policy_in_effect(policy, project, dict(os.environ))
+        except GenError as exc:
+            raise _fail(exc) from None
+
+        def pull_checked(host, images, chosen, prefix, target, progress, **options):
+            with PullGate(in_effect) as gate:
+                return pull_images(host, images, chosen, prefix, target, progress, gate=gate, **options)
 
         _transfer(
-            pull_images,
+            pull_checked,
             "pulled",
             names,
             registry,
@@ -403,17 +423,20 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """Copy every tag of the images from one organization (or registry) to another, registry to
-        registry; manifests are copied byte for byte, so digests stay the same."""
+        registry; manifests are copied byte for byte, so digests stay the same. With GEN_SIGNING_KEY,
+        every manifest is signed for the new repository too (a signature names its repository)."""
         from generator.errors import UsageError
         from generator.publish import parse_registry, retag_images, select_images
+        from generator.publish.signing import signer_from_env
 
         try:
+            signer = signer_from_env(dict(os.environ))  # opened before anything is copied
             src = parse_registry(_required(source, "--from"), insecure_registry, "--from")
             dst = parse_registry(_required(destination, "--to"), insecure_registry, "--to")
             if src == dst:
                 raise UsageError(f"--from and --to are both {src}; give two different organizations")
             images, chosen = select_images(project, list(names or []), since)
-            done = retag_images(Host.from_env(storage_root, project), images, chosen, src, dst, _progress)
+            done = retag_images(Host.from_env(storage_root, project), images, chosen, src, dst, _progress, signer)
         except GenError as exc:
             raise _fail(exc) from None
         _print_transfers(done, as_json, "copied")

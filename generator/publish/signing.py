@@ -175,13 +175,22 @@ def signer_from_env(env: dict[str, str]) -> Signer | None:
 
 def read_public_key(path: Path):
     """A public key PEM (what `gen keys new` writes as .pub, or cosign's cosign.pub)."""
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise SigningError(f"cannot read the public key {path}: {exc}") from None
+    return load_public_key(pem, str(path))
+
+
+def load_public_key(pem: bytes, where: str):
+    """The ECDSA public key in pem; where names it in errors."""
     _, _, serialization, ec = _imports()
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise SigningError(f"cannot read the public key {path}: {exc}") from None
+        key = serialization.load_pem_public_key(pem)
+    except ValueError as exc:
+        raise SigningError(f"cannot read the public key {where}: {exc}") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise SigningError(f"{path}: gen verifies ECDSA keys only, this is a {type(key).__name__}")
+        raise SigningError(f"{where}: gen verifies ECDSA keys only, this is a {type(key).__name__}")
     return key
 
 

@@ -159,24 +159,13 @@ class Skopeo:
             )
             return digestfile.read_text().strip()
 
-    def pull(self, registry: Registry, name: str, tag: str, local_ref: str) -> None:
-        """Copy registry/name:tag into gen's storage as local_ref (image id = config digest, kept)."""
+    def pull_ref(self, remote: str, tls_verify: bool, local_ref: str, policy: list[str] | None = None) -> None:
+        """Copy any registry reference (repo:tag or repo@digest) into gen's storage as local_ref
+        (image id = config digest, kept); policy: skopeo's --policy/--registries.d flags, when the
+        pull runs under a policy of gen's choosing."""
         self._run(
             [
-                "copy",
-                "--quiet",
-                *tls_flag("src-tls-verify", registry.tls_verify),
-                registry.ref(name, tag),
-                self.host.skopeo_ref(local_ref),
-            ],
-            COPY_TIMEOUT,
-            f"pulling {registry.repository(name)}:{tag}",
-        )
-
-    def pull_ref(self, remote: str, tls_verify: bool, local_ref: str) -> None:
-        """Copy any registry reference (repo:tag or repo@digest) into gen's storage as local_ref."""
-        self._run(
-            [
+                *(policy or []),
                 "copy",
                 "--quiet",
                 *tls_flag("src-tls-verify", tls_verify),

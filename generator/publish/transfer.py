@@ -8,6 +8,7 @@ id (the config digest) is the one the build made and `gen build` recognises it a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -17,6 +18,7 @@ from generator.builder.outputs import OutputImage, image_units, platform_suffix,
 from generator.errors import UsageError
 from generator.publish.attach import attach_sbom, attach_signature
 from generator.publish.index import index_build_id, push_index
+from generator.publish.policy import PullGate
 from generator.publish.signing import Signer
 from generator.publish.skopeo import RegistryError, Skopeo
 from generator.publish.target import Registry
@@ -244,54 +246,32 @@ def registry_tags(skopeo: Skopeo, registry: Registry, image: OutputImage) -> tup
     return digest, tags
 
 
-def pull_image(
-    host: Host,
-    image: OutputImage,
-    prefix: str,
-    registry: Registry,
-    skopeo: Skopeo | None = None,
-    only: tuple[str, ...] = (),
-) -> Transferred:
-    """Pull one image with all its tags; for an image with several platforms, each platform's image
-    (only those in `only`, when given) from its TAG-SUFFIX tags under the tags `gen build` gives it."""
-    skopeo = skopeo or Skopeo(host)
-    if image.platforms:
-        return _pull_platforms(host, image, prefix, registry, skopeo, only)
-    digest, image_id, tags = _pull_tags(host, skopeo, registry, image, image.tags, prefix)
-    return Transferred(
-        image.name, tuple(tags), digest, image_id, registry.repository(image.name), f"{prefix}/{image.name}"
-    )
+@dataclass(frozen=True)
+class _PullUnit:
+    """One manifest to pull: the image (or one platform's image), the registry tags it is under,
+    its digest there, and the tags it gets in storage (spec tags, then build-id tags)."""
+
+    image: OutputImage
+    remote_tags: tuple[str, ...]
+    digest: str
+    tags: tuple[str, ...]
 
 
-def _pull_platforms(
-    host: Host, image: OutputImage, prefix: str, registry: Registry, skopeo: Skopeo, only: tuple[str, ...]
-) -> Transferred:
+def _pull_units(image: OutputImage, registry: Registry, skopeo: Skopeo, only: tuple[str, ...]) -> list[_PullUnit]:
+    """What pulling the image means: the one manifest, or each platform's (only those in `only`,
+    when given) from its TAG-SUFFIX tags under the tags `gen build` gives it."""
+    if not image.platforms:
+        return [_resolve(skopeo, registry, image, image.tags)]
     _check_platforms(image, only)
-    pulled = []
-    for unit in image_units(image, host_platform()):
-        if only and unit.platform not in only:
-            continue
-        digest, image_id, _ = _pull_tags(host, skopeo, registry, unit, _suffixed(image, unit), prefix)
-        pulled.append((unit, digest, image_id))
-    index = skopeo.digest(f"{registry.repository(image.name)}:{image.tags[0]}", registry.tls_verify) or ""
-    primary = next((p for p in pulled if p[0].name == image.name), pulled[0])
-    return Transferred(
-        image.name,
-        image.tags,
-        index,
-        primary[2],
-        registry.repository(image.name),
-        f"{prefix}/{image.name}",
-        None,
-        tuple((u.platform, d) for u, d, _ in pulled),
-    )
+    return [
+        _resolve(skopeo, registry, unit, _suffixed(image, unit))
+        for unit in image_units(image, host_platform())
+        if not only or unit.platform in only
+    ]
 
 
-def _pull_tags(
-    host: Host, skopeo: Skopeo, registry: Registry, image: OutputImage, remote_tags: tuple[str, ...], prefix: str
-) -> tuple[str, str, list[str]]:
-    """Pull the image the registry has under remote_tags (checked to be one) into storage under the
-    image's own tags and the build-id tags naming it there: (digest, image id, tags carried)."""
+def _resolve(skopeo: Skopeo, registry: Registry, image: OutputImage, remote_tags: tuple[str, ...]) -> _PullUnit:
+    """The manifest the registry has under remote_tags, checked to be one."""
     digest, tags = registry_tags(skopeo, registry, replace(image, tags=remote_tags))
     repository = registry.repository(image.repo)
     missing = [t for t in remote_tags[1:] if skopeo.digest(f"{repository}:{t}", registry.tls_verify) != digest]
@@ -300,14 +280,41 @@ def _pull_tags(
             f"{image.name}: tag(s) {', '.join(missing)} in {repository} do not name the same "
             f"image as {remote_tags[0]}; push the image again"
         )
+    build_ids = tuple(t for t in tags if t.startswith(BUILD_ID_PREFIX))
+    return _PullUnit(image, remote_tags, digest, (*image.tags, *build_ids))
+
+
+def _import(host: Host, skopeo: Skopeo, registry: Registry, unit: _PullUnit, prefix: str, policy: list[str]) -> str:
+    """Copy the unit's manifest, by digest (what was checked is what arrives), into storage under
+    its tags; its image id."""
+    image = unit.image
     first = local_ref(prefix, image.repo, image.tags[0])
-    skopeo.pull(registry, image.repo, remote_tags[0], first)
+    remote = f"{registry.repository(image.repo)}@{unit.digest}"
+    skopeo.pull_ref(remote, registry.tls_verify, first, policy)
     found = storage.inspect(host, first)
     if found is None:
         raise RegistryError(f"{image.name}: {first} missing right after the pull")
-    build_ids = [t for t in tags if t.startswith(BUILD_ID_PREFIX)]
-    storage.tag(host, found.id, [local_ref(prefix, image.repo, t) for t in [*image.tags[1:], *build_ids]])
-    return digest, found.id, [*image.tags, *build_ids]
+    storage.tag(host, found.id, [local_ref(prefix, image.repo, t) for t in unit.tags[1:]])
+    return found.id
+
+
+def _transferred(image: OutputImage, units: list[_PullUnit], ids: list[str], registry: Registry, prefix: str, skopeo):
+    repository = registry.repository(image.name)
+    if not image.platforms:
+        (unit,) = units
+        return Transferred(image.name, unit.tags, unit.digest, ids[0], repository, f"{prefix}/{image.name}")
+    index = skopeo.digest(f"{repository}:{image.tags[0]}", registry.tls_verify) or ""
+    primary = next((n for n, u in enumerate(units) if u.image.name == image.name), 0)
+    return Transferred(
+        image.name,
+        image.tags,
+        index,
+        ids[primary],
+        repository,
+        f"{prefix}/{image.name}",
+        None,
+        tuple((u.image.platform, u.digest) for u in units),
+    )
 
 
 def pull_images(
@@ -318,19 +325,44 @@ def pull_images(
     registry: Registry,
     progress: Progress = _quiet,
     only: tuple[str, ...] = (),
+    gate: PullGate | None = None,
 ) -> list[Transferred]:
+    """Pull the named images with all their tags. Every manifest is found, and passed by the
+    gate (the containers policy, signatures checked), before any is copied: a refusal changes
+    nothing in storage."""
     skopeo = Skopeo(host)
-    done = []
+    gate = gate or PullGate(None)
+    planned = {}
     for name in names:
+        progress(f"checking {name} in {registry.repository(name)}")
+        planned[name] = _pull_units(images[name], registry, skopeo, only)
+    flags = {
+        (name, unit.digest): gate.admit(registry, unit.image.repo, unit.remote_tags[0], unit.digest, skopeo)
+        for name, units in planned.items()
+        for unit in units
+    }
+    done = []
+    for name, units in planned.items():
         progress(f"pulling {name} from {registry.repository(name)}")
-        done.append(pull_image(host, images[name], prefix, registry, skopeo, only))
+        ids = [_import(host, skopeo, registry, unit, prefix, flags[name, unit.digest]) for unit in units]
+        done.append(_transferred(images[name], units, ids, registry, prefix, skopeo))
     return done
 
 
+ATTACHMENT_PREFIX = "sha256-"  # cosign's tags beside an image: .sig, .att, and gen's .sbom
+
+
 def retag_image(
-    host: Host, image: OutputImage, source: Registry, destination: Registry, skopeo: Skopeo | None = None
+    host: Host,
+    image: OutputImage,
+    source: Registry,
+    destination: Registry,
+    skopeo: Skopeo | None = None,
+    signer: Signer | None = None,
 ) -> Transferred:
-    """Copy every tag of the image's repository from source to destination, digests unchanged."""
+    """Copy every tag of the image's repository from source to destination, digests unchanged.
+    Signatures name the repository they were made for, so with a signer every manifest the
+    image's tags stand for (an index and its platforms' images) is signed for destination too."""
     skopeo = skopeo or Skopeo(host)
     tags = skopeo.tags(source, image.name)
     if not tags:
@@ -344,9 +376,25 @@ def retag_image(
         digests[tag] = after
     first = image.tags[0] if image.tags[0] in digests else tags[0]
     ordered = tuple(sorted(tags, key=lambda t: (t.startswith(BUILD_ID_PREFIX), t)))
-    return Transferred(
+    copied = Transferred(
         image.name, ordered, digests[first], "", source.repository(image.name), destination.repository(image.name)
     )
+    if signer is None:
+        return copied
+    images = {d for t, d in digests.items() if not t.startswith(ATTACHMENT_PREFIX)}
+    manifests = sorted(
+        images | {d for digest in images for d in _index_entries(skopeo, destination, image.name, digest)}
+    )
+    return _signed(copied, skopeo, destination, image.name, manifests, signer)
+
+
+def _index_entries(skopeo: Skopeo, registry: Registry, name: str, digest: str) -> list[str]:
+    """The manifests an index joins ([] for an image's own manifest)."""
+    raw = skopeo.raw_manifest(f"{registry.repository(name)}@{digest}", registry.tls_verify)
+    try:
+        return [entry["digest"] for entry in json.loads(raw or b"{}").get("manifests", [])]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise RegistryError(f"{registry.repository(name)}@{digest}: not a manifest gen can read") from None
 
 
 def retag_images(
@@ -356,10 +404,11 @@ def retag_images(
     source: Registry,
     destination: Registry,
     progress: Progress = _quiet,
+    signer: Signer | None = None,
 ) -> list[Transferred]:
     skopeo = Skopeo(host)
     done = []
     for name in names:
         progress(f"copying {source.repository(name)} to {destination.repository(name)}")
-        done.append(retag_image(host, images[name], source, destination, skopeo))
+        done.append(retag_image(host, images[name], source, destination, skopeo, signer))
     return done

@@ -206,7 +206,6 @@ def _provenance_problems(
     manifest: Manifest | None,
     locked: LockedImage | None,
 ) -> list[str]:
-    repository = registry.repository(name)
     statements = [
         envelope_statement(envelope, public_key)
         for envelope, _ in read_attestations(skopeo, registry, name, check.digest)
@@ -216,10 +215,12 @@ def _provenance_problems(
         return ["provenance: none signed by this key"]
     for body in signed:
         try:
-            subject, digest, definition = statement_subject(body)
+            _, digest, definition = statement_subject(body)
         except ValueError:
             continue
-        if (subject, digest) != (repository, check.digest):
+        # Bound to the digest, not to the repository it was first pushed to (the subject's name):
+        # a retagged image keeps its provenance, as its signature check binds the repository.
+        if digest != check.digest:
             continue
         problems = []
         spec_sha = definition.get("externalParameters", {}).get("resolvedSpecSha256")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from generator.builder.host import Host
+from generator.schema import platform_suffix
 from tests.conftest import copy_bundled_specs
 
 pytestmark = pytest.mark.integration
@@ -296,13 +297,15 @@ def test_layer_cache_is_shared_through_the_registry(
 
 
 def test_pushed_images_are_signed_with_provenance_and_verify_image_checks_every_manifest(
-    chain_project: Path, local_registry: str, gen_env, gen_cli, tmp_path: Path
+    chain_project: Path, local_registry: str, gen_env, gen_host: Host, gen_cli, tmp_path: Path
 ):
     """With GEN_SIGNING_KEY, `gen push` signs each manifest it pushes (the index and each
     platform's image) in cosign's scheme and attaches a signed SLSA provenance statement to each
     image; `gen verify-image` accepts them with the key's .pub, checks the provenance against the
     committed spec and gen.lock and the SBOM, and names what is unsigned or signed by another key.
-    Pushing again adds no second signature. `gen trust`'s policy makes skopeo refuse the unsigned."""
+    Pushing again adds no second signature. `gen trust`'s policy makes skopeo refuse the unsigned, and
+    `gen pull` under it checks the signatures itself: unsigned or swapped images pull nothing. `gen
+    retag` with the key signs for the new repository."""
     from generator.publish.signing import write_key_pair
 
     org = f"{local_registry}/signed"
@@ -411,3 +414,82 @@ def test_pushed_images_are_signed_with_provenance_and_verify_image_checks_every_
         timeout=300,
     )
     assert refused.returncode != 0 and "A signature was required, but no signature exists" in refused.stderr
+
+    # gen pull under that policy: gen checks the signatures Debian's skopeo cannot, before anything
+    # is copied, and copies what it checked by digest. Unsigned and swapped images pull nothing.
+    policy = ["--policy", str(tmp_path / "trust" / "policy.json")]
+    puller = dict(gen_env, GEN_STORAGE_ROOT=str(tmp_path / "pulled"))
+    pulled_host = Host.from_env(tmp_path / "pulled", env=puller)
+
+    def stored_ids(host: Host, env: dict[str, str], *refs: str) -> list[str]:
+        listed = subprocess.run(
+            ["podman", *host.podman_flags(), "image", "inspect", "--format", "{{.Id}}", *refs],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return listed.stdout.split()
+
+    refused_pull = _gen(
+        gen_cli, puller, chain_project, "pull", "runtime", "--registry", org, "--insecure-registry", *policy
+    )
+    assert refused_pull.returncode == 1, refused_pull.stderr
+    (said,) = [line for line in refused_pull.stderr.splitlines() if line.startswith("error:")]
+    assert "refused: no signature (required by" in said and "nothing was pulled" in said, refused_pull.stderr
+
+    # debian-s6's image (one platform's, when built for several) swapped for runtime's under all its
+    # tags, with its genuine signature copied beside it.
+    signed_again = _gen(
+        gen_cli, signing, chain_project, "push", "debian-s6", "--registry", org, "--insecure-registry", "--json"
+    )
+    assert signed_again.returncode == 0, signed_again.stderr
+    pushed_again = json.loads(signed_again.stdout)[0]
+    platform, genuine = next(iter((pushed_again["platforms"] or {"": pushed_again["digest"]}).items()))
+    suffix = f"-{platform_suffix(platform)}" if platform else ""
+    for tag in ("bookworm", "latest"):
+        subprocess.run(
+            ["skopeo", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false"]
+            + [f"docker://{org}/runtime:1.0{suffix}", f"docker://{org}/debian-s6:{tag}{suffix}"],
+            env=gen_env,
+            check=True,
+            timeout=300,
+        )
+    swapped = _skopeo_digest(gen_env, f"{org}/debian-s6:bookworm{suffix}")
+    subprocess.run(
+        ["skopeo", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false"]
+        + [f"docker://{org}/debian-s6:sha256-{genuine.split(':')[1]}.sig"]
+        + [f"docker://{org}/debian-s6:sha256-{swapped.split(':')[1]}.sig"],
+        env=gen_env,
+        check=True,
+        timeout=120,
+    )
+    swapped_pull = _gen(
+        gen_cli, puller, chain_project, "pull", "debian-s6", "--registry", org, "--insecure-registry", *policy
+    )
+    assert swapped_pull.returncode == 1, swapped_pull.stderr
+    assert f"a valid signature for {org}/debian-s6@{genuine}, not this image" in swapped_pull.stderr
+    assert stored_ids(pulled_host, puller, f"{PREFIX}/debian-s6:bookworm", f"{PREFIX}/runtime:1.0") == []
+
+    # Pushed again, signed: the pull is admitted, every platform's image arrives as built.
+    restored = _gen(gen_cli, signing, chain_project, "push", "debian-s6", "--registry", org, "--insecure-registry")
+    assert restored.returncode == 0, restored.stderr
+    admitted = _gen(
+        gen_cli, puller, chain_project, "pull", "debian-s6", "--registry", org, "--insecure-registry", *policy
+    )
+    assert admitted.returncode == 0, admitted.stderr
+    ref = f"{PREFIX}/debian-s6:bookworm"
+    assert stored_ids(pulled_host, puller, ref) == stored_ids(gen_host, gen_env, ref) != []
+
+    # gen retag to another organization: a signature names its repository, so the copied ones do
+    # not hold there; with the key, retag signs every manifest for the new repository.
+    moved = f"{local_registry}/moved"
+    retag = ["retag", "debian-s6", "--from", org, "--to", moved, "--insecure-registry", "-C", str(chain_project)]
+    copied = gen_cli(retag, gen_env, timeout=900)
+    assert copied.returncode == 0, copied.stderr
+    stale = verify(f"{moved}/debian-s6:bookworm", "--key", str(pub))
+    assert stale and all(f"signature: a valid signature for {org}/debian-s6@" in p[0] for p in stale.values()), stale
+    resigned = gen_cli([*retag, "--json"], signing, timeout=900)
+    assert resigned.returncode == 0, resigned.stderr
+    assert sorted(json.loads(resigned.stdout)[0]["signed"]) == sorted(stale)
+    assert not any(verify(f"{moved}/debian-s6:bookworm", "--key", str(pub)).values())

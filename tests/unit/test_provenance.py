@@ -104,3 +104,26 @@ def test_two_builds_provenance_differences_name_the_platform_and_where(monkeypat
     found = provenance.provenance_differences(first, second, images, ["debian-s6", "runtime", "runtime@arm64"], "p")
     assert list(found) == ["runtime"]
     assert "2.36-9" in found["runtime"][0] and "2.36-10" in found["runtime"][0]
+
+
+def test_provenance_is_bound_to_the_digest_not_to_the_repository_it_was_first_pushed_to(tmp_path, monkeypatch):
+    """A retagged image keeps its provenance (the signature check binds the repository); a
+    statement about another digest does not count for this one."""
+    from generator.publish.signing import ManifestCheck
+    from generator.publish.target import Registry
+    from generator.rebuild import provenance
+
+    key, pub = write_key_pair(tmp_path / "k", b"p")
+    signer = open_private_key(key, b"p")
+    definition = {"externalParameters": {"resolvedSpecSha256": "e" * 64}, "resolvedDependencies": []}
+
+    def problems_with(repository: str, digest: str) -> list[str]:
+        envelope = dsse_envelope(statement(repository, digest, definition, "b", "t0", "t1"), signer)
+        monkeypatch.setattr(provenance, "read_attestations", lambda *_: [(envelope, "")])
+        check = ManifestCheck(DIGEST, "linux/amd64")
+        return provenance._provenance_problems(
+            None, Registry("r.example", "moved"), "app", check, read_public_key(pub), None, None
+        )
+
+    assert problems_with("r.example/first/app", DIGEST) == []
+    assert problems_with("r.example/moved/app", "sha256:" + "34" * 32) == ["provenance: signed, but for another image"]
