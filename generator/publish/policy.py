@@ -185,10 +185,14 @@ class PullGate:
 
     def __init__(self, policy: Policy | None, skopeo_has_sigstore: bool | None = None):
         self.policy = policy
-        self.skopeo_has_sigstore = (
-            "skopeo" not in tools_without_sigstore(("skopeo",)) if skopeo_has_sigstore is None else skopeo_has_sigstore
-        )
+        self._skopeo_has_sigstore = skopeo_has_sigstore  # None: looked at when a rule needs it
         self._scratch: tempfile.TemporaryDirectory | None = None
+
+    @property
+    def skopeo_has_sigstore(self) -> bool:
+        if self._skopeo_has_sigstore is None:
+            self._skopeo_has_sigstore = "skopeo" not in tools_without_sigstore(("skopeo",))
+        return self._skopeo_has_sigstore
 
     def __enter__(self) -> PullGate:
         return self

@@ -298,7 +298,9 @@ def _import(host: Host, skopeo: Skopeo, registry: Registry, unit: _PullUnit, pre
     return found.id
 
 
-def _transferred(image: OutputImage, units: list[_PullUnit], ids: list[str], registry: Registry, prefix: str, skopeo):
+def _transferred(
+    image: OutputImage, units: list[_PullUnit], ids: list[str], registry: Registry, prefix: str, skopeo: Skopeo
+) -> Transferred:
     repository = registry.repository(image.name)
     if not image.platforms:
         (unit,) = units
