@@ -34,6 +34,7 @@ from generator.builder.outputs import (
 from generator.builder.proc import Cancel
 from generator.errors import GenError, UsageError
 from generator.publish.attach import attach_sbom
+from generator.publish.policy import PullGate, policy_in_effect
 from generator.publish.signing import Signer
 from generator.publish.skopeo import Skopeo
 from generator.publish.target import Registry, is_loopback
@@ -206,11 +207,15 @@ def _verify(ctx: RebuildContext, ref: str) -> str:
 
 
 def _adopt(ctx: RebuildContext, name: str, digest: str) -> str:
-    """Pull the registry's image under the first tag into storage with the spec's tags; its id."""
+    """Pull the registry's image under the first tag into storage with the spec's tags, admitted
+    by the containers policy as `gen pull` admits it; its id."""
     assert ctx.registry is not None
     image = ctx.images[name]
     first = f"{ctx.prefix}/{name}:{image.tags[0]}"
-    Skopeo(ctx.host).pull_ref(f"{ctx.registry.repository(name)}@{digest}", ctx.registry.tls_verify, first)
+    skopeo = Skopeo(ctx.host)
+    with PullGate(policy_in_effect(None, ctx.project, dict(os.environ))) as gate:
+        policy = gate.admit(ctx.registry, name, image.tags[0], digest, skopeo)
+        skopeo.pull_ref(f"{ctx.registry.repository(name)}@{digest}", ctx.registry.tls_verify, first, policy)
     found = storage.inspect(ctx.host, first)
     if found is None:
         raise GenError(f"{name}: {first} missing right after pulling {digest}")

@@ -300,3 +300,27 @@ def test_retag_with_a_key_signs_every_manifest_for_the_new_repository(monkeypatc
     )
     unsigned = transfer.retag_image(None, image, REGISTRY, destination, fake)
     assert unsigned.signed == () and len(signed) == 3
+
+
+def test_gen_rebuild_adopts_an_image_only_as_the_policy_admits_it(tmp_path, keys, monkeypatch):
+    """An image rebuild adopts from the registry goes through the same gate as `gen pull`."""
+    from generator.rebuild import scheduled
+
+    trusted = tmp_path / ".gen" / "trust" / "policy.json"
+    trusted.parent.mkdir(parents=True)
+    trusted.write_text(json.dumps({"default": ACCEPT, "transports": {"docker": {REPOSITORY: _sigstore(keys[1])}}}))
+    monkeypatch.setattr("generator.publish.policy.tools_without_sigstore", lambda tools: ["skopeo"])
+    monkeypatch.setattr("generator.publish.policy.read_signatures", lambda *_: [])
+    pulled = []
+    fake = SimpleNamespace(pull_ref=lambda *args: pulled.append(args))
+    monkeypatch.setattr(scheduled, "Skopeo", lambda host: fake)
+    ctx = SimpleNamespace(
+        registry=REGISTRY,
+        images={"app": SimpleNamespace(tags=("1.0",))},
+        prefix="localhost/gen",
+        host=None,
+        project=tmp_path,
+    )
+    with pytest.raises(RegistryError, match="refused: no signature"):
+        scheduled._adopt(ctx, "app", DIGEST)
+    assert pulled == []
