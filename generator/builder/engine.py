@@ -187,11 +187,20 @@ class Builder:
         found = storage.inspect(self.host, ref)
         return found.id if found else None
 
+    def _published_base_id(self, image: OutputImage) -> str | None:
+        """A root's base id as recorded by the image stored under its first tag (the base-digest
+        label every build sets): a root pulled from a registry is judged without its base in
+        storage, so a CI job or a fresh machine with the pulled images bootstraps nothing. Only
+        building the root needs the base itself."""
+        found = storage.inspect(self.host, full_tags(image, self.options.prefix)[0])
+        label = found.labels.get(BASE_DIGEST_LABEL, "") if found else ""
+        return label.removeprefix("sha256:") or None
+
     def _decide(self, image: OutputImage, parent_id: str | None, index: storage.NameIndex | None = None) -> Decision:
         if image.parent:
             base_id: str | None = ""
         else:
-            parent_id, base_id = "", self.base_id(image, index)
+            parent_id, base_id = "", self.base_id(image, index) or self._published_base_id(image)
         prefix = self.options.prefix
         tags = full_tags(image, prefix)
 

@@ -85,6 +85,18 @@ def chain_project(tmp_path_factory, gen_env, bootstrapped_base, gen_cli) -> Path
     return project
 
 
+def _stored_names(host: Host, env: dict[str, str]) -> list[str]:
+    listed = subprocess.run(
+        ["podman", *host.podman_flags(), "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return listed.stdout.split()
+
+
 def _gen(gen_cli, env, project: Path, *args: str, timeout: float = 900):
     return gen_cli([*args, "-C", str(project), "--prefix", PREFIX], env, timeout=timeout)
 
@@ -176,6 +188,11 @@ def test_registry_round_trip_and_rebuild(
             for h, e in ((gen_host, gen_env), (fresh_host, fresh))
         ]
         assert ids[0] == ids[1] != "", (name, ids)
+    # ... and without the root's bootstrapped rootfs there (a CI job's storage): it is not needed.
+    plan = _gen(gen_cli, fresh, chain_project, "build", "--dry-run", "--json")
+    assert plan.returncode == 0, plan.stderr
+    assert {entry["action"] for entry in json.loads(plan.stdout)} == {"skip"}, plan.stdout
+    assert not any("rootfs" in name for name in _stored_names(fresh_host, fresh)), "a rootfs was bootstrapped"
 
     # Someone publishes a changed debian-s6 under the same tag: its dependents are rebuilt on it.
     flags = gen_host.global_flags()

@@ -29,6 +29,7 @@ class FakeStorage:
 
     def __init__(self) -> None:
         self.ids = {BASE_REF: BASE_ID}
+        self.labels: dict[str, dict[str, str]] = {}  # image id -> labels
         self.per_image_queries = 0
         self.builds = self.fresh_builds = 0
 
@@ -44,7 +45,7 @@ class FakeStorage:
         if image_id is None:
             return None
         names = tuple(n for n, i in self.ids.items() if i == image_id)
-        return storage.StoredImage(image_id, "", names, 0, 1, {}, "")
+        return storage.StoredImage(image_id, "", names, 0, 1, self.labels.get(image_id, {}), "")
 
     def exists(self, host, ref):
         return self.inspect(host, ref) is not None
@@ -192,3 +193,23 @@ def test_resetting_a_storage_of_gens_own_leaves_podmans_host_state_alone(tmp_pat
     assert Path("/run/libpod/alive").exists() and not (tmp_path / "storage").exists()
     reset_storage(other)  # an older gen's storage: its podman database names /run/libpod
     assert Path("/run/libpod/alive").exists() and not (tmp_path / "other").exists()
+
+
+def test_pulled_images_are_up_to_date_without_the_roots_base_in_storage(tmp_path, fake):
+    """A storage holding only the pulled images (a CI job, a fresh machine) judges the root by the
+    base its stored image records: nothing to build, so no base is bootstrapped or pulled. A root
+    whose stored image records another base, or none, is built."""
+    builder = project(tmp_path)
+    built = {b.name: b for b in builder.build([]).built}
+    root_id = built["root"].image_id
+    pulled = {ref: image_id for ref, image_id in fake.ids.items() if ref != BASE_REF}
+    fake.ids = dict(pulled)
+    fake.labels[root_id] = {engine.BASE_DIGEST_LABEL: f"sha256:{BASE_ID}"}
+    fresh = Builder(builder.host, builder.output_dir, tmp_path, builder.options)
+    assert [p.action for p in fresh.plan([])] == ["skip"] * 6
+    fake.builds = 0
+    assert fresh.build([]).ok and fake.builds == 0
+    fake.labels[root_id] = {engine.BASE_DIGEST_LABEL: "sha256:" + "c" * 64}
+    assert [p.action for p in fresh.plan([])] == ["build"] * 6
+    fake.labels[root_id] = {}
+    assert [p.action for p in fresh.plan([])] == ["build"] * 6
