@@ -58,13 +58,12 @@ def policy_in_effect(explicit: Path | None, project: Path, env: dict[str, str]) 
     """The policy a pull runs under (see the module's doc); None when there is none at all."""
     if explicit is not None:
         return read_policy(explicit)
+    refuse_links_below(project, project / PROJECT_POLICY)  # the project's may be a committed link
     candidates = [project / PROJECT_POLICY]
     if env.get("HOME"):
         candidates.append(Path(env["HOME"]) / ".config" / "containers" / "policy.json")
     candidates.append(SYSTEM_POLICY)
     for candidate in candidates:
-        if candidate == project / PROJECT_POLICY:
-            refuse_links_below(project, candidate)
         if candidate.is_file():
             return read_policy(candidate)
     return None
