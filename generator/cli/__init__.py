@@ -159,7 +159,7 @@ def render(
             loaded = _load(project, specs)
             if check:
                 result = render_project(loaded, templates)
-            else:  # written while the render goes on, on every core; swapped in only when all rendered
+            else:  # written while the render goes on, on every core; put in place only when all rendered
                 sharded = render_to_output(loaded, templates, output_dir, prune=not specs)
                 result, written, removed = sharded.result, sharded.report.written, sharded.report.removed
                 reads[0].update(sharded.files_read)
@@ -197,13 +197,13 @@ def _report_render(images: list[str], written: tuple[str, ...], removed: tuple[s
         out.print_json(json.dumps({"written": list(written), "removed": list(removed), "images": images}))
         return
     changed_files = Counter(path.split("/", 1)[0] for path in written + removed)
+    lines = []
     for name in images:
         changed = changed_files[name]
-        state = f"{changed} file(s) changed" if changed else "unchanged"
-        out.print(f"rendered output/{name}/ ({state})")
-    for path in removed:
-        if path.endswith("/"):
-            out.print(f"removed output/{path} (its spec is gone)")
+        lines.append(f"rendered output/{name}/ ({f'{changed} file(s) changed' if changed else 'unchanged'})")
+    lines += [f"removed output/{path} (its spec is gone)" for path in removed if path.endswith("/")]
+    if lines:  # one print: Rich's cost is per call, and a project may have thousands of images
+        out.print("\n".join(lines), markup=False)
 
 
 class GraphFormat(str, Enum):

@@ -2,8 +2,8 @@
 
 Everything is rendered before anything is written, so a bad spec or template changes nothing.
 Writing touches only files whose bytes or mode changed (an unchanged file keeps its mtime, so
-builders' caches stay valid), removes files the render no longer produces, and swaps the whole
-new output/ in at once.
+builders' caches stay valid), removes files the render no longer produces, and puts each changed
+image folder in place whole (see OutputWriter).
 """
 
 from __future__ import annotations
@@ -245,11 +245,18 @@ def yaml_lines(data: object, indent: str = "") -> list[str]:
 
 
 def first_link(directory: Path) -> Path | None:
-    """The first symlink in a directory tree, which is walked without following any; or None."""
-    for top, dirs, files in os.walk(directory, followlinks=False):
-        for name in sorted(dirs + files):
-            if (Path(top) / name).is_symlink():
-                return Path(top) / name
+    """The first symlink in a directory tree (by sorted path), walked without following any; or
+    None. The directory entries' own types answer: no stat per entry (output/ holds tens of
+    thousands)."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    for entry in entries:
+        if entry.is_symlink():
+            return Path(entry.path)
+        if entry.is_dir(follow_symlinks=False) and (found := first_link(Path(entry.path))) is not None:
+            return found
     return None
 
 
@@ -272,12 +279,36 @@ def refuse_links(output_dir: Path) -> None:
 
 
 def _existing_files(image_dir: Path) -> dict[str, tuple[bytes, int]]:
-    found = {}
-    if image_dir.is_dir():
-        for path in image_dir.rglob("*"):
-            if path.is_file() and not path.is_symlink():
-                found[path.relative_to(image_dir).as_posix()] = (path.read_bytes(), path.stat().st_mode & 0o777)
+    """The regular files under an image folder: relative path -> (bytes, permission bits)."""
+    found: dict[str, tuple[bytes, int]] = {}
+    _read_tree(str(image_dir), "", found)
     return found
+
+
+def _read_tree(top: str, prefix: str, found: dict[str, tuple[bytes, int]]) -> None:
+    """Walked by the entries' own types (no stat per entry), each file read with one open and
+    one fstat; links are never followed (refuse_links ran first)."""
+    try:
+        entries = list(os.scandir(top))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            _read_tree(entry.path, f"{prefix}{entry.name}/", found)
+        elif entry.is_file(follow_symlinks=False):
+            fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                size, mode = (st := os.fstat(fd)).st_size, st.st_mode & 0o777
+                found[prefix + entry.name] = (_read_fd(fd, size), mode)
+            finally:
+                os.close(fd)
+
+
+def _read_fd(fd: int, size: int) -> bytes:
+    chunks = [os.read(fd, max(size, 1))]
+    while chunks[-1]:  # the file may have grown since fstat
+        chunks.append(os.read(fd, 1 << 16))
+    return b"".join(chunks)
 
 
 def stale_output_dirs(output_dir: Path, keep: set[str]) -> list[Path]:
@@ -335,43 +366,42 @@ def write_outputs(output_dir: Path, images: list[RenderedImage], prune: bool) ->
 
 @dataclass(frozen=True)
 class StagedShard:
-    """What one Stager did: paths relative to output/, and the images it left unstaged (wholly
-    unchanged, and nothing had changed before them)."""
+    """What one Stager did: paths relative to output/, and the images it staged (those with any
+    change: an unchanged image is never staged)."""
 
     written: tuple[str, ...]
     unchanged: tuple[str, ...]
     removed: tuple[str, ...]
-    unstaged: tuple[str, ...]
+    staged: tuple[str, ...]
 
     def to_json(self) -> dict[str, list[str]]:
-        return {k: list(getattr(self, k)) for k in ("written", "unchanged", "removed", "unstaged")}
+        return {k: list(getattr(self, k)) for k in ("written", "unchanged", "removed", "staged")}
 
     @classmethod
     def from_json(cls, data: dict[str, list[str]]) -> StagedShard:
-        return cls(*(tuple(data[k]) for k in ("written", "unchanged", "removed", "unstaged")))
+        return cls(*(tuple(data[k]) for k in ("written", "unchanged", "removed", "staged")))
 
 
 class Stager:
-    """Compares rendered images with output/ and stages them into a staging tree, on a thread of
-    its own, as they are added: its work is tens of thousands of mkdir, link and write calls,
-    which run beside the render's Python. Unchanged files are hard links to output/ (they keep
-    their mtime, so builders' caches stay valid). Nothing is staged while every image compared so
-    far is unchanged: a render that changes nothing writes nothing."""
+    """Compares rendered images with output/ and stages each changed one, whole, into a staging
+    tree, on a thread of its own, as they are added: its work is mkdir, link and write calls,
+    which run beside the render's Python. Unchanged files of a changed image are hard links to
+    output/ (they keep their mtime, so builders' caches stay valid); an image with no change is
+    not staged at all, so a render that changes one spec of 1000 writes one folder."""
 
     def __init__(self, output_dir: Path, staging: Path) -> None:
         self._output_dir = output_dir
         self._staging = staging
-        self._staging_begun = False
         self._queue: queue.SimpleQueue[RenderedImage | None] = queue.SimpleQueue()
         self._abandoned = threading.Event()
         self._failure: Exception | None = None
-        self._unstaged: list[RenderedImage] = []
         self._made = {str(staging)}
         self._contents: dict[tuple[bytes, int], str] = {}  # written once per content, then linked
         self._umask = _umask()
         self._written: list[str] = []
         self._unchanged: list[str] = []
         self._removed: list[str] = []
+        self._staged: list[str] = []
         self._thread = threading.Thread(target=self._run, name="gen-stager", daemon=True)
         self._thread.start()
 
@@ -390,12 +420,7 @@ class Stager:
         self._thread.join()
         if self._failure is not None:
             raise self._failure
-        unstaged = tuple(image.name for image in self._unstaged)
-        return StagedShard(tuple(self._written), tuple(self._unchanged), tuple(self._removed), unstaged)
-
-    def stage_unchanged(self) -> None:
-        """After finish(): stage the images left unstaged too (another shard changed something)."""
-        self._stage_unstaged()
+        return StagedShard(tuple(self._written), tuple(self._unchanged), tuple(self._removed), tuple(self._staged))
 
     def _run(self) -> None:
         while (image := self._queue.get()) is not None:
@@ -413,22 +438,15 @@ class Stager:
             (self._unchanged if f.path in unchanged else self._written).append(f"{image.name}/{f.path}")
         gone = sorted(set(existing) - {f.path for f in image.files})
         self._removed += [f"{image.name}/{path}" for path in gone]
-        if not self._staging_begun and len(unchanged) == len(image.files) and not gone:
-            self._unstaged.append(image)
-            return
-        self._stage_unstaged()
-        self._stage(image, unchanged)
-
-    def _stage_unstaged(self) -> None:
-        self._staging_begun = True
-        for image in self._unstaged:
-            self._stage(image, {f.path for f in image.files})
-        self._unstaged.clear()
+        if len(unchanged) < len(image.files) or gone:
+            self._stage(image, unchanged)
+            self._staged.append(image.name)
 
     def _stage(self, image: RenderedImage, unchanged: set[str]) -> None:
         """Unchanged files linked to output/; changed ones written anew, once for each content,
         the other copies linked to it (images share most of their files, the init scripts, and a
         link is one syscall instead of open, write and close)."""
+        _make_parents(f"{self._staging}/{image.name}", self._made)  # an image may have no file
         for f in image.files:
             key = f"{image.name}/{f.path}"
             new = f"{self._staging}/{key}"
@@ -454,11 +472,15 @@ class Stager:
 class OutputWriter:
     """Writes rendered images into output/ as they are added, while the render goes on.
 
-    The new output/ is staged beside the old one and swapped in with one atomic rename by
-    finish(): an interrupt or an error at any point leaves every image's folder wholly old or
-    wholly new, never a mix. Leaving the `with` block without finish() (a spec error found later
-    in the render) throws the staging tree away. Another process may stage its share of the
-    images into the same tree (`staging`) and hand its StagedShard to merge()."""
+    Each changed image is staged whole beside output/ and put in place by finish(): the first
+    render renames the staging tree to output/; later ones exchange each changed image folder
+    with its staged copy (renameat2 RENAME_EXCHANGE, one atomic call per folder), all of them
+    with the signals that end gen held back, and undone in reverse if one fails. So an
+    interrupt or an error at any point leaves output/ wholly old or wholly new, never a mix, and
+    an image folder is never half replaced even by a crash. Leaving the `with` block without
+    finish() (a spec error found later in the render) throws the staging tree away. Another
+    process may stage its share of the images into the same tree (`staging`) and hand its
+    StagedShard to merge()."""
 
     def __init__(self, output_dir: Path, names: list[str], prune: bool) -> None:
         refuse_links(output_dir)
@@ -477,7 +499,7 @@ class OutputWriter:
     def __exit__(self, *exc_info: object) -> None:
         if not self._finished and self._stager is not None:  # an error or an interrupt
             self._stager.abandon()
-        shutil.rmtree(self.staging, ignore_errors=True)  # the old tree after a swap, else the unused new one
+        shutil.rmtree(self.staging, ignore_errors=True)  # the replaced folders, or the unused new ones
 
     def add(self, image: RenderedImage) -> None:
         if self._stager is None:  # started at the first image: a process forks before any thread runs
@@ -489,48 +511,58 @@ class OutputWriter:
         self._shards.append(shard)
 
     def finish(self) -> WriteReport:
-        """Wait for the staging, then swap the new tree in (when anything changed)."""
+        """Wait for the staging, then put the changed folders in place."""
         try:
             own = self._stager.finish() if self._stager is not None else StagedShard((), (), (), ())
             self._finished = True
             shards = [own, *self._shards]
-            removed = [path for shard in shards for path in shard.removed]
-            if self._prune:
-                removed += [f"{p.name}/" for p in stale_output_dirs(self._output_dir, self._names)]
+            stale = stale_output_dirs(self._output_dir, self._names) if self._prune else []
             report = WriteReport(
                 tuple(path for shard in shards for path in shard.written),
                 tuple(path for shard in shards for path in shard.unchanged),
-                tuple(removed),
+                tuple([path for shard in shards for path in shard.removed] + [f"{p.name}/" for p in stale]),
             )
-            if self._output_dir.is_dir() and not report.written and not report.removed:
-                return report
-            if self._stager is not None:
-                self._stager.stage_unchanged()
-            for name in (name for shard in self._shards for name in shard.unstaged):
-                _link_files(self._output_dir / name, self.staging / name)  # unchanged: output/ has its files
-            self._link_others(set(report.removed))
-            _swap_in(self.staging, self._output_dir)
+            if not self._output_dir.is_dir():
+                self.staging.chmod(0o777 & ~_umask())  # what mkdir would give (mkdtemp's are 0700)
+                os.rename(self.staging, self._output_dir)
+            else:
+                staged = sorted(name for shard in shards for name in shard.staged)
+                _put_in_place(self.staging, self._output_dir, staged, [p.name for p in stale])
             return report
         except OSError as exc:  # a full disk, output/ on a mount of its own (no hard links across): nothing changed
             raise GenError(f"cannot write {self._output_dir}: {exc}; output/ is as it was") from None
 
-    def _link_others(self, removed: set[str]) -> None:
-        """The old tree's entries this render does not make (not gen's, or not rendered this time)."""
-        if not self._output_dir.is_dir():
-            return
-        for entry in sorted(self._output_dir.iterdir()):
-            if entry.name not in self._names and f"{entry.name}/" not in removed:
-                _link_tree(entry, self.staging / entry.name)
+
+def _put_in_place(staging: Path, output_dir: Path, staged: list[str], stale: list[str]) -> None:
+    """Exchange each staged folder with output/'s (or move it in), and move stale folders out to
+    staging, with SIGINT, SIGTERM and SIGHUP held back until all are done; on an error, what
+    was done is undone in reverse and the error raised."""
+    moves = [(staging / name, output_dir / name) for name in staged]
+    moves += [(output_dir / name, staging / name) for name in stale]
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    done: list[tuple[Path, Path]] = []
+    try:
+        for source, target in moves:
+            _replace(source, target)
+            done.append((source, target))
+    except OSError:
+        for source, target in reversed(done):
+            _replace(target, source)
+        raise
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _link_files(source: Path, target: Path) -> None:
-    """The regular files under source (what _existing_files compares), hard-linked under target."""
-    made = {str(target.parent)}
-    for path in source.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            new = target / path.relative_to(source)
-            _make_parents(str(new.parent), made)
-            os.link(path, new)
+def _replace(source: Path, target: Path) -> None:
+    """Put source at target; whatever was at target is left at source's path."""
+    if not os.path.lexists(target):
+        os.rename(source, target)
+    elif not _exchange(source, target):  # a filesystem without RENAME_EXCHANGE: three renames
+        aside = source.with_name(f".{source.name}.old")  # no image is named with a leading dot
+        os.rename(target, aside)
+        os.rename(source, target)
+        os.rename(aside, source)
 
 
 def _make_parents(directory: str, made: set[str]) -> None:
@@ -554,41 +586,6 @@ def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return umask
-
-
-def _link_tree(source: Path, target: Path) -> None:
-    if source.is_dir():
-        shutil.copytree(source, target, symlinks=True, copy_function=os.link)
-    else:
-        os.link(source, target)
-
-
-def _swap_in(staging: Path, output_dir: Path) -> None:
-    """Make staging output_dir; the old tree, if any, is left at staging's path."""
-    staging.chmod(_directory_mode(output_dir))
-    if not output_dir.is_dir():
-        os.rename(staging, output_dir)
-        return
-    if _exchange(staging, output_dir):
-        return
-    # A filesystem without RENAME_EXCHANGE: two renames, with the signals that end gen held
-    # back between them so an interrupt cannot leave output/ missing.
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        aside = staging.with_name(staging.name + "-old")
-        os.rename(output_dir, aside)
-        os.rename(staging, output_dir)
-        os.rename(aside, staging)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _directory_mode(existing: Path) -> int:
-    """The old output/'s permissions, or what mkdir would give (mkdtemp's are 0700)."""
-    if existing.is_dir():
-        return existing.stat().st_mode & 0o7777
-    return 0o777 & ~_umask()
 
 
 _RENAME_EXCHANGE = 2  # linux/fs.h

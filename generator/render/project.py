@@ -73,9 +73,11 @@ def _base(image: Image, base_kind: str, base_image: str) -> Base:
     return LocalBase(base_image) if base_kind == "local" else ParentBase(base_image)
 
 
-def _relative(path: Path, root: Path) -> str:
+def _relative(path: Path, real_root: Path) -> str:
+    """path relative to the project (real_root is the root resolved, once per render: a resolve
+    is an lstat per path component)."""
     try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
+        return path.resolve().relative_to(real_root).as_posix()
     except ValueError:
         return path.as_posix()
 
@@ -125,7 +127,7 @@ def _check_image(spec: ResolvedSpec, image: Image, root: Path) -> tuple[list[Dia
             errors.append(
                 spec.diagnostic(
                     path,
-                    f"overlay directory {_relative(overlay.src, root)} holds no files",
+                    f"overlay directory {_relative(overlay.src, root.resolve())} holds no files",
                     "put the files to copy in it, or remove it from the list",
                 )
             )
@@ -167,6 +169,7 @@ def render_project(
     parent's), so errors and warnings are the whole project's, but for templates that fail."""
     template_sets: dict[Path | None, TemplateSet] = {}
     s6_overlay_sums = known_checksums(project.root)
+    real_root = project.root.resolve()
     images: dict[str, Image] = {}
     rendered: list[RenderedImage] = []
     errors: list[Diagnostic] = []
@@ -181,7 +184,7 @@ def render_project(
         if errs:
             continue
         parent = images.get(spec.parent) if spec.parent else None
-        spec_file = _relative(spec.path, project.root)
+        spec_file = spec.file.display  # the spec's path relative to the project
         resolved_spec_json = canonical_json(spec.data)
         try:
             plan = make_plan(
@@ -209,7 +212,7 @@ def render_project(
             parent=spec.parent,
             base=_base(image, plan.base_kind, plan.base_image),
             source_date_epoch=plan.source_date_epoch,
-            overlays=tuple(_relative(o.src, project.root) for _, o in image.overlays()),
+            overlays=tuple(_relative(o.src, real_root) for _, o in image.overlays()),
             platforms=tuple(image.platforms) if image.platforms else None,
             served_dirs=(("S6_OVERLAY_BASE_URL", fetch.local_dir),) if fetch is not None and fetch.local_dir else (),
             platform_build_args=tuple(

@@ -4,9 +4,9 @@ Rendering is Python (templates, YAML, JSON) and writing is tens of thousands of 
 calls; one process of 1000 specs spends about 1.2 s on the first and as much on the second. With
 n cores, n - 1 forked children each render and stage every n-th image into the writer's staging
 tree while this process does its own share; each child answers with one JSON document on a pipe
-(what it staged, the files it read for the memo, or its errors), and this process swaps the whole
-tree in. Every process checks and plans every image, so a spec error is found by each and said
-once. Small projects render in one process: a fork costs more than it saves there.
+(what it staged, the files it read for the memo, or its errors), and this process puts the staged
+folders in place (OutputWriter.finish). Every process checks and plans every image, so a spec
+error is found by each and said once. Small projects render in one process: a fork costs more than it saves there.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class ShardedRender:
 
 
 def render_to_output(project: Project, templates_dir: Path | None, output_dir: Path, prune: bool) -> ShardedRender:
-    """Render the project into output/ (swapped in whole, or not at all on any error)."""
+    """Render the project into output/ (every changed folder replaced, or none on any error)."""
     names = project.order()
     processes = _process_count(len(names))
     with OutputWriter(output_dir, names, prune) as writer:

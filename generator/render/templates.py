@@ -95,6 +95,7 @@ class TemplateSet:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            auto_reload=False,  # one render never sees a template change: no stat per get_template
         )
         self.env.filters.update(shell_quote=shlex.quote, dockerfile_quote=dockerfile_quote, exec_form=exec_form)
 

@@ -1,6 +1,7 @@
-"""A render replaces output/ as a whole (issue 20): an interrupt leaves every image folder wholly
+"""A render replaces output/ atomically (issue 20): an interrupt or an error leaves output/ wholly
 old or wholly new, never a mix, and `gen build` refuses a folder whose files disagree with its
-manifest (edited by hand, or half replaced by an older gen)."""
+manifest (edited by hand, or half replaced by an older gen). Only changed image folders are
+staged and exchanged, so a change of one spec writes one folder."""
 
 from __future__ import annotations
 
@@ -64,6 +65,44 @@ def test_unchanged_files_keep_their_inode_and_others_are_kept(tmp_path):
     assert (tmp_path / "output" / "README.md").read_text() == "not gen's\n"
     assert (tmp_path / "output" / "notes" / "a").read_text() == "a\n"
     assert not list(tmp_path.glob(STAGING_PREFIX + "*")), "no staging tree left behind"
+
+
+def test_only_the_changed_image_folder_is_replaced(tmp_path):
+    write_specs(tmp_path, 3, "v0")
+    render(tmp_path)
+    folders = {p.name: p.stat().st_ino for p in (tmp_path / "output").iterdir()}
+    output_inode = (tmp_path / "output").stat().st_ino
+    spec = tmp_path / "specs" / "img1.yaml"
+    spec.write_text(spec.read_text().replace("v0", "v1"))
+    render(tmp_path)
+    after = {p.name: p.stat().st_ino for p in (tmp_path / "output").iterdir()}
+    assert (tmp_path / "output").stat().st_ino == output_inode, "output/ itself was replaced"
+    assert {n for n in folders if after[n] != folders[n]} == {"img1"}
+    assert versions(tmp_path) == {"v0", "v1"}
+
+
+def test_a_failed_exchange_undoes_the_ones_before_it(tmp_path, monkeypatch):
+    """A rename that fails halfway through (ENOSPC for a directory block) leaves the old output/."""
+    from generator.errors import GenError
+
+    write_specs(tmp_path, 3, "v0")
+    render(tmp_path)
+    write_specs(tmp_path, 3, "v1")
+    real = __import__("generator.render", fromlist=["_exchange"])._exchange
+    calls = []
+
+    def third_fails(a, b):
+        calls.append((a, b))
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(a, b)
+
+    monkeypatch.setattr("generator.render._exchange", third_fails)
+    with pytest.raises(GenError, match="No space left.*output/ is as it was"):
+        render(tmp_path)
+    assert len(calls) == 3 + 2, "the two exchanges done were undone"
+    assert versions(tmp_path) == {"v0"}
+    assert not list(tmp_path.glob(STAGING_PREFIX + "*"))
 
 
 def test_a_render_that_changes_nothing_stages_nothing(tmp_path, monkeypatch):
