@@ -22,7 +22,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -30,6 +30,7 @@ from pathlib import Path
 
 from generator.errors import Diagnostic
 from generator.files import write_text_atomic
+from generator.forked import deal_out, interleave
 from generator.naming import STAGING_PREFIX
 
 MEMO_VERSION = 1
@@ -104,6 +105,13 @@ def recording() -> Iterator[tuple[set[str], set[str]]]:
         yield _recording[-1]
     finally:
         _recording.pop()
+
+
+def note_reads(files: Iterable[str], dirs: Iterable[str]) -> None:
+    """Reads another process made for this run (a forked child), added to the run being recorded."""
+    if _recording:
+        _recording[-1][0].update(files)
+        _recording[-1][1].update(dirs)
 
 
 # --- hashing inputs and outputs ----------------------------------------------------------------
@@ -209,27 +217,53 @@ def gen_sha256() -> str:
     return h.hexdigest()
 
 
+# Below this many image folders one process walks output/: a fork costs more than it saves.
+PARALLEL_WALK_MIN = 64
+
+
 def _output_state(output_dir: Path) -> tuple[str, int]:
     """(digest, newest mtime) of every entry under output/ by kind, size, mtime, inode and mode:
     any edit, addition or removal changes the digest (content is not read: output/ can hold tens
-    of thousands of files)."""
+    of thousands of files). The image folders are walked on every core, each by one process."""
+    try:
+        entries = sorted(os.scandir(output_dir), key=lambda e: e.name)
+    except OSError as exc:
+        return hashlib.sha256(f"{output_dir}\0{exc.errno}\n".encode()).hexdigest(), 0
+    folders = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+    below = dict(zip(folders, interleave(deal_out(folders, PARALLEL_WALK_MIN, _tree_states)), strict=True))
     h = hashlib.sha256()
     newest = 0
-    pending = [str(output_dir)]
+    for entry in entries:
+        st = entry.stat(follow_symlinks=False)
+        digest, newest_below = below.get(entry.path, ("", 0))
+        h.update(f"{entry.name}\0{st.st_mode:o}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{digest}\n".encode())
+        newest = max(newest, st.st_mtime_ns, newest_below)
+    return h.hexdigest(), newest
+
+
+def _tree_states(tops: Sequence[str]) -> list[tuple[str, int]]:
+    return [_tree_state(top) for top in tops]
+
+
+def _tree_state(top: str) -> tuple[str, int]:
+    """(digest, newest mtime) of the entries below top, by their paths relative to it."""
+    lines: list[str] = []
+    newest = 0
+    pending = [(top, "")]
     while pending:
-        top = pending.pop()
+        directory, prefix = pending.pop()
         try:
-            entries = sorted(os.scandir(top), key=lambda e: e.name)
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
         except OSError as exc:
-            h.update(f"{top}\0{exc.errno}\n".encode())
+            lines.append(f"{prefix}\0{exc.errno}\n")
             continue
         for entry in entries:
             st = entry.stat(follow_symlinks=False)
-            h.update(f"{entry.path}\0{st.st_mode:o}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\n".encode())
+            lines.append(f"{prefix}{entry.name}\0{st.st_mode:o}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\n")
             newest = max(newest, st.st_mtime_ns)
             if entry.is_dir(follow_symlinks=False):
-                pending.append(entry.path)
-    return h.hexdigest(), newest
+                pending.append((entry.path, f"{prefix}{entry.name}/"))
+    return hashlib.sha256("".join(lines).encode()).hexdigest(), newest
 
 
 def output_sha256(output_dir: Path) -> str:

@@ -143,7 +143,7 @@ def test_a_child_killed_midway_is_one_line_and_changes_nothing(tmp_path, monkeyp
         return real(self, image)
 
     monkeypatch.setattr(Stager, "add", killed_in_the_child)
-    with pytest.raises(GenError, match="a render process ended without an answer .exit status -9."):
+    with pytest.raises(GenError, match="a forked gen process ended without an answer .exit status -9."):
         render(tmp_path, 2, monkeypatch)
     assert tree(tmp_path / "output") == before
 
@@ -154,16 +154,16 @@ def test_an_interrupt_in_the_parent_ends_the_children_and_changes_nothing(tmp_pa
     before = tree(tmp_path / "output")
     write_project(tmp_path, "v1")
     children: list[int] = []
-    real = shards._Child.answer
+    real = shards.Forked.answer
 
     def interrupted(self):
         children.append(self.pid)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(shards._Child, "answer", interrupted)
+    monkeypatch.setattr(shards.Forked, "answer", interrupted)
     with pytest.raises(KeyboardInterrupt):
         render(tmp_path, 2, monkeypatch)
-    monkeypatch.setattr(shards._Child, "answer", real)
+    monkeypatch.setattr(shards.Forked, "answer", real)
     assert children and all(not Path(f"/proc/{pid}").exists() for pid in children), "children reaped"
     assert tree(tmp_path / "output") == before
     assert not list(tmp_path.glob(f"{STAGING_PREFIX}*"))
