@@ -137,19 +137,23 @@ def _read_one(link: Path, root: Path, real_root: Path) -> tuple[SpecFile | None,
     return spec, problems
 
 
-def _find_parents(files: dict[str, SpecFile], root: Path) -> list[Diagnostic]:
-    """Load parents not given explicitly from the directory of the spec naming them."""
+def _find_parents(files: dict[str, SpecFile], root: Path, given: list[Path]) -> list[Diagnostic]:
+    """Load parents not given explicitly from the directory of the spec naming them (never a
+    file read already: one that failed has said so once)."""
     problems: list[Diagnostic] = []
     pending = list(files.values())
+    read: set[Path] = set()
     while pending:
         spec = pending.pop()
         parent = spec.data.get("extends")
         if not isinstance(parent, str) or parent in files:
             continue
+        read = read or {path.resolve() for path in given}  # resolved only when a parent is missing
         candidates = [spec.path.parent / f"{parent}{suffix}" for suffix in SPEC_SUFFIXES]
-        existing = [c for c in candidates if c.is_file()]
+        existing = [c for c in candidates if c.is_file() and c.resolve() not in read]
         if not existing:
             continue
+        read.add(existing[0].resolve())
         more, more_problems = _read_all(existing[:1], root)
         problems += more_problems
         files.update(more)
@@ -161,19 +165,22 @@ def _find_parents(files: dict[str, SpecFile], root: Path) -> list[Diagnostic]:
 MAX_EXTENDS_DEPTH = 16
 
 
-def _chain(name: str, files: dict[str, SpecFile]) -> tuple[list[SpecFile], Diagnostic | None]:
-    """The files from the root of name's chain down to name, or the problem that breaks it."""
+# A "known specs" hint names at most this many: a project of 1000 specs is not one line.
+MAX_NAMES_IN_HINT = 10
+
+
+def _chain(name: str, files: dict[str, SpecFile], unreadable: set[str]) -> tuple[list[SpecFile], Diagnostic | None]:
+    """The files from the root of name's chain down to name, or the problem that breaks it; no
+    files and no problem when an ancestor's own file could not be read (its errors are said,
+    and a "not found" here would send the user looking for a file that exists)."""
     chain = [files[name]]
     while (parent := chain[-1].data.get("extends")) is not None:
         if not isinstance(parent, str):  # the schema check has said so; the chain ends here
             break
+        if parent in unreadable:
+            return [], None
         if parent not in files:
-            hint = difflib.get_close_matches(parent, list(files), n=1)
-            return chain, chain[-1].diagnostic(
-                ("extends",),
-                f"parent spec {parent!r} not found",
-                (f"did you mean {hint[0]!r}? " if hint else "") + f"known specs: {', '.join(sorted(files))}",
-            )
+            return chain, chain[-1].diagnostic(("extends",), f"parent spec {parent!r} not found", _known(parent, files))
         if any(f.data["name"] == parent for f in chain):
             names = [f.data["name"] for f in chain]
             cycle = " -> ".join(names[names.index(parent) :] + [parent])
@@ -190,6 +197,14 @@ def _chain(name: str, files: dict[str, SpecFile]) -> tuple[list[SpecFile], Diagn
     return list(reversed(chain)), None
 
 
+def _known(wanted: str, files: dict[str, SpecFile]) -> str:
+    close = difflib.get_close_matches(wanted, list(files), n=1)
+    names = sorted(files)
+    shown = ", ".join(names[:MAX_NAMES_IN_HINT])
+    more = f" and {len(names) - MAX_NAMES_IN_HINT} more" if len(names) > MAX_NAMES_IN_HINT else ""
+    return (f"did you mean {close[0]!r}? " if close else "") + f"known specs: {shown}{more}"
+
+
 def _resolve(chain: list[SpecFile], resolved: dict[str, ResolvedSpec]) -> ResolvedSpec:
     own = chain[-1].data
     parent_name = own.get("extends")
@@ -203,15 +218,19 @@ def _resolve(chain: list[SpecFile], resolved: dict[str, ResolvedSpec]) -> Resolv
 
 def load_project(paths: list[Path], root: Path) -> Project:
     """Load, validate and resolve specs. Raises SpecError carrying every problem found."""
-    files, problems = _read_all(_spec_paths(paths), root)
-    problems += _find_parents(files, root)
+    spec_paths = _spec_paths(paths)
+    files, problems = _read_all(spec_paths, root)
+    problems += _find_parents(files, root, spec_paths)
     broken = {d.file for d in problems if d.severity == "error"}
+    unreadable = {Path(f).stem for f in broken if Path(f).suffix in SPEC_SUFFIXES} - set(files)
     chains: dict[str, list[SpecFile]] = {}
     for name in sorted(files):
-        chain, problem = _chain(name, files)
+        chain, problem = _chain(name, files, unreadable)
         if problem is not None:
             if problem not in problems:
                 problems.append(problem)
+            continue
+        if not chain:
             continue
         if not any(f.display in broken for f in chain):  # merging needs schema-valid input
             chains[name] = chain

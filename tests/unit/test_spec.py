@@ -127,6 +127,22 @@ def test_missing_parent_suggests_and_cycle_names_every_spec(tmp_path):
     assert {d.message.split(": ")[1] for d in cycles} == {"a -> b -> a", "b -> a -> b"}
 
 
+def test_a_parent_that_cannot_be_read_is_its_own_error_not_a_missing_parent(tmp_path):
+    diags = errors(
+        tmp_path,
+        base=BASE + "tags: [again]\n",  # a duplicate key: the file is not read at all
+        child="name: child\ntags: [x]\nextends: base\n",
+        grandchild="name: grandchild\ntags: [x]\nextends: child\n",
+    )
+    assert [(d.file, d.message) for d in diags] == [("specs/base.yaml", "invalid YAML: found duplicate key 'tags'")]
+
+
+def test_the_known_specs_hint_of_a_large_project_stays_one_short_line(tmp_path):
+    many = {f"s{i:03d}": f"name: s{i:03d}\ntags: [x]\nextends: base\n" for i in range(200)}
+    missing = only(errors(tmp_path, base=BASE, child="name: child\ntags: [x]\nextends: nowhere\n", **many), "nowhere")
+    assert missing.hint == "known specs: base, child, s000, s001, s002, s003, s004, s005, s006, s007 and 192 more"
+
+
 def test_parent_found_next_to_a_spec_given_alone(tmp_path):
     directory = write(tmp_path, base=BASE, child="name: child\ntags: [x]\nextends: base\n")
     project = load_project([directory / "child.yaml"], tmp_path)
