@@ -221,24 +221,34 @@ def yaml_lines(data: object, indent: str = "") -> list[str]:
     """Block-style YAML for dicts, lists and scalars, keys in the data's order (deterministic;
     several times faster than a general emitter, which dominated render time)."""
     lines: list[str] = []
+    _emit_yaml(data, indent, lines)
+    return lines
+
+
+def _emit_yaml(data: object, indent: str, out: list[str]) -> None:
+    """Appends data's lines to out (one list for the whole document; strings, the most common
+    value, take the shortest path)."""
     if isinstance(data, dict):
         for key, value in data.items():
-            if isinstance(value, (dict, list)) and value:
-                lines.append(f"{indent}{_yaml_key(key)}:")
-                lines += yaml_lines(value, indent + ("  " if isinstance(value, dict) else ""))
+            if type(value) is str:
+                out.append(f"{indent}{_yaml_key(key)}: {_yaml_quote(value)}")
+            elif isinstance(value, (dict, list)) and value:
+                out.append(f"{indent}{_yaml_key(key)}:")
+                _emit_yaml(value, indent + "  " if isinstance(value, dict) else indent, out)
             else:
-                lines.append(f"{indent}{_yaml_key(key)}: {_yaml_flow(value)}")
+                out.append(f"{indent}{_yaml_key(key)}: {_yaml_flow(value)}")
     elif isinstance(data, list):
         for item in data:
-            nested = yaml_lines(item, indent + "  ")
-            if nested and isinstance(item, (dict, list)) and item:
-                lines.append(f"{indent}- {nested[0].lstrip()}")
-                lines += nested[1:]
+            if type(item) is str:
+                out.append(f"{indent}- {_yaml_quote(item)}")
+            elif isinstance(item, (dict, list)) and item:
+                first = len(out)
+                _emit_yaml(item, indent + "  ", out)
+                out[first] = f"{indent}- {out[first].lstrip()}"
             else:
-                lines.append(f"{indent}- {_yaml_flow(item)}")
+                out.append(f"{indent}- {_yaml_flow(item)}")
     else:
-        lines.append(f"{indent}{_yaml_scalar(data)}")
-    return lines
+        out.append(f"{indent}{_yaml_scalar(data)}")
 
 
 # --- comparing with and writing to output/ -------------------------------------------------

@@ -201,7 +201,9 @@ def render_project(
         if plan_only or index % shard[1] != shard[0]:
             continue
         user_dir = templates_dir or image.templates
-        templates = template_sets.setdefault(user_dir, TemplateSet(user_dir))
+        if user_dir not in template_sets:  # one Jinja environment per template directory, not per image
+            template_sets[user_dir] = TemplateSet(user_dir)
+        templates = template_sets[user_dir]
         fetch = plan.init.fetch_stage if plan.init is not None else None
         manifest = Manifest(
             name=name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import shlex
 import traceback
 from collections.abc import Iterable, Iterator
@@ -54,12 +55,15 @@ def bundled_dir() -> Path:
     return Path(str(resources.files("generator.templates")))
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # the schema rejects them first; this is the last guard
+
+
 def dockerfile_quote(value: object) -> str:
     """A double-quoted word for ENV and LABEL: no spec value can expand or end the line.
 
     Newlines and control characters are rejected by the schema before this point."""
     text = str(value)
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+    if _CONTROL.search(text):
         raise GenError(f"refusing to render a control character into a Dockerfile: {text!r}")
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
 
