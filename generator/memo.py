@@ -107,6 +107,18 @@ def recording() -> Iterator[tuple[set[str], set[str]]]:
         _recording.pop()
 
 
+@contextmanager
+def unrecorded() -> Iterator[None]:
+    """A block whose reads are not inputs: gen deleting its own staging tree (shutil.rmtree's
+    safe walk opens each folder by a name relative to its parent, which would read as a file
+    outside the project and leave the run unremembered)."""
+    _recording.append((set(), set()))  # a frame of its own, dropped after
+    try:
+        yield
+    finally:
+        _recording.pop()
+
+
 def note_reads(files: Iterable[str], dirs: Iterable[str]) -> None:
     """Reads another process made for this run (a forked child), added to the run being recorded."""
     if _recording:

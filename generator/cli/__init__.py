@@ -151,22 +151,18 @@ def render(
     removed: tuple[str, ...] = ()
     diff = ""
     if outcome is None:
-        from generator.render import diff_against
-        from generator.render.project import render_project
-        from generator.render.shards import render_to_output
+        from generator.render.shards import check_output, render_to_output
 
         with recording() as reads:
             loaded = _load(project, specs)
-            if check:
-                result = render_project(loaded, templates)
+            if check:  # rendered and compared on every core
+                warnings, diff = check_output(loaded, templates, output_dir, prune=not specs)
             else:  # written while the render goes on, on every core; put in place only when all rendered
                 sharded = render_to_output(loaded, templates, output_dir, prune=not specs)
-                result, written, removed = sharded.result, sharded.report.written, sharded.report.removed
+                warnings, written, removed = sharded.result.warnings, sharded.report.written, sharded.report.removed
                 reads[0].update(sharded.files_read)
                 reads[1].update(sharded.dirs_listed)
-        if check:
-            diff = diff_against(output_dir, result.images, prune=not specs)
-        outcome = Outcome(tuple(loaded.order()), tuple(result.warnings))
+        outcome = Outcome(tuple(loaded.order()), tuple(warnings))
         if not diff:  # output/ is now what this render makes
             memo.store(key, reads, outcome, output_dir)
             memo.store(_memo_key("validate", project, specs), reads, outcome, None)

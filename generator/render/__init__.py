@@ -26,6 +26,7 @@ from pathlib import Path
 
 from generator.contract import MANIFEST, Manifest
 from generator.errors import GenError, UsageError
+from generator.memo import unrecorded
 from generator.naming import STAGING_PREFIX
 from generator.plan import SPEC_PATH, Plan
 from generator.plan.init_layer import LOGGER_TEMPLATE_DIR
@@ -331,23 +332,32 @@ def stale_output_dirs(output_dir: Path, keep: set[str]) -> list[Path]:
 def diff_against(output_dir: Path, images: list[RenderedImage], prune: bool) -> str:
     """Unified diff from what is in output/ to what a render would write; "" when up to date."""
     refuse_links(output_dir)
+    diff = "".join(image_diff(output_dir, image) for image in images)
+    return diff + stale_diff(output_dir, {i.name for i in images}) if prune else diff
+
+
+def image_diff(output_dir: Path, image: RenderedImage) -> str:
+    """The diff of one image folder (refuse_links has run on output/)."""
     chunks: list[str] = []
-    for image in images:
-        existing = _existing_files(output_dir / image.name)
-        wanted = {f.path: f for f in image.files}
-        for path in sorted(set(existing) | set(wanted)):
-            old = existing.get(path)
-            new = wanted.get(path)
-            old_bytes, new_bytes = (old[0] if old else b""), (new.data if new else b"")
-            label = f"output/{image.name}/{path}"
-            if old_bytes != new_bytes:
-                chunks.append(_unified(old_bytes, new_bytes, label, old is None, new is None))
-            elif old and new and old[1] != new.mode:
-                chunks.append(f"mode of {label}: {old[1]:o} -> {new.mode:o}\n")
-    if prune:
-        for stale in stale_output_dirs(output_dir, {i.name for i in images}):
-            chunks.append(f"output/{stale.name}/: no spec renders it any more (would be removed)\n")
+    existing = _existing_files(output_dir / image.name)
+    wanted = {f.path: f for f in image.files}
+    for path in sorted(set(existing) | set(wanted)):
+        old = existing.get(path)
+        new = wanted.get(path)
+        old_bytes, new_bytes = (old[0] if old else b""), (new.data if new else b"")
+        label = f"output/{image.name}/{path}"
+        if old_bytes != new_bytes:
+            chunks.append(_unified(old_bytes, new_bytes, label, old is None, new is None))
+        elif old and new and old[1] != new.mode:
+            chunks.append(f"mode of {label}: {old[1]:o} -> {new.mode:o}\n")
     return "".join(chunks)
+
+
+def stale_diff(output_dir: Path, names: set[str]) -> str:
+    return "".join(
+        f"output/{stale.name}/: no spec renders it any more (would be removed)\n"
+        for stale in stale_output_dirs(output_dir, names)
+    )
 
 
 def _unified(old: bytes, new: bytes, label: str, added: bool, removed: bool) -> str:
@@ -509,7 +519,8 @@ class OutputWriter:
     def __exit__(self, *exc_info: object) -> None:
         if not self._finished and self._stager is not None:  # an error or an interrupt
             self._stager.abandon()
-        shutil.rmtree(self.staging, ignore_errors=True)  # the replaced folders, or the unused new ones
+        with unrecorded():
+            shutil.rmtree(self.staging, ignore_errors=True)  # the replaced folders, or the unused new ones
 
     def add(self, image: RenderedImage) -> None:
         if self._stager is None:  # started at the first image: a process forks before any thread runs
@@ -622,4 +633,5 @@ def _remove_leftover_staging(output_dir: Path) -> None:
         if path.is_symlink() or not path.is_dir():
             path.unlink()
         else:
-            shutil.rmtree(path)
+            with unrecorded():
+                shutil.rmtree(path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,15 +158,15 @@ def render_project(
     *,
     plan_only: bool = False,
     on_rendered: Callable[[RenderedImage], None] | None = None,
-    shard: tuple[int, int] = (0, 1),
+    share: Collection[str] | None = None,
 ) -> ProjectRender:
     """Render every spec of the project. templates_dir (the CLI's --templates) wins over a spec's own.
     plan_only: decide every image's plan (all the checks) but render no template (`gen validate`).
     on_rendered: given each image as soon as it is rendered (an OutputWriter's add), before the
     whole project is known to be free of errors.
-    shard: (k, n) renders only every n-th image of the build order from the k-th on (one process's
-    share, see render.shards); every image is still checked and planned (a child's plan needs its
-    parent's), so errors and warnings are the whole project's, but for templates that fail."""
+    share: the names of the images to render (one process's share, see render.shards), all when
+    None; every image is still checked and planned (a child's plan needs its parent's), so
+    errors and warnings are the whole project's, but for templates that fail."""
     template_sets: dict[Path | None, TemplateSet] = {}
     s6_overlay_sums = known_checksums(project.root)
     real_root = project.root.resolve()
@@ -174,7 +174,7 @@ def render_project(
     rendered: list[RenderedImage] = []
     errors: list[Diagnostic] = []
     warnings: list[Diagnostic] = []
-    for index, name in enumerate(project.order()):
+    for name in project.order():
         spec = project.specs[name]
         image = build_image(spec)
         images[name] = image
@@ -198,7 +198,7 @@ def render_project(
         except SpecFieldError as exc:
             errors.append(spec.diagnostic(exc.path, exc.message, exc.hint))
             continue
-        if plan_only or index % shard[1] != shard[0]:
+        if plan_only or (share is not None and name not in share):
             continue
         user_dir = templates_dir or image.templates
         if user_dir not in template_sets:  # one Jinja environment per template directory, not per image

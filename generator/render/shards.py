@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from generator.errors import Diagnostic, GenError, SpecError
-from generator.forked import Forked, process_count
-from generator.memo import recording
-from generator.render import OutputWriter, StagedShard, WriteReport
+from generator.forked import Forked, deal_out, interleave, process_count
+from generator.memo import note_reads, recording
+from generator.render import OutputWriter, StagedShard, WriteReport, image_diff, refuse_links, stale_diff
 from generator.render.project import ProjectRender, render_project
 from generator.spec import Project
 
@@ -43,14 +44,13 @@ def render_to_output(project: Project, templates_dir: Path | None, output_dir: P
         children: list[Forked] = []
         try:
             for k in range(1, processes):
-                share = functools.partial(
-                    _child_share, project, templates_dir, output_dir, writer.staging, (k, processes)
-                )
-                children.append(Forked.start(share))
+                share = set(names[k::processes])
+                work = functools.partial(_child_share, project, templates_dir, output_dir, writer.staging, share)
+                children.append(Forked.start(work))
             errors: list[Diagnostic] = []
             result = ProjectRender([], [])
             try:
-                result = render_project(project, templates_dir, on_rendered=writer.add, shard=(0, processes))
+                result = render_project(project, templates_dir, on_rendered=writer.add, share=set(names[0::processes]))
             except SpecError as exc:
                 errors = exc.diagnostics
             answers = [json.loads(child.answer()) for child in children]
@@ -85,7 +85,7 @@ def _raise_errors(errors: list[Diagnostic], answers: list[dict]) -> None:
 
 
 def _child_share(
-    project: Project, templates_dir: Path | None, output_dir: Path, staging: Path, shard: tuple[int, int]
+    project: Project, templates_dir: Path | None, output_dir: Path, staging: Path, share: set[str]
 ) -> bytes:
     """A child's work: render and stage its share; the answer says what it staged, what it read
     (for the memo) and its errors."""
@@ -95,7 +95,7 @@ def _child_share(
     stager = Stager(output_dir, staging)
     with recording() as (files_read, dirs_listed):
         try:
-            render_project(project, templates_dir, on_rendered=stager.add, shard=shard)
+            render_project(project, templates_dir, on_rendered=stager.add, share=share)
             answer["staged"] = stager.finish().to_json()
         except SpecError as exc:
             stager.abandon()
@@ -108,3 +108,36 @@ def _child_share(
             answer["failed"] = f"cannot write {output_dir}: {exc}; output/ is as it was"
     answer["files_read"], answer["dirs_listed"] = sorted(files_read), sorted(dirs_listed)
     return json.dumps(answer).encode()
+
+
+def check_output(
+    project: Project, templates_dir: Path | None, output_dir: Path, prune: bool
+) -> tuple[list[Diagnostic], str]:
+    """`gen render --check`: the warnings, and the diff from output/ to what a render would write
+    ("" when up to date), every image rendered and compared by one process of one per core."""
+    refuse_links(output_dir)
+    names = project.order()
+    answers = deal_out(names, SHARD_MIN_IMAGES, functools.partial(_check_share, project, templates_dir, output_dir))
+    for answer in answers:
+        note_reads(answer["files_read"], answer["dirs_listed"])
+    _raise_errors([], answers)
+    diff = "".join(interleave([answer["diffs"] for answer in answers]))
+    if prune:
+        diff += stale_diff(output_dir, set(names))
+    return [Diagnostic(**d) for d in answers[0]["warnings"]], diff
+
+
+def _check_share(project: Project, templates_dir: Path | None, output_dir: Path, share: Sequence[str]) -> dict:
+    """One process's share of a check: each image's diff, in the share's order, or the errors."""
+    answer: dict = {}
+    with recording() as (files_read, dirs_listed):
+        try:
+            result = render_project(project, templates_dir, share=set(share))
+            answer["diffs"] = [image_diff(output_dir, image) for image in result.images]
+            answer["warnings"] = [asdict(d) for d in result.warnings]
+        except SpecError as exc:
+            answer["errors"] = [asdict(d) for d in exc.diagnostics]
+        except GenError as exc:
+            answer["failed"] = str(exc)
+    answer["files_read"], answer["dirs_listed"] = files_read, dirs_listed
+    return answer

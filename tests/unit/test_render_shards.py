@@ -196,3 +196,29 @@ def test_the_memo_sees_a_file_only_a_child_read(tmp_path, monkeypatch):
 def test_small_projects_render_in_one_process():
     assert shards._process_count(shards.SHARD_MIN_IMAGES - 1) == 1
     assert shards._process_count(10_000) == min(len(os.sched_getaffinity(0)), shards.MAX_PROCESSES)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: nothing is forked")
+def test_a_check_on_every_core_says_what_one_process_says(tmp_path, monkeypatch):
+    """`gen render --check` compares each image in the process that rendered it; the diff comes
+    back in build order, a change only a child read is in it, and errors are said once."""
+    from generator.render import diff_against
+    from generator.render.project import render_project
+
+    write_project(tmp_path)
+    render(tmp_path, 1, monkeypatch)
+    (tmp_path / "specs" / "overlay1" / "etc" / "app.conf").write_text("image=changed\n")  # a child's image
+    (tmp_path / "specs" / "img4.yaml").write_text((tmp_path / "specs" / "img4.yaml").read_text().replace("v0", "v4"))
+    (tmp_path / "output" / "img3").rename(tmp_path / "output" / "gone")  # a stale folder, and a missing one
+    project = load_project([tmp_path / "specs"], tmp_path)
+    alone = diff_against(tmp_path / "output", render_project(project).images, prune=True)
+    monkeypatch.setattr(shards, "SHARD_MIN_IMAGES", 2)
+    warnings, diff = shards.check_output(project, None, tmp_path / "output", prune=True)
+    assert diff == alone and warnings == []
+    assert diff.index("output/img1/") < diff.index("output/img3/") < diff.index("output/img4/") < diff.index("gone")
+    (tmp_path / "specs" / "img5.yaml").write_text(
+        "name: img5\ntags: [a]\n" + BASE + "init: {kind: none}\nsysctls: {values: {vm.swappiness: 10}}\n"
+    )
+    with pytest.raises(SpecError) as failed:
+        shards.check_output(load_project([tmp_path / "specs"], tmp_path), None, tmp_path / "output", prune=True)
+    assert [d.message.split(" is ")[0] for d in failed.value.diagnostics] == ["vm.swappiness"], "said once"
