@@ -10,7 +10,9 @@ resolved per platform by the engine itself.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -19,8 +21,19 @@ from generator.errors import UsageError
 from generator.platforms import Platform
 
 MANIFEST = "gen-manifest.json"
+STRUCTURE_TEST = "structure-test.yaml"  # beside the manifest: checks users run, not build context
 ImageFormat = Literal["oci", "docker"]
 IMAGE_FORMATS: tuple[ImageFormat, ...] = ("oci", "docker")
+
+
+def context_sha256(files: Iterable[tuple[str, int, bytes]]) -> str:
+    """The digest of a build context the manifest records: each file (path relative to the
+    folder, mode, bytes) in path order; the manifest and the structure test are not in it."""
+    h = hashlib.sha256()
+    for path, mode, data in sorted(files, key=lambda f: f[0]):
+        h.update(f"{path}\0{mode:o}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
 
 
 class ManifestError(UsageError):

@@ -46,3 +46,19 @@ def refuse_links_below(root: Path, path: Path) -> None:
                 f"{current} is a symlink (to {os.readlink(current)}): gen writes only inside the project; "
                 "remove the link or give a directory of your own"
             )
+
+
+def first_link(directory: Path) -> Path | None:
+    """The first symlink in a directory tree (by sorted path), walked without following any; or
+    None. The directory entries' own types answer: no stat per entry (output/ holds tens of
+    thousands)."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    for entry in entries:
+        if entry.is_symlink():
+            return Path(entry.path)
+        if entry.is_dir(follow_symlinks=False) and (found := first_link(Path(entry.path))) is not None:
+            return found
+    return None

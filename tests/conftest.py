@@ -256,11 +256,12 @@ def write_output_dir(
 def rehash_output_dir(directory: Path) -> Path:
     """Record an output folder's files in its manifest, as a render would after a test edits them
     (build refuses a folder whose files disagree with its manifest)."""
-    from generator.render import MANIFEST, folder_context_sha256
+    from generator.builder.outputs import folder_digests
+    from generator.contract import MANIFEST
 
     path = directory / MANIFEST
     manifest = json.loads(path.read_text())
-    manifest["context_sha256"] = folder_context_sha256(directory)
+    manifest["context_sha256"] = folder_digests(directory)[0]
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return directory
 

@@ -150,8 +150,9 @@ class Builder:
     # -- inputs --------------------------------------------------------------------------------
 
     def files_hash(self, name: str) -> str:
-        if name not in self._files:
-            self._files[name] = files_sha256(self.images[name].directory)
+        image = self.images[name]
+        if name not in self._files:  # load_output hashed the folder as it checked it
+            self._files[name] = image.files_sha256 or files_sha256(image.directory)
         return self._files[name]
 
     def closure(self, names: list[str]) -> list[str]:

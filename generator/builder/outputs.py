@@ -11,9 +11,18 @@ import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from generator.contract import MANIFEST, Base, BootstrapBase, ImageFormat, InitPins, Manifest
+from generator.contract import (
+    MANIFEST,
+    STRUCTURE_TEST,
+    Base,
+    BootstrapBase,
+    ImageFormat,
+    InitPins,
+    Manifest,
+    context_sha256,
+)
 from generator.errors import UsageError
-from generator.render import first_link, folder_context_sha256
+from generator.files import first_link
 from generator.schema import platform_suffix
 
 
@@ -42,6 +51,9 @@ class OutputImage:
     # image's own name (the repository its tags go under; `name` is then unique per platform).
     platform: str = ""
     repository: str = ""
+    # Every file's path, permission bits and bytes (files_sha256), what a build is keyed on, as
+    # load_output found it; "" for an image not loaded from a folder (computed when asked).
+    files_sha256: str = ""
 
     @property
     def base_kind(self) -> str:
@@ -59,9 +71,10 @@ def load_output(directory: Path) -> OutputImage:
     manifest = Manifest.read(directory / MANIFEST)
     if not (directory / "Dockerfile").is_file():
         raise UsageError(f"{directory}/Dockerfile: missing; run `gen render`")
-    _check_unchanged_since_render(directory, manifest.context_sha256)
+    files = _check_unchanged_since_render(directory, manifest.context_sha256)
     return OutputImage(
         name=manifest.name,
+        files_sha256=files,
         directory=directory,
         tags=manifest.tags,
         parent=manifest.parent,
@@ -77,19 +90,22 @@ def load_output(directory: Path) -> OutputImage:
     )
 
 
-def _check_unchanged_since_render(directory: Path, recorded: str) -> None:
+def _check_unchanged_since_render(directory: Path, recorded: str) -> str:
     """A folder must be what `gen render` wrote: a build of one edited by hand, or left half old
-    and half new, would not be what the spec says (and no spec could reproduce it)."""
+    and half new, would not be what the spec says (and no spec could reproduce it). Returns its
+    files_sha256, from the same walk."""
     if (link := first_link(directory)) is not None:
         raise UsageError(
             f"{link} is a symlink (to {os.readlink(link)}): gen renders only regular files and "
             "never builds through links; remove it and run `gen render`"
         )
-    if folder_context_sha256(directory) != recorded:
+    context, files = folder_digests(directory)
+    if context != recorded:
         raise UsageError(
             f"{directory}: its files differ from what `gen render` wrote (context_sha256 "
             f"{recorded[:12]}...); run `gen render` to re-render it, or `git checkout` the folder"
         )
+    return files
 
 
 # gen render never writes a link into output/: one there came with the repository.
@@ -177,6 +193,13 @@ def files_sha256(directory: Path) -> str:
     """Hash of every entry under directory by relative path, permission bits and bytes (never
     mtime, so a checkout or an unchanged re-render does not look like a change). Symlinks count
     by their target text; empty directories count too, since COPY creates them."""
+    return folder_digests(directory)[1]
+
+
+def folder_digests(directory: Path) -> tuple[str, str]:
+    """(context_sha256 as the manifest records it, files_sha256) of a folder, from one walk that
+    reads each file once: a build checks the one and keys on the other."""
+    context: list[tuple[str, int, bytes]] = []
     digest = hashlib.sha256()
     for path in _entries(directory):
         rel = path.relative_to(directory).as_posix()
@@ -187,9 +210,11 @@ def files_sha256(directory: Path) -> str:
             kind, body = b"d", b""
         else:
             kind, body = b"f", path.read_bytes()
+            if rel not in (MANIFEST, STRUCTURE_TEST):  # modes as git keeps them: any umask agrees
+                context.append((rel, 0o755 if info.st_mode & 0o100 else 0o644, body))
         digest.update(kind + rel.encode() + b"\0" + f"{stat.S_IMODE(info.st_mode):o}".encode() + b"\0")
         digest.update(hashlib.sha256(body).digest())
-    return digest.hexdigest()
+    return context_sha256(context), digest.hexdigest()
 
 
 def _entries(directory: Path) -> list[Path]:

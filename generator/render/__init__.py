@@ -12,7 +12,6 @@ import ctypes
 import difflib
 import errno
 import functools
-import hashlib
 import json
 import os
 import queue
@@ -24,8 +23,9 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from generator.contract import MANIFEST, Manifest
+from generator.contract import MANIFEST, STRUCTURE_TEST, Manifest, context_sha256
 from generator.errors import GenError, UsageError
+from generator.files import first_link
 from generator.memo import unrecorded
 from generator.naming import STAGING_PREFIX
 from generator.plan import SPEC_PATH, Plan
@@ -33,7 +33,6 @@ from generator.plan.init_layer import LOGGER_TEMPLATE_DIR
 from generator.plan.structure_test import structure_test
 from generator.render.templates import TemplateSet
 
-STRUCTURE_TEST = "structure-test.yaml"
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
 
@@ -104,26 +103,6 @@ def _logger_source(plan: Plan, templates: TemplateSet) -> list[RenderedFile]:
     ]
 
 
-def _context_sha256(files: list[RenderedFile]) -> str:
-    h = hashlib.sha256()
-    for f in sorted(files, key=lambda f: f.path):
-        h.update(f"{f.path}\0{f.mode:o}\0{len(f.data)}\0".encode())
-        h.update(f.data)
-    return h.hexdigest()
-
-
-def folder_context_sha256(image_dir: Path) -> str:
-    """context_sha256 of a rendered folder as it is on disk (the manifest records the render's):
-    build compares the two to refuse a folder edited or half-replaced since `gen render`. Modes
-    count as git keeps them (executable or not), so any checkout's umask agrees."""
-    files = []
-    for path in sorted(image_dir.rglob("*")):
-        rel = path.relative_to(image_dir).as_posix()
-        if path.is_file() and not path.is_symlink() and rel not in (MANIFEST, STRUCTURE_TEST):
-            files.append(RenderedFile(rel, path.read_bytes(), _file_mode(path)))
-    return _context_sha256(files)
-
-
 def canonical_json(data: object) -> str:
     return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
@@ -156,7 +135,7 @@ def render_image(plan: Plan, templates: TemplateSet, manifest: Manifest) -> Rend
     files.append(
         RenderedFile(".dockerignore", templates.render("dockerignore.j2", context_dirs=context_dirs).encode(), 0o644)
     )
-    manifest = replace(manifest, context_sha256=_context_sha256(files))
+    manifest = replace(manifest, context_sha256=context_sha256((f.path, f.mode, f.data) for f in files))
     files.append(RenderedFile(MANIFEST, canonical_json(manifest.to_json()).encode(), 0o644))
     # Not part of the build context: checks users run against the built image.
     files.append(RenderedFile(STRUCTURE_TEST, _structure_test_text(plan).encode(), 0o644))
@@ -253,22 +232,6 @@ def _emit_yaml(data: object, indent: str, out: list[str]) -> None:
 
 
 # --- comparing with and writing to output/ -------------------------------------------------
-
-
-def first_link(directory: Path) -> Path | None:
-    """The first symlink in a directory tree (by sorted path), walked without following any; or
-    None. The directory entries' own types answer: no stat per entry (output/ holds tens of
-    thousands)."""
-    try:
-        entries = sorted(os.scandir(directory), key=lambda e: e.name)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    for entry in entries:
-        if entry.is_symlink():
-            return Path(entry.path)
-        if entry.is_dir(follow_symlinks=False) and (found := first_link(Path(entry.path))) is not None:
-            return found
-    return None
 
 
 def refuse_links(output_dir: Path) -> None:

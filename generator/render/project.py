@@ -15,11 +15,12 @@ from pathlib import Path
 
 from generator.contract import Base, BootstrapBase, InitPins, LocalBase, Manifest, ParentBase, RegistryBase
 from generator.errors import Diagnostic, GenError, SpecError, SpecFieldError
+from generator.files import first_link
 from generator.model import Image, build_image
 from generator.plan import make_plan
 from generator.plan.init_layer import FetchStage, known_checksums
 from generator.plan.sysctl import node_level_keys
-from generator.render import RenderedImage, canonical_json, first_link, render_image, templates_used
+from generator.render import RenderedImage, canonical_json, render_image, templates_used
 from generator.render.templates import TemplateSet
 from generator.spec import Project, ResolvedSpec
 from generator.spec.project import outside_project

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from generator.builder.host import Host
 from generator.builder.proc import ToolError
+from generator.contract import STRUCTURE_TEST
 from generator.errors import GenError, UsageError
-from generator.render import STRUCTURE_TEST
 from generator.verify.checks import CHECKS, Context, Status, Verdict
 from generator.verify.expectations import EMBEDDED_SPEC, Expectations, parse_embedded, without_spec
 from generator.verify.podman import Podman

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from generator.builder.outputs import load_outputs
+from generator.builder.outputs import folder_digests, load_outputs
 from generator.errors import UsageError
-from generator.render import MANIFEST, STAGING_PREFIX, folder_context_sha256, write_outputs
+from generator.render import MANIFEST, STAGING_PREFIX, write_outputs
 from generator.render.project import render_project
 from generator.spec import load_project
 
@@ -43,7 +43,7 @@ def versions(project: Path) -> set[str]:
     found = set()
     for manifest in (project / "output").glob(f"*/{MANIFEST}"):
         recorded = json.loads(manifest.read_text())["context_sha256"]
-        assert folder_context_sha256(manifest.parent) == recorded, f"{manifest.parent.name} is a mix"
+        assert folder_digests(manifest.parent)[0] == recorded, f"{manifest.parent.name} is a mix"
         spec = json.loads((manifest.parent / "gen-spec" / "etc" / "gen" / "spec.json").read_text())
         found.add(spec["description"])
     return found
@@ -305,4 +305,4 @@ def test_a_file_several_images_share_is_written_once_and_an_edit_in_place_is_und
     assert all(p.read_text() == text for p in copies)
     for i in range(3):
         folder = tmp_path / "output" / f"img{i}"
-        assert folder_context_sha256(folder) == json.loads((folder / MANIFEST).read_text())["context_sha256"]
+        assert folder_digests(folder)[0] == json.loads((folder / MANIFEST).read_text())["context_sha256"]

@@ -38,8 +38,14 @@ def test_the_stages_import_each_other_without_a_cycle():
         order = list(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as exc:
         raise AssertionError(f"import cycle between stages: {' -> '.join(exc.args[1])}") from None
-    assert order.index("spec") < order.index("render") < order.index("builder") < order.index("publish")
-    assert order.index("publish") < order.index("rebuild") < order.index("cli")
+    assert order.index("spec") < order.index("render")
+    assert order.index("builder") < order.index("publish") < order.index("rebuild") < order.index("cli")
+
+
+def test_build_reads_only_the_contract_never_the_stages_that_write_it():
+    """The builder knows output/ through generator.contract alone: a build imports no spec,
+    model, plan or render code (and so starts without jsonschema or Jinja)."""
+    assert not stage_imports()["builder"] & {"spec", "model", "plan", "render"}
 
 
 def test_nothing_but_the_cli_imports_the_rebuild_stage_and_publish_needs_only_build():
