@@ -160,8 +160,6 @@ def render(
             else:  # written while the render goes on, on every core; put in place only when all rendered
                 sharded = render_to_output(loaded, templates, output_dir, prune=not specs)
                 warnings, written, removed = sharded.result.warnings, sharded.report.written, sharded.report.removed
-                reads[0].update(sharded.files_read)
-                reads[1].update(sharded.dirs_listed)
         outcome = Outcome(tuple(loaded.order()), tuple(warnings))
         if not diff:  # output/ is now what this render makes
             memo.store(key, reads, outcome, output_dir)

@@ -2,11 +2,12 @@
 
 Rendering is Python (templates, YAML, JSON) and writing is tens of thousands of file system
 calls; one process of 1000 specs spends about 1.2 s on the first and as much on the second. With
-n cores, n - 1 forked children (generator.forked) each render and stage every n-th image into the writer's staging
-tree while this process does its own share; each child answers with one JSON document on a pipe
-(what it staged, the files it read for the memo, or its errors), and this process puts the staged
-folders in place (OutputWriter.finish). Every process checks and plans every image, so a spec
-error is found by each and said once. Small projects render in one process: a fork costs more than it saves there.
+n cores, n - 1 forked children (generator.forked) each render and stage every n-th image into the
+writer's staging tree while this process does its own share; each child answers with one JSON
+document on a pipe (what it staged, or its errors; what it read goes to the memo's record), and
+this process puts the staged folders in place (OutputWriter.finish). Every process checks and
+plans every image, so a spec error is found by each and said once. Small projects render in one
+process: a fork costs more than it saves there.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from generator.errors import Diagnostic, GenError, SpecError
@@ -32,8 +33,6 @@ MAX_PROCESSES = 4
 class ShardedRender:
     result: ProjectRender  # this process's share of the images, and the whole project's warnings
     report: WriteReport
-    files_read: set[str] = field(default_factory=set)  # by the children, for the memo
-    dirs_listed: set[str] = field(default_factory=set)
 
 
 def render_to_output(project: Project, templates_dir: Path | None, output_dir: Path, prune: bool) -> ShardedRender:
@@ -61,8 +60,7 @@ def render_to_output(project: Project, templates_dir: Path | None, output_dir: P
         sharded = ShardedRender(result, WriteReport((), (), ()))
         for answer in answers:
             writer.merge(StagedShard.from_json(answer["staged"]))
-            sharded.files_read.update(answer["files_read"])
-            sharded.dirs_listed.update(answer["dirs_listed"])
+            note_reads(answer["files_read"], answer["dirs_listed"])
         sharded.report = writer.finish()
         return sharded
 
