@@ -22,9 +22,10 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _ANSWERED, _FAILED = b"0", b"1"  # the first byte of an answer
+MAX_PROCESSES = 4  # past this the children mostly wait on the file system
 
 
-def process_count(items: int, minimum: int, most: int = 4) -> int:
+def process_count(items: int, minimum: int, most: int = MAX_PROCESSES) -> int:
     """How many processes share `items` pieces of work: one below `minimum` (a fork costs more
     than it saves there) or where fork is missing, else one per core, at most `most`."""
     if items < minimum or not hasattr(os, "fork"):

@@ -292,15 +292,9 @@ def stale_output_dirs(output_dir: Path, keep: set[str]) -> list[Path]:
     return sorted(p for p in output_dir.iterdir() if p.is_dir() and p.name not in keep and (p / MANIFEST).is_file())
 
 
-def diff_against(output_dir: Path, images: list[RenderedImage], prune: bool) -> str:
-    """Unified diff from what is in output/ to what a render would write; "" when up to date."""
-    refuse_links(output_dir)
-    diff = "".join(image_diff(output_dir, image) for image in images)
-    return diff + stale_diff(output_dir, {i.name for i in images}) if prune else diff
-
-
 def image_diff(output_dir: Path, image: RenderedImage) -> str:
-    """The diff of one image folder (refuse_links has run on output/)."""
+    """Unified diff from one image folder in output/ to what a render writes there; "" when up
+    to date (refuse_links has run on output/)."""
     chunks: list[str] = []
     existing = _existing_files(output_dir / image.name)
     wanted = {f.path: f for f in image.files}

@@ -26,7 +26,6 @@ from generator.render.project import ProjectRender, render_project
 from generator.spec import Project
 
 SHARD_MIN_IMAGES = 64  # below this a render stays in one process
-MAX_PROCESSES = 4
 
 
 @dataclass
@@ -66,7 +65,7 @@ def render_to_output(project: Project, templates_dir: Path | None, output_dir: P
 
 
 def _process_count(images: int) -> int:
-    return process_count(images, SHARD_MIN_IMAGES, MAX_PROCESSES)
+    return process_count(images, SHARD_MIN_IMAGES)
 
 
 def _raise_errors(errors: list[Diagnostic], answers: list[dict]) -> None:

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import generator.render.shards as shards
 from generator.errors import GenError, SpecError
+from generator.forked import MAX_PROCESSES
 from generator.memo import recording
 from generator.render import STAGING_PREFIX, Stager
 from generator.spec import load_project
@@ -196,14 +197,14 @@ def test_the_memo_sees_a_file_only_a_child_read(tmp_path, monkeypatch):
 
 def test_small_projects_render_in_one_process():
     assert shards._process_count(shards.SHARD_MIN_IMAGES - 1) == 1
-    assert shards._process_count(10_000) == min(len(os.sched_getaffinity(0)), shards.MAX_PROCESSES)
+    assert shards._process_count(10_000) == min(len(os.sched_getaffinity(0)), MAX_PROCESSES)
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: nothing is forked")
 def test_a_check_on_every_core_says_what_one_process_says(tmp_path, monkeypatch):
     """`gen render --check` compares each image in the process that rendered it; the diff comes
     back in build order, a change only a child read is in it, and errors are said once."""
-    from generator.render import diff_against
+    from generator.render import image_diff, stale_diff
     from generator.render.project import render_project
 
     write_project(tmp_path)
@@ -212,7 +213,10 @@ def test_a_check_on_every_core_says_what_one_process_says(tmp_path, monkeypatch)
     (tmp_path / "specs" / "img4.yaml").write_text((tmp_path / "specs" / "img4.yaml").read_text().replace("v0", "v4"))
     (tmp_path / "output" / "img3").rename(tmp_path / "output" / "gone")  # a stale folder, and a missing one
     project = load_project([tmp_path / "specs"], tmp_path)
-    alone = diff_against(tmp_path / "output", render_project(project).images, prune=True)
+    one_process = render_project(project).images
+    alone = "".join(image_diff(tmp_path / "output", i) for i in one_process) + stale_diff(
+        tmp_path / "output", {i.name for i in one_process}
+    )
     monkeypatch.setattr(shards, "SHARD_MIN_IMAGES", 2)
     warnings, diff = shards.check_output(project, None, tmp_path / "output", prune=True)
     assert diff == alone and warnings == []
