@@ -26,7 +26,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 WORK = BENCH_DIR / ".work"  # git-ignored: storages, data files, temporary projects
 VENV_BIN = REPO / ".venv" / "bin"
-CONTAINERS_CONF = REPO / "generator" / "data" / "containers.conf"
+# Every bench storage is a store of gen's own: podman's locks stay in it (see the file's comment).
+CONTAINERS_CONF = REPO / "generator" / "data" / "containers-isolated.conf"
 DEFAULT_TIMEOUT = 600
 
 

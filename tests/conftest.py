@@ -166,9 +166,11 @@ def gen_storage_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def gen_env(gen_storage_root: Path) -> dict[str, str]:
-    """Environment for gen/podman/buildah subprocesses: isolated storage, gen's containers.conf."""
+    """Environment for gen/podman/buildah subprocesses: isolated storage, gen's containers.conf for
+    it (podman's locks kept in the storage, not in the machine's table, which deleted test storages
+    used to fill: "exceeded num_locks (2048)")."""
     env = dict(os.environ)
-    env["CONTAINERS_CONF"] = str(gen_containers_conf())
+    env["CONTAINERS_CONF"] = str(gen_containers_conf(isolated=True))
     env["GEN_STORAGE_ROOT"] = str(gen_storage_root)
     return env
 

@@ -3,6 +3,8 @@
 gen never edits the system's files: it points CONTAINERS_CONF at its own containers.conf (unless
 the user set one) and, for an isolated store, passes `--root/--runroot` to every buildah and
 podman call (they accept the same global flags; skopeo takes a `containers-storage:[...]` prefix).
+An isolated store also gets podman's locks as files of its own (containers-isolated.conf): the
+machine's shared lock table leaks every lock a deleted store held.
 """
 
 from __future__ import annotations
@@ -28,9 +30,19 @@ DEFAULT_DRIVER = "overlay"
 MAX_RUNROOT = 50  # podman's limit on --runroot's length
 
 
-def gen_containers_conf() -> Path:
-    """gen's own containers.conf, shipped as package data."""
-    return Path(str(resources.files("generator") / "data" / "containers.conf"))
+def gen_containers_conf(isolated: bool = False) -> Path:
+    """gen's own containers.conf, shipped as package data; for a store of gen's own, the one that
+    also keeps podman's locks in that store (so deleting the store frees them)."""
+    name = "containers-isolated.conf" if isolated else "containers.conf"
+    return Path(str(resources.files("generator") / "data" / name))
+
+
+def _is_gen_conf(value: str) -> bool:
+    """Whether CONTAINERS_CONF names one of gen's own files (tests and scripts export it by path)."""
+    try:
+        return any(os.path.samefile(value, gen_containers_conf(isolated)) for isolated in (False, True))
+    except OSError:
+        return False
 
 
 def _refuse_links_in_state(state: Path) -> None:
@@ -76,7 +88,8 @@ class Host:
     def env(self) -> dict[str, str]:
         """Environment for buildah/podman/skopeo/mmdebstrap subprocesses."""
         env = dict(self.base_env)
-        env.setdefault("CONTAINERS_CONF", str(gen_containers_conf()))
+        if "CONTAINERS_CONF" not in env or _is_gen_conf(env["CONTAINERS_CONF"]):
+            env["CONTAINERS_CONF"] = str(gen_containers_conf(isolated=self.storage_root is not None))
         return env
 
     def global_flags(self) -> list[str]:

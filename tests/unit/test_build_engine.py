@@ -13,7 +13,7 @@ import pytest
 
 from generator.builder import engine, storage
 from generator.builder.engine import Builder, BuildOptions
-from generator.builder.host import Host
+from generator.builder.host import Host, gen_containers_conf
 from generator.builder.reproduce import reset_storage
 from generator.render import write_outputs
 from generator.render.project import render_project
@@ -213,3 +213,32 @@ def test_pulled_images_are_up_to_date_without_the_roots_base_in_storage(tmp_path
     assert [p.action for p in fresh.plan([])] == ["build"] * 6
     fake.labels[root_id] = {}
     assert [p.action for p in fresh.plan([])] == ["build"] * 6
+
+
+def test_a_storage_of_gens_own_gets_the_containers_conf_that_keeps_podmans_locks_in_it(tmp_path):
+    """Only a store of gen's own switches lock type (the user's podman shares the normal store's
+    locks); a CONTAINERS_CONF the user chose is theirs to keep."""
+    default, isolated = str(gen_containers_conf()), str(gen_containers_conf(isolated=True))
+    assert Host.from_env(env={}).env["CONTAINERS_CONF"] == default
+    assert Host.from_env(tmp_path / "s", env={}).env["CONTAINERS_CONF"] == isolated
+    assert Host.from_env(tmp_path / "s", env={"CONTAINERS_CONF": default}).env["CONTAINERS_CONF"] == isolated
+    own = tmp_path / "mine.conf"
+    own.write_text("[containers]\n")
+    assert Host.from_env(tmp_path / "s", env={"CONTAINERS_CONF": str(own)}).env["CONTAINERS_CONF"] == str(own)
+    assert 'lock_type = "file"' in Path(isolated).read_text() and "lock_type" not in Path(default).read_text()
+
+
+@pytest.mark.skipif(shutil.which("podman") is None, reason="needs podman")
+def test_podman_objects_in_a_storage_of_gens_own_take_their_locks_from_it(tmp_path):
+    """A volume made in gen's store locks through a file in the store, so deleting the store
+    leaks nothing into the machine's table of 2048 (which deleted test storages once filled)."""
+    host = Host.from_env(tmp_path / "storage")
+    subprocess.run(
+        ["podman", *host.podman_flags(), "volume", "create", "probe"],
+        env=host.env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert [p.name for p in (tmp_path / "storage" / "libpod" / "locks").iterdir()] == ["0"]
+    reset_storage(host)
