@@ -29,6 +29,12 @@ RLIMIT_FIX = (
     "export CONTAINERS_CONF={conf}  (gen's own, with default_ulimits = [] under [containers]), "
     "or add `default_ulimits = []` under [containers] in the containers.conf you use"
 )
+# podman's shared lock table (/dev/shm/libpod_lock) fills when stores are deleted with containers or
+# volumes in them; renumbering rebuilds it from the normal store's objects alone.
+LOCKS_FIX = (
+    "run `podman system renumber` while no container runs (it frees the locks deleted stores "
+    "leaked); gen's own stores keep their locks in the store (README: Containers configuration)"
+)
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,8 @@ def check_rlimits(host: Host, probe_image: str | None) -> Check:
         err = proc.stderr.strip()
         if "rlimit" in err:
             return Check("podman run", "problem", err.splitlines()[-1], fix)
+        if "num_locks" in err:
+            return Check("podman run", "problem", err.splitlines()[-1], LOCKS_FIX)
         return Check(
             "podman run",
             "problem",

@@ -5,6 +5,7 @@ minutes into `./build-examples`, after the native images)."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -312,3 +313,19 @@ def test_setuid_under_emulation_needs_the_c_flag(tmp_path):
     assert not doctor.emulation_honours_setuid(ARM64, binfmt)  # flags PF, as Debian registers it
     (binfmt / "qemu-aarch64").write_text("enabled\ninterpreter /usr/bin/qemu-aarch64-static\nflags: POCF\n")
     assert doctor.emulation_honours_setuid(ARM64, binfmt)
+
+
+@pytest.mark.parametrize(
+    ("stderr", "fix"),
+    [
+        ("Error: crun: setrlimit `RLIMIT_NPROC`: error setting rlimit type 7", "default_ulimits"),
+        ("Error: allocating lock for new container: allocation failed; exceeded num_locks (2048)", "renumber"),
+    ],
+)
+def test_a_failed_trial_run_gets_the_fix_for_its_cause(monkeypatch, tmp_path, stderr, fix):
+    """The two host faults that stop every `podman run` get their own fix, not 'see the error'."""
+    failed = subprocess.CompletedProcess([], 125, "", stderr + "\n")
+    monkeypatch.setattr(doctor, "run_quiet", lambda argv, env, **kw: failed)
+    check = doctor.check_rlimits(Host(base_env={}), "localhost/gen/runtime:1.0")
+    assert (check.status, check.detail) == ("problem", stderr)
+    assert fix in check.fix
