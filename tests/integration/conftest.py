@@ -267,7 +267,8 @@ def example_project(
             "(tests/conftest.py SESSION_BASE): the build bootstraps it again",
             stacklevel=1,
         )
-    built = run_gen(["build", "-C", str(project)], gen_env, timeout=BUILD_TIMEOUT)
+    # Siblings (the children of runtime, the two s6-overlay images) build side by side on 2 cores.
+    built = run_gen(["build", "-C", str(project), "--jobs", "2"], gen_env, timeout=BUILD_TIMEOUT)
     assert built.returncode == 0, built.stdout + built.stderr[-4000:]
     return project
 
