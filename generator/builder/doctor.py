@@ -111,7 +111,8 @@ def _conf_sets_ulimits(path: Path) -> bool | None:
 
 def check_rlimits(host: Host, probe_image: str | None) -> Check:
     """`podman run` fails on some hosts ("error setting rlimit type 7") with the engine's default
-    ulimits; run a trivial container when an image is at hand, else read the config."""
+    ulimits, and on any host whose shared lock table is full; run a trivial container when an image
+    is at hand (which finds both), else read the config (the first alone)."""
     conf = host.env.get("CONTAINERS_CONF", "")
     fix = RLIMIT_FIX.format(conf=gen_containers_conf())
     if probe_image:
