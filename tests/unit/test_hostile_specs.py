@@ -217,6 +217,16 @@ def test_an_empty_overlay_is_refused_by_validate(tmp_path):
     assert validate(tmp_path).returncode == 0
 
 
+@pytest.mark.parametrize("field", ["rootfs: [NAME]", "templates: NAME"])
+def test_a_path_component_longer_than_the_file_system_allows_is_one_clear_error(tmp_path, field):
+    """stat() of a 256-byte name raises ENAMETOOLONG, not 'not found' (the fuzz test found the
+    traceback): validate says the directory is missing, at the field's line."""
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "x.yaml").write_text(SPEC + field.replace("NAME", "y" * 256) + "\n")
+    got = validate(tmp_path)
+    _one_clear_line(got, "specs/x.yaml:6:")
+
+
 # --- files a repository may commit beside the specs ----------------------------------------------
 
 DEEP_JSON = "[" * 200_000
