@@ -276,7 +276,8 @@ def _profiles(data: dict, own: dict, spec_dir: Path, profiles_dir: str) -> tuple
     return tuple(
         Profile(
             name,
-            tuple(sorted(profile["env"].items())),
+            # The schema's env default is not applied inside the profiles map's values (yet).
+            tuple(sorted((profile.get("env") or {}).items())),
             tuple(
                 Overlay((spec_dir / src).resolve(), f"{profiles_dir}/{name}/rootfs")
                 for src in (own_profiles.get(name) or {}).get("rootfs", [])

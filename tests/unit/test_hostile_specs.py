@@ -217,7 +217,9 @@ def test_an_empty_overlay_is_refused_by_validate(tmp_path):
     assert validate(tmp_path).returncode == 0
 
 
-@pytest.mark.parametrize("field", ["rootfs: [NAME]", "templates: NAME"])
+@pytest.mark.parametrize(
+    "field", ["rootfs: [NAME]", "templates: NAME", "extends: NAME", "profiles: {p: {rootfs: [NAME]}}"]
+)
 def test_a_path_component_longer_than_the_file_system_allows_is_one_clear_error(tmp_path, field):
     """stat() of a 256-byte name raises ENAMETOOLONG, not 'not found' (the fuzz test found the
     traceback): validate says the directory is missing, at the field's line."""
