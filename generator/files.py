@@ -62,3 +62,20 @@ def first_link(directory: Path) -> Path | None:
         if entry.is_dir(follow_symlinks=False) and (found := first_link(Path(entry.path))) is not None:
             return found
     return None
+
+
+def is_dir(path: Path) -> bool:
+    """Path.is_dir, but False where the name cannot be looked up at all (a component longer than
+    the file system allows raises ENAMETOOLONG): a spec's bad path is an error line, never a traceback."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def is_file(path: Path) -> bool:
+    """Path.is_file, with is_dir's guard."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False

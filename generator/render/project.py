@@ -15,7 +15,7 @@ from pathlib import Path
 
 from generator.contract import Base, BootstrapBase, InitPins, LocalBase, Manifest, ParentBase, RegistryBase
 from generator.errors import Diagnostic, GenError, SpecError, SpecFieldError
-from generator.files import first_link
+from generator.files import first_link, is_dir
 from generator.model import Image, build_image
 from generator.plan import make_plan
 from generator.plan.init_layer import FetchStage, known_checksums
@@ -100,15 +100,6 @@ def _foreign_tree(spec: ResolvedSpec, field: tuple, directory: Path, root: Path,
     return None
 
 
-def _is_dir(path: Path) -> bool:
-    """Path.is_dir, but False where the name itself cannot be looked up (a component longer than
-    the file system allows raises ENAMETOOLONG): a spec's bad path is an error line, never a traceback."""
-    try:
-        return path.is_dir()
-    except OSError:
-        return False
-
-
 def _check_image(spec: ResolvedSpec, image: Image, root: Path) -> tuple[list[Diagnostic], list[Diagnostic]]:
     errors: list[Diagnostic] = []
     warnings: list[Diagnostic] = []
@@ -122,7 +113,7 @@ def _check_image(spec: ResolvedSpec, image: Image, root: Path) -> tuple[list[Dia
         )
         (errors if diag.severity == "error" else warnings).append(diag)
     for path, overlay in image.overlays():
-        if not _is_dir(overlay.src):
+        if not is_dir(overlay.src):
             errors.append(
                 spec.diagnostic(
                     path,
@@ -141,7 +132,7 @@ def _check_image(spec: ResolvedSpec, image: Image, root: Path) -> tuple[list[Dia
                     "put the files to copy in it, or remove it from the list",
                 )
             )
-    if image.templates is not None and not _is_dir(image.templates):
+    if image.templates is not None and not is_dir(image.templates):
         errors.append(
             spec.diagnostic(
                 ("templates",), f"template directory {image.templates} does not exist", "create it or remove the field"

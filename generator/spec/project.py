@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator.errors import Diagnostic, SpecError
+from generator.files import is_file
 from generator.forked import deal_out, interleave
 from generator.memo import note_reads, recording
 from generator.spec.checks import check_spec
@@ -137,15 +138,6 @@ def _read_one(link: Path, root: Path, real_root: Path) -> tuple[SpecFile | None,
     return spec, problems
 
 
-def _is_file(path: Path) -> bool:
-    """Path.is_file, but False for a name the file system cannot look up (ENAMETOOLONG): an
-    `extends` of 256 bytes is a missing parent, said as such, not a traceback."""
-    try:
-        return path.is_file()
-    except OSError:
-        return False
-
-
 def _find_parents(files: dict[str, SpecFile], root: Path, given: list[Path]) -> list[Diagnostic]:
     """Load parents not given explicitly from the directory of the spec naming them (never a
     file read already: one that failed has said so once)."""
@@ -159,7 +151,7 @@ def _find_parents(files: dict[str, SpecFile], root: Path, given: list[Path]) -> 
             continue
         read = read or {path.resolve() for path in given}  # resolved only when a parent is missing
         candidates = [spec.path.parent / f"{parent}{suffix}" for suffix in SPEC_SUFFIXES]
-        existing = [c for c in candidates if _is_file(c) and c.resolve() not in read]
+        existing = [c for c in candidates if is_file(c) and c.resolve() not in read]
         if not existing:
             continue
         read.add(existing[0].resolve())
