@@ -11,19 +11,39 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from generator.builder.outputs import build_id_tag, content_key
 from generator.files import write_text_atomic
 
-UP_TO_DATE = "up to date"
-NEW = "new"
-CHANGED = "spec or context changed"
-PARENT_REBUILT = "parent rebuilt"
-BASE_MOVED = "base moved"
-BASE_MISSING = "base not in storage yet"
-TAGS_MOVED = "tags point elsewhere"
-IMAGE_MISSING = "image no longer in storage"
+
+class Reason(StrEnum):
+    """Why an image is built, or not: the one vocabulary of `gen build`, which says the text, and
+    `gen rebuild`, whose reports name the code beside a detail."""
+
+    UP_TO_DATE = "up to date"
+    NEW = "new"
+    CHANGED = "spec or context changed"
+    PARENT_REBUILT = "parent rebuilt"
+    BASE_MOVED = "base moved"
+    BASE_MISSING = "base not in storage yet"
+    TAGS_MOVED = "tags point elsewhere"
+    IMAGE_MISSING = "image no longer in storage"
+    PACKAGES = "newer packages in the index"  # only the scheduled rebuild asks the index
+
+    @property
+    def code(self) -> str:
+        return self.name.lower().replace("_", "-")
+
+
+UP_TO_DATE, NEW, CHANGED, PARENT_REBUILT = Reason.UP_TO_DATE, Reason.NEW, Reason.CHANGED, Reason.PARENT_REBUILT
+BASE_MOVED, BASE_MISSING, TAGS_MOVED, IMAGE_MISSING = (
+    Reason.BASE_MOVED,
+    Reason.BASE_MISSING,
+    Reason.TAGS_MOVED,
+    Reason.IMAGE_MISSING,
+)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable, Collection
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -115,6 +116,95 @@ class BuildReport:
     @property
     def ok(self) -> bool:
         return not self.failed and not self.skipped_after_failure
+
+
+ImageGate = Callable[[str, list[BuiltImage]], None]
+_Running = dict[Future, tuple[str, bool]]  # -> (a unit, or an image for its gate; is a gate)
+
+
+@dataclass
+class _Run:
+    """One build()'s state, over build units (one per image and platform), parents first. A unit
+    is done, so its children may start, once built or skipped, and, for an image with an
+    after_image gate, once the gate has passed for all of that image's units."""
+
+    order: list[str]
+    fresh: set[str]
+    after_image: ImageGate | None
+    gated: set[str]  # images (spec names) whose gate runs
+    requested: set[str] | None = None  # with stored_ancestors: the units decided; others as stored
+    pending: list[str] = field(init=False)
+    done: dict[str, str] = field(default_factory=dict)  # unit -> image id
+    unchanged: set[str] = field(default_factory=set)  # skipped as planned, so children may be too
+    failed: set[str] = field(default_factory=set)
+    waiting: dict[str, BuiltImage] = field(default_factory=dict)  # built, before the image's gate
+    gating: dict[str, list[BuiltImage]] = field(default_factory=dict)  # image -> its units, gate running
+    report: BuildReport = field(default_factory=BuildReport)
+
+    def __post_init__(self) -> None:
+        self.pending = list(self.order)
+
+    def position(self, images: dict[str, OutputImage], name: str) -> int:
+        """Where a unit, or an image's gate (at its first unit), sorts in dependency order."""
+        if name in self.order:
+            return self.order.index(name)
+        return min(i for i, unit in enumerate(self.order) if images[unit].repo == name)
+
+    def ready(self, images: dict[str, OutputImage], cancelled: bool) -> tuple[list[str], list[tuple[str, str]]]:
+        """Units whose parent is done (none while cancelled), and (unit, why) for those dropped
+        because their parent or their image failed."""
+        starting, dropped = [], []
+        for name in list(self.pending):
+            parent = images[name].parent
+            if parent in self.failed or name in self.failed:
+                self.pending.remove(name)
+                self.failed.add(name)
+                self.report.skipped_after_failure.append(name)
+                image = images[name].repo
+                dropped.append((name, f"parent {parent} failed" if parent in self.failed else f"{image} failed"))
+                self._fail_image(images, image)
+            elif (not parent or parent in self.done) and not cancelled:
+                self.pending.remove(name)
+                starting.append(name)
+        return starting, dropped
+
+    def built(self, images: dict[str, OutputImage], name: str, result: BuiltImage) -> None:
+        self.report.built.append(result)
+        if images[name].repo not in self.gated:
+            self.done[name] = result.image_id
+        elif name not in self.failed:  # another platform of its image may have failed meanwhile
+            self.waiting[name] = result
+
+    def gates_due(self, images: dict[str, OutputImage]) -> list[tuple[str, list[BuiltImage]]]:
+        """Images whose every unit in this build is built: their gate may run now."""
+        due = []
+        for image in sorted({images[n].repo for n in self.waiting}):
+            units = [n for n in self.order if images[n].repo == image]
+            if all(n in self.waiting for n in units):
+                self.gating[image] = [self.waiting.pop(n) for n in units]
+                due.append((image, self.gating[image]))
+        return due
+
+    def passed(self, image: str) -> None:
+        for result in self.gating.pop(image):
+            self.done[result.name] = result.image_id
+
+    def fail(self, images: dict[str, OutputImage], failure: BuildFailed | None, name: str = "") -> None:
+        """A unit's build, or an image's gate, failed (failure None: interrupted). With gates, one
+        platform failing fails its whole image, so no child of any platform is published."""
+        name = failure.image if failure else name
+        self.failed.add(name)
+        if failure is not None:
+            self.report.failed.append(failure)
+        self._fail_image(images, images[name].repo if name in images else name)
+
+    def _fail_image(self, images: dict[str, OutputImage], image: str) -> None:
+        if image in self.gated:
+            units = [n for n in self.order if images[n].repo == image]
+            self.failed.update(units)
+            self.gating.pop(image, None)
+            for unit in units:
+                self.waiting.pop(unit, None)
 
 
 def full_tags(image: OutputImage, prefix: str) -> tuple[str, ...]:
@@ -263,61 +353,103 @@ class Builder:
 
     # -- building ------------------------------------------------------------------------------
 
-    def build(self, names: list[str]) -> BuildReport:
+    def build(
+        self,
+        names: list[str],
+        *,
+        fresh: Collection[str] = (),
+        stored_ancestors: bool = False,
+        after_image: ImageGate | None = None,
+    ) -> BuildReport:
         """Build names and their missing or stale ancestors, up to options.jobs at a time.
+
+        fresh: images (by spec name) built again from the same inputs, every layer and a
+        bootstrapped rootfs too, whatever storage says (the scheduled rebuild's refresh for newer
+        packages). stored_ancestors: an ancestor not named is used as stored under its first tag,
+        not decided (the scheduled rebuild decides staleness from the lock). after_image(name,
+        built): called once per named image when all its platforms are built, before any child
+        starts; a GenError from it fails the image and skips its children.
         Raises Interrupted on cancel, after running tools are stopped."""
         order = self.closure(names)
+        gated = ({self.images[n].repo for n in order} if not names else set(names)) if after_image else set()
+        run = _Run(order, {u.name for n in fresh for u in units_of(self.images, n)}, after_image, gated)
+        if stored_ancestors:
+            run.requested = {u.name for n in names for u in units_of(self.images, n)}
         planned = {p.name: p for p in self.plan(names)}
-        report = BuildReport()
-        done: dict[str, str] = {}  # name -> image id
-        unchanged: set[str] = set()  # skipped as planned, so children may be too
-        failed: set[str] = set()
-        pending = list(order)
-        running: dict[Future, str] = {}
+        running: _Running = {}
         with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
-            while pending or running:
-                for name in list(pending):
-                    parent = self.images[name].parent
-                    if parent in failed:
-                        pending.remove(name)
-                        failed.add(name)
-                        report.skipped_after_failure.append(name)
-                        self._emit(name, Phase.SKIPPED, message=f"parent {parent} failed")
-                    elif (not parent or parent in done) and not self.cancel.is_set:
-                        pending.remove(name)
-                        if self._up_to_date(planned[name], unchanged):
-                            unchanged.add(name)
-                            done[name] = self._skip(planned[name], report)
-                        else:
-                            running[pool.submit(self.build_one, name, done.get(parent or "", ""))] = name
+            while run.pending or running or run.waiting:
+                self._start_ready(run, planned, pool, running)
                 if not running:
                     break
                 finished, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
                 # In dependency order, so the report does not depend on thread timing.
-                for future in sorted(finished, key=lambda f: order.index(running[f])):
-                    name = running.pop(future)
-                    try:
-                        result = future.result()
-                    except BuildFailed as exc:
-                        failed.add(name)
-                        report.failed.append(exc)
-                        self._emit(name, Phase.FAILED, exc.step, message=str(exc))
-                    except Interrupted:
-                        failed.add(name)
-                    except GenError as exc:
-                        failed.add(name)
-                        report.failed.append(
-                            BuildFailed(name, "", f"{name}: {exc}", getattr(exc, "tail", []), getattr(exc, "log", None))
-                        )
-                        self._emit(name, Phase.FAILED, message=str(exc))
-                    else:
-                        done[name] = result.image_id
-                        report.built.append(result)
+                for future in sorted(finished, key=lambda f: run.position(self.images, running[f][0])):
+                    name, is_gate = running.pop(future)
+                    self._finish(name, is_gate, future, run)
         if self.cancel.is_set:
             raise Interrupted(
                 "interrupted: images finished before the signal keep their new tags; the rest keep their previous ones"
             )
-        return report
+        return run.report
+
+    def _start(self, name: str, run: _Run, planned: PlannedImage, pool: ThreadPoolExecutor, running: _Running) -> None:
+        """Take a ready unit: as stored, skipped as planned, or built on a worker."""
+        parent = self.images[name].parent
+        if run.requested is not None and name not in run.requested:
+            self._take_stored(name, run)
+        elif name not in run.fresh and self._up_to_date(planned, run.unchanged):
+            run.unchanged.add(name)
+            run.built(self.images, name, self._skip(planned))
+        else:
+            future = pool.submit(self.build_one, name, run.done.get(parent or "", ""), fresh=name in run.fresh)
+            running[future] = (name, False)
+
+    def _start_ready(
+        self, run: _Run, planned: dict[str, PlannedImage], pool: ThreadPoolExecutor, running: _Running
+    ) -> None:
+        """Start every unit and gate that can start; a skip makes its children ready at once."""
+        while True:
+            starting, dropped = run.ready(self.images, self.cancel.is_set)
+            for name, why in dropped:
+                self._emit(name, Phase.SKIPPED, message=why)
+            for name in starting:
+                self._start(name, run, planned[name], pool, running)
+            for image, built in [] if self.cancel.is_set else run.gates_due(self.images):
+                assert run.after_image is not None
+                running[pool.submit(run.after_image, image, built)] = (image, True)
+            if not (starting or dropped):
+                return
+
+    def _take_stored(self, name: str, run: _Run) -> None:
+        image = self.images[name]
+        ref = full_tags(image, self.options.prefix)[0]
+        found = storage.inspect(self.host, ref)
+        if found is None:
+            message = f"{ref} is not in the storage gen uses; run `gen build` or `gen pull` first"
+            run.fail(self.images, BuildFailed(name, "", f"{name}: {message}", [], None))
+            self._emit(name, Phase.FAILED, message=message)
+        else:
+            run.done[name] = found.id
+
+    def _finish(self, name: str, is_gate: bool, future: Future, run: _Run) -> None:
+        try:
+            result = future.result()
+        except BuildFailed as exc:
+            run.fail(self.images, exc)
+            self._emit(name, Phase.FAILED, exc.step, message=str(exc))
+        except Interrupted:
+            run.fail(self.images, None, name)
+        except GenError as exc:
+            step = "after build" if is_gate else ""
+            tail, log = getattr(exc, "tail", []), getattr(exc, "log", None)
+            run.fail(self.images, BuildFailed(name, step, f"{name}: {exc}", tail, log))
+            self._emit(name, Phase.FAILED, step, message=str(exc))
+        else:
+            if is_gate:
+                run.passed(name)
+            else:
+                run.built(self.images, name, result)
 
     @staticmethod
     def _up_to_date(planned: PlannedImage, unchanged: set[str]) -> bool:
@@ -328,15 +460,12 @@ class Builder:
             and (planned.parent is None or planned.parent in unchanged)
         )
 
-    def _skip(self, planned: PlannedImage, report: BuildReport) -> str:
+    def _skip(self, planned: PlannedImage) -> BuiltImage:
         assert planned.image_id is not None and planned.build_id is not None  # up to date: both exist
         self._emit(planned.name, Phase.SKIPPED, message=", ".join(planned.reasons))
-        report.built.append(
-            BuiltImage(
-                planned.name, "skipped", planned.reasons, planned.image_id, planned.build_id, planned.tags, 0.0, None
-            )
+        return BuiltImage(
+            planned.name, "skipped", planned.reasons, planned.image_id, planned.build_id, planned.tags, 0.0, None
         )
-        return planned.image_id
 
     def build_one(self, name: str, parent_id: str, *, fresh: bool = False) -> BuiltImage:
         """Build one image FROM parent_id (its parent's id; ignored for a root). fresh: build it

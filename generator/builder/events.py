@@ -1,4 +1,5 @@
-"""What the build reports while it runs; the CLI turns these into a live display."""
+"""What the build, and the scheduled rebuild around it, report while they run; the CLI turns these
+into a live display or log lines."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ class Phase(str, Enum):
     TAGGED = "tagged"  # build done and every tag applied (message: the image id)
     SKIPPED = "skipped"  # up to date, or a parent failed (message says which)
     FAILED = "failed"  # message holds the error
+    # The scheduled rebuild's own steps around the build (gen rebuild).
+    CHECK = "check"  # asking the package index for updates
+    ADOPT = "adopt"  # pulling an image published under the same tag
+    VERIFY = "verify"  # gen verify on an image just built
+    PUSH = "push"  # pushing an image just verified
 
 
 @dataclass(frozen=True)

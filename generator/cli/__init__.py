@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 
 from generator import __version__
-from generator.cli.options import JsonOption, ProjectOption, err, out
+from generator.cli.options import JsonOption, ProjectOption, err, error_exit, out
 from generator.errors import Diagnostic, GenError, SpecError, UsageError
 
 
@@ -305,8 +305,7 @@ def main() -> None:
         err.print(f"[bold red]{errors} error(s)[/]; nothing was changed.", markup=True)
         sys.exit(2)
     except GenError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
-        sys.exit(exc.exit_code)
+        sys.exit(error_exit(exc).exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

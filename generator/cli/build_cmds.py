@@ -21,7 +21,16 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Table
 
 from generator.builder.host import Host
-from generator.cli.options import INSECURE_ENV, JsonOption, PrefixOption, ProjectOption, StorageOption, err, out
+from generator.cli.options import (
+    INSECURE_ENV,
+    JsonOption,
+    PrefixOption,
+    ProjectOption,
+    StorageOption,
+    err,
+    error_exit,
+    out,
+)
 from generator.errors import GenError, UsageError
 from generator.naming import DEFAULT_PREFIX
 
@@ -56,11 +65,6 @@ def _signals_cancel(cancel: Cancel) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _fail(exc: GenError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
-    return typer.Exit(exc.exit_code)
 
 
 def _builder(
@@ -280,7 +284,7 @@ def register(app: typer.Typer) -> None:
                         return
                     report = builder.build(wanted)
         except GenError as exc:
-            raise _fail(exc) from None
+            raise error_exit(exc) from None
         _print_report(report, as_json)
         if not report.ok:
             raise typer.Exit(1)
@@ -301,7 +305,7 @@ def register(app: typer.Typer) -> None:
         try:
             rows = image_statuses(_builder(project, storage_root, prefix))
         except GenError as exc:
-            raise _fail(exc) from None
+            raise error_exit(exc) from None
         if as_json or format is OutputFormat.json:
             out.print_json(
                 json.dumps(

@@ -8,9 +8,19 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+
+from generator.errors import GenError
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def error_exit(exc: GenError) -> typer.Exit:
+    """How a command ends on a failed operation: one `error:` line on stderr, the error's exit code."""
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
+    return typer.Exit(exc.exit_code)
+
 
 # --insecure-registry from the environment: a CI job that targets a loopback test registry sets it once.
 INSECURE_ENV = "GEN_INSECURE_REGISTRY"

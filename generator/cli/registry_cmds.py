@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from generator.builder.events import BuildEvent, Phase
 from generator.builder.host import Host
 from generator.cli.options import (
     INSECURE_ENV,
@@ -24,6 +25,7 @@ from generator.cli.options import (
     ReportDirOption,
     StorageOption,
     err,
+    error_exit,
     out,
 )
 from generator.errors import GenError, UsageError
@@ -69,13 +71,14 @@ OnlyPlatformOption = Annotated[
 ]
 
 
-def _fail(exc: GenError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
-    return typer.Exit(exc.exit_code)
-
-
 def _progress(line: str) -> None:
     err.print(f"[dim]{escape(line)}[/]", markup=True, highlight=False)
+
+
+def _rebuild_event(event: BuildEvent) -> None:
+    """gen rebuild's progress as log lines (it runs in CI): each step of the build and around it."""
+    if event.phase is not Phase.STARTED:
+        _progress(f"{event.image}: {event.phase.value}: {event.step or event.message}")
 
 
 def _print_transfers(done, as_json: bool, verb: str) -> None:
@@ -146,7 +149,7 @@ def _transfer(
             **platform_options,
         )
     except GenError as exc:
-        raise _fail(exc) from None
+        raise error_exit(exc) from None
     _print_transfers(done, as_json, verb)
 
 
@@ -177,7 +180,7 @@ def register(app: typer.Typer) -> None:
             refuse_links_below(project, prefix.parent)
             key_path, pub_path = write_key_pair(prefix, passphrase_from(dict(os.environ)))
         except GenError as exc:
-            raise _fail(exc) from None
+            raise error_exit(exc) from None
         out.print(f"wrote {key_path} (private, encrypted, 0600) and {pub_path}", markup=False)
         out.print(
             f"to sign on push: GEN_SIGNING_KEY={key_path}, and the passphrase in GEN_KEY_PASSPHRASE_FILE", markup=False
@@ -208,7 +211,7 @@ def register(app: typer.Typer) -> None:
             public_key = read_public_key(key)
             verdicts = verify_pushed(Host.from_env(None, project), registry, name, tag, public_key, project)
         except GenError as exc:
-            raise _fail(exc) from None
+            raise error_exit(exc) from None
         failed = [v for v in verdicts if v.problems]
         if as_json:
             manifests = [{"digest": v.digest, "what": v.what, "problems": list(v.problems)} for v in verdicts]
@@ -256,7 +259,7 @@ def register(app: typer.Typer) -> None:
             write_text_atomic(policy_path, json.dumps(policy, indent=2) + "\n")
             write_text_atomic(registries_path, registries_d(target.host))
         except GenError as exc:
-            raise _fail(exc) from None
+            raise error_exit(exc) from None
         out.print(f"wrote {policy_path} and {registries_path}", markup=False)
         out.print(
             f"use: skopeo --policy {policy_path} copy --registries.d {where / 'registries.d'} ...; for podman "
@@ -296,7 +299,7 @@ def register(app: typer.Typer) -> None:
             user, password, variables = found
             Skopeo(host).login(target, user, password)
         except GenError as exc:
-            raise _fail(exc) from None
+            raise error_exit(exc) from None
         out.print(f"logged in to {target.host} as {user} ({variables})")
 
     @app.command()
@@ -326,11 +329,13 @@ def register(app: typer.Typer) -> None:
         from generator.publish.signing import signer_from_env
 
         if platform and index_only:
-            raise _fail(UsageError("--platform and --index-only exclude each other: the index joins every platform"))
+            raise error_exit(
+                UsageError("--platform and --index-only exclude each other: the index joins every platform")
+            )
         try:  # GEN_SIGNING_KEY set: every manifest pushed is signed (the key opened before any push)
             signer = signer_from_env(dict(os.environ))
         except GenError as exc:
-            raise _fail(exc) from None
+            raise error_exit(exc) from None
 
         def push_signed_and_attested(host, images, chosen, prefix, target, progress, **options):
             from generator.rebuild.provenance import attest_pushed, utc_now
@@ -391,7 +396,7 @@ def register(app: typer.Typer) -> None:
         try:  # the policy read (and its keys) before anything is pulled
             in_effect = policy_in_effect(policy, project, dict(os.environ))
         except GenError as exc:
-            raise _fail(exc) from None
+            raise error_exit(exc) from None
 
         def pull_checked(host, images, chosen, prefix, target, progress, **options):
             with PullGate(in_effect) as gate:
@@ -438,7 +443,7 @@ def register(app: typer.Typer) -> None:
             images, chosen = select_images(project, list(names or []), since)
             done = retag_images(Host.from_env(storage_root, project), images, chosen, src, dst, _progress, signer)
         except GenError as exc:
-            raise _fail(exc) from None
+            raise error_exit(exc) from None
         _print_transfers(done, as_json, "copied")
 
     @app.command()
@@ -465,6 +470,7 @@ def register(app: typer.Typer) -> None:
         project: ProjectOption = Path("."),
         storage_root: StorageOption = None,
         prefix: PrefixOption = DEFAULT_PREFIX,
+        as_json: JsonOption = False,
     ) -> None:
         """Show gen.lock, or with --update record for every built image its base and rootfs ids, image
         id, registry digest, init artifacts' checksums and installed package versions."""
@@ -509,8 +515,12 @@ def register(app: typer.Typer) -> None:
             report = pipeline_report(decisions, before, current, str(target) if target else None) if decisions else None
             paths = write_report(report_dir or project / ".gen", report) if report else ()
         except GenError as exc:
-            raise _fail(exc) from None
-        out.print(f"{'wrote' if changed else 'unchanged:'} {lock_path(project)} ({len(current.images)} image(s))")
+            raise error_exit(exc) from None
+        if as_json:
+            result = {"lock": str(lock_path(project)), "changed": changed, "images": sorted(current.images)}
+            out.print_json(json.dumps(result | {"reports": [str(p) for p in paths]}))
+        else:
+            out.print(f"{'wrote' if changed else 'unchanged:'} {lock_path(project)} ({len(current.images)} image(s))")
         for path in paths:
             err.print(f"report: {path}", markup=False)
 
@@ -536,7 +546,7 @@ def register(app: typer.Typer) -> None:
                 for path in write_sboms(host, project / "output", images, name, prefix.rstrip("/"), digest):
                     out.print(f"wrote {path}", markup=False)
         except GenError as exc:
-            raise _fail(exc) from None
+            raise error_exit(exc) from None
 
     @app.command(
         epilog="Exit codes: 0 nothing to do; 3 images were rebuilt (or adopted); 1 a step failed; "
@@ -587,13 +597,13 @@ def register(app: typer.Typer) -> None:
                 target,
                 check_packages=not no_package_check,
                 verify=not skip_verify,
-                progress=_progress,
+                on_event=_rebuild_event,
                 signer=signer_from_env(dict(os.environ)) if target is not None and not dry_run else None,
             )
             data = run(ctx, dry_run)
             paths = write_report(report_dir or project / ".gen", data) if not dry_run else ()
         except GenError as exc:
-            raise _fail(exc) from None
+            raise error_exit(exc) from None
         if as_json:
             out.print_json(json.dumps(data))
         else:
@@ -646,7 +656,7 @@ def register(app: typer.Typer) -> None:
                 return
             path = write_pipeline(project, platform, text, output)
         except GenError as exc:
-            raise _fail(exc) from None
+            raise error_exit(exc) from None
         out.print(f"wrote {path}", markup=False)
 
 

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from generator.builder.host import Host
-from generator.cli.options import JsonOption, PrefixOption, ProjectOption, StorageOption, err, out
+from generator.cli.options import JsonOption, PrefixOption, ProjectOption, StorageOption, err, error_exit, out
 from generator.errors import GenError
 from generator.naming import DEFAULT_PREFIX
 
@@ -79,8 +79,7 @@ def register(app: typer.Typer) -> None:
                         host, ref, podman=podman, only=check, on_result=progress, output_dir=project / "output"
                     )
         except GenError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
-            raise typer.Exit(exc.exit_code) from None
+            raise error_exit(exc) from None
         failures = [r for r in results if not r.passed]
         if as_json:
             out.print_json(

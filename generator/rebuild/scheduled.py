@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from generator.builder import storage
+from generator.builder.decide import Reason
 from generator.builder.doctor import require_platforms
-from generator.builder.engine import Builder, BuildOptions
+from generator.builder.engine import Builder, BuildOptions, BuildReport, BuiltImage
+from generator.builder.events import BuildEvent, EventHandler, Phase, ignore_event
 from generator.builder.host import Host, host_platform
 from generator.builder.outputs import (
     OutputImage,
@@ -29,10 +30,10 @@ from generator.builder.outputs import (
     image_units,
     platform_suffix,
     topological_order,
-    units_of,
 )
-from generator.builder.proc import Cancel
+from generator.builder.proc import Cancel, Interrupted
 from generator.errors import GenError, UsageError
+from generator.files import write_text_atomic
 from generator.publish.attach import attach_sbom
 from generator.publish.policy import PullGate, policy_in_effect
 from generator.publish.signing import Signer
@@ -45,7 +46,10 @@ from generator.rebuild.sbom import write_sboms
 from generator.rebuild.updates import Update, apt_source, available_updates
 from generator.render.templates import TemplateSet
 
-BASE_MOVED, PACKAGES, CHANGED, PARENT_REBUILT = "base-moved", "packages", "changed", "parent-rebuilt"
+# The build stage's vocabulary, by code: base-moved, packages, changed, parent-rebuilt.
+BASE_MOVED, PACKAGES, CHANGED, PARENT_REBUILT = (
+    r.code for r in (Reason.BASE_MOVED, Reason.PACKAGES, Reason.CHANGED, Reason.PARENT_REBUILT)
+)
 EXIT_NOTHING, EXIT_REBUILT, EXIT_FAILED = 0, 3, 1
 
 
@@ -93,9 +97,12 @@ class RebuildContext:
     registry: Registry | None
     check_packages: bool = True
     verify: bool = True
-    progress: Callable[[str], None] = lambda line: None
+    on_event: EventHandler = ignore_event  # the builder's events and the rebuild's own steps
     cancel: Cancel = field(default_factory=Cancel)
     signer: Signer | None = None  # signs every manifest pushed (GEN_SIGNING_KEY)
+
+    def note(self, image: str, phase: Phase, message: str) -> None:
+        self.on_event(BuildEvent(image, phase, message=message))
 
 
 def _registry_digest(ctx: RebuildContext, skopeo: Skopeo, name: str) -> str | None:
@@ -168,9 +175,9 @@ def _check_packages(
     for unit in image_units(image, host_platform()):
         ref = f"{ctx.prefix}/{unit.repo}:{unit.tags[0]}"
         if unit.platform and not storage.exists(ctx.host, ref):
-            ctx.progress(f"{unit.name} is not in storage: its packages are not checked")
+            ctx.note(unit.name, Phase.CHECK, "not in storage: its packages are not checked")
             continue
-        ctx.progress(f"checking {unit.name} for package updates")
+        ctx.note(unit.name, Phase.CHECK, "checking for package updates")
         cache = lists_cache / platform_suffix(unit.platform) if unit.platform else lists_cache
         for update in available_updates(ctx.host, ref, source, cache, unit.platform or None):
             found.setdefault((update.package, update.old, update.new), (update, []))[1].append(unit.platform)
@@ -224,84 +231,135 @@ def _adopt(ctx: RebuildContext, name: str, digest: str) -> str:
 
 
 def run_rebuild(ctx: RebuildContext, verdicts: list[Verdict], lock: Lock) -> list[Outcome]:
-    """Adopt and rebuild per the verdicts, parents first; stop a branch at its first failure."""
-    builder = Builder(ctx.host, ctx.project / "output", ctx.project, BuildOptions(prefix=ctx.prefix), cancel=ctx.cancel)
-    outcomes: list[Outcome] = []
-    failed: set[str] = set()
-    ids: dict[str, str] = {}
+    """Adopt what the verdicts adopt, then ask the builder for every stale image at once: parents
+    first, fresh (every layer again) where only packages moved, each built image verified, pushed
+    and locked before its children build; a branch stops at its first failure."""
+    outcomes: dict[str, Outcome] = {}
     for verdict in verdicts:
-        name, image = verdict.name, ctx.images[verdict.name]
-        locked = lock.images.get(name)
-        old_digest, old_id = (locked.digest, locked.image_id) if locked else ("", "")
-        if image.parent in failed:
-            failed.add(name)
-            outcomes.append(
-                Outcome(
-                    name,
-                    "skipped-after-failure",
-                    verdict.reasons,
-                    old_digest,
-                    "",
-                    old_id,
-                    "",
-                    "skipped",
-                    error=f"parent {image.parent} failed",
-                )
-            )
-            continue
         if verdict.adopt_digest:
-            ctx.progress(f"adopting {name} {verdict.adopt_digest} from the registry")
-            ids[name] = _adopt(ctx, name, verdict.adopt_digest)
-            lock.images[name] = locked_image(ctx.host, ctx.images, name, ctx.prefix, verdict.adopt_digest)
-            outcomes.append(
-                Outcome(
-                    name,
-                    "adopted",
-                    [{"code": BASE_MOVED, "detail": "published in the registry under the same tag"}],
-                    old_digest,
-                    verdict.adopt_digest,
-                    old_id,
-                    ids[name],
-                    "skipped",
-                    package_changes(locked.packages if locked else {}, lock.images[name].packages),
-                )
-            )
-            continue
-        if not verdict.stale:
-            continue
+            outcomes[verdict.name] = _adopt_outcome(ctx, verdict, lock)
+    blocked = _blocked(ctx, verdicts, outcomes, lock)
+    stale = {v.name: v for v in verdicts if v.stale and v.name not in outcomes and v.name not in blocked}
+    if stale:
+        _build(ctx, stale, lock, outcomes)
+    return [outcomes[v.name] for v in verdicts if v.name in outcomes]
+
+
+def _old(lock: Lock, name: str) -> tuple[str, str]:
+    """The locked image's digest and id, or empty ones for an image not locked yet."""
+    locked = lock.images.get(name)
+    return (locked.digest, locked.image_id) if locked else ("", "")
+
+
+def _failed(verdict: Verdict, lock: Lock, action: str, error: str) -> Outcome:
+    old_digest, old_id = _old(lock, verdict.name)
+    return Outcome(verdict.name, action, verdict.reasons, old_digest, "", old_id, "", "skipped", error=error)
+
+
+def _adopt_outcome(ctx: RebuildContext, verdict: Verdict, lock: Lock) -> Outcome:
+    name, locked = verdict.name, lock.images.get(verdict.name)
+    old_digest, old_id = _old(lock, name)
+    ctx.note(name, Phase.ADOPT, f"pulling {verdict.adopt_digest} from the registry")
+    image_id = _adopt(ctx, name, verdict.adopt_digest)
+    lock.images[name] = locked_image(ctx.host, ctx.images, name, ctx.prefix, verdict.adopt_digest)
+    return Outcome(
+        name,
+        "adopted",
+        [{"code": BASE_MOVED, "detail": "published in the registry under the same tag"}],
+        old_digest,
+        verdict.adopt_digest,
+        old_id,
+        image_id,
+        "skipped",
+        package_changes(locked.packages if locked else {}, lock.images[name].packages),
+    )
+
+
+def _blocked(ctx: RebuildContext, verdicts: list[Verdict], outcomes: dict[str, Outcome], lock: Lock) -> set[str]:
+    """Stale roots whose registry base's tag moved (the spec's pin must change first) fail without
+    a build, and their descendants are skipped."""
+    blocked: set[str] = set()
+    for verdict in verdicts:  # parents first
+        image = ctx.images[verdict.name]
+        if image.parent in blocked:
+            blocked.add(verdict.name)
+            if verdict.stale and verdict.name not in outcomes:
+                error = f"parent {image.parent} failed"
+                outcomes[verdict.name] = _failed(verdict, lock, "skipped-after-failure", error)
+        elif not image.parent and any(r["code"] == BASE_MOVED for r in verdict.reasons):
+            blocked.add(verdict.name)
+            outcomes[verdict.name] = _failed(verdict, lock, "failed", verdict.reasons[0]["detail"])
+    return blocked
+
+
+def _build(ctx: RebuildContext, stale: dict[str, Verdict], lock: Lock, outcomes: dict[str, Outcome]) -> None:
+    """One builder run over the stale images; publishing is its gate, so a child builds only on a
+    parent that passed verify and was pushed."""
+    builder = Builder(
+        ctx.host,
+        ctx.project / "output",
+        ctx.project,
+        BuildOptions(prefix=ctx.prefix),
+        on_event=ctx.on_event,
+        cancel=ctx.cancel,
+    )
+    fresh = [n for n, v in stale.items() if v.codes == {PACKAGES}]  # same inputs, newer packages
+
+    def publish(name: str, built: list[BuiltImage]) -> None:
         try:
-            outcomes.append(_rebuild_one(ctx, builder, verdict, lock, ids))
+            outcomes[name] = _publish(ctx, stale[name], built, lock)
         except GenError as exc:
-            failed.add(name)
-            outcomes.append(
-                Outcome(name, "failed", verdict.reasons, old_digest, "", old_id, "", "skipped", error=str(exc))
+            outcomes[name] = _failed(stale[name], lock, "failed", str(exc))
+            raise
+
+    for name, verdict in stale.items():
+        ctx.note(name, Phase.PLANNED, f"rebuilding: {', '.join(r['code'] for r in verdict.reasons)}")
+    try:
+        report = builder.build(list(stale), fresh=fresh, stored_ancestors=True, after_image=publish)
+    except Interrupted as exc:
+        for verdict in stale.values():
+            outcomes.setdefault(verdict.name, _failed(verdict, lock, "failed", str(exc)))
+        return
+    _record_failures(builder, report, stale, lock, outcomes)
+
+
+def _record_failures(
+    builder: Builder, report: BuildReport, stale: dict[str, Verdict], lock: Lock, outcomes: dict[str, Outcome]
+) -> None:
+    """Outcomes for the stale images the build report says failed or were skipped after a failure
+    (a publish failure has recorded its own). An ancestor the rebuild did not name fails only when
+    it is missing from storage: its children fail with that message."""
+    errors: dict[str, str] = {}
+    for failure in report.failed:
+        image = builder.images[failure.image].repo if failure.image in builder.images else failure.image
+        errors.setdefault(image, str(failure))
+        if image in stale:
+            outcomes.setdefault(image, _failed(stale[image], lock, "failed", str(failure)))
+    for unit in report.skipped_after_failure:
+        name, parent = builder.images[unit].repo, builder.images[unit].parent
+        parent_image = builder.images[parent].repo if parent else name
+        if parent_image not in stale and parent_image in errors:
+            outcomes.setdefault(name, _failed(stale[name], lock, "failed", errors[parent_image]))
+        else:
+            outcomes.setdefault(
+                name, _failed(stale[name], lock, "skipped-after-failure", f"parent {parent_image} failed")
             )
-    return outcomes
 
 
-def _rebuild_one(ctx: RebuildContext, builder: Builder, verdict: Verdict, lock: Lock, ids: dict[str, str]) -> Outcome:
+def _publish(ctx: RebuildContext, verdict: Verdict, built: list[BuiltImage], lock: Lock) -> Outcome:
+    """Verify every platform's image just built, push them, lock and describe the result."""
     name, image = verdict.name, ctx.images[verdict.name]
     locked = lock.images.get(name)
-    old_digest, old_id = (locked.digest, locked.image_id) if locked else ("", "")
-    fresh = verdict.codes == {PACKAGES}  # same inputs, newer packages: every layer and rootfs again
-    units = units_of(builder.images, name)  # itself, or one per platform
-    if any(r["code"] == BASE_MOVED and not image.parent for r in verdict.reasons):
-        raise GenError(verdict.reasons[0]["detail"])
-    ctx.progress(f"rebuilding {name}: {', '.join(r['code'] for r in verdict.reasons)}")
-    for unit in units:  # every platform's image, each FROM its parent's of the same platform
-        parent_id = (ids.get(unit.parent) or _stored_id(ctx, builder.images[unit.parent])) if unit.parent else ""
-        unit_built = builder.build_one(unit.name, parent_id, fresh=fresh)
-        ids[unit.name] = unit_built.image_id
-        if unit.name == name:
-            built = unit_built
-    for unit in units:  # a foreign platform's image is verified under emulation
-        ctx.progress(f"verifying {unit.name}")
-        verified = _verify(ctx, f"{ctx.prefix}/{unit.repo}:{unit.tags[0]}")
+    old_digest, old_id = _old(lock, name)
+    ids = {b.name: b.image_id for b in built}
+    for unit in built:  # a foreign platform's image is verified under emulation
+        ctx.note(unit.name, Phase.VERIFY, "verifying")
+        verified = _verify(ctx, unit.tags[0])
         if verified.startswith("failed"):
-            raise GenError(f"{unit.name}: rebuilt as {ids[unit.name][:12]} but verify {verified}")
+            raise GenError(f"{unit.name}: rebuilt as {unit.image_id[:12]} but verify {verified}")
     digest, platform_digests = "", {}
     if ctx.registry is not None:
-        ctx.progress(f"pushing {name}")
+        ctx.note(name, Phase.PUSH, f"pushing to {ctx.registry}")
         started = utc_now()
         pushed = push_image(ctx.host, image, ctx.prefix, ctx.registry, signer=ctx.signer)
         if ctx.signer is not None:
@@ -311,20 +369,22 @@ def _rebuild_one(ctx: RebuildContext, builder: Builder, verdict: Verdict, lock: 
     lock.images[name] = entry
     _sbom(ctx, name, entry)
     if ctx.registry is not None:  # each SBOM beside its own image: per platform when there are several
-        for unit in units:
+        units = {u.name: u for u in image_units(image, host_platform())}
+        for unit_name, image_id in ids.items():
             attach_sbom(
                 Skopeo(ctx.host),
                 ctx.project / "output",
                 name,
-                ids[unit.name],
-                platform_digests.get(unit.platform, digest),
+                image_id,
+                platform_digests.get(units[unit_name].platform, digest),
                 ctx.registry,
-                unit.name,
+                unit_name,
             )
-    if built.action == "built":
+    main = next((b for b in built if b.name == name), built[0])
+    if main.action == "built":
         action = "rebuilt"
-    else:  # the build stage found it built already (by hand, or a reproducible parent rebuild)
-        action = "unchanged" if (built.image_id, digest) == (old_id, old_digest or digest) else "updated"
+    else:  # the build found it built already (by hand, or a reproducible parent rebuild)
+        action = "unchanged" if (main.image_id, digest) == (old_id, old_digest or digest) else "updated"
     return Outcome(
         name,
         action,
@@ -332,18 +392,10 @@ def _rebuild_one(ctx: RebuildContext, builder: Builder, verdict: Verdict, lock: 
         old_digest,
         digest,
         old_id,
-        built.image_id,
+        main.image_id,
         verified,
         package_changes(locked.packages if locked else {}, entry.packages),
     )
-
-
-def _stored_id(ctx: RebuildContext, image: OutputImage) -> str:
-    ref = f"{ctx.prefix}/{image.repo}:{image.tags[0]}"
-    found = storage.inspect(ctx.host, ref)
-    if found is None:
-        raise GenError(f"{ref} is not in the storage gen uses; run `gen build` or `gen pull` first")
-    return found.id
 
 
 def _sbom(ctx: RebuildContext, name: str, entry: LockedImage) -> None:
@@ -446,8 +498,8 @@ def report_markdown(data: dict) -> str:
 def write_report(directory: Path, data: dict) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     json_path, md_path = directory / "rebuild-report.json", directory / "rebuild-report.md"
-    json_path.write_text(json.dumps(data, indent=2) + "\n")
-    md_path.write_text(report_markdown(data))
+    write_text_atomic(json_path, json.dumps(data, indent=2) + "\n")
+    write_text_atomic(md_path, report_markdown(data))
     return json_path, md_path
 
 

@@ -71,7 +71,11 @@ def resolve_ref(target: str, project: Path, prefix: str, podman: Podman, platfor
 
             ref = image_ref(target, _platform_tag(project, target, tags[0], platform), prefix)
     if podman.inspect_image(ref) is None:
-        hint = f"run `gen build {target}` first" if ref != target else "check the name with `podman images`"
+        hint = (
+            f"run `gen build {target}` first"
+            if ref != target
+            else "check the name with `podman images`, or render and build it first"
+        )
         raise ImageNotFound(f"no image {ref!r} in the storage gen uses; {hint}")
     return ref
 
@@ -98,19 +102,12 @@ def _looks_like_name(target: str) -> bool:
 
 
 def _spec_tags(project: Path, name: str) -> tuple[str, ...]:
-    """Tags of a spec: from its rendered manifest (what `gen build` builds), else from the spec."""
+    """Tags of a rendered image, from its manifest (what `gen build` builds); none when not rendered."""
     from generator.builder.outputs import MANIFEST, load_output
 
     if (project / "output" / name / MANIFEST).is_file():
         return load_output(project / "output" / name).tags
-    specs_dir = project / "specs"
-    if not any((specs_dir / f"{name}{ext}").is_file() for ext in (".yaml", ".yml")):
-        return ()
-    from generator.spec import load_project
-
-    loaded = load_project([specs_dir], project)
-    spec = loaded.specs.get(name)
-    return tuple(spec.data["tags"]) if spec is not None else ()
+    return ()
 
 
 def read_expectations(podman: Podman, ref: str) -> Expectations:

@@ -242,3 +242,142 @@ def test_podman_objects_in_a_storage_of_gens_own_take_their_locks_from_it(tmp_pa
     )
     assert [p.name for p in (tmp_path / "storage" / "libpod" / "locks").iterdir()] == ["0"]
     reset_storage(host)
+
+
+# -- building a set: fresh images, stored ancestors, a gate per image (the scheduled rebuild's use) --
+
+
+def test_fresh_names_are_built_again_and_ancestors_are_not(tmp_path, fake):
+    builder = project(tmp_path)
+    builder.build([])
+    fake.builds = 0
+    again = Builder(builder.host, builder.output_dir, tmp_path, builder.options)
+    report = again.build(["leaf2"], fresh=["leaf2"])
+    assert [(b.name, b.action) for b in report.built] == [("root", "skipped"), ("leaf2", "built")]
+    assert fake.builds == fake.fresh_builds == 1
+
+
+def test_stored_ancestors_are_taken_as_stored_not_decided(tmp_path, fake):
+    """The root's build-id tag is gone (the machine only pulled its spec tag): a plain build
+    would build it again; with stored_ancestors only the named leaf is built, FROM the stored root."""
+    builder = project(tmp_path)
+    first = {b.name: b for b in builder.build([]).built}
+    del fake.ids[f"localhost/gen/root:{first['root'].build_id}"]
+    (tmp_path / "output" / "leaf1" / "extra").write_text("changed\n")
+    rehash_output_dir(tmp_path / "output" / "leaf1")
+    fake.builds = 0
+    again = Builder(builder.host, builder.output_dir, tmp_path, builder.options)
+    report = again.build(["leaf1"], stored_ancestors=True)
+    assert [(b.name, b.action) for b in report.built] == [("leaf1", "built")] and fake.builds == 1
+    assert again.plan(["leaf1"])[0].action == "build"  # what a plain build would have done to the root
+
+
+def test_a_missing_stored_ancestor_fails_and_its_children_are_skipped(tmp_path, fake):
+    builder = project(tmp_path)
+    builder.build([])
+    del fake.ids["localhost/gen/root:1"]
+    report = Builder(builder.host, builder.output_dir, tmp_path, builder.options).build(
+        ["leaf1"], stored_ancestors=True
+    )
+    assert [f.image for f in report.failed] == ["root"] and "run `gen build` or `gen pull` first" in str(
+        report.failed[0]
+    )
+    assert report.skipped_after_failure == ["leaf1"] and report.built == []
+
+
+def test_the_gate_runs_per_image_before_its_children_and_a_failure_skips_them(tmp_path, fake):
+    from generator.errors import GenError
+
+    builder = project(tmp_path)
+    seen: list[str] = []
+
+    def gate(name, built):
+        seen.append(f"gate {name} after {fake.builds} builds")
+        assert [b.name for b in built] == [name]
+        if name == "leaf0":
+            raise GenError("verify failed")
+
+    report = builder.build([], after_image=gate)
+    assert seen[0] == "gate root after 1 builds"  # before any leaf was built
+    assert sorted(line.split()[1] for line in seen[1:]) == [f"leaf{i}" for i in range(5)]
+    assert [(f.image, f.step) for f in report.failed] == [("leaf0", "after build")]
+    assert str(report.failed[0]) == "leaf0: verify failed"
+
+    seen.clear()
+    (tmp_path / "output" / "root" / "extra").write_text("changed\n")
+    rehash_output_dir(tmp_path / "output" / "root")
+    fake.builds = 0
+
+    def refuse_root(name, built):
+        seen.append(name)
+        if name == "root":
+            raise GenError("push refused")
+
+    report = Builder(builder.host, builder.output_dir, tmp_path, builder.options).build([], after_image=refuse_root)
+    assert seen == ["root"] and fake.builds == 1  # no leaf built on a root that failed its gate
+    assert sorted(report.skipped_after_failure) == [f"leaf{i}" for i in range(5)]
+
+
+def _rebuild_context(builder: Builder, fake: FakeStorage, monkeypatch, verified: dict[str, str]):
+    """gen rebuild over the fake storage, without registry; verify answers from `verified`."""
+    from types import SimpleNamespace
+
+    from generator.builder.outputs import load_outputs
+    from generator.rebuild import scheduled
+
+    def locked(host, images, name, prefix, digest=""):
+        return SimpleNamespace(packages={}, digest=digest, image_id=fake.ids[f"{prefix}/{name}:1"])
+
+    monkeypatch.setattr(scheduled, "locked_image", locked)
+    monkeypatch.setattr(scheduled, "_sbom", lambda ctx, name, entry: None)
+    monkeypatch.setattr(scheduled, "_verify", lambda ctx, ref: verified.get(ref.split("/")[-1], "passed"))
+    events: list = []
+    images = load_outputs(builder.output_dir)
+    ctx = scheduled.RebuildContext(builder.host, builder.project_root, images, "localhost/gen", None)
+    ctx.on_event = events.append
+    return ctx, events
+
+
+def test_rebuild_asks_the_builder_for_the_stale_set_fresh_where_only_packages_moved(tmp_path, fake, monkeypatch):
+    from generator.builder.events import Phase
+    from generator.rebuild.lock import Lock
+    from generator.rebuild.scheduled import CHANGED, PACKAGES, Verdict, run_rebuild
+
+    builder = project(tmp_path)
+    builder.build([])
+    (tmp_path / "output" / "leaf1" / "extra").write_text("changed\n")
+    rehash_output_dir(tmp_path / "output" / "leaf1")
+    ctx, events = _rebuild_context(builder, fake, monkeypatch, {"leaf1:1": "failed: a check"})
+    fake.builds = 0
+    verdicts = [Verdict("root"), Verdict("leaf0"), Verdict("leaf1")]
+    verdicts[1].add(PACKAGES, "1 package update(s)")
+    verdicts[2].add(CHANGED, "spec changed")
+    outcomes = {o.name: o for o in run_rebuild(ctx, verdicts, Lock())}
+    assert fake.builds == 2 and fake.fresh_builds == 1  # the root is used as stored
+    assert outcomes["leaf0"].action == "rebuilt" and outcomes["leaf0"].verify == "passed"
+    assert outcomes["leaf1"].action == "failed" and "but verify failed: a check" in outcomes["leaf1"].error
+    assert set(outcomes) == {"leaf0", "leaf1"}
+    # One channel: the builder's events and the rebuild's own steps reach the same handler.
+    assert {Phase.PLANNED, Phase.TAGGED, Phase.VERIFY, Phase.FAILED} <= {e.phase for e in events}
+
+
+def test_rebuild_builds_no_child_on_a_parent_that_failed_verify(tmp_path, fake, monkeypatch):
+    from generator.rebuild.lock import Lock
+    from generator.rebuild.scheduled import CHANGED, PARENT_REBUILT, Verdict, run_rebuild
+
+    builder = project(tmp_path)
+    builder.build([])
+    (tmp_path / "output" / "root" / "extra").write_text("changed\n")
+    rehash_output_dir(tmp_path / "output" / "root")
+    ctx, _ = _rebuild_context(builder, fake, monkeypatch, {"root:1": "failed: init"})
+    fake.builds = 0
+    verdicts = [Verdict("root")] + [Verdict(f"leaf{i}") for i in range(5)]
+    verdicts[0].add(CHANGED, "spec changed")
+    for verdict in verdicts[1:]:
+        verdict.add(PARENT_REBUILT, "parent root is rebuilt")
+    outcomes = run_rebuild(ctx, verdicts, Lock())
+    assert fake.builds == 1
+    assert [(o.name, o.action) for o in outcomes] == [("root", "failed")] + [
+        (f"leaf{i}", "skipped-after-failure") for i in range(5)
+    ]
+    assert outcomes[1].error == "parent root failed"

@@ -193,3 +193,14 @@ def test_every_reporting_command_spells_json_output_the_same(project):
         plan = gen("build", "--dry-run", *spelling, cwd=project)
         assert plan.returncode == 0, plan.stderr
         assert json.loads(plan.stdout)
+
+
+def test_lock_update_reports_as_json(tmp_path):
+    """`gen lock --update --json`: one JSON document on stdout, as every reporting command gives."""
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "output").mkdir()
+    first = gen("lock", "--update", "--json", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout) == {"lock": "gen.lock", "changed": True, "images": [], "reports": []}
+    again = json.loads(gen("lock", "--update", "--json", cwd=tmp_path).stdout)
+    assert again["changed"] is False and json.loads(gen("lock", "--json", cwd=tmp_path).stdout)["images"] == {}
