@@ -1,6 +1,9 @@
 """What crosses a stage boundary on disk: the manifest render writes into each `output/<name>/`
-and build, publish, rebuild and verify read. One class per record, each with the one
-`to_json`/`from_json` pair that writes and reads it; no other code touches the JSON.
+and build, publish, rebuild and verify read; the lock (`gen.lock`) rebuild writes and reads back
+in a later run; and the resolved spec render embeds in each image and verify reads back. One
+class per record, each with the one `to_json`/`from_json` pair that writes and reads it; no
+other code touches the JSON. The manifest and the lock carry a format version, and a reader
+refuses any version but its own.
 
 A manifest names its image's base in one of four ways (`kind`): a root filesystem bootstrapped
 by gen, an image from a registry pinned by digest, an image in local storage, or the parent spec's
@@ -15,12 +18,16 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from generator.errors import UsageError
 from generator.platforms import Platform
 
 MANIFEST = "gen-manifest.json"
+# Bumped when a manifest field is added, dropped or changes meaning. It never reaches an image:
+# .dockerignore keeps the manifest out of the build context and context_sha256 leaves it out.
+# (builder.outputs.files_sha256, the build key's input, does hash every file of the folder.)
+MANIFEST_VERSION = 1
 STRUCTURE_TEST = "structure-test.yaml"  # beside the manifest: checks users run, not build context
 ImageFormat = Literal["oci", "docker"]
 IMAGE_FORMATS: tuple[ImageFormat, ...] = ("oci", "docker")
@@ -37,7 +44,7 @@ def context_sha256(files: Iterable[tuple[str, int, bytes]]) -> str:
 
 
 class ManifestError(UsageError):
-    """A manifest gen cannot use (missing, not JSON, a field of the wrong type): re-render it."""
+    """A manifest gen cannot use (missing, not JSON, another version, a field of the wrong type): re-render it."""
 
 
 def _fail(path: Path, what: str) -> ManifestError:
@@ -213,6 +220,7 @@ class Manifest:
 
     def to_json(self) -> dict[str, object]:
         data: dict[str, object] = {
+            "manifest_version": MANIFEST_VERSION,
             "name": self.name,
             "tags": list(self.tags),
             "spec": self.spec,
@@ -254,6 +262,7 @@ class Manifest:
     def from_json(cls, data: object, path: Path) -> Manifest:
         if not isinstance(data, dict):
             raise _fail(path, "not a JSON object")
+        _check_manifest_version(data, path)
         missing = [k for k in ("name", "tags", "base", "source_date_epoch", "context_sha256") if k not in data]
         if missing:
             raise _fail(path, f"manifest lacks {', '.join(missing)}")
@@ -281,6 +290,15 @@ class Manifest:
             raise _fail(path, f"a field has the wrong type ({exc})") from None
 
 
+def _check_manifest_version(data: dict, path: Path) -> None:
+    """Checked before any other field: another version's fields may mean something else."""
+    if "manifest_version" not in data:
+        raise _fail(path, "no manifest_version (rendered by a gen from before manifests had one)")
+    version = data["manifest_version"]
+    if type(version) is not int or version != MANIFEST_VERSION:  # type(): True == 1 in Python
+        raise _fail(path, f"manifest_version {version!r} is not {MANIFEST_VERSION}, the one this gen reads")
+
+
 def _image_format(value: object) -> ImageFormat:
     for known in IMAGE_FORMATS:
         if value == known:
@@ -292,3 +310,276 @@ def _items(value: object) -> list[tuple[object, object]]:
     if not isinstance(value, dict):
         raise TypeError("platform_build_args is not an object")
     return list(value.items())
+
+
+# --- gen.lock --------------------------------------------------------------------------------
+# The lock's records, reader and text live here beside the manifest's, so one module holds every
+# format gen reads back from disk. Making an entry from storage needs the builder and publish
+# stages (which import this module), so that stays in generator.rebuild.lock with the file's
+# path and its atomic write.
+
+# gen.lock has carried lock_version 1 since its first release, so every lock gen wrote reads, and
+# one without a version is not gen's. Bumped when an entry's fields change.
+LOCK_VERSION = 1
+_LOCK_FIX = "restore it from git or run `gen lock --update`"
+
+BaseKind = Literal["bootstrap", "image", "local", "parent"]
+BASE_KINDS: tuple[BaseKind, ...] = ("bootstrap", "image", "local", "parent")
+
+
+class LockError(UsageError):
+    """A gen.lock gen cannot use (not JSON, another version, a field missing or of the wrong type)."""
+
+
+@dataclass(frozen=True)
+class LockedBase:
+    """What an image was built on, as storage had it: the parent spec's image (name), or a
+    bootstrapped rootfs, registry or local image (ref; a registry base also its pinned digest)."""
+
+    kind: BaseKind
+    image_id: str  # "" when it was not in storage
+    ref: str | None = None  # every kind but parent
+    name: str | None = None  # parent: the parent spec's name
+    digest: str | None = None  # image: the manifest digest its ref pins
+
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {"kind": self.kind, "image_id": self.image_id}
+        data |= {k: v for k, v in (("ref", self.ref), ("name", self.name), ("digest", self.digest)) if v is not None}
+        return data
+
+    @classmethod
+    def from_json(cls, data: object, what: str) -> LockedBase:
+        entry = _record(data, what, ("kind", "image_id"), ("ref", "name", "digest"))
+        return cls(
+            kind=_base_kind(entry["kind"], what),
+            image_id=_text(entry["image_id"], f"{what} image_id"),
+            ref=_optional_text(entry.get("ref"), f"{what} ref"),
+            name=_optional_text(entry.get("name"), f"{what} name"),
+            digest=_optional_text(entry.get("digest"), f"{what} digest"),
+        )
+
+
+@dataclass(frozen=True)
+class LockedPlatform:
+    """One platform's image of an image built for several."""
+
+    build_id: str
+    image_id: str
+    base: LockedBase
+    packages: dict[str, str]  # name[:arch] -> version
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "build_id": self.build_id,
+            "image_id": self.image_id,
+            "base": self.base.to_json(),
+            "packages": dict(self.packages),
+        }
+
+    @classmethod
+    def from_json(cls, data: object, what: str) -> LockedPlatform:
+        entry = _record(data, what, ("build_id", "image_id", "base", "packages"))
+        return cls(
+            build_id=_text(entry["build_id"], f"{what} build_id"),
+            image_id=_text(entry["image_id"], f"{what} image_id"),
+            base=LockedBase.from_json(entry["base"], f"{what} base"),
+            packages=_text_map(entry["packages"], f"{what} packages"),
+        )
+
+
+_LOCKED_IMAGE_FIELDS = ("name", "parent", "tags", "build_id", "image_id", "digest", "files_sha256", "base", "init")
+
+
+@dataclass(frozen=True)
+class LockedImage:
+    """What one built image was made from and of. An image built for several platforms: the
+    fields are the host's platform's image's, `digest` the index's, and `platforms` has each."""
+
+    name: str
+    parent: str | None
+    tags: tuple[str, ...]
+    build_id: str
+    image_id: str
+    digest: str  # manifest digest in the registry; "" until pushed
+    files_sha256: str  # the rendered folder's, as the build keyed on it
+    base: LockedBase
+    init: InitPins  # copied from the manifest
+    packages: dict[str, str] = field(default_factory=dict)  # name[:arch] -> version
+    platforms: dict[str, LockedPlatform] = field(default_factory=dict)  # os/arch -> its image
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "parent": self.parent,
+            "tags": list(self.tags),
+            "build_id": self.build_id,
+            "image_id": self.image_id,
+            "digest": self.digest,
+            "files_sha256": self.files_sha256,
+            "base": self.base.to_json(),
+            "init": self.init.to_json(),
+            "packages": dict(self.packages),
+            "platforms": {p: self.platforms[p].to_json() for p in self.platforms},
+        }
+
+    @classmethod
+    def from_json(cls, data: object, what: str) -> LockedImage:
+        # packages and platforms came later than the rest: entries from before lack them.
+        entry = _record(data, what, _LOCKED_IMAGE_FIELDS, ("packages", "platforms"))
+        platforms = entry.get("platforms", {})
+        if not isinstance(platforms, dict):
+            raise ValueError(f"{what} platforms is not an object")
+        return cls(
+            name=_text(entry["name"], f"{what} name"),
+            parent=_optional_text(entry["parent"], f"{what} parent"),
+            tags=_texts(entry["tags"], f"{what} tags"),
+            build_id=_text(entry["build_id"], f"{what} build_id"),
+            image_id=_text(entry["image_id"], f"{what} image_id"),
+            digest=_text(entry["digest"], f"{what} digest"),
+            files_sha256=_text(entry["files_sha256"], f"{what} files_sha256"),
+            base=LockedBase.from_json(entry["base"], f"{what} base"),
+            init=_init_pins(entry["init"], f"{what} init"),
+            packages=_text_map(entry.get("packages", {}), f"{what} packages"),
+            platforms={p: LockedPlatform.from_json(e, f"{what} platform {p!r}") for p, e in platforms.items()},
+        )
+
+
+@dataclass
+class Lock:
+    """`gen.lock`: per image what it was built from and of; sorted keys, two-space indent, so
+    the same images give the same bytes. Mutable: a run updates it image by image."""
+
+    registry: str = ""
+    images: dict[str, LockedImage] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        data = {
+            "lock_version": LOCK_VERSION,
+            "registry": self.registry,
+            "images": {n: self.images[n].to_json() for n in sorted(self.images)},
+        }
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def read(cls, path: Path) -> Lock:
+        """The lock at path; an empty one when there is none yet."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls()
+        except json.JSONDecodeError as exc:
+            raise LockError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); {_LOCK_FIX}") from None
+        except (OSError, UnicodeDecodeError, RecursionError) as exc:
+            what = "nested too deeply" if isinstance(exc, RecursionError) else f"unreadable ({exc})"
+            raise LockError(f"{path}: {what}; {_LOCK_FIX}") from None
+        return cls.from_json(data, path)
+
+    @classmethod
+    def from_json(cls, data: object, path: Path) -> Lock:
+        if not isinstance(data, dict):
+            raise LockError(f"{path}: not a JSON object; {_LOCK_FIX}")
+        _check_lock_version(data, path)
+        try:
+            images = data.get("images") or {}
+            if not isinstance(images, dict):
+                raise ValueError("images is not an object")
+            return cls(
+                registry=_text(data.get("registry") or "", "registry"),
+                images={name: LockedImage.from_json(entry, f"image {name!r}") for name, entry in images.items()},
+            )
+        except ValueError as exc:
+            raise LockError(f"{path}: {exc}; {_LOCK_FIX}") from None
+
+
+def _check_lock_version(data: dict, path: Path) -> None:
+    version = data.get("lock_version")
+    if type(version) is int and version > LOCK_VERSION:  # type(): True == 1 in Python
+        raise LockError(f"{path}: lock_version {version} is newer than this gen reads ({LOCK_VERSION}); upgrade gen")
+    if type(version) is not int or version != LOCK_VERSION:
+        what = "no lock_version" if version is None else f"lock_version {version!r} is not {LOCK_VERSION}"
+        raise LockError(f"{path}: {what}, so gen did not write it; {_LOCK_FIX}")
+
+
+def _record(value: object, what: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
+    """value as a JSON object with every required key and no key gen does not write."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} is not an object")
+    missing = [k for k in required if k not in value]
+    if missing:
+        raise ValueError(f"{what} lacks {', '.join(missing)}")
+    unknown = sorted(str(k) for k in value if k not in required and k not in optional)
+    if unknown:
+        raise ValueError(f"{what} has fields gen does not write: {', '.join(unknown)}")
+    return value
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is {type(value).__name__}, not a string")
+    return value
+
+
+def _optional_text(value: object, what: str) -> str | None:
+    return None if value is None else _text(value, what)
+
+
+def _texts(value: object, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"{what} is not a list")
+    return tuple(_text(v, what) for v in value)
+
+
+def _text_map(value: object, what: str) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} is not an object")
+    return {_text(k, what): _text(v, f"{what} {k!r}") for k, v in value.items()}
+
+
+def _base_kind(value: object, what: str) -> BaseKind:
+    for kind in BASE_KINDS:
+        if value == kind:
+            return kind
+    raise ValueError(f"{what} kind {value!r} is none of {', '.join(BASE_KINDS)}")
+
+
+def _init_pins(value: object, what: str) -> InitPins:
+    try:
+        return InitPins.from_json(value)
+    except TypeError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+
+
+# --- the embedded spec -----------------------------------------------------------------------
+
+
+class EmbeddedSpecError(UsageError):
+    """An embedded spec that is not one JSON object (verify then holds the image to the defaults)."""
+
+
+@dataclass(frozen=True)
+class EmbeddedSpec:
+    """The resolved spec render bakes into every image (/etc/gen/spec.json; `gen-spec` prints
+    it) and verify reads back, from this gen's images or any other's. Its fields are the spec
+    schema's and the spec stage checks them: this module stays free of jsonschema, which build
+    must not load, so the record vouches only for one JSON object. It carries no version: a
+    field in it would change every image's bytes, and an older document reads through the
+    schema's defaults (one the schema refuses is reported by verify)."""
+
+    document: dict[str, Any]
+
+    def to_json(self) -> str:
+        """Canonical text (sorted keys, indented): the same spec is the same image bytes anywhere."""
+        return json.dumps(self.document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> EmbeddedSpec:
+        """where: the file's path in the image, for errors."""
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise EmbeddedSpecError(f"{where}: nested deeper than any spec is") from None
+        except ValueError as exc:
+            raise EmbeddedSpecError(f"{where}: not JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise EmbeddedSpecError(f"{where}: not a JSON object")
+        return cls(data)

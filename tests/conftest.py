@@ -226,6 +226,8 @@ def write_output_dir(
     epoch: int = SESSION_EPOCH,
 ) -> Path:
     """Write output/<name>/ as render does (Dockerfile header, ARGs, manifest) around a body."""
+    from generator.contract import MANIFEST_VERSION
+
     directory = output_dir / name
     directory.mkdir(parents=True, exist_ok=True)
     if parent:
@@ -243,6 +245,7 @@ def write_output_dir(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     manifest = {
+        "manifest_version": MANIFEST_VERSION,
         "name": name,
         "tags": list(tags),
         "spec": f"specs/{name}.yaml",

@@ -6,56 +6,25 @@ init layer (s6-overlay version and the sha256 of each tarball; for the distro's 
 it), and every installed package with its version, read from the image's dpkg database.
 
 It lives beside specs/, not in output/<name>/: files there are build inputs (the content key
-hashes them) and `gen render` owns them.
+hashes them) and `gen render` owns them. Its records, its text and its reader are in
+`generator.contract` with the other formats gen reads back; this module makes the entries from
+storage and writes the file.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from generator.builder import storage
 from generator.builder.host import Host, host_platform
 from generator.builder.outputs import OutputImage, expand_platforms, files_sha256, units_of
-from generator.errors import UsageError
+from generator.contract import Lock, LockedBase, LockedImage, LockedPlatform
 from generator.files import write_text_atomic
 from generator.publish.transfer import stored_tags
 from generator.rebuild.packages import installed_packages
 
 LOCK_FILE = "gen.lock"
-LOCK_VERSION = 1
-
-
-@dataclass
-class LockedImage:
-    name: str
-    parent: str | None
-    tags: list[str]
-    build_id: str
-    image_id: str
-    digest: str  # manifest digest in the registry; "" until pushed
-    files_sha256: str
-    base: dict
-    init: dict
-    packages: dict[str, str] = field(default_factory=dict)  # name[:arch] -> version
-    # An image built for several platforms: per platform (os/arch) its build id, image id, base
-    # and packages; the fields above are the host's platform's, `digest` the index's.
-    platforms: dict[str, dict] = field(default_factory=dict)
-
-
-@dataclass
-class Lock:
-    registry: str = ""
-    images: dict[str, LockedImage] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        data = {
-            "lock_version": LOCK_VERSION,
-            "registry": self.registry,
-            "images": {n: asdict(self.images[n]) for n in sorted(self.images)},
-        }
-        return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
 def lock_path(project: Path) -> Path:
@@ -64,31 +33,7 @@ def lock_path(project: Path) -> Path:
 
 def read_lock(project: Path) -> Lock:
     """The project's lock; an empty one when there is none yet."""
-    path = lock_path(project)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return Lock()
-    except json.JSONDecodeError as exc:
-        raise UsageError(
-            f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); "
-            "restore it from git or run `gen lock --update`"
-        ) from None
-    except (OSError, UnicodeDecodeError, RecursionError) as exc:
-        what = "nested too deeply" if isinstance(exc, RecursionError) else f"unreadable ({exc})"
-        raise UsageError(f"{path}: {what}; restore it from git or run `gen lock --update`") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: not a JSON object; restore it from git or run `gen lock --update`")
-    if data.get("lock_version") != LOCK_VERSION:
-        raise UsageError(
-            f"{path}: lock_version {data.get('lock_version')!r} is not {LOCK_VERSION}; "
-            "run `gen lock --update` with this gen"
-        )
-    try:
-        images = {name: LockedImage(**entry) for name, entry in (data.get("images") or {}).items()}
-    except (TypeError, AttributeError) as exc:
-        raise UsageError(f"{path}: an image entry has unexpected fields ({exc}); run `gen lock --update`") from None
-    return Lock(str(data.get("registry") or ""), images)
+    return Lock.read(lock_path(project))
 
 
 def write_lock(project: Path, lock: Lock) -> bool:
@@ -96,24 +41,17 @@ def write_lock(project: Path, lock: Lock) -> bool:
     return write_text_atomic(lock_path(project), lock.to_json())
 
 
-def base_entry(host: Host, image: OutputImage, prefix: str, parent: OutputImage | None = None) -> dict:
+def base_entry(host: Host, image: OutputImage, prefix: str, parent: OutputImage | None = None) -> LockedBase:
     """What the image was built on: the parent's image id, the bootstrapped rootfs image id, or
     the registry base's pinned digest (and its id in storage)."""
-    kind = image.base_kind
     if image.parent:
         ref = f"{prefix}/{parent.repo}:{parent.tags[0]}" if parent else image.base.image
         found = storage.inspect(host, ref)
-        return {
-            "kind": "parent",
-            "name": parent.repo if parent else image.parent,
-            "image_id": found.id if found else "",
-        }
-    ref = image.base.image
+        return LockedBase("parent", found.id if found else "", name=parent.repo if parent else image.parent)
+    kind, ref = image.base.kind, image.base.image
     found = storage.inspect(host, ref)
-    entry = {"kind": kind, "ref": ref, "image_id": found.id if found else ""}
-    if kind == "image" and "@" in ref:
-        entry["digest"] = ref.split("@", 1)[1]
-    return entry
+    digest = ref.split("@", 1)[1] if kind == "image" and "@" in ref else None
+    return LockedBase(kind, found.id if found else "", ref=ref, digest=digest)
 
 
 def locked_image(host: Host, images: dict[str, OutputImage], name: str, prefix: str, digest: str = "") -> LockedImage:
@@ -123,10 +61,7 @@ def locked_image(host: Host, images: dict[str, OutputImage], name: str, prefix: 
     if len(units) == 1 and not images[name].platforms:
         return replace(units[0][1], digest=digest)
     primary = next(entry for unit, entry in units if unit.name == name)
-    per_platform = {
-        unit.platform: {"build_id": e.build_id, "image_id": e.image_id, "base": e.base, "packages": e.packages}
-        for unit, e in units
-    }
+    per_platform = {unit.platform: LockedPlatform(e.build_id, e.image_id, e.base, e.packages) for unit, e in units}
     return replace(primary, digest=digest, platforms=per_platform)
 
 
@@ -152,13 +87,13 @@ def _locked_unit(host: Host, units: dict[str, OutputImage], image: OutputImage, 
     return LockedImage(
         name=image.repo,
         parent=parent.repo if parent else None,
-        tags=list(image.tags),
+        tags=tuple(image.tags),
         build_id=build_ids[-1] if build_ids else "",
         image_id=found.id,
         digest="",
         files_sha256=files_sha256(image.directory),
         base=base_entry(host, image, prefix, parent),
-        init=image.init.to_json(),
+        init=image.init,
         packages=package_versions(packages),
     )
 

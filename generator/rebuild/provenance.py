@@ -21,7 +21,7 @@ from pathlib import Path
 
 from generator.builder.host import Host, host_platform
 from generator.builder.outputs import OutputImage
-from generator.contract import MANIFEST, Manifest
+from generator.contract import MANIFEST, LockedBase, LockedImage, Manifest
 from generator.publish.attach import (
     attach_attestation,
     check_image_signatures,
@@ -33,7 +33,7 @@ from generator.publish.signing import ManifestCheck, Signer
 from generator.publish.skopeo import Skopeo
 from generator.publish.target import Registry
 from generator.publish.transfer import Transferred
-from generator.rebuild.lock import LockedImage, locked_units, read_lock
+from generator.rebuild.lock import locked_units, read_lock
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -66,12 +66,7 @@ def build_definition(image: OutputImage, entry: LockedImage, platform: str) -> d
     manifest = Manifest.read(image.directory / MANIFEST)
     dockerfile = hashlib.sha256((image.directory / "Dockerfile").read_bytes()).hexdigest()
     dependencies = [
-        {
-            "name": "base",
-            "uri": entry.base.get("ref") or f"gen:{entry.base.get('name', '')}",
-            "digest": {"sha256": _hex(entry.base.get("image_id", ""))},
-            **({"annotations": {"registryDigest": entry.base["digest"]}} if entry.base.get("digest") else {}),
-        },
+        _base_dependency(entry.base),
         *({"uri": _package_purl(name, version)} for name, version in sorted(entry.packages.items())),
     ]
     return {
@@ -90,6 +85,18 @@ def build_definition(image: OutputImage, entry: LockedImage, platform: str) -> d
         },
         "resolvedDependencies": dependencies,
     }
+
+
+def _base_dependency(base: LockedBase) -> dict:
+    """The base as a resolved dependency: by reference, or gen:<parent> for the parent spec's image."""
+    dependency: dict = {
+        "name": "base",
+        "uri": base.ref or f"gen:{base.name or ''}",
+        "digest": {"sha256": _hex(base.image_id)},
+    }
+    if base.digest:
+        dependency["annotations"] = {"registryDigest": base.digest}
+    return dependency
 
 
 def _hex(value: str) -> str:
@@ -242,8 +249,8 @@ def _locked_base_id(locked: LockedImage | None, what: str) -> str:
     if locked is None:
         return ""
     if what in locked.platforms:
-        return str(locked.platforms[what].get("base", {}).get("image_id", ""))
-    return str(locked.base.get("image_id", "")) if what == "image" else ""
+        return locked.platforms[what].base.image_id
+    return locked.base.image_id if what == "image" else ""
 
 
 def provenance_differences(

@@ -29,10 +29,10 @@ from packageurl import PackageURL
 
 from generator.builder.host import Host
 from generator.builder.outputs import OutputImage
-from generator.contract import BootstrapBase
+from generator.contract import BootstrapBase, LockedImage
 from generator.files import write_text_atomic
 from generator.publish.attach import sbom_path
-from generator.rebuild.lock import LockedImage, locked_units
+from generator.rebuild.lock import locked_units
 from generator.rebuild.packages import Package, installed_packages
 from generator.rebuild.updates import root_of
 
@@ -70,13 +70,12 @@ def _license(factory: LicenseFactory, name: str):
 
 def _base_component(image: OutputImage, locked: LockedImage) -> Component:
     base = locked.base
-    name = base.get("name") or base.get("ref") or "base"
-    hashes = [_sha256(base["image_id"])] if base.get("image_id") else []
-    properties = [Property(name="dev.gen:base-kind", value=str(base.get("kind", "")))]
-    if base.get("digest"):
-        properties.append(Property(name="dev.gen:manifest-digest", value=str(base["digest"])))
+    hashes = [_sha256(base.image_id)] if base.image_id else []
+    properties = [Property(name="dev.gen:base-kind", value=base.kind)]
+    if base.digest:
+        properties.append(Property(name="dev.gen:manifest-digest", value=base.digest))
     return Component(
-        name=str(name),
+        name=base.name or base.ref or "base",
         type=ComponentType.CONTAINER,
         bom_ref="base",
         hashes=hashes,
@@ -87,17 +86,17 @@ def _base_component(image: OutputImage, locked: LockedImage) -> Component:
 
 def _init_components(locked: LockedImage) -> list[Component]:
     init = locked.init
-    if init.get("kind") != "s6-overlay":
+    if init.kind != "s6-overlay":
         return []
     return [
         Component(
             name=file,
-            version=str(init.get("version", "")),
+            version=init.version or "",
             type=ComponentType.FILE,
             bom_ref=f"s6-overlay:{file}",
             hashes=[_sha256(digest)],
         )
-        for file, digest in sorted((init.get("checksums") or {}).items())
+        for file, digest in sorted(init.checksums)
     ]
 
 

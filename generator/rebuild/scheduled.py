@@ -138,7 +138,7 @@ def assess(ctx: RebuildContext, lock: Lock) -> list[Verdict]:
             if now and now != locked.digest and not verdict.stale:
                 verdict.adopt_digest = now
         if not image.parent and image.base_kind == "image" and locked is not None:
-            pinned = str(locked.base.get("digest", ""))
+            pinned = locked.base.digest or ""
             now = _base_tag_digest(ctx, skopeo, image.base.image)
             if now and pinned and now != pinned:
                 verdict.add(

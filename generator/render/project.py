@@ -13,14 +13,23 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.contract import Base, BootstrapBase, InitPins, LocalBase, Manifest, ParentBase, RegistryBase
+from generator.contract import (
+    Base,
+    BootstrapBase,
+    EmbeddedSpec,
+    InitPins,
+    LocalBase,
+    Manifest,
+    ParentBase,
+    RegistryBase,
+)
 from generator.errors import Diagnostic, GenError, SpecError, SpecFieldError
 from generator.files import first_link, is_dir
 from generator.model import Image, build_image
 from generator.plan import make_plan
 from generator.plan.init_layer import FetchStage, known_checksums
 from generator.plan.sysctl import node_level_keys
-from generator.render import RenderedImage, canonical_json, render_image, templates_used
+from generator.render import RenderedImage, render_image, templates_used
 from generator.render.templates import TemplateSet
 from generator.spec import Project, ResolvedSpec
 from generator.spec.project import outside_project
@@ -186,7 +195,7 @@ def render_project(
             continue
         parent = images.get(spec.parent) if spec.parent else None
         spec_file = spec.file.display  # the spec's path relative to the project
-        resolved_spec_json = canonical_json(spec.data)
+        resolved_spec_json = EmbeddedSpec(spec.data).to_json()  # baked into the image; its sha256 in the manifest
         try:
             plan = make_plan(
                 image,

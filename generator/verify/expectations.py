@@ -7,10 +7,12 @@ still runs and the table says what the image lacks.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 
+from generator.contract import EmbeddedSpec, EmbeddedSpecError
 from generator.model import (
+    Group,
+    User,
     groups_from,
     init_from,
     logging_from,
@@ -51,12 +53,12 @@ class Expectations:
     volumes: tuple[VolumeExpectation, ...]
     sysctls: tuple[tuple[str, str], ...]
     sysctl_policy: str
+    ready_timeout_ms: int | None  # the longest readiness timeout; None: none declared
+    profiles: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]  # (name, env) of each
+    default_profile: str | None
+    forward_to: str  # logging.forward.to: the collector the image forwards its logs to; "" none
+    forward_facility: str
     spec_problem: str | None = None  # why a readable embedded spec was not used
-    ready_timeout_ms: int | None = None  # the longest readiness timeout; None: none declared
-    profiles: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()  # (name, env) of each
-    default_profile: str | None = None
-    forward_to: str = ""  # logging.forward.to: the collector the image forwards its logs to
-    forward_facility: str = "user"
 
     def default_profile_env(self) -> dict[str, str]:
         """What the profile a start without GEN_PROFILE gets puts in CMD's environment."""
@@ -72,31 +74,39 @@ class Expectations:
         return hints.run_flags()
 
 
-def from_spec(spec: dict) -> Expectations:
+def from_spec(spec: EmbeddedSpec) -> Expectations:
     """Expectations from a resolved spec (the embedded JSON, already defaulted by the spec stage;
     defaults are filled again so an older gen's document reads too), through the model, so verify
     holds an image to the same rules render followed. A document the schema refuses is reported,
     and the schema defaults stand in."""
-    data = with_defaults(spec)
+    data = with_defaults(spec.document)
     problem = first_schema_problem(data)
     if problem is not None:
         return replace(without_spec(), spec_problem=problem)
+    return _expectations(data, found_spec=True)
+
+
+def without_spec() -> Expectations:
+    """What a gen image would be held to with a spec of schema defaults only."""
+    return _expectations(with_defaults({}), found_spec=False)
+
+
+def _expectations(data: dict, found_spec: bool) -> Expectations:
+    """Expectations of a spec document with the schema's defaults, through the model's sections."""
     users = users_from(data["users"])
-    groups = {g.name: g.gid for g in groups_from(data["groups"], users)}
+    uids = _spec_uids(users)
     app_user = data.get("user") or "root"
-    uids = {"root": 0} | {u.name: u.uid for u in users}
-    app = next((u for u in users if u.name == app_user), None)
     init, logging, sysctls = init_from(data["init"]), logging_from(data["logging"]), sysctls_from(data["sysctls"])
     return Expectations(
-        found_spec=True,
-        name=data["name"],
+        found_spec=found_spec,
+        name=data.get("name"),
         init=init.kind,
         restart=init.restart,
         log_dir=logging.dir,
         log_stdout=logging.stdout,
         user=app_user,
         uid=uids.get(app_user),
-        gid=0 if app_user == "root" else groups.get(app.group) if app else None,
+        gid=_app_gid(app_user, users, groups_from(data["groups"], users)),
         volumes=tuple(
             VolumeExpectation(v.path, v.owner, uids.get(v.owner), v.fix_ownership)
             for v in volumes_from(data["volumes"], users, data.get("user"))
@@ -111,34 +121,28 @@ def from_spec(spec: dict) -> Expectations:
     )
 
 
+# Ids only of the accounts the spec fixes (root's and its own): any other, the base's, is resolved
+# inside the container. Not plan.accounts.account_ids: it takes a whole model Image (every section
+# of the spec, the base's among them) and adds the base family's table of fixed ids.
+def _spec_uids(users: tuple[User, ...]) -> dict[str, int]:
+    return {"root": 0} | {u.name: u.uid for u in users}
+
+
+def _app_gid(app_user: str, users: tuple[User, ...], groups: tuple[Group, ...]) -> int | None:
+    """The gid of the app user's primary group (a spec user's; root's is 0)."""
+    if app_user == "root":
+        return 0
+    app = next((u for u in users if u.name == app_user), None)
+    return next((g.gid for g in groups if g.name == app.group), None) if app else None
+
+
 def _longest_readiness(data: dict) -> int | None:
     return longest_timeout_ms(readiness_from(d.get("ready")) for d in (data, *data["services"]))
-
-
-def without_spec() -> Expectations:
-    """What a gen image would be held to with a spec of schema defaults only."""
-    data = with_defaults({})
-    init, logging, sysctls = init_from(data["init"]), logging_from(data["logging"]), sysctls_from(data["sysctls"])
-    return Expectations(
-        found_spec=False,
-        name=None,
-        init=init.kind,
-        restart=init.restart,
-        log_dir=logging.dir,
-        log_stdout=logging.stdout,
-        user="root",
-        uid=0,
-        gid=0,
-        volumes=(),
-        sysctls=sysctls.values,
-        sysctl_policy=sysctls.policy,
-    )
 
 
 def parse_embedded(text: str) -> Expectations | None:
     """Expectations from /etc/gen/spec.json's text; None if it is not a JSON object."""
     try:
-        data = json.loads(text)
-        return from_spec(data) if isinstance(data, dict) else None
-    except (ValueError, RecursionError):  # not JSON, or nested deeper than any spec is
+        return from_spec(EmbeddedSpec.from_json(text, EMBEDDED_SPEC))
+    except EmbeddedSpecError:
         return None

@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 
 from generator.builder.outputs import load_outputs
+from generator.contract import InitPins, LockedBase, LockedImage
 from generator.publish.attach import dsse_envelope, envelope_statement
 from generator.publish.signing import open_private_key, read_public_key, write_key_pair
-from generator.rebuild.lock import LockedImage
 from generator.rebuild.provenance import (
     PREDICATE_TYPE,
     build_definition,
@@ -28,13 +28,13 @@ def _entry(**overrides) -> LockedImage:
     fields = dict(
         name="runtime",
         parent="debian-s6",
-        tags=["1.0"],
+        tags=("1.0",),
         build_id="gen-0123456789abcdef",
         image_id="a" * 64,
         digest="",
         files_sha256="c" * 64,
-        base={"kind": "parent", "name": "debian-s6", "image_id": "d" * 64},
-        init={"kind": "s6"},
+        base=LockedBase("parent", "d" * 64, name="debian-s6"),
+        init=InitPins("s6"),
         packages={"libc6": "2.36-9", "bash": "5.2.15-2+b2", "libgcc-s1:i386": "12.2.0-14"},
     )
     fields.update(overrides)
@@ -127,3 +127,24 @@ def test_provenance_is_bound_to_the_digest_not_to_the_repository_it_was_first_pu
 
     assert problems_with("r.example/first/app", DIGEST) == []
     assert problems_with("r.example/moved/app", "sha256:" + "34" * 32) == ["provenance: signed, but for another image"]
+
+
+def test_a_registry_base_is_named_by_reference_with_its_digest_and_gen_lock_gives_each_platform_its_base():
+    from generator.contract import LockedPlatform
+    from generator.rebuild.provenance import _locked_base_id
+
+    image = load_outputs(ROOT / "output")["debian-s6"]
+    ref = "r.example/debian:12@sha256:" + "f" * 64
+    base = LockedBase("image", "sha256:" + "d" * 64, ref=ref, digest="sha256:" + "f" * 64)
+    (dependency, *_) = build_definition(image, _entry(parent=None, base=base), "linux/amd64")["resolvedDependencies"]
+    assert dependency == {
+        "name": "base",
+        "uri": ref,
+        "digest": {"sha256": "d" * 64},
+        "annotations": {"registryDigest": "sha256:" + "f" * 64},
+    }
+    arm = LockedPlatform("gen-2", "2" * 64, LockedBase("parent", "9" * 64, name="debian-s6"), {})
+    locked = _entry(platforms={"linux/arm64": arm})
+    assert _locked_base_id(locked, "linux/arm64") == "9" * 64
+    assert _locked_base_id(locked, "image") == "d" * 64
+    assert _locked_base_id(locked, "index") == "" and _locked_base_id(None, "image") == ""

@@ -4,11 +4,13 @@ parsing, apt simulation parsing, the lock file, SBOM content and the rebuild rep
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from generator.builder.outputs import OutputImage
+from generator.contract import InitPins, LockedBase, LockedPlatform
 from generator.errors import UsageError
 from generator.publish.skopeo import scrub
 from generator.publish.target import is_loopback, parse_registry
@@ -161,13 +163,13 @@ def _locked(name="app", **overrides) -> LockedImage:
     fields = dict(
         name=name,
         parent=None,
-        tags=["1.0"],
+        tags=("1.0",),
         build_id="gen-0123456789abcdef",
         image_id="a" * 64,
         digest="sha256:" + "b" * 64,
         files_sha256="c" * 64,
-        base={"kind": "bootstrap", "ref": "localhost/gen/rootfs:x", "image_id": "d" * 64},
-        init={"kind": "s6-overlay", "version": "3.1.6.2", "checksums": {"s6-overlay-noarch.tar.xz": "e" * 64}},
+        base=LockedBase("bootstrap", "d" * 64, ref="localhost/gen/rootfs:x"),
+        init=InitPins("s6-overlay", "3.1.6.2", (("s6-overlay-noarch.tar.xz", "e" * 64),)),
         packages={"libc6": "2.36-9", "bash": "5.2"},
     )
     fields.update(overrides)
@@ -185,9 +187,10 @@ def test_lock_round_trip_and_no_rewrite(tmp_path: Path):
 
 
 def test_lock_keeps_each_platform_and_reads_entries_written_before_platforms(tmp_path: Path):
+    base = LockedBase("bootstrap", "d" * 64, ref="localhost/gen/rootfs:x")
     platforms = {
-        "linux/amd64": {"build_id": "gen-1", "image_id": "a" * 64, "base": {}, "packages": {"s6": "2"}},
-        "linux/arm64": {"build_id": "gen-2", "image_id": "f" * 64, "base": {}, "packages": {"s6": "2"}},
+        "linux/amd64": LockedPlatform("gen-1", "a" * 64, base, {"s6": "2"}),
+        "linux/arm64": LockedPlatform("gen-2", "f" * 64, replace(base, image_id="9" * 64), {"s6": "2"}),
     }
     write_lock(tmp_path, Lock("", {"multi": _locked("multi", platforms=platforms), "plain": _locked("plain")}))
     text = json.loads((tmp_path / "gen.lock").read_text())
@@ -203,6 +206,20 @@ def test_missing_lock_is_empty_and_broken_lock_is_bad_input(tmp_path: Path):
     with pytest.raises(UsageError) as info:
         read_lock(tmp_path)
     assert "gen.lock:2:" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('{"lock_version": 2, "images": {"app": []}}', "lock_version 2 is newer than this gen reads (1); upgrade gen"),
+        ('{"lock_version": 1, "images": {"app": {"name": "app"}}}', "image 'app' lacks parent, tags, build_id"),
+    ],
+)
+def test_a_lock_from_a_newer_gen_or_a_broken_entry_is_one_clear_line(tmp_path: Path, text, says):
+    (tmp_path / "gen.lock").write_text(text)
+    with pytest.raises(UsageError) as info:
+        read_lock(tmp_path)
+    assert str(info.value).startswith(f"{tmp_path / 'gen.lock'}: {says}") and "\n" not in str(info.value)
 
 
 def test_package_changes():

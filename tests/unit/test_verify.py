@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from generator.builder.host import Host
 from generator.builder.proc import ToolError
+from generator.contract import MANIFEST_VERSION, EmbeddedSpec
 from generator.errors import UsageError
 from generator.plan.hints import RuntimeHints
 from generator.plan.sysctl import classify
@@ -44,7 +45,7 @@ SPEC = {
 
 
 def test_expectations_from_embedded_spec() -> None:
-    e = from_spec(SPEC)
+    e = from_spec(EmbeddedSpec(SPEC))
     assert (e.found_spec, e.name, e.init, e.restart) == (True, "app-base", "s6", "stop")
     assert (e.user, e.uid, e.gid) == ("app", 1000, 1000)
     assert e.log_dir == "/lain/logs/default" and e.log_stdout
@@ -54,14 +55,14 @@ def test_expectations_from_embedded_spec() -> None:
 
 
 def test_implicit_group_and_unknown_user() -> None:
-    e = from_spec({**SPEC, "user": "svc"})
+    e = from_spec(EmbeddedSpec({**SPEC, "user": "svc"}))
     assert (e.uid, e.gid) == (2000, 2000)  # implicit primary group: gid = uid
-    e = from_spec({**SPEC, "user": "nobody"})
+    e = from_spec(EmbeddedSpec({**SPEC, "user": "nobody"}))
     assert (e.uid, e.gid) == (None, None)  # resolved inside the container
 
 
 def test_node_level_sysctls_get_no_run_flag() -> None:
-    e = from_spec(SPEC)
+    e = from_spec(EmbeddedSpec(SPEC))
     assert e.settable_sysctls() == (("kernel.msgmax", "65536"), ("kernel.shmmax", "68719476736"))
     hints = RuntimeHints("ref", tuple((k, v, classify(k)) for k, v in e.settable_sysctls()), (), ())
     assert e.sysctl_run_flags("ref") == hints.run_flags()
@@ -72,6 +73,26 @@ def test_defaults_without_spec_come_from_the_schema() -> None:
     e = without_spec()
     assert not e.found_spec
     assert (e.init, e.log_dir, e.user, e.uid, e.sysctl_policy) == ("s6", "/lain/logs/default", "root", 0, "fail")
+    assert (e.gid, e.volumes, e.ready_timeout_ms, e.profiles, e.default_profile) == (0, (), None, (), None)
+    assert (e.forward_to, e.forward_facility) == ("", "user")
+
+
+def test_without_spec_is_a_spec_of_defaults_only_read_the_same_way() -> None:
+    """One reading for both, so a default the schema changes reaches both (no literal of its own)."""
+    assert without_spec() == dataclasses.replace(
+        from_spec(EmbeddedSpec({"name": "x", "tags": ["1"]})), found_spec=False, name=None
+    )
+
+
+def test_the_embedded_spec_is_read_through_the_contract() -> None:
+    text = EmbeddedSpec({**SPEC, "user": "svc"}).to_json()
+    assert parse_embedded(text) == from_spec(EmbeddedSpec({**SPEC, "user": "svc"}))
+    forwarded = {
+        **SPEC,
+        "logging": {**SPEC["logging"], "forward": {"to": "udp://logs.example:514", "facility": "local3"}},
+    }
+    e = from_spec(EmbeddedSpec(forwarded))
+    assert (e.forward_to, e.forward_facility) == ("udp://logs.example:514", "local3")
 
 
 @pytest.mark.parametrize("text", ["", "not json", "[1, 2]", '"a string"'])
@@ -80,7 +101,9 @@ def test_unreadable_embedded_spec(text: str) -> None:
 
 
 def test_an_embedded_spec_the_schema_refuses_is_reported_and_defaults_stand_in() -> None:
-    e = from_spec({**SPEC, "users": ["x", {"name": "a"}], "volumes": [3, {"path": 4}], "sysctls": {"values": []}})
+    e = from_spec(
+        EmbeddedSpec({**SPEC, "users": ["x", {"name": "a"}], "volumes": [3, {"path": 4}], "sysctls": {"values": []}})
+    )
     assert not e.found_spec and e.volumes == () and e.sysctls == () and e.uid == 0
     assert e.spec_problem is not None and e.spec_problem.startswith("sysctls.values: ")
     assert parse_embedded("[" * 100_000) is None  # deeper than json's recursion limit
@@ -224,7 +247,7 @@ def _cmd_of(run_args: list[str]) -> list[str]:
 
 def _ctx(tmp_path: Path, fake: FakePodman, spec: dict | None = None, config: dict | None = None) -> Context:
     podman = Podman(Host(), execute=fake, clock=fake.clock)
-    return Context(podman, "img", from_spec(spec or SPEC), config or {}, tmp_path)
+    return Context(podman, "img", from_spec(EmbeddedSpec(spec or SPEC)), config or {}, tmp_path)
 
 
 def test_exit_code_check(tmp_path: Path) -> None:
@@ -500,6 +523,7 @@ def test_resolve_ref_from_rendered_manifest(tmp_path: Path) -> None:
     (out / "gen-manifest.json").write_text(
         json.dumps(
             {
+                "manifest_version": MANIFEST_VERSION,
                 "name": "runtime",
                 "tags": ["1.0", "latest"],
                 "base": {"kind": "local", "image": "x"},
@@ -673,7 +697,7 @@ def test_profiles_check_reads_each_profiles_env_and_the_unknown_ones_refusal(tmp
     wrong = C.check_profiles(_ctx(tmp_path, _profile_podman("known: dev"), other))
     assert wrong.status is Status.FAIL and "MODE=development (profile: production)" in wrong.detail
     assert C.check_profiles(_ctx(tmp_path, _profile_podman(""))).status is Status.SKIP
-    assert from_spec(PROFILE_SPEC).default_profile_env() == {"MODE": "development"}
+    assert from_spec(EmbeddedSpec(PROFILE_SPEC)).default_profile_env() == {"MODE": "development"}
 
 
 @pytest.mark.parametrize("how", ["start", "run"])
