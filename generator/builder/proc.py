@@ -3,13 +3,15 @@ terminal process group (so Ctrl-C reaches gen alone, and gen decides what to sto
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -142,3 +144,51 @@ def run_quiet(
             proc.stderr.strip().splitlines()[-TAIL_LINES:],
         )
     return proc
+
+
+class BackgroundProcess:
+    """A process `background` runs; its stderr collects in a file (a pipe nobody reads would fill
+    and stall it)."""
+
+    def __init__(self, proc: subprocess.Popen, stderr: IO[bytes]) -> None:
+        self._proc = proc
+        self._stderr = stderr
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def exited(self) -> bool:
+        return self._proc.poll() is not None
+
+    def stderr_tail(self, lines: int = 3) -> str:
+        """Its last stderr lines, joined: why it stopped, in its own words."""
+        self._stderr.seek(0)
+        text = self._stderr.read().decode(errors="replace")
+        return " / ".join([line.strip() for line in text.splitlines() if line.strip()][-lines:])
+
+
+@contextlib.contextmanager
+def background(argv: list[str], env: dict[str, str]) -> Iterator[BackgroundProcess]:
+    """Run argv in the background, in a session of its own, for the duration of the with block.
+    On leaving it, however (an error, Ctrl-C), the whole process group gets SIGTERM, then SIGKILL
+    if it lingers (each wait bounded), and the process is reaped: no zombie, and nothing it started
+    in its group left running."""
+    with tempfile.TemporaryFile() as stderr:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise ToolError(f"{argv[0]} is not installed; run `gen doctor`") from None
+        except OSError as exc:  # not executable, too many processes
+            raise ToolError(f"{argv[0]} cannot run: {exc}") from None
+        try:
+            yield BackgroundProcess(proc, stderr)
+        finally:
+            _stop_group(proc)

