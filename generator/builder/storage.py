@@ -4,10 +4,17 @@ the same storage as buildah, and its inspect output carries digest, size, layers
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from generator.builder.host import Host
 from generator.builder.proc import run_quiet
+
+# Runs one short podman query: (argv, env, timeout) -> its completed process, whatever its exit.
+Query = Callable[[list[str], dict[str, str], float], subprocess.CompletedProcess]
+INSPECT_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,19 @@ class StoredImage:
     def id_digest(self) -> str:
         return f"sha256:{self.id}"
 
+    @classmethod
+    def from_inspect(cls, data: dict[str, Any]) -> StoredImage:
+        """The record of one entry of `podman image inspect`'s output."""
+        return cls(
+            id=data["Id"],
+            digest=data.get("Digest", ""),
+            names=tuple(data.get("RepoTags") or ()),
+            size=int(data.get("Size", 0)),
+            layers=len((data.get("RootFS") or {}).get("Layers") or ()),
+            labels=dict((data.get("Config") or {}).get("Labels") or data.get("Labels") or {}),
+            created=str(data.get("Created", "")),
+        )
+
 
 def _podman(host: Host, *args: str) -> list[str]:
     return ["podman", *host.podman_flags(), *args]
@@ -36,21 +56,29 @@ def _buildah(host: Host, *args: str) -> list[str]:
     return ["buildah", *host.global_flags(), *args]
 
 
-def inspect(host: Host, ref: str) -> StoredImage | None:
-    """The image ref names in storage, or None when there is none."""
-    proc = run_quiet(_podman(host, "image", "inspect", ref), host.env, check=False)
+def _query(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    return run_quiet(argv, env, timeout=timeout, check=False)
+
+
+def inspect_data(
+    host: Host, ref: str, query: Query = _query, timeout: float = INSPECT_TIMEOUT
+) -> dict[str, Any] | None:
+    """podman's inspect data of the image ref names (its config, platform, labels...), or None
+    when storage has no such image. query runs podman (verify passes its own, which tests fake)."""
+    proc = query(_podman(host, "image", "inspect", ref), host.env, timeout)
     if proc.returncode != 0:
         return None
-    data = json.loads(proc.stdout)[0]
-    return StoredImage(
-        id=data["Id"],
-        digest=data.get("Digest", ""),
-        names=tuple(data.get("RepoTags") or ()),
-        size=int(data.get("Size", 0)),
-        layers=len((data.get("RootFS") or {}).get("Layers") or ()),
-        labels=dict((data.get("Config") or {}).get("Labels") or data.get("Labels") or {}),
-        created=str(data.get("Created", "")),
-    )
+    try:
+        data = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        return None
+    return data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else None
+
+
+def inspect(host: Host, ref: str) -> StoredImage | None:
+    """The image ref names in storage, or None when there is none."""
+    data = inspect_data(host, ref)
+    return None if data is None else StoredImage.from_inspect(data)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ and the storage and containers.conf are the Host's, as for the build. Tests repl
 
 from __future__ import annotations
 
-import json
 import secrets
 import subprocess
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from generator.builder.host import Host
 from generator.builder.proc import ToolError, run_quiet
+from generator.builder.storage import inspect_data
 
 Execute = Callable[[list[str], dict[str, str], float], subprocess.CompletedProcess]
 
@@ -62,15 +62,9 @@ class Podman:
         return Outcome(proc.returncode, proc.stdout or "", proc.stderr or "", self._clock() - start)
 
     def inspect_image(self, ref: str) -> dict | None:
-        """The image's inspect data, or None when storage has no such image."""
-        found = self.call(["image", "inspect", ref], timeout=60)
-        if found.code != 0:
-            return None
-        try:
-            data = json.loads(found.stdout)
-        except json.JSONDecodeError:
-            return None
-        return data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else None
+        """The image's inspect data (the build stage's query, run through this Podman's
+        execute), or None when storage has no such image."""
+        return inspect_data(self.host, ref, self._execute, timeout=60)
 
     def platform_flags(self) -> list[str]:
         return ["--platform", self.run_platform] if self.run_platform else []
