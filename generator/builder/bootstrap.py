@@ -20,8 +20,7 @@ from generator.builder.proc import Cancel, ToolError, run_logged
 from generator.builder.storage import StoredImage, inspect
 from generator.contract import BootstrapBase
 from generator.errors import GenError, UsageError
-
-BOOTSTRAP_DISTROS = ("debian", "ubuntu")
+from generator.schema import BOOTSTRAP_DISTROS
 
 # Run inside the new root after packages are installed ("$1" is the root). Each line removes or
 # fixes something that otherwise records the build host or the build time.

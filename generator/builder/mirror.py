@@ -16,8 +16,6 @@ from debian.deb822 import Deb822
 from generator.errors import GenError
 
 MIRROR_ENV = "GEN_MIRROR"
-# Archive paths by distro, to tell the main archive from security or third-party sources.
-_ARCHIVE_SUFFIXES = {"debian": ("/debian", "/debian/"), "ubuntu": ("/ubuntu", "/ubuntu/")}
 _SECURITY_MARKERS = ("security",)
 
 
@@ -101,11 +99,12 @@ def host_sources(etc_apt: Path = Path("/etc/apt")) -> list[AptSource]:
 
 
 def _looks_like_archive(uri: str, distro: str) -> bool:
-    """The distro's main archive rather than a security or third-party repository."""
+    """The distro's main archive rather than a security or third-party repository: its path ends
+    in the distro's name (.../debian, .../ubuntu)."""
     bare = uri.rstrip("/")
     if any(marker in bare.rsplit("/", 1)[-1] for marker in _SECURITY_MARKERS):
         return False
-    return bare.endswith(_ARCHIVE_SUFFIXES.get(distro, ("/" + distro,))[0])
+    return bare.endswith(f"/{distro}")
 
 
 def mirror_from_sources(sources: list[AptSource], distro: str, suite: str) -> str | None:

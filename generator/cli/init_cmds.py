@@ -48,6 +48,7 @@ def register(app: typer.Typer) -> None:
         import json
 
         from generator.cli import out
+        from generator.files import write_text_atomic
         from generator.plan.init_layer import add_version, known_checksums, merge_table, project_table_path
         from generator.rebuild.release_sums import fetch_sha256_files
 
@@ -57,6 +58,6 @@ def register(app: typer.Typer) -> None:
         entries = add_version(version, fetch_sha256_files(version, sums_from))
         merge_table(known_checksums(project), entries)  # a known release's sums must not change
         current = json.loads(path.read_text()) if path.exists() else {}
-        path.write_text(merge_table(current, entries))
+        write_text_atomic(path, merge_table(current, entries))
         files = entries[version]
         out.print(f"s6-overlay {version}: {len(files)} file(s) in {path}: {', '.join(sorted(files))}")

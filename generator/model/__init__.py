@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from generator.schema import FAMILY_BY_DISTRO
+from generator.spec.merge import with_defaults_at
 
 if TYPE_CHECKING:
     from generator.spec import ResolvedSpec
@@ -265,8 +266,9 @@ def volumes_from(data: list[dict], users: tuple[User, ...], app_user: str | None
 
 
 def _overlays(data: list, spec_dir: Path) -> tuple[Overlay, ...]:
-    items = ({"src": o, "dest": "/"} if isinstance(o, str) else o for o in data)
-    return tuple(Overlay(src=(spec_dir / o["src"]).resolve(), dest=o.get("dest", "/")) for o in items)
+    """`rootfs` entries (the spec's own text: DIR or {src, dest}), in the object form with defaults."""
+    items = (with_defaults_at(("rootfs", i), {"src": o} if isinstance(o, str) else o) for i, o in enumerate(data))
+    return tuple(Overlay(src=(spec_dir / o["src"]).resolve(), dest=o["dest"]) for o in items)
 
 
 def _profiles(data: dict, own: dict, spec_dir: Path, profiles_dir: str) -> tuple[Profile, ...]:
@@ -276,8 +278,7 @@ def _profiles(data: dict, own: dict, spec_dir: Path, profiles_dir: str) -> tuple
     return tuple(
         Profile(
             name,
-            # The schema's env default is not applied inside the profiles map's values (yet).
-            tuple(sorted((profile.get("env") or {}).items())),
+            tuple(sorted(profile["env"].items())),
             tuple(
                 Overlay((spec_dir / src).resolve(), f"{profiles_dir}/{name}/rootfs")
                 for src in (own_profiles.get(name) or {}).get("rootfs", [])
@@ -334,11 +335,12 @@ def init_from(init: dict) -> Init:
 
 
 def logging_from(logging: dict) -> Logging:
-    forward = logging.get("forward", {})
+    # No `forward` is forwarding to no collector ("", as a child turns its parent's off).
+    forward = logging.get("forward") or with_defaults_at(("logging", "forward"), {"to": ""})
     return Logging(
         **{k: logging[k] for k in ("dir", "max_size", "keep", "timestamp", "stdout", "logger")},
-        forward_to=forward.get("to", ""),
-        forward_facility=forward.get("facility", "user"),
+        forward_to=forward["to"],
+        forward_facility=forward["facility"],
     )
 
 

@@ -26,6 +26,7 @@ from generator.plan.accounts import account_ids, base_may_be_non_root
 from generator.plan.hints import HEALTH_SCRIPT, hint_labels, longest_readiness_ms
 from generator.plan.init_layer import CompileStage, FetchStage, InitLayer, init_env, init_layer, layer_packages
 from generator.plan.sysctl import sysctl_config
+from generator.spec.merge import with_defaults_at
 
 # The final stage's step kinds, in the order their steps come: the ordering rule, applied to every output.
 StepKind = Literal[
@@ -164,16 +165,20 @@ class OverlaySource:
 
 @dataclass(frozen=True)
 class ConfigFile:
-    """A file generated from the spec, copied into the image from gen-config/."""
+    """A file generated from the spec, copied into the image from gen-config/: its text, or the
+    bundled template render turns into it (script text lives in templates/)."""
 
     path: str  # relative to / in the image
-    text: str
+    text: str = ""
     mode: int = 0o644
+    template: str = ""  # below templates/; rendered with spec_path
 
 
-# Where every image carries the spec that made it; `gen-spec` prints it.
+# Where every image carries the spec that made it; `gen-spec` prints it (its script: a bundled
+# template, below templates/).
 SPEC_PATH = "etc/gen/spec.json"
 SPEC_PRINTER = "usr/local/bin/gen-spec"
+SPEC_PRINTER_TEMPLATE = "config/gen-spec.j2"
 
 
 @dataclass(frozen=True)
@@ -339,13 +344,7 @@ def _volume_config(volumes: tuple[Volume, ...]) -> str:
 def _config_files(image: Image) -> tuple[ConfigFile, ...]:
     """The spec printer, and the files the init layer's start-up hooks read (one line
     per item, fields space-separated: every field is validated to hold no spaces)."""
-    files = [
-        ConfigFile(
-            SPEC_PRINTER,
-            f"#!/bin/sh\n# Prints the resolved spec this image was built from.\nexec cat /{SPEC_PATH}\n",
-            0o755,
-        ),
-    ]
+    files = [ConfigFile(SPEC_PRINTER, mode=0o755, template=SPEC_PRINTER_TEMPLATE)]
     if image.init.kind != "none" and image.sysctls.values:
         files.append(ConfigFile("etc/gen/sysctl.conf", sysctl_config(image)))
     if image.init.kind != "none" and image.volumes:
@@ -421,7 +420,4 @@ def _source_date_epoch(image: Image) -> int:
     schema default so every image still has a fixed one."""
     if image.base.bootstrap is not None:
         return image.base.bootstrap.source_date_epoch
-    from generator.schema import spec_schema
-
-    props = spec_schema()["properties"]["base"]["properties"]["bootstrap"]["properties"]
-    return props["source_date_epoch"]["default"]
+    return with_defaults_at(("base", "bootstrap"), {})["source_date_epoch"]

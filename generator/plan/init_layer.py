@@ -46,30 +46,13 @@ XZ_PACKAGES = {"apt": ("xz-utils",), "apk": ("xz",), "dnf": ("xz",)}
 
 # init.on_hook_failure -> S6_BEHAVIOUR_IF_STAGE2_FAILS (s6-overlay's values and meaning).
 HOOK_FAILURE_BEHAVIOUR = {"continue": "0", "warn": "1", "stop": "2"}
-# Names a spec service cannot take: the CMD's own service, and s6-log's files in the log dir
-# (each service logs to $GEN_LOG_DIR/<name>/).
-RESERVED_SERVICE_NAMES = frozenset({"app", "current", "state", "lock", "processed", "previous"})
-# ... and in s6-overlay images, the names s6-overlay's and gen's own s6-rc services have.
-OVERLAY_RESERVED_NAMES = frozenset(
-    {
-        "base",
-        "user",
-        "user2",
-        "top",
-        "fix-attrs",
-        "legacy-cont-init",
-        "legacy-services",
-        "s6rc-oneshot-runner",
-        "s6rc-fdholder",
-        "gen-setup",
-        "gen-app",
-    }
-)
 
 # s6-overlay: where CMD goes (ENTRYPOINT ["/init", this]), gen's s6-rc oneshots, the skeletons of
 # a service's s6-rc definitions, and the release from which user bundles live in user-bundles.d.
 OVERLAY_CMD = "/usr/lib/gen/init/overlay-cmd"
 RC_SOURCES = "etc/s6-overlay/s6-rc.d"
+# The spec stage keeps services off these names and their own NAME-log and NAME-pipeline
+# (generator.spec.checks.reserved_service_names; a test holds the two together).
 GEN_ONESHOTS = ("gen-setup", "gen-app")
 RC_SKELETONS = {"service": "init/s6-rc/service", "logger": "init/s6-rc/logger"}
 USER_BUNDLES_D_SINCE = (3, 2, 3, 2)
@@ -263,8 +246,7 @@ def s6_overlay_checksums(image: Image, table: Mapping[str, Mapping[str, str]] | 
     known_checksums), overridden by the spec's."""
     init = image.init
     table = checksum_table() if table is None else table
-    if not init.version:
-        raise SpecFieldError(("init", "kind"), "init.kind s6-overlay needs init.version", "e.g. version: 3.1.6.2")
+    assert init.version, "the spec stage refuses init.kind s6-overlay without init.version"
     sums = dict(table.get(init.version, {}))
     sums.update(dict(init.checksums))
     if not sums:
@@ -350,21 +332,6 @@ def _platform_arch(platform: str, known: list[str]) -> str:
 # --- the layer and its run-time defaults ------------------------------------------------------
 
 
-def _check_services(image: Image) -> None:
-    reserved = set(RESERVED_SERVICE_NAMES)
-    if image.init.kind == "s6-overlay":
-        # Each service also owns NAME-log and NAME-pipeline in s6-rc's one namespace.
-        reserved |= OVERLAY_RESERVED_NAMES
-        reserved |= {f"{s.name}-{suffix}" for s in image.services for suffix in ("log", "pipeline")}
-    for index, service in enumerate(image.services):
-        if service.name in reserved:
-            raise SpecFieldError(
-                ("services", index, "name"),
-                f"the name {service.name!r} is reserved by the init layer ({', '.join(sorted(reserved))})",
-                "rename the service",
-            )
-
-
 def _logger_stage(image: Image, parent: Image | None) -> CompileStage | None:
     """gen-log's builder stage, unless the image uses s6-log or inherits gen-log from its parent."""
     if image.logging.logger != "gen-log":
@@ -392,7 +359,6 @@ def init_layer(
 ) -> InitLayer:
     """The init layer an image with init.kind s6 or s6-overlay gets. Its files are idempotent, so a
     child restates them; only gen-log's builder stage is left to the first image that needs it."""
-    _check_services(image)
     kind = image.init.kind
     if kind == "s6":
         return InitLayer(layer_packages(image), "init/s6", None, ("/init",), _logger_stage(image, parent))

@@ -17,6 +17,7 @@ import jinja2
 
 from generator.builder.outputs import OutputImage, ancestors, topological_order
 from generator.errors import UsageError
+from generator.files import write_text_atomic
 
 PLATFORMS = {"github": "ci/github.yml.j2", "gitlab": "ci/gitlab.yml.j2"}
 DEFAULT_PATHS = {"github": ".github/workflows/gen-rebuild.yml", "gitlab": ".gitlab-ci.yml"}
@@ -92,8 +93,7 @@ def _gitlab_needs(index: int) -> list[str]:
 
 
 def write_pipeline(project: Path, platform: str, text: str, path: Path | None = None) -> Path:
+    """The pipeline file, written in one rename and only when its text changes."""
     target = path or project / DEFAULT_PATHS[platform]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.is_file() or target.read_text() != text:
-        target.write_text(text)
+    write_text_atomic(target, text)
     return target

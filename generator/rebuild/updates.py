@@ -21,8 +21,8 @@ from generator.builder.outputs import OutputImage, ancestors
 from generator.builder.proc import run_quiet
 from generator.contract import BootstrapBase
 from generator.errors import GenError
+from generator.schema import BOOTSTRAP_DISTROS
 
-APT_DISTROS = ("debian", "ubuntu")
 CHECK_TIMEOUT = 600.0
 # `Inst libc6 [2.36-9+deb12u3] (2.36-9+deb12u4 Debian-Security:12/stable-security [amd64])`
 _INST = re.compile(r"^Inst (\S+) \[([^\]]+)\] \((\S+) ([^\[)]*?)\s*(?:\[[^\]]*\])?\)")
@@ -66,7 +66,7 @@ def apt_source(images: dict[str, OutputImage], name: str, env: dict[str, str]) -
     base that is not bootstrapped (gen does not know its sources)."""
     root = root_of(images, name)
     base = root.base
-    if not isinstance(base, BootstrapBase) or base.distro not in APT_DISTROS:
+    if not isinstance(base, BootstrapBase) or base.distro not in BOOTSTRAP_DISTROS:
         return None
     mirror = resolve_mirror(base.mirror, base.distro, base.release, env)
     url = snapshot_url(mirror, base.snapshot)

@@ -28,7 +28,7 @@ from generator.errors import GenError, UsageError
 from generator.files import first_link
 from generator.memo import unrecorded
 from generator.naming import STAGING_PREFIX
-from generator.plan import SPEC_PATH, Plan
+from generator.plan import SPEC_PATH, ConfigFile, Plan
 from generator.plan.init_layer import LOGGER_TEMPLATE_DIR
 from generator.plan.structure_test import structure_test
 from generator.render.templates import TemplateSet
@@ -116,7 +116,13 @@ def templates_used(plan: Plan) -> tuple[str, ...]:
         parts.append(f"{LOGGER_TEMPLATE_DIR}/")
     if plan.init is not None:
         parts += sorted({f"{d.skeleton}/" for d in plan.init.rc_definitions if d.skeleton is not None})
+    parts += sorted({c.template for c in plan.config_files if c.template})
     return tuple(parts)
+
+
+def _config_file(config: ConfigFile, templates: TemplateSet) -> RenderedFile:
+    text = templates.render(config.template, spec_path=SPEC_PATH) if config.template else config.text
+    return RenderedFile(f"gen-config/{config.path}", text.encode(), config.mode)
 
 
 def render_image(plan: Plan, templates: TemplateSet, manifest: Manifest) -> RenderedImage:
@@ -125,7 +131,7 @@ def render_image(plan: Plan, templates: TemplateSet, manifest: Manifest) -> Rend
     files = [RenderedFile("Dockerfile", _normalize_dockerfile(dockerfile).encode(), 0o644)]
     files += _init_files(plan, templates)
     files += _logger_source(plan, templates)
-    files += [RenderedFile(f"gen-config/{c.path}", c.text.encode(), c.mode) for c in plan.config_files]
+    files += [_config_file(c, templates) for c in plan.config_files]
     files.append(RenderedFile(f"gen-spec/{SPEC_PATH}", plan.resolved_spec_json.encode(), 0o644))
     for overlay in plan.overlays:
         files += _overlay_files(Path(overlay.host_dir), overlay.context_dir)

@@ -20,6 +20,8 @@ FAMILY_BY_DISTRO = {
     "rocky": "dnf",
     "almalinux": "dnf",
 }
+# The distros mmdebstrap bootstraps: the apt family's (other families start from an image).
+BOOTSTRAP_DISTROS = tuple(distro for distro, family in FAMILY_BY_DISTRO.items() if family == "apt")
 
 
 def platform_suffix(platform: str) -> str:

@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import graphlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from generator.errors import Diagnostic
-from generator.schema import FAMILY_BY_DISTRO, platform_suffix
+from generator.schema import BOOTSTRAP_DISTROS, FAMILY_BY_DISTRO, platform_suffix
 from generator.spec.resolved import ResolvedSpec
 from generator.spec.yamlfile import JsonPath
 
 BASE_SOURCES = ("bootstrap", "image", "local")
-BOOTSTRAP_DISTROS = ("debian", "ubuntu")
 # Mount points that belong to the runtime; a VOLUME there hides what the kernel or engine puts in.
 RUNTIME_PATHS = ("/proc", "/sys", "/dev", "/run")
 # The distro's own directories: a volume on one hides what packages put there (and `recursive`
@@ -55,6 +54,29 @@ PROGRAM_TREES = (
     "/usr/libexec",
     "/usr/sbin",
 )
+# The service CMD runs as, in every image.
+CMD_SERVICE = "app"
+# Names a service of an image with an init layer cannot take: CMD's, and s6-log's files in the log
+# dir (each service logs to $GEN_LOG_DIR/<name>/).
+RESERVED_SERVICE_NAMES = frozenset({CMD_SERVICE, "current", "state", "lock", "processed", "previous"})
+# ... and in s6-overlay images, the s6-rc services s6-overlay's and gen's own (the plan's
+# GEN_ONESHOTS); each spec service also owns NAME-log and NAME-pipeline in s6-rc's one namespace.
+OVERLAY_RESERVED_NAMES = frozenset(
+    {
+        "base",
+        "user",
+        "user2",
+        "top",
+        "fix-attrs",
+        "legacy-cont-init",
+        "legacy-services",
+        "s6rc-oneshot-runner",
+        "s6rc-fdholder",
+        "gen-setup",
+        "gen-app",
+    }
+)
+OVERLAY_SERVICE_SUFFIXES = ("log", "pipeline")
 
 
 @cache
@@ -98,7 +120,8 @@ def _check_base(spec: ResolvedSpec) -> Iterator[Diagnostic]:
     if "bootstrap" in own_base and own_base["distro"] not in BOOTSTRAP_DISTROS:
         yield spec.diagnostic(
             ("base", "bootstrap"),
-            f"bootstrap (mmdebstrap) only makes debian and ubuntu root filesystems, not {own_base['distro']}",
+            f"bootstrap (mmdebstrap) only makes {' and '.join(BOOTSTRAP_DISTROS)} root filesystems, "
+            f"not {own_base['distro']}",
             "use base.image (pinned by digest) or base.local for this distro",
             key=True,
         )
@@ -316,11 +339,32 @@ def _check_unique_entries(spec: ResolvedSpec) -> Iterator[Diagnostic]:
                 f"{field} lists {value!r} twice",
                 f"list each {key} once (a child replaces a parent's entry with the same {key})",
             )
-    if "app" in {s["name"] for s in spec.data["services"]}:
-        index = [s["name"] for s in spec.data["services"]].index("app")
-        yield spec.diagnostic(
-            ("services", index, "name"), "service name 'app' is reserved for CMD", "choose another name"
-        )
+
+
+def reserved_service_names(init_kind: str, services: Iterable[str]) -> frozenset[str]:
+    """The names no service of an image with this init (and these services) may take."""
+    if init_kind == "none":
+        return frozenset({CMD_SERVICE})
+    if init_kind != "s6-overlay":
+        return RESERVED_SERVICE_NAMES
+    owned = {f"{name}-{suffix}" for name in services for suffix in OVERLAY_SERVICE_SUFFIXES}
+    return RESERVED_SERVICE_NAMES | OVERLAY_RESERVED_NAMES | owned
+
+
+def _check_service_names(spec: ResolvedSpec) -> Iterator[Diagnostic]:
+    services = [s["name"] for s in spec.data["services"]]
+    reserved = reserved_service_names(spec.data["init"]["kind"], services)
+    for index, name in enumerate(services):
+        if name == CMD_SERVICE:
+            yield spec.diagnostic(
+                ("services", index, "name"), f"service name {name!r} is reserved for CMD", "choose another name"
+            )
+        elif name in reserved:
+            yield spec.diagnostic(
+                ("services", index, "name"),
+                f"the name {name!r} is reserved by the init layer ({', '.join(sorted(reserved))})",
+                "rename the service",
+            )
 
 
 def _check_start_order(spec: ResolvedSpec) -> Iterator[Diagnostic]:
@@ -451,6 +495,7 @@ CHECKS: tuple[Callable[[ResolvedSpec], Iterator[Diagnostic]], ...] = (
     _check_account_references,
     _check_service_users,
     _check_unique_entries,
+    _check_service_names,
     _check_start_order,
     _check_profiles,
     _check_forwarding,

@@ -128,28 +128,63 @@ def _defaults_whole(node: dict[str, Any]) -> bool:
     return node.get("type") == "object" and "properties" in node and not node.get("required") and "oneOf" not in node
 
 
+def _object_form(items: dict[str, Any]) -> dict[str, Any]:
+    """The object form of list items given as a one-of string-or-object (rootfs: DIR or {src,
+    dest}); the items themselves otherwise."""
+    return next((o for o in items.get("oneOf", []) if _definition(o).get("type") == "object"), items)
+
+
+def _fill_properties(node: dict[str, Any], value: dict[str, Any]) -> None:
+    for key, prop in node["properties"].items():
+        if key not in value:
+            if "default" in prop:
+                value[key] = _copy(prop["default"])
+            elif _defaults_whole(_definition(prop)):
+                value[key] = {}
+        if key in value:
+            _fill(prop, value[key])
+
+
 def _fill(node: dict[str, Any], value: Any) -> None:
     node = _definition(node)
-    if isinstance(value, dict) and "properties" in node:
-        for key, prop in node["properties"].items():
-            prop_def = _definition(prop)
-            if key not in value:
-                if "default" in prop:
-                    value[key] = _copy(prop["default"])
-                elif _defaults_whole(prop_def):
-                    value[key] = {}
-            if key in value:
-                _fill(prop, value[key])
+    if isinstance(value, dict):
+        if "properties" in node:
+            _fill_properties(node, value)
+        entries = node.get("additionalProperties")
+        if isinstance(entries, dict):  # a map's values (each profile) get their own defaults
+            for key, entry in value.items():
+                if key not in node.get("properties", {}):
+                    _fill(entries, entry)
     elif isinstance(value, list) and isinstance(node.get("items"), dict):
-        items = node["items"]
         for entry in value:
-            if isinstance(entry, dict):  # items given as a one-of string-or-object fill the object form
-                target = next((o for o in items.get("oneOf", []) if _definition(o).get("type") == "object"), items)
-                _fill(target, entry)
+            if isinstance(entry, dict):  # a string entry keeps its short form: it is the user's text
+                _fill(_object_form(node["items"]), entry)
+
+
+def _node_at(path: JsonPath) -> dict[str, Any]:
+    """The schema of the field at path: keys name properties or map entries, indexes list items
+    (in their object form)."""
+    node = spec_schema()
+    for step in path:
+        node = _definition(node)
+        if isinstance(step, int):
+            node = _object_form(node["items"])
+        else:
+            node = node.get("properties", {}).get(step) or node["additionalProperties"]
+    return node
 
 
 def with_defaults(data: dict) -> dict:
     """A copy of resolved data with every schema default filled in, objects created where needed."""
     result = _copy(data)
     _fill(spec_schema(), result)
+    return result
+
+
+def with_defaults_at(path: JsonPath, value: dict) -> dict:
+    """A copy of value, as the object at path, with its schema defaults filled in: an object the
+    spec left out (("logging", "forward"), {"to": ""}) or gave in a short form (("rootfs", 0),
+    {"src": DIR})."""
+    result = _copy(value)
+    _fill(_node_at(path), result)
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import graphlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,17 +248,15 @@ def load_project(paths: list[Path], root: Path) -> Project:
 
 
 def _dependency_order(specs: dict[str, ResolvedSpec]) -> dict[str, ResolvedSpec]:
-    """Parents before children; siblings by name, each subtree kept together."""
+    """Parents before children; siblings by name, each subtree kept together (what validate
+    lists and render goes through). Every parent is resolved and no chain is a cycle by now."""
+    sorter = graphlib.TopologicalSorter({name: [spec.parent] if spec.parent else [] for name, spec in specs.items()})
+    sorter.prepare()
     ordered: dict[str, ResolvedSpec] = {}
-    children: dict[str | None, list[str]] = {}
-    for name in sorted(specs):
-        children.setdefault(specs[name].parent, []).append(name)
-
-    def visit(name: str) -> None:
+    pending: list[str] = []  # a stack: the children a spec makes ready come next, first by name on top
+    while sorter.is_active():
+        pending += sorted(sorter.get_ready(), reverse=True)
+        name = pending.pop()
         ordered[name] = specs[name]
-        for child in children.get(name, ()):
-            visit(child)
-
-    for root_name in children.get(None, ()):
-        visit(root_name)
+        sorter.done(name)
     return ordered

@@ -18,7 +18,7 @@ from generator.builder.host import find_tool
 from generator.builder.outputs import OutputImage
 from generator.contract import ParentBase, base_from_json
 from generator.errors import UsageError
-from generator.rebuild.ci import dag_levels, render_pipeline
+from generator.rebuild.ci import dag_levels, render_pipeline, write_pipeline
 from tests.conftest import base_manifest
 
 SCHEMAS = {"github": "vendor.github-workflows", "gitlab": "vendor.gitlab-ci"}
@@ -322,3 +322,12 @@ def test_the_layer_cache_line_is_on_by_default_and_off_with_an_empty_variable(va
     env = {"GEN_REGISTRY": "R", "PATH": "/usr/bin:/bin"} | ({} if value is None else {"GEN_LAYER_CACHE": value})
     got = subprocess.run(["sh", "-c", line], env=env, capture_output=True, text=True, timeout=10)
     assert got.stdout.split() == expected
+
+
+def test_a_pipeline_is_replaced_in_one_rename_and_only_when_its_text_changes(tmp_path: Path):
+    path = write_pipeline(tmp_path, "gitlab", "stages: [a]\n")
+    first = path.stat()
+    assert write_pipeline(tmp_path, "gitlab", "stages: [a]\n") == path
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+    write_pipeline(tmp_path, "gitlab", "stages: [b]\n")
+    assert path.read_text() == "stages: [b]\n" and path.stat().st_ino != first.st_ino  # a reader sees old or new

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from generator.errors import GenError, SpecFieldError
+from generator.errors import GenError, SpecError, SpecFieldError
 from generator.model import build_image
 from generator.plan.init_layer import (
+    GEN_ONESHOTS,
     NOARCH,
+    RC_SOURCES,
     add_version,
     checksum_table,
     init_env,
@@ -23,6 +25,7 @@ from generator.plan.init_layer import (
 )
 from generator.render.project import render_project
 from generator.spec import load_project
+from generator.spec.checks import reserved_service_names
 
 BASE = "base: {distro: debian, release: bookworm, bootstrap: {variant: minbase}}\n"
 SUM = "a" * 64
@@ -104,10 +107,16 @@ def test_hook_failure_maps_to_s6_overlays_values(tmp_path, failure, value):
     assert init_env(image)["S6_BEHAVIOUR_IF_STAGE2_FAILS"] == value
 
 
-def test_reserved_service_name_is_an_error(tmp_path):
-    image, _ = image_from(tmp_path, "services: [{name: current, command: [sleep, '1']}]\n")
-    with pytest.raises(GenError, match="'current' is reserved"):
-        init_layer(image, None)
+def test_reserved_service_name_is_an_error_of_the_spec(tmp_path):
+    with pytest.raises(SpecError, match="'current' is reserved by the init layer") as info:
+        image_from(tmp_path, "services: [{name: current, command: [sleep, '1']}]\n")
+    assert [(d.file, d.path) for d in info.value.diagnostics] == [("specs/img.yaml", "$.services[0].name")]
+
+
+def test_without_an_init_layer_only_cmds_name_is_reserved(tmp_path):
+    image_from(tmp_path, "init: {kind: none}\nservices: [{name: current, command: [x]}]\n")
+    with pytest.raises(SpecError, match="'app' is reserved for CMD"):
+        image_from(tmp_path, "init: {kind: none}\nservices: [{name: app, command: [x]}]\n")
 
 
 def test_rendered_init_conf_round_trips_hostile_commands(tmp_path):
@@ -254,16 +263,34 @@ def test_s6_overlay_before_3_2_3_2_gets_its_user_bundle_in_s6_rc_d(tmp_path):
 
 @pytest.mark.parametrize("name", ["base", "gen-app", "user", "web-log"])
 def test_s6_overlay_service_names_must_not_clash_in_s6_rc(tmp_path, name):
+    with pytest.raises(SpecError, match="reserved by the init layer") as info:
+        image_from(
+            tmp_path,
+            f"""
+            init: {{kind: s6-overlay, version: 3.1.6.2}}
+            services: [{{name: web, command: [x]}}, {{name: {name}, command: [y]}}]
+        """,
+        )
+    assert [d.path for d in info.value.diagnostics] == ["$.services[1].name"]
+
+
+def test_every_s6_rc_name_the_plan_writes_is_reserved_by_the_spec_stage(tmp_path):
+    """The plan names gen's oneshots and each service's logger and pipeline; the spec stage must
+    keep a service off every one of them (the two are written in two stages)."""
     image, _ = image_from(
         tmp_path,
-        f"""
-        init: {{kind: s6-overlay, version: 3.1.6.2}}
-        services: [{{name: web, command: [x]}}, {{name: {name}, command: [y]}}]
+        """
+        init: {kind: s6-overlay, version: 3.1.6.2}
+        services: [{name: web, command: [x]}, {name: worker, command: [y]}]
     """,
     )
-    with pytest.raises(SpecFieldError, match="reserved by the init layer") as info:
-        init_layer(image, None)
-    assert info.value.path == ("services", 1, "name")
+    written = set(GEN_ONESHOTS)
+    for definition in init_layer(image, None).rc_definitions:  # s6-rc source directories, pipelines
+        written.add(definition.directory.removeprefix(f"{RC_SOURCES}/").split("/")[0])
+        written |= {text.strip() for path, text in definition.files if path == "pipeline-name"}
+    services = {s.name for s in image.services}
+    assert {"web-log", "worker-pipeline", "gen-app"} <= written
+    assert written - services <= reserved_service_names("s6-overlay", services)
 
 
 def test_s6_overlay_env_keeps_gens_kill_grace_time_and_zeroes_s6_overlays_fixed_sleep(tmp_path):

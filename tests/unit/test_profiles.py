@@ -44,6 +44,15 @@ def test_profiles_reach_the_model_with_their_own_overlays(tmp_path):
     assert image.default_profile == "dev" and image.profiles_dir == "/etc/gen/profiles"
 
 
+def test_each_profile_gets_the_schemas_defaults_inside_the_profiles_map(tmp_path):
+    """The spec stage fills a map's values too: a profile without env has the schema's {} (the
+    model and verify read it as given, and the image embeds the spec with every default)."""
+    spec = load(tmp_path, app=SPEC.replace("prd: {env: {LEVEL: warn}}", "prd: {}")).specs["app"]
+    assert spec.data["profiles"]["prd"] == {"env": {}, "rootfs": []}
+    assert spec.data["profiles"]["dev"]["env"]["LEVEL"] == "debug"
+    assert build_image(spec).profiles[1].env == ()
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [

@@ -59,6 +59,7 @@ def test_add_version_command_updates_a_table_and_refuses_changed_sums(tmp_path):
     directory = release_dir(tmp_path)
     table = tmp_path / "table.json"
     table.write_text("{}\n")
+    before = table.stat().st_ino
     run = [
         sys.executable,
         "-m",
@@ -73,6 +74,7 @@ def test_add_version_command_updates_a_table_and_refuses_changed_sums(tmp_path):
     ]
     got = subprocess.run(run, capture_output=True, text=True, timeout=60)
     assert got.returncode == 0, got.stderr
+    assert table.stat().st_ino != before  # replaced in one rename: a reader never sees half a table
     assert json.loads(table.read_text()) == {
         "3.9.0.1": {
             "s6-overlay-aarch64.tar.xz": ARM_SUM,

@@ -474,3 +474,23 @@ def test_final_stage_declares_no_arg(tmp_path, family):
     assert not [line for line in stage if line.startswith("ARG ")], stage
     runs = [line for line in stage if line.startswith("RUN ")]
     assert runs and all("export SOURCE_DATE_EPOCH=" in line for line in runs)
+
+
+def test_the_spec_printer_is_its_template_rendered_into_every_image(tmp_path):
+    """Its script text lives in templates/config/, rendered by render (the plan names the
+    template) and covered by each image's templates digest."""
+    from types import SimpleNamespace
+
+    from generator.plan import SPEC_PATH, SPEC_PRINTER, SPEC_PRINTER_TEMPLATE, ConfigFile
+    from generator.render import templates_used
+    from generator.render.templates import bundled_dir
+
+    assert (bundled_dir() / SPEC_PRINTER_TEMPLATE).is_file()
+    printer = next(iter(render(write_specs(tmp_path, base=BASE)))).file(f"gen-config/{SPEC_PRINTER}")
+    assert printer.mode == 0o755
+    script = f"#!/bin/sh\n# Prints the resolved spec this image was built from.\nexec cat /{SPEC_PATH}\n"
+    assert printer.data == script.encode()
+    plan = SimpleNamespace(
+        family="apt", init=None, config_files=(ConfigFile(SPEC_PRINTER, template=SPEC_PRINTER_TEMPLATE),)
+    )
+    assert SPEC_PRINTER_TEMPLATE in templates_used(plan)  # type: ignore[arg-type]

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from generator.errors import SpecError
-from generator.schema import FAMILY_BY_DISTRO, spec_schema
+from generator.schema import BOOTSTRAP_DISTROS, FAMILY_BY_DISTRO, spec_schema
 from generator.spec import load_project
+from generator.spec.merge import with_defaults_at
+from generator.spec.project import _dependency_order
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -318,6 +323,57 @@ def test_child_rules(tmp_path):
 
 def test_family_map_covers_the_schema():
     assert set(FAMILY_BY_DISTRO) == set(spec_schema()["properties"]["base"]["properties"]["distro"]["enum"])
+
+
+def test_the_bootstrap_distros_are_the_apt_familys_and_every_stage_asks_the_one_list():
+    from generator.builder import bootstrap
+    from generator.rebuild import updates
+    from generator.spec import checks
+
+    assert BOOTSTRAP_DISTROS == ("debian", "ubuntu")
+    assert checks.BOOTSTRAP_DISTROS is bootstrap.BOOTSTRAP_DISTROS is updates.BOOTSTRAP_DISTROS is BOOTSTRAP_DISTROS
+
+
+def test_defaults_at_a_path_are_the_schemas():
+    """What the model and plan need for a part the spec left out or gave in its short form."""
+    assert with_defaults_at(("rootfs", 0), {"src": "overlay"}) == {"src": "overlay", "dest": "/"}
+    assert with_defaults_at(("logging", "forward"), {"to": ""}) == {"to": "", "facility": "user"}
+    assert with_defaults_at(("base", "bootstrap"), {})["source_date_epoch"] == 1700000000
+    assert with_defaults_at(("profiles", "dev"), {}) == {"env": {}, "rootfs": []}
+
+
+def test_specs_are_ordered_depth_first_each_subtree_together(tmp_path):
+    child = "name: {name}\ntags: [x]\nextends: {parent}\n"
+    specs = {"b": BASE.replace("name: base", "name: b"), "a": BASE.replace("name: base", "name: a")}
+    specs |= {"z": child.format(name="z", parent="a"), "c": child.format(name="c", parent="b")}
+    assert load(tmp_path, **specs).order() == ["a", "z", "b", "c"]
+
+
+def _depth_first(parents: dict[str, str | None]) -> list[str]:
+    """The order `_dependency_order` keeps: roots by name, each followed by its subtree."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        order.append(name)
+        for child in sorted(n for n, p in parents.items() if p == name):
+            visit(child)
+
+    for root in sorted(n for n, p in parents.items() if p is None):
+        visit(root)
+    return order
+
+
+@st.composite
+def _forests(draw: st.DrawFn) -> dict[str, str | None]:
+    names = draw(st.lists(st.text("abcxyz", min_size=1, max_size=3), unique=True, max_size=12))
+    names = draw(st.permutations(names))
+    return {name: draw(st.sampled_from([None, *names[:i]])) for i, name in enumerate(names)}
+
+
+@given(_forests())
+def test_the_dependency_order_is_the_depth_first_walk(parents):
+    specs = {name: SimpleNamespace(parent=parent) for name, parent in parents.items()}
+    assert list(_dependency_order(specs)) == _depth_first(parents)
 
 
 def test_platforms_are_inherited_and_may_only_narrow(tmp_path):

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
+from generator.builder.host import Host
+from generator.builder.proc import ToolError
 from generator.render import yaml_lines
 from generator.render.project import render_project
 from generator.spec import load_project
-from generator.verify.structure import _report_json, parse_report
+from generator.verify.structure import _report_json, parse_report, podman_api_socket
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,6 +85,18 @@ def test_report_parsing_reads_failures():
     assert not report.passed and [c.name for c in report.failures] == ["b"]
     assert report.failures[0].errors == ("uid 0, want 1000",)
     assert parse_report(json.dumps({"Pass": 2, "Fail": 0, "Results": []})).passed
+
+
+def test_a_podman_service_that_cannot_start_is_one_error_line_in_its_own_words(tmp_path):
+    """A failed check row (a ToolError), never a traceback: verify turns gen's errors into rows."""
+    fake = tmp_path / "bin" / "podman"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'Error: cannot listen on the socket' >&2\nexit 125\n")
+    fake.chmod(0o755)
+    host = Host(base_env={**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"})
+    with pytest.raises(ToolError, match="podman system service did not start: Error: cannot listen on the socket"):
+        with podman_api_socket(host):
+            pass
 
 
 _scalars = st.one_of(st.text(), st.integers(), st.booleans(), st.none())
