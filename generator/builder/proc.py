@@ -67,17 +67,18 @@ def run_logged(
     cancel.check()
     log.write(f"$ {' '.join(argv)}\n")
     log.flush()
-    proc = subprocess.Popen(
-        argv,
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        errors="replace",
-        start_new_session=True,
-    )
+    with _starting(argv):
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
     tail: deque[str] = deque(maxlen=TAIL_LINES)
 
     def pump() -> None:
@@ -117,25 +118,33 @@ def _stop_group(proc: subprocess.Popen) -> None:
             continue
 
 
+@contextlib.contextmanager
+def _starting(argv: list[str]) -> Iterator[None]:
+    """A tool that cannot start is one line saying so."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise ToolError(f"{argv[0]} is not installed; run `gen doctor`") from None
+    except OSError as exc:  # not executable, too many processes
+        raise ToolError(f"{argv[0]} cannot run: {exc}") from None
+
+
 def run_quiet(
     argv: list[str], env: dict[str, str], timeout: float = 300, check: bool = True, stdin_text: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run a short query (inspect, tag, images); raises ToolError with stderr on failure.
     stdin_text: what the tool reads on stdin (a secret: never on its command line)."""
     try:
-        proc = subprocess.run(
-            argv,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            start_new_session=True,
-            **({"stdin": subprocess.DEVNULL} if stdin_text is None else {"input": stdin_text}),
-        )
-    except FileNotFoundError:
-        raise ToolError(f"{argv[0]} is not installed; run `gen doctor`") from None
-    except OSError as exc:  # not executable, too many processes
-        raise ToolError(f"{argv[0]} cannot run: {exc}") from None
+        with _starting(argv):
+            proc = subprocess.run(
+                argv,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                start_new_session=True,
+                **({"stdin": subprocess.DEVNULL} if stdin_text is None else {"input": stdin_text}),
+            )
     except subprocess.TimeoutExpired:
         raise ToolError(f"{' '.join(argv[:3])} timed out after {timeout:.0f} s; run `gen doctor`") from None
     if check and proc.returncode != 0:
@@ -175,7 +184,7 @@ def background(argv: list[str], env: dict[str, str]) -> Iterator[BackgroundProce
     if it lingers (each wait bounded), and the process is reaped: no zombie, and nothing it started
     in its group left running."""
     with tempfile.TemporaryFile() as stderr:
-        try:
+        with _starting(argv):
             proc = subprocess.Popen(
                 argv,
                 env=env,
@@ -184,10 +193,6 @@ def background(argv: list[str], env: dict[str, str]) -> Iterator[BackgroundProce
                 stderr=stderr,
                 start_new_session=True,
             )
-        except FileNotFoundError:
-            raise ToolError(f"{argv[0]} is not installed; run `gen doctor`") from None
-        except OSError as exc:  # not executable, too many processes
-            raise ToolError(f"{argv[0]} cannot run: {exc}") from None
         try:
             yield BackgroundProcess(proc, stderr)
         finally:

@@ -57,7 +57,18 @@ def test_a_process_that_exits_early_says_why_in_its_own_words():
         assert p.stderr_tail(lines=1) == "no socket: denied"
 
 
-def test_a_missing_program_is_one_tool_error_line():
-    with pytest.raises(ToolError, match="gen-no-such-tool is not installed; run `gen doctor`"):
-        with background(["gen-no-such-tool"], dict(os.environ)):
-            pass
+@pytest.mark.parametrize("how", ["background", "run_quiet", "run_logged"])
+def test_a_missing_program_is_one_tool_error_line(how, tmp_path):
+    """Every way gen runs a tool says a missing one the same way (run_logged let it through)."""
+    from generator.builder.proc import Cancel, run_logged, run_quiet
+
+    argv, env = ["gen-no-such-tool"], dict(os.environ)
+    with pytest.raises(ToolError, match="^gen-no-such-tool is not installed; run `gen doctor`$"):
+        if how == "background":
+            with background(argv, env):
+                pass
+        elif how == "run_quiet":
+            run_quiet(argv, env)
+        else:
+            with (tmp_path / "log").open("w") as log:
+                run_logged(argv, env, log, Cancel())
