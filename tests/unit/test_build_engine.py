@@ -318,8 +318,9 @@ def test_the_gate_runs_per_image_before_its_children_and_a_failure_skips_them(tm
     assert sorted(report.skipped_after_failure) == [f"leaf{i}" for i in range(5)]
 
 
-def _rebuild_context(builder: Builder, fake: FakeStorage, monkeypatch, verified: dict[str, str]):
-    """gen rebuild over the fake storage, without registry; verify answers from `verified`."""
+def _rebuild_context(tmp_path: Path, fake: FakeStorage, monkeypatch, changed: str, verified: dict[str, str]):
+    """gen rebuild over the fake storage, without registry, after every image was built and
+    `changed`'s rendered folder changed; verify answers from `verified` (by NAME:TAG)."""
     from types import SimpleNamespace
 
     from generator.builder.outputs import load_outputs
@@ -331,6 +332,11 @@ def _rebuild_context(builder: Builder, fake: FakeStorage, monkeypatch, verified:
     monkeypatch.setattr(scheduled, "locked_image", locked)
     monkeypatch.setattr(scheduled, "_sbom", lambda ctx, name, entry: None)
     monkeypatch.setattr(scheduled, "_verify", lambda ctx, ref: verified.get(ref.split("/")[-1], "passed"))
+    builder = project(tmp_path)
+    builder.build([])
+    (tmp_path / "output" / changed / "extra").write_text("changed\n")
+    rehash_output_dir(tmp_path / "output" / changed)
+    fake.builds = 0
     events: list = []
     images = load_outputs(builder.output_dir)
     ctx = scheduled.RebuildContext(builder.host, builder.project_root, images, "localhost/gen", None)
@@ -343,12 +349,7 @@ def test_rebuild_asks_the_builder_for_the_stale_set_fresh_where_only_packages_mo
     from generator.rebuild.lock import Lock
     from generator.rebuild.scheduled import CHANGED, PACKAGES, Verdict, run_rebuild
 
-    builder = project(tmp_path)
-    builder.build([])
-    (tmp_path / "output" / "leaf1" / "extra").write_text("changed\n")
-    rehash_output_dir(tmp_path / "output" / "leaf1")
-    ctx, events = _rebuild_context(builder, fake, monkeypatch, {"leaf1:1": "failed: a check"})
-    fake.builds = 0
+    ctx, events = _rebuild_context(tmp_path, fake, monkeypatch, "leaf1", {"leaf1:1": "failed: a check"})
     verdicts = [Verdict("root"), Verdict("leaf0"), Verdict("leaf1")]
     verdicts[1].add(PACKAGES, "1 package update(s)")
     verdicts[2].add(CHANGED, "spec changed")
@@ -365,12 +366,7 @@ def test_rebuild_builds_no_child_on_a_parent_that_failed_verify(tmp_path, fake, 
     from generator.rebuild.lock import Lock
     from generator.rebuild.scheduled import CHANGED, PARENT_REBUILT, Verdict, run_rebuild
 
-    builder = project(tmp_path)
-    builder.build([])
-    (tmp_path / "output" / "root" / "extra").write_text("changed\n")
-    rehash_output_dir(tmp_path / "output" / "root")
-    ctx, _ = _rebuild_context(builder, fake, monkeypatch, {"root:1": "failed: init"})
-    fake.builds = 0
+    ctx, _ = _rebuild_context(tmp_path, fake, monkeypatch, "root", {"root:1": "failed: init"})
     verdicts = [Verdict("root")] + [Verdict(f"leaf{i}") for i in range(5)]
     verdicts[0].add(CHANGED, "spec changed")
     for verdict in verdicts[1:]:
