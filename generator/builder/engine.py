@@ -373,7 +373,7 @@ class Builder:
         order = self.closure(names)
         gated = ({self.images[n].repo for n in order} if not names else set(names)) if after_image else set()
         run = _Run(order, {u.name for n in fresh for u in units_of(self.images, n)}, after_image, gated)
-        if stored_ancestors:
+        if stored_ancestors and names:  # no names: every image is named
             run.requested = {u.name for n in names for u in units_of(self.images, n)}
         planned = {p.name: p for p in self.plan(names)}
         running: _Running = {}

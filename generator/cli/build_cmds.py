@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -30,6 +26,7 @@ from generator.cli.options import (
     err,
     error_exit,
     out,
+    signals_cancel,
 )
 from generator.errors import GenError, UsageError
 from generator.naming import DEFAULT_PREFIX
@@ -47,24 +44,6 @@ class OutputFormat(str, Enum):
 class Backend(str, Enum):
     buildah = "buildah"
     podman = "podman"
-
-
-@contextmanager
-def _signals_cancel(cancel: Cancel) -> Iterator[None]:
-    """SIGINT/SIGTERM set the cancel flag; the build stops its tools and keeps earlier tags."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        cancel.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _builder(
@@ -278,7 +257,7 @@ def register(app: typer.Typer) -> None:
                     progress.stop()
                     _print_plan(planned, as_json)
                     return
-                with _signals_cancel(cancel):
+                with signals_cancel(cancel):
                     if check_reproducible:
                         _check(builder, wanted, display, cancel, as_json)
                         return

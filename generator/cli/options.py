@@ -3,8 +3,12 @@ mean the same in each command, defined once so their names, help and environment
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -12,8 +16,29 @@ from rich.markup import escape
 
 from generator.errors import GenError
 
+if TYPE_CHECKING:
+    from generator.builder.proc import Cancel
+
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def signals_cancel(cancel: Cancel) -> Iterator[None]:
+    """SIGINT/SIGTERM set the cancel flag: a build stops its tools and keeps earlier tags."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        cancel.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def error_exit(exc: GenError) -> typer.Exit:

@@ -27,6 +27,7 @@ from generator.cli.options import (
     err,
     error_exit,
     out,
+    signals_cancel,
 )
 from generator.errors import GenError, UsageError
 from generator.files import refuse_links_below, write_text_atomic
@@ -600,7 +601,8 @@ def register(app: typer.Typer) -> None:
                 on_event=_rebuild_event,
                 signer=signer_from_env(dict(os.environ)) if target is not None and not dry_run else None,
             )
-            data = run(ctx, dry_run)
+            with signals_cancel(ctx.cancel):  # Ctrl-C stops the running build; what finished is locked
+                data = run(ctx, dry_run)
             paths = write_report(report_dir or project / ".gen", data) if not dry_run else ()
         except GenError as exc:
             raise error_exit(exc) from None

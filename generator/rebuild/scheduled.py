@@ -523,4 +523,6 @@ def rebuild(ctx: RebuildContext, dry_run: bool) -> dict:
             if name not in lock.images and storage.exists(ctx.host, f"{ctx.prefix}/{name}:{ctx.images[name].tags[0]}"):
                 lock.images[name] = locked_image(ctx.host, ctx.images, name, ctx.prefix)
         write_lock(ctx.project, lock)
+        if ctx.cancel.is_set:
+            raise Interrupted("interrupted: gen.lock has what was pushed before the signal; run again for the rest")
     return report_data(verdicts, outcomes, dry_run, ctx.registry, started)

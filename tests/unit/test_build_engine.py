@@ -377,3 +377,23 @@ def test_rebuild_builds_no_child_on_a_parent_that_failed_verify(tmp_path, fake, 
         (f"leaf{i}", "skipped-after-failure") for i in range(5)
     ]
     assert outcomes[1].error == "parent root failed"
+
+
+def test_an_interrupted_rebuild_builds_nothing_more_and_says_so(tmp_path, fake, monkeypatch):
+    from generator.rebuild import scheduled
+    from generator.rebuild.lock import Lock
+    from generator.rebuild.scheduled import CHANGED, Verdict, run_rebuild
+
+    ctx, _ = _rebuild_context(tmp_path, fake, monkeypatch, "leaf1", {})
+    ctx.cancel.set()  # Ctrl-C before the build starts (the CLI's signal handler sets it)
+    verdict = Verdict("leaf1")
+    verdict.add(CHANGED, "spec changed")
+    [outcome] = run_rebuild(ctx, [Verdict("root"), verdict], Lock())
+    assert fake.builds == 0 and outcome.action == "failed" and outcome.error.startswith("interrupted")
+    monkeypatch.setattr(scheduled, "assess", lambda ctx, lock: [verdict])
+    monkeypatch.setattr(scheduled, "require_platforms", lambda *args, **kwargs: None)
+    written: list = []
+    monkeypatch.setattr(scheduled, "write_lock", lambda project, lock: written.append(lock))
+    with pytest.raises(scheduled.Interrupted, match="gen.lock has what was pushed before the signal"):
+        scheduled.rebuild(ctx, dry_run=False)
+    assert written  # the lock is written before saying so
