@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from generator.model import Image
+from collections.abc import Iterable
+
+from generator.model import Group, Image, User
 from generator.spec.checks import base_accounts
 
 
 def account_ids(image: Image) -> tuple[dict[str, int], dict[str, int]]:
     """uid by user name and gid by group name: the spec's own, then the base's fixed ones."""
     base_users, base_groups = base_accounts(image.family)
-    uids = {"root": 0, **base_users, **{u.name: u.uid for u in image.users}}
-    gids = {"root": 0, **base_groups, **{g.name: g.gid for g in image.groups}}
-    return uids, gids
+    spec_uids, spec_gids = spec_account_ids(image.users, image.groups)
+    return {**base_users, **spec_uids}, {**base_groups, **spec_gids}
+
+
+def spec_account_ids(users: Iterable[User], groups: Iterable[Group]) -> tuple[dict[str, int], dict[str, int]]:
+    """The ids a spec fixes: root's and its own accounts'. Verify holds an image to these and
+    looks any other account (the base's) up inside the container."""
+    return {"root": 0, **{u.name: u.uid for u in users}}, {"root": 0, **{g.name: g.gid for g in groups}}
 
 
 def base_may_be_non_root(image: Image, parent: Image | None) -> bool:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 
 from generator.contract import EmbeddedSpec, EmbeddedSpecError
 from generator.model import (
-    Group,
     User,
     groups_from,
     init_from,
@@ -23,6 +22,7 @@ from generator.model import (
     volumes_from,
 )
 from generator.plan import SPEC_PATH
+from generator.plan.accounts import spec_account_ids
 from generator.plan.hints import RuntimeHints
 from generator.plan.sysctl import SysctlClass, classify
 from generator.spec.merge import with_defaults
@@ -94,7 +94,7 @@ def without_spec() -> Expectations:
 def _expectations(data: dict, found_spec: bool) -> Expectations:
     """Expectations of a spec document with the schema's defaults, through the model's sections."""
     users = users_from(data["users"])
-    uids = _spec_uids(users)
+    uids, gids = spec_account_ids(users, groups_from(data["groups"], users))
     app_user = data.get("user") or "root"
     init, logging, sysctls = init_from(data["init"]), logging_from(data["logging"]), sysctls_from(data["sysctls"])
     return Expectations(
@@ -106,7 +106,7 @@ def _expectations(data: dict, found_spec: bool) -> Expectations:
         log_stdout=logging.stdout,
         user=app_user,
         uid=uids.get(app_user),
-        gid=_app_gid(app_user, users, groups_from(data["groups"], users)),
+        gid=_primary_gid(app_user, users, gids),
         volumes=tuple(
             VolumeExpectation(v.path, v.owner, uids.get(v.owner), v.fix_ownership)
             for v in volumes_from(data["volumes"], users, data.get("user"))
@@ -121,19 +121,12 @@ def _expectations(data: dict, found_spec: bool) -> Expectations:
     )
 
 
-# Ids only of the accounts the spec fixes (root's and its own): any other, the base's, is resolved
-# inside the container. Not plan.accounts.account_ids: it takes a whole model Image (every section
-# of the spec, the base's among them) and adds the base family's table of fixed ids.
-def _spec_uids(users: tuple[User, ...]) -> dict[str, int]:
-    return {"root": 0} | {u.name: u.uid for u in users}
-
-
-def _app_gid(app_user: str, users: tuple[User, ...], groups: tuple[Group, ...]) -> int | None:
-    """The gid of the app user's primary group (a spec user's; root's is 0)."""
-    if app_user == "root":
+def _primary_gid(user: str, users: tuple[User, ...], gids: dict[str, int]) -> int | None:
+    """The gid of the app user's primary group: root's, or a spec user's group the spec fixes."""
+    if user == "root":
         return 0
-    app = next((u for u in users if u.name == app_user), None)
-    return next((g.gid for g in groups if g.name == app.group), None) if app else None
+    account = next((u for u in users if u.name == user), None)
+    return gids.get(account.group) if account else None
 
 
 def _longest_readiness(data: dict) -> int | None:
