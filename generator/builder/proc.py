@@ -85,10 +85,10 @@ def run_logged(
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
+            log.flush()  # line by line: `tail -f` on the log follows a build as it runs
             tail.append(line.rstrip("\n"))
             if on_line:
                 on_line(line.rstrip("\n"))
-        log.flush()
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()

@@ -105,7 +105,11 @@ def image_id(gen_host, env, ref: str) -> str | None:
     return got.stdout.strip() if got.returncode == 0 else None
 
 
-def test_interrupted_build_keeps_previous_tags_and_exits_non_zero(chain, gen_env, gen_host):
+def _interrupt_a_slow_build(chain: Path, gen_env: dict[str, str], gen_host, command: list[str]):
+    """Run `gen COMMAND` while other's build sleeps in a RUN step, send SIGINT there, and check
+    that the previous image keeps its tags and no build container is left. Returns the ended
+    process, its output and `restore`, which puts the rendered Dockerfile back (done here when
+    anything fails)."""
     before = image_id(gen_host, gen_env, "localhost/gen/other:1")
     assert before
     # A slow RUN to interrupt: a start-up hook overlay is not enough, so edit the rendered Dockerfile.
@@ -113,39 +117,69 @@ def test_interrupted_build_keeps_previous_tags_and_exits_non_zero(chain, gen_env
     text = dockerfile.read_text()
     dockerfile.write_text(text.replace("\nCOPY gen-config/ /", "\nRUN sleep 60\nCOPY gen-config/ /", 1))
     rehash_output_dir(dockerfile.parent)
+
+    def restore() -> None:
+        dockerfile.write_text(text)
+        rehash_output_dir(dockerfile.parent)
+
     proc = subprocess.Popen(
-        [sys.executable, "-m", "generator", "build", "other", "-C", str(chain)],
+        [sys.executable, "-m", "generator", *command, "-C", str(chain)],
         env=gen_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    log = gen_host.logs_dir / "other.log"
-    while time.monotonic() < deadline and not (log.is_file() and "sleep 60" in log.read_text(errors="replace")):
-        time.sleep(0.2)
-    time.sleep(1)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        log = gen_host.logs_dir / "other.log"
+        while time.monotonic() < deadline and not (log.is_file() and "sleep 60" in log.read_text(errors="replace")):
+            time.sleep(0.2)
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert image_id(gen_host, gen_env, "localhost/gen/other:1") == before
+        dangling = subprocess.run(
+            ["podman", *gen_host.podman_flags(), "ps", "-a", "--format", "{{.Names}}"],
+            env=gen_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        buildah = subprocess.run(
+            ["buildah", *gen_host.global_flags(), "containers", "--format", "{{.ContainerName}}"],
+            env=gen_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "other" not in dangling.stdout + buildah.stdout
+    except BaseException:  # the module's later tests need the chain as it was, and no gen running
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+        restore()
+        raise
+    return proc, out, err, restore
+
+
+def test_interrupted_build_keeps_previous_tags_and_exits_non_zero(chain, gen_env, gen_host):
+    proc, out, err, restore = _interrupt_a_slow_build(chain, gen_env, gen_host, ["build", "other"])
     assert proc.returncode != 0, out + err
-    assert image_id(gen_host, gen_env, "localhost/gen/other:1") == before
-    dangling = subprocess.run(
-        ["podman", *gen_host.podman_flags(), "ps", "-a", "--format", "{{.Names}}"],
-        env=gen_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    buildah = subprocess.run(
-        ["buildah", *gen_host.global_flags(), "containers", "--format", "{{.ContainerName}}"],
-        env=gen_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert "other" not in dangling.stdout + buildah.stdout
-    dockerfile.write_text(text)  # resumes: the next build finds the image up to date
-    rehash_output_dir(dockerfile.parent)
+    restore()  # resumes: the next build finds the image up to date
+    assert "other" not in plan(chain, gen_env)
+
+
+def test_interrupted_rebuild_stops_the_build_keeps_the_lock_and_exits_130(chain, gen_env, gen_host):
+    """gen rebuild installed no signal handler: Ctrl-C left buildah running in its own session."""
+    locked = gen(["lock", "--update"], chain, gen_env)
+    assert locked.returncode == 0, locked.stderr[-3000:]
+    lock_before = json.loads((chain / "gen.lock").read_text())["images"]["other"]
+    command = ["rebuild", "--skip-verify", "--no-package-check"]
+    proc, out, err, restore = _interrupt_a_slow_build(chain, gen_env, gen_host, command)
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err and "Traceback" not in err, err
+    assert json.loads((chain / "gen.lock").read_text())["images"]["other"] == lock_before
+    restore()
     assert "other" not in plan(chain, gen_env)
 
 

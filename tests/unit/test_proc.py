@@ -72,3 +72,30 @@ def test_a_missing_program_is_one_tool_error_line(how, tmp_path):
         else:
             with (tmp_path / "log").open("w") as log:
                 run_logged(argv, env, log, Cancel())
+
+
+def test_run_logged_writes_each_line_as_it_comes_and_stops_on_cancel(tmp_path):
+    """A build's log follows it live (the interrupted-build tests wait for a step in it; they once
+    found it only when the 8 KiB buffer was flushed at the end), and cancel stops the tool."""
+    import threading
+
+    from generator.builder.proc import Cancel, Interrupted, run_logged
+
+    cancel, path, seen = Cancel(), tmp_path / "build.log", []
+
+    def watch() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "STEP 1" not in (path.read_text() if path.exists() else ""):
+            time.sleep(0.05)
+        seen.append(time.monotonic())
+        cancel.set()
+
+    watcher = threading.Thread(target=watch)
+    started = time.monotonic()
+    with path.open("w") as log:
+        watcher.start()
+        with pytest.raises(Interrupted):
+            # "ST""EP": the log's first line is the command, which must not hold the marker itself.
+            run_logged(["sh", "-c", 'printf "ST""EP 1: RUN sleep 30\\n"; sleep 30'], dict(os.environ), log, cancel)
+    watcher.join()
+    assert seen[0] - started < 5 and time.monotonic() - started < 15
