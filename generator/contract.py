@@ -43,6 +43,12 @@ def context_sha256(files: Iterable[tuple[str, int, bytes]]) -> str:
     return h.hexdigest()
 
 
+def canonical_json(data: object) -> str:
+    """The text of a manifest and of an embedded spec: sorted keys, two-space indent, UTF-8 as
+    is, so the same record is the same bytes anywhere."""
+    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
 class ManifestError(UsageError):
     """A manifest gen cannot use (missing, not JSON, another version, a field of the wrong type): re-render it."""
 
@@ -569,7 +575,7 @@ class EmbeddedSpec:
 
     def to_json(self) -> str:
         """Canonical text (sorted keys, indented): the same spec is the same image bytes anywhere."""
-        return json.dumps(self.document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+        return canonical_json(self.document)
 
     @classmethod
     def from_json(cls, text: str, where: str) -> EmbeddedSpec:

@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from generator.contract import MANIFEST, STRUCTURE_TEST, Manifest, context_sha256
+from generator.contract import MANIFEST, STRUCTURE_TEST, Manifest, canonical_json, context_sha256
 from generator.errors import GenError, UsageError
 from generator.files import first_link
 from generator.memo import unrecorded
@@ -101,10 +101,6 @@ def _logger_source(plan: Plan, templates: TemplateSet) -> list[RenderedFile]:
         RenderedFile(f"{stage.context_dir}/{rel}", templates.file(source)[0], 0o644)
         for rel, source in templates.tree(LOGGER_TEMPLATE_DIR)
     ]
-
-
-def canonical_json(data: object) -> str:
-    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
 def templates_used(plan: Plan) -> tuple[str, ...]:
