@@ -200,8 +200,12 @@ def test_log_target_notes_say_met_or_missed_from_the_numbers():
     assert note.startswith(
         "Targets: 100-byte lines: the app under the shipped pipeline writes at 1.1x its speed into k8s-file "
         "alone (target 1, met) and 0.4 of a file write in the container (target 0.5, missed); end to end, "
-        "until podman holds every line, 0.97x k8s-file alone"
+        "until podman holds every line, 0.97x k8s-file alone (target 1, missed)"
     )
+    assert "until podman holds every line, 1.02x k8s-file alone (target 1, met)" in note
+    container.rows[0][7] = "n/a"
+    assert "0.97" not in logs.container_target_note(container)
+    assert "holds every line, too short at this size to measure; 1000-byte" in logs.container_target_note(container)
     assert "1000-byte lines: the app under the shipped pipeline writes at 0.9x its speed into k8s-file alone " in note
     assert "(target 1, missed) and 0.5 of a file write in the container (target 0.5, met)" in note
 
