@@ -130,7 +130,7 @@ struct copy {
   size_t (*send)(struct copy *c, int fd, uint64_t off, size_t len, int complete, char *buf);
   off_t state_at;
   uint64_t seq, off, open_seq; /* open_seq: the segment whose file it has open */
-  int done, line_start, need_more;
+  int done, line_start, need_more, stopped; /* stopped: the send gave up for good (stdout gone) */
   uint64_t pending_skip, skipped_total; /* skipped bytes still to be said in the files; said so far */
   unsigned pending_skip_files;
   pthread_t thread;
@@ -306,7 +306,7 @@ static char **list_archives(size_t *count) {
       names = realloc(names, cap * sizeof *names);
       if (!names) die("out of memory");
     }
-    names[n++] = strdup(e->d_name);
+    if (!(names[n++] = strdup(e->d_name))) die("out of memory");
   }
   closedir(d);
   if (n) qsort(names, n, sizeof *names, by_name);
@@ -344,11 +344,15 @@ static void prune(void) {
   for (size_t i = 0; i + opt.keep < n; i++) {
     struct stat st;
     if (fstatat(dir_fd, names[i], &st, 0) < 0) continue;
+    /* Deleted under the lock, as the copies open files under it: a copy either has the file open
+     * (and reads it to its end) or finds it marked deleted here, never missing without a word. */
+    pthread_mutex_lock(&lock);
     if (unlinkat(dir_fd, names[i], 0) < 0) {
-      say("gen-log: cannot delete %s/%s: %s", opt.dir, names[i], strerror(errno));
+      int err = errno;
+      pthread_mutex_unlock(&lock);
+      say("gen-log: cannot delete %s/%s: %s", opt.dir, names[i], strerror(err));
       continue;
     }
-    pthread_mutex_lock(&lock);
     for (size_t j = 0; j < nsegs; j++) {
       struct segment *s = &segs[j];
       if (s->deleted || s->is_current || s->ino != (uint64_t)st.st_ino) continue;
@@ -366,10 +370,28 @@ static void prune(void) {
 }
 
 /* current -> @<tai64n>.s (mode 0744: complete), a new current, then the oldest archives go. */
+static char newest_archive[48]; /* the latest archive name given, or "" */
+
 static void rotate(void) {
   char name[48];
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
+  if (!newest_archive[0]) { /* the first rotation of this run: the archives an earlier run left */
+    size_t n;
+    char **names = list_archives(&n);
+    if (n) snprintf(newest_archive, sizeof newest_archive, "%s", names[n - 1]);
+    free_names(names, n);
+  }
+  tai64n_of(&ts, name);
+  if (strncmp(name, newest_archive, TAI64N_LEN) <= 0) { /* the clock went back: prune goes by name */
+    char secs[17] = {0}, nanos[9] = {0};
+    memcpy(secs, newest_archive + 1, 16);
+    memcpy(nanos, newest_archive + 17, 8);
+    uint64_t tai = strtoull(secs, NULL, 16);
+    ts.tv_sec = (time_t)(tai - TAI64_BASE - TAI_UTC_OFFSET);
+    ts.tv_nsec = (long)strtoul(nanos, NULL, 16) + 1;
+    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec = 0;
+  }
   for (int tries = 0;; tries++) {
     tai64n_of(&ts, name);
     strcpy(name + TAI64N_LEN, ".s");
@@ -378,6 +400,7 @@ static void rotate(void) {
     if (++ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec = 0; /* a name is never reused */
     if (tries > 1000) die("cannot find a free archive name in %s", opt.dir);
   }
+  memcpy(newest_archive, name, sizeof newest_archive);
   fchmod(cur_fd, 0744);
   /* Renamed under the lock: the copy opens files by the names the list gives. */
   for (;;) {
@@ -398,6 +421,7 @@ static void rotate(void) {
   open_current();
   pthread_mutex_lock(&lock);
   add_segment("current", cur_ino, 0, 1);
+  forget_copied_segments(); /* with no copy running, every archive: the list stays short */
   pthread_cond_broadcast(&changed);
   pthread_mutex_unlock(&lock);
   prune();
@@ -459,7 +483,7 @@ static char *in_buf, *out_buf;
 /* A non-blocking stdin (someone set O_NONBLOCK on the pipe): wait until it has data or EOF. */
 static int wait_for_input(void) {
   struct pollfd p = {0, POLLIN, 0};
-  return poll(&p, 1, -1) >= 0 || errno == EINTR;
+  return poll(&p, 1, -1) >= 0 || errno == EINTR; /* else errno says why poll failed, for die */
 }
 
 static void on_term(int sig) {
@@ -473,7 +497,9 @@ static int input_may_come(void) {
   if (!opt.end_on_term) return 1;
   while (!term_seen) {
     struct pollfd p = {0, POLLIN, 0};
-    if (ppoll(&p, 1, NULL, &unblocked) > 0) return 1;
+    int ready = ppoll(&p, 1, NULL, &unblocked);
+    if (ready > 0) return 1;
+    if (ready < 0 && errno != EINTR) die("cannot wait for stdin: %s", strerror(errno));
   }
   struct pollfd p = {0, POLLIN, 0};
   return poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
@@ -583,8 +609,36 @@ static void record_write(enum phase phase, uint64_t size_before, const char *in,
   pwrite_state(&ws, sizeof ws, 0);
 }
 
+/* Whether in[0..n) is what current holds from offset `from` to its end, once the stamps (at each
+ * line start, the first as at_line_start says) are left out. */
+static int logged_as(const char *in, size_t n, uint64_t from, int at_line_start) {
+  if (cur_size < from || cur_size - from > OUT_CAP) return 0;
+  size_t len = (size_t)(cur_size - from), got = 0, slen = stamp_len(), i = 0, j = 0;
+  int rfd = openat(dir_fd, "current", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (rfd < 0) return 0;
+  while (got < len) {
+    ssize_t r = pread(rfd, out_buf + got, len - got, (off_t)(from + got));
+    if (r <= 0) break;
+    got += (size_t)r;
+  }
+  close(rfd);
+  if (got != len) return 0;
+  while (j < n) {
+    if (at_line_start && (i += slen) > len) return 0;
+    const char *nl = memchr(in + j, '\n', n - j);
+    size_t seg = nl ? (size_t)(nl - (in + j)) + 1 : n - j;
+    if (seg > len - i || memcmp(out_buf + i, in + j, seg) != 0) return 0;
+    i += seg, j += seg;
+    at_line_start = in[j - 1] == '\n';
+  }
+  return i == len;
+}
+
 /* Finish what a killed logger left: a half-done write is cut off (its bytes are still in the pipe);
- * a complete write whose input is still at the pipe's head is consumed. */
+ * a complete write whose input is still at the pipe's head is consumed. That the head is the same
+ * input is known by comparing it with what the write put in current, byte for byte: the one case
+ * left open is a logger killed between consuming a block and recording that, whose next block of
+ * input is the same bytes again (a run of identical lines); that repeat is then dropped. */
 static void recover(void) {
   struct writer_state ws;
   if (!stdin_is_pipe || pread(state_fd, &ws, sizeof ws, 0) != (ssize_t)sizeof ws || ws.magic != STATE_MAGIC) return;
@@ -603,17 +657,23 @@ static void recover(void) {
       got += (size_t)r;
     }
     size_t edge = ws.taken < EDGE ? ws.taken : EDGE;
-    if (got == ws.taken && memcmp(in_buf, ws.head, edge) == 0 && memcmp(in_buf + got - edge, ws.tail, edge) == 0)
+    if (got == ws.taken && memcmp(in_buf, ws.head, edge) == 0 && memcmp(in_buf + got - edge, ws.tail, edge) == 0 &&
+        logged_as(in_buf, got, ws.size_before, (int)ws.line_start))
       consume_input(ws.taken, ws.taken);
   }
   record_write(PHASE_IDLE, 0, NULL, 0);
 }
 
 /* Where the first end-of-run marker starts in buf[0..n), or n. Text never holds a NUL, so the
- * search is a memchr for one. */
+ * search is a memchr for one. A full block that ends in the marker's first bytes ends before them:
+ * the rest of the marker is in the next read (from a pipe a block never cuts one, as the pipe holds
+ * no more than a block and the marker is one atomic write; from a file or a socket it may). */
 static size_t find_marker(const char *buf, size_t n) {
-  for (const char *p = buf; (p = memchr(p, '\0', n - (size_t)(p - buf))); p++)
-    if ((size_t)(buf + n - p) >= MARKER_LEN && memcmp(p, MARKER, MARKER_LEN) == 0) return (size_t)(p - buf);
+  for (const char *p = buf; (p = memchr(p, '\0', n - (size_t)(p - buf))); p++) {
+    size_t left = (size_t)(buf + n - p);
+    if (left >= MARKER_LEN ? memcmp(p, MARKER, MARKER_LEN) == 0 : n == CHUNK && p > buf && memcmp(p, MARKER, left) == 0)
+      return (size_t)(p - buf);
+  }
   return n;
 }
 
@@ -680,14 +740,12 @@ static void write_loop(void) {
 
 /* --- the stdout copy ------------------------------------------------------------------------------ */
 
-/* stdout is gone (closed by the engine): stop copying, keep logging to the files. */
+/* stdout is gone (closed by the engine): stop copying, keep logging to the files. The copier sees
+ * stopped after the send returns and ends there, closing its file (an archive rotation deletes
+ * would otherwise keep its disk space). */
 static void stop_copy(int err) {
   say("gen-log: the stdout copy stops: %s", strerror(err));
-  pthread_mutex_lock(&lock);
-  stdout_copy->done = 1;
-  pthread_cond_broadcast(&changed);
-  pthread_mutex_unlock(&lock);
-  pthread_exit(NULL);
+  stdout_copy->stopped = 1;
 }
 
 /* Whether to try again: a signal, or a non-blocking stdout that is full (wait until it is not). */
@@ -716,6 +774,9 @@ static size_t stdout_room(size_t want) {
     if (ioctl(1, FIONREAD, &queued) < 0 || queued < 0) return want;
     size_t room = (size_t)queued < stdout_pipe_size ? stdout_pipe_size - (size_t)queued : 0;
     if (room >= goal) return want < room ? want : room;
+    /* A reader that closed a full pipe frees no room: the write's EPIPE says it is gone. */
+    struct pollfd p = {1, POLLOUT, 0};
+    if (poll(&p, 1, 0) > 0 && (p.revents & POLLERR)) return want;
     wait_us = last >= 0 && queued < last ? 250 : (wait_us < 25000 ? wait_us * 2 : 50000);
     last = queued;
     struct timespec pause = {0, wait_us * 1000};
@@ -723,44 +784,66 @@ static size_t stdout_room(size_t want) {
   }
 }
 
+/* A copy's read of the files came back empty (the file was cut short by hand) or failed: those bytes
+ * are passed over, said when it is an error, rather than asked for again and again. */
+static size_t unreadable(struct copy *c, ssize_t got, size_t len) {
+  if (got < 0) say("gen-log: the %s cannot read the files back: %s; %zu bytes passed over", c->what, strerror(errno), len);
+  return len;
+}
+
 static void write_stdout(const char *buf, size_t len) {
   while (len) {
     ssize_t n = write(1, buf, stdout_room(len));
     if (n < 0 && retry_stdout(errno)) continue;
-    if (n <= 0) stop_copy(n < 0 ? errno : EIO);
+    if (n <= 0) {
+      stop_copy(n < 0 ? errno : EIO);
+      return;
+    }
     buf += n;
     len -= (size_t)n;
   }
 }
 
+/* Whether p (with at least stamp_len() bytes) starts with a stamp of the -t in force: files written
+ * under another -t (a changed setting, a restart) are copied as they are, never cut. */
+static int is_stamp(const char *p) {
+  if (opt.stamp == STAMP_TAI64N) return p[0] == '@' && p[TAI64N_LEN] == ' ';
+  return p[4] == '-' && p[7] == '-' && p[10] == ' ' && p[19] == '.' && p[ISO8601_LEN] == ' ' &&
+         p[ISO8601_LEN + 1] == ' ';
+}
+
 /* Copy [off, off+len) of fd to stdout; returns bytes copied. Stamps are left out and the prefix
  * put in, line by line; without either, sendfile moves the bytes without a copy into this process. */
 static size_t copy_to_stdout(struct copy *c, int fd, uint64_t off, size_t len, int complete, char *buf) {
-  (void)complete;
   if (!opt.prefix && opt.stamp == STAMP_NONE) {
     off_t pos = (off_t)off;
     ssize_t n = sendfile(1, fd, &pos, stdout_room(len));
     if (n > 0) return (size_t)n;
     if (n < 0 && retry_stdout(errno)) return 0;
-    if (n < 0 && errno != EINVAL && errno != ENOSYS) stop_copy(errno);
+    if (n < 0 && errno != EINVAL && errno != ENOSYS) {
+      stop_copy(errno);
+      return 0;
+    }
   }
   ssize_t n = pread(fd, buf, len, (off_t)off);
-  if (n <= 0) return 0;
+  if (n <= 0) return unreadable(c, n, len);
   size_t slen = stamp_len(), plen = opt.prefix ? strlen(opt.prefix) : 0, i = 0, end = (size_t)n;
   char *out = buf + CHUNK; /* the second half of the buffer */
   size_t o = 0;
   while (i < end) {
     if (c->line_start) {
-      if (slen) {
-        if (end - i < slen) break; /* the rest of this stamp comes next round */
-        i += slen;
+      if (slen && end - i < slen && !complete) { /* the rest of this stamp comes next round */
+        if (i == 0) c->need_more = 1;
+        break;
       }
+      if (slen && end - i >= slen && is_stamp(buf + i)) i += slen;
       if (plen) {
         memcpy(out + o, opt.prefix, plen);
         o += plen;
         out[o++] = ' ';
       }
       c->line_start = 0;
+      if (i == end) break; /* the window ended with the stamp: its line's text comes next round */
     }
     const char *nl = memchr(buf + i, '\n', end - i);
     size_t seg = nl ? (size_t)(nl - (buf + i)) + 1 : end - i;
@@ -768,10 +851,10 @@ static size_t copy_to_stdout(struct copy *c, int fd, uint64_t off, size_t len, i
     memcpy(out + o, buf + i, seg);
     o += seg;
     i += seg;
-    if (out[o - 1] == '\n') c->line_start = 1;
+    if (buf[i - 1] == '\n') c->line_start = 1;
     if (o + plen + 1 >= CHUNK) break;
   }
-  write_stdout(out, o);
+  if (o) write_stdout(out, o);
   return i;
 }
 
@@ -1021,7 +1104,7 @@ static void forward_message(const char *time_text, const char *text, size_t len)
  * complete); returns the bytes forwarded. A line not yet ended is left for the next round. */
 static size_t forward_lines(struct copy *c, int fd, uint64_t off, size_t len, int complete, char *buf) {
   ssize_t got = pread(fd, buf, len, (off_t)off);
-  if (got <= 0) return 0;
+  if (got <= 0) return unreadable(c, got, len);
   size_t n = (size_t)got, i = 0;
   complete = complete && n == len;
   while (i < n) {
@@ -1105,6 +1188,10 @@ static void *copier(void *arg) {
     int complete = (!s->is_current || input_done) && len <= CHUNK;
     pthread_mutex_unlock(&lock);
     size_t n = c->send(c, fd, off, len > CHUNK ? CHUNK : (size_t)len, complete, buf);
+    if (c->stopped) {
+      pthread_mutex_lock(&lock);
+      break;
+    }
     cs.offset = off + n;
     cs.line_start = (uint64_t)c->line_start;
     pwrite_state(&cs, sizeof cs, c->state_at);
@@ -1145,14 +1232,15 @@ static void place_copy(struct copy *c) {
                cs.magic == STATE_MAGIC;
   struct segment *at = &segs[nsegs - 1]; /* current */
   c->off = cur_size;
+  c->line_start = line_start; /* from the end of current: where the writer is, maybe mid-line */
   for (size_t i = 0; resume && i < nsegs; i++)
     if (segs[i].ino == cs.ino && cs.offset <= segs[i].size) {
       at = &segs[i];
       c->off = cs.offset;
+      c->line_start = (int)cs.line_start;
       break;
     }
   c->seq = at->seq;
-  c->line_start = resume && at->ino == cs.ino ? (int)cs.line_start : 1;
   /* Recorded at once: a logger that ends before its copy sent anything (a collector that is down)
    * leaves its successor the place to start from. */
   struct copier_state placed = {STATE_MAGIC, at->ino, c->off, (uint64_t)c->line_start};
