@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from generator.errors import UsageError
+from generator.errors import GenError, UsageError
 from generator.platforms import Platform
 
 MANIFEST = "gen-manifest.json"
@@ -38,9 +39,51 @@ def context_sha256(files: Iterable[tuple[str, int, bytes]]) -> str:
     folder, mode, bytes) in path order; the manifest and the structure test are not in it."""
     h = hashlib.sha256()
     for path, mode, data in sorted(files, key=lambda f: f[0]):
-        h.update(f"{path}\0{mode:o}\0{len(data)}\0".encode())
+        try:
+            entry = f"{path}\0{mode:o}\0{len(data)}\0".encode()
+        except UnicodeEncodeError:
+            # A name that is not UTF-8 (Python holds its bytes as lone surrogates): Dockerfile
+            # COPY and an image layer's tar paths want UTF-8, so refuse it rather than hash it.
+            raise UsageError(
+                f"{_shown_name(path)}: the file name is not UTF-8, which image layers need; rename it to a UTF-8 name"
+            ) from None
+        h.update(entry)
         h.update(data)
     return h.hexdigest()
+
+
+def _shown_name(path: str) -> str:
+    """path printable: the bytes of a name the file system gave as \\xNN (its original bytes)."""
+    try:
+        raw = path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate not from undecodable bytes
+        return path.encode("utf-8", "backslashreplace").decode()
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def read_json(path: Path, error: Callable[[str], GenError], fix: str, *, too_deep: str = "nested too deeply") -> object:
+    """The JSON document in path, as every reader of a file a user may have edited parses it:
+    whatever keeps it from being one (unreadable, not UTF-8, not JSON, nested past Python's
+    recursion limit, an integer of more digits than int() converts) becomes
+    error("<path>[:line:col]: <what>; <fix>"), one line. A missing file raises
+    FileNotFoundError as is: what that means is each reader's own (none yet, or render first)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise error(f"{path}: unreadable ({exc.strerror or exc}); {fix}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 (byte {exc.start}: {exc.reason}); {fix}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); {fix}") from None
+    except RecursionError:
+        raise error(f"{path}: {too_deep}; {fix}") from None
+    except ValueError:  # the only other ValueError json.loads raises: int()'s digit limit
+        limit = sys.get_int_max_str_digits()
+        raise error(f"{path}: a number of more than {limit} digits, longer than any gen writes; {fix}") from None
 
 
 def canonical_json(data: object) -> str:
@@ -53,8 +96,11 @@ class ManifestError(UsageError):
     """A manifest gen cannot use (missing, not JSON, another version, a field of the wrong type): re-render it."""
 
 
+_MANIFEST_FIX = "run `gen render` with this gen version"
+
+
 def _fail(path: Path, what: str) -> ManifestError:
-    return ManifestError(f"{path}: {what}; run `gen render` with this gen version")
+    return ManifestError(f"{path}: {what}; {_MANIFEST_FIX}")
 
 
 @dataclass(frozen=True)
@@ -251,17 +297,9 @@ class Manifest:
     @classmethod
     def read(cls, path: Path) -> Manifest:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_json(path, ManifestError, _MANIFEST_FIX, too_deep="nested deeper than any manifest gen writes")
         except FileNotFoundError:
             raise ManifestError(f"{path}: missing; run `gen render` first") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise _fail(path, f"unreadable ({exc})") from None
-        except json.JSONDecodeError as exc:
-            raise ManifestError(
-                f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); run `gen render`"
-            ) from None
-        except RecursionError:
-            raise _fail(path, "nested deeper than any manifest gen writes") from None
         return cls.from_json(data, path)
 
     @classmethod
@@ -292,7 +330,7 @@ class Manifest:
                 image_format=_image_format(data.get("image_format", "oci")),
                 context_sha256=str(data["context_sha256"]),
             )
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:  # Overflow: int() of 1e999, which JSON reads as inf
             raise _fail(path, f"a field has the wrong type ({exc})") from None
 
 
@@ -470,14 +508,9 @@ class Lock:
     def read(cls, path: Path) -> Lock:
         """The lock at path; an empty one when there is none yet."""
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_json(path, LockError, _LOCK_FIX)
         except FileNotFoundError:
             return cls()
-        except json.JSONDecodeError as exc:
-            raise LockError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); {_LOCK_FIX}") from None
-        except (OSError, UnicodeDecodeError, RecursionError) as exc:
-            what = "nested too deeply" if isinstance(exc, RecursionError) else f"unreadable ({exc})"
-            raise LockError(f"{path}: {what}; {_LOCK_FIX}") from None
         return cls.from_json(data, path)
 
     @classmethod

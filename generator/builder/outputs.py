@@ -205,16 +205,21 @@ def folder_digests(directory: Path) -> tuple[str, str]:
         rel = path.relative_to(directory).as_posix()
         info = path.lstat()
         if stat.S_ISLNK(info.st_mode):
-            kind, body = b"l", os.readlink(path).encode()
+            kind, body = b"l", os.fsencode(os.readlink(path))
         elif stat.S_ISDIR(info.st_mode):
             kind, body = b"d", b""
         else:
             kind, body = b"f", path.read_bytes()
             if rel not in (MANIFEST, STRUCTURE_TEST):  # modes as git keeps them: any umask agrees
                 context.append((rel, 0o755 if info.st_mode & 0o100 else 0o644, body))
-        digest.update(kind + rel.encode() + b"\0" + f"{stat.S_IMODE(info.st_mode):o}".encode() + b"\0")
+        # fsencode: a name that is not UTF-8 (dropped into output/ by hand) hashes as its bytes;
+        # context_sha256 then refuses it with one line.
+        digest.update(kind + os.fsencode(rel) + b"\0" + f"{stat.S_IMODE(info.st_mode):o}".encode() + b"\0")
         digest.update(hashlib.sha256(body).digest())
-    return context_sha256(context), digest.hexdigest()
+    try:
+        return context_sha256(context), digest.hexdigest()
+    except UsageError as problem:  # it names the file within the folder: say which folder
+        raise UsageError(f"{directory}/{problem}") from None
 
 
 def _entries(directory: Path) -> list[Path]:

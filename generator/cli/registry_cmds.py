@@ -242,17 +242,12 @@ def register(app: typer.Typer) -> None:
         them per command (--signature-policy, --registries.d)."""
         from generator.publish import parse_registry
         from generator.publish.signing import read_public_key, tools_without_sigstore
-        from generator.rebuild.trust import registries_d, trust_policy
+        from generator.rebuild.trust import read_base_policy, registries_d, trust_policy
 
         try:
             target = parse_registry(_required(registry))
             read_public_key(key)  # a key gen can read, before anything is written
-            try:
-                base = json.loads(base_policy.read_text()) if base_policy.is_file() else {}
-            except (OSError, ValueError) as exc:
-                raise UsageError(f"--base-policy {base_policy}: not a readable policy.json ({exc})") from None
-            if not isinstance(base, dict):
-                raise UsageError(f"--base-policy {base_policy}: not a policy.json (a JSON object)")
+            base = read_base_policy(base_policy)
             where = directory if directory.is_absolute() else project / directory
             refuse_links_below(project, where / "registries.d")
             policy_path, registries_path = where / "policy.json", where / "registries.d" / "gen.yaml"

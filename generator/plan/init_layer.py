@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from generator.contract import read_json
 from generator.errors import GenError, SpecFieldError, UsageError
 from generator.model import Image, Readiness
 from generator.plan.accounts import base_may_be_non_root
@@ -57,7 +58,10 @@ GEN_ONESHOTS = ("gen-setup", "gen-app")
 RC_SKELETONS = {"service": "init/s6-rc/service", "logger": "init/s6-rc/logger"}
 USER_BUNDLES_D_SINCE = (3, 2, 3, 2)
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")  # used with fullmatch: "$" would let a trailing newline in
+# The 3.x releases gen supports; parts of at most 9 digits, so _version_key's int() never meets
+# a number past Python's digit limit.
+_VERSION = re.compile(r"3(\.[0-9]{1,9}){1,4}")
 _SUM_LINE = re.compile(r"^([0-9a-fA-F]{64})\s+\*?(\S+)\s*$")
 
 
@@ -169,48 +173,77 @@ def project_table_path(project_root: Path) -> Path:
 
 def known_checksums(project_root: Path) -> dict[str, dict[str, str]]:
     """The shipped table with the project's own releases added; a project file that is not a
-    table, or that changes a shipped release's sums, is an error."""
-    path = project_table_path(project_root)
+    table of 3.x versions, release file names and sha256 sums, or that changes a shipped
+    release's sums, is a UsageError (one line naming the file and the key, exit 2)."""
+    return json.loads(merge_table(checksum_table(), read_project_table(project_table_path(project_root))))
+
+
+def read_project_table(path: Path) -> dict[str, dict[str, str]]:
+    """A project's table file ({} when there is none), every key and sum checked: a bad one is a
+    UsageError naming the file and the key, as is a change of a shipped release's sums."""
     if path.is_symlink():
         raise UsageError(f"{path}: a symlink; gen reads only the project's own files (make it a regular file)")
     if not path.exists():
-        return checksum_table()
-    try:
-        project = json.loads(path.read_text(encoding="utf-8"))
-        valid = isinstance(project, dict) and all(
-            isinstance(files, dict) and all(isinstance(d, str) and _SHA256.match(d) for d in files.values())
-            for files in project.values()
-        )
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise UsageError(f"{path}: not a JSON table ({exc}); rewrite it with `gen s6-overlay add-version`") from None
-    if not valid:
+        return {}
+    fix = "rewrite it with `gen s6-overlay add-version`"
+    project = read_json(path, UsageError, fix, too_deep="not a JSON table (nested too deeply)")
+    if not isinstance(project, dict):
         raise UsageError(
-            f"{path}: expected {{version: {{file name: sha256}}}}; rewrite it with `gen s6-overlay add-version`"
+            f"{path}: expected {{version: {{file name: sha256}}}}, not a JSON {type(project).__name__}; {fix}"
         )
-    return json.loads(merge_table(checksum_table(), project))
+    shipped = checksum_table()
+    for version, files in project.items():
+        # Every key is checked here, where the file is named: a bad one would otherwise fail
+        # later (sorting versions, the fetch stage's file names) as a traceback.
+        if not _VERSION.fullmatch(version):
+            raise UsageError(f"{path}: {_short(version)!r} is not an s6-overlay 3.x version such as 3.2.0.2; {fix}")
+        if not isinstance(files, dict) or not files:
+            raise UsageError(f"{path}: {version}: expected {{file name: sha256}}; {fix}")
+        for name, digest in files.items():
+            if not _is_release_file(name):
+                raise UsageError(f"{path}: {version}: {_short(name)!r} is not an s6-overlay 3.x release file; {fix}")
+            if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+                raise UsageError(f"{path}: {version} {name}: {_short(str(digest))!r} is not a sha256; {fix}")
+            old = shipped.get(version, {}).get(name)
+            if old is not None and old != digest:
+                raise UsageError(
+                    f"{path}: {version} {name}: gen ships {old} for this published release, which never "
+                    "changes; remove the entry or correct it"
+                )
+    return project
 
 
+def _short(text: str) -> str:
+    """text cut to a length an error line can hold."""
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
+# The .sha256 files and the version are the user's input, so their errors are UsageErrors (exit 2).
 def parse_sha256_file(text: str, expected_name: str | None = None) -> tuple[str, str]:
     """(file name, sha256) from a published `.sha256` file (sha256sum's output format)."""
+    where = f"{expected_name}.sha256: " if expected_name is not None else ""
     lines = [line for line in text.splitlines() if line.strip()]
     if len(lines) != 1 or not (match := _SUM_LINE.match(lines[0].strip())):
-        raise GenError(f"not a sha256sum line: {text.strip()[:120]!r} (expected '<64 hex digits>  <file name>')")
+        raise UsageError(
+            f"{where}not a sha256sum line: {text.strip()[:120]!r} (expected '<64 hex digits>  <file name>'); "
+            "use the release's published .sha256 file"
+        )
     digest, name = match.group(1).lower(), match.group(2).rsplit("/", 1)[-1]
     if expected_name is not None and name != expected_name:
-        raise GenError(f"{expected_name}.sha256 names {name!r}, not {expected_name!r}")
+        raise UsageError(f"{expected_name}.sha256 names {name!r}, not {expected_name!r}")
     return name, digest
 
 
 def add_version(version: str, sha256_files: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """Table entries for one release from its published .sha256 files' texts, keyed by the
     tarball's name: {version: {file: sha256}}. Pure: fetching the texts is the caller's job."""
-    if not re.fullmatch(r"3(\.[0-9]+){1,4}", version):
-        raise GenError(f"s6-overlay version {version!r}: only the 3.x line is supported (e.g. 3.2.0.2)")
+    if not _VERSION.fullmatch(version):
+        raise UsageError(f"s6-overlay version {_short(version)!r}: only the 3.x line is supported (e.g. 3.2.0.2)")
     entries = dict(parse_sha256_file(text, name) for name, text in sorted(sha256_files.items()))
     if NOARCH not in entries:
-        raise GenError(f"s6-overlay {version}: {NOARCH}.sha256 is required")
+        raise UsageError(f"s6-overlay {version}: {NOARCH}.sha256 is required")
     if not any(_arch_of(name) for name in entries):
-        raise GenError(f"s6-overlay {version}: at least one s6-overlay-<arch>.tar.xz.sha256 is required")
+        raise UsageError(f"s6-overlay {version}: at least one s6-overlay-<arch>.tar.xz.sha256 is required")
     return {version: dict(sorted(entries.items()))}
 
 
@@ -241,12 +274,23 @@ def _arch_of(name: str) -> str | None:
     return match.group(1) if match and match.group(1) in S6_OVERLAY_ARCHES else None
 
 
+def _is_release_file(name: str) -> bool:
+    """Whether name is a file an s6-overlay 3.x release publishes (and the fetch stage knows)."""
+    return name == NOARCH or name in SYMLINK_FILES or _arch_of(name) is not None
+
+
 def s6_overlay_checksums(image: Image, table: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, str]:
     """The sums one image's build verifies: the table's (the shipped one unless given, e.g.
     known_checksums), overridden by the spec's."""
     init = image.init
     table = checksum_table() if table is None else table
     assert init.version, "the spec stage refuses init.kind s6-overlay without init.version"
+    if not _VERSION.fullmatch(init.version):  # the schema allows any dotted number, of any length
+        raise SpecFieldError(
+            ("init", "version"),
+            f"{_short(init.version)!r} is not an s6-overlay 3.x version",
+            "pin a 3.x release, e.g. 3.2.0.2",
+        )
     sums = dict(table.get(init.version, {}))
     sums.update(dict(init.checksums))
     if not sums:
@@ -258,9 +302,9 @@ def s6_overlay_checksums(image: Image, table: Mapping[str, Mapping[str, str]] | 
             f"add them under init.checksums ({NOARCH}: <sha256>, ...), or pick a known version",
         )
     for name, digest in sums.items():
-        if not _SHA256.match(digest):
+        if not _SHA256.fullmatch(digest):
             raise SpecFieldError(("init", "checksums", name), f"{digest!r} is not a sha256", "64 hex digits")
-        if name != NOARCH and name not in SYMLINK_FILES and _arch_of(name) is None:
+        if not _is_release_file(name):
             raise SpecFieldError(
                 ("init", "checksums", name),
                 f"{name!r} is not an s6-overlay 3.x release file",

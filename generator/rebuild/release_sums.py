@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from generator.errors import GenError
+from generator.errors import GenError, UsageError
 from generator.plan.init_layer import GITHUB_RELEASES, NOARCH, SYMLINK_FILES
 from generator.platforms import S6_OVERLAY_ARCHES
 
@@ -27,18 +27,32 @@ def _read(source: str, name: str) -> str | None:
     """The text of source/name, or None when the release does not have that file."""
     if not source.startswith(("http://", "https://", "file://")):
         path = Path(source) / name
-        return path.read_text(encoding="utf-8") if path.is_file() else None
-    try:
-        with urllib.request.urlopen(f"{source.rstrip('/')}/{name}", timeout=FETCH_TIMEOUT) as response:
-            return response.read(65536).decode("utf-8")
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
+        if not path.is_file():
             return None
-        raise GenError(f"{source}/{name}: HTTP {exc.code}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        raise GenError(
-            f"{source}/{name}: {getattr(exc, 'reason', exc)}; check the address, or pass "
-            "--source with a mirror or a directory holding the .sha256 files"
+        try:
+            with path.open("rb") as file:
+                data = file.read(65536)  # a .sha256 file is one line; never read a huge file whole
+        except OSError as exc:
+            raise UsageError(f"{path}: unreadable ({exc.strerror or exc}); make it readable") from None
+    else:
+        try:
+            with urllib.request.urlopen(f"{source.rstrip('/')}/{name}", timeout=FETCH_TIMEOUT) as response:
+                data = response.read(65536)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise GenError(f"{source}/{name}: HTTP {exc.code}") from None
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            raise GenError(
+                f"{source}/{name}: {getattr(exc, 'reason', exc)}; check the address, or pass "
+                "--sums-from with a mirror or a directory holding the .sha256 files"
+            ) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:  # bad input, not a failed fetch: exit 2
+        raise UsageError(
+            f"{source.rstrip('/')}/{name}: not text (a .sha256 file is one UTF-8 line, '<sha256>  <file name>'); "
+            "use the release's published .sha256 file"
         ) from None
 
 
@@ -51,5 +65,5 @@ def fetch_sha256_files(version: str, source: str | None = None) -> dict[str, str
         if text is not None:
             found[name] = text
     if NOARCH not in found:
-        raise GenError(f"no {NOARCH}.sha256 under {base}: is {version} an s6-overlay 3.x release there?")
+        raise UsageError(f"no {NOARCH}.sha256 under {base}: is {version} an s6-overlay 3.x release there?")
     return found
