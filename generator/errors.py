@@ -5,6 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+def printable(text: str) -> str:
+    """text with every character a terminal would act on written as an escape (\\n, \\x1b,
+    \\u202e): control characters (C0, DEL, C1) and other non-printables come from file names and
+    YAML keys, and raw they would split an error line or drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 @dataclass(frozen=True)
 class Diagnostic:
     """One problem in one input file. line and column are 1-based; 0 means unknown."""
@@ -17,10 +26,15 @@ class Diagnostic:
     hint: str = ""
     severity: str = "error"  # "error" or "warning"
 
-    def format(self) -> str:
+    def parts(self) -> tuple[str, str, str, str]:
+        """(where, path, message, hint) as printed: each one line, control characters escaped."""
         where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
-        head = f"{where}: {self.path + ': ' if self.path else ''}{self.message}"
-        return f"{head}\n  hint: {self.hint}" if self.hint else head
+        return printable(where), printable(self.path), printable(self.message), printable(self.hint)
+
+    def format(self) -> str:
+        where, path, message, hint = self.parts()
+        head = f"{where}: {path + ': ' if path else ''}{message}"
+        return f"{head}\n  hint: {hint}" if hint else head
 
 
 class GenError(Exception):

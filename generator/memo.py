@@ -196,12 +196,14 @@ def _content(path: str) -> str:
         return "unreadable"
 
 
+# Names the memo hashes are encoded with surrogateescape: a file name that is not UTF-8 (Python
+# holds its bytes as lone surrogates) hashes as those bytes instead of failing.
 def _inputs_sha256(files: tuple[str, ...], dirs: tuple[str, ...], scope: _Scope) -> str:
     h = hashlib.sha256()
     for path in files:
-        h.update(f"file\0{path}\0{_content(path)}\n".encode())
+        h.update(f"file\0{path}\0{_content(path)}\n".encode(errors="surrogateescape"))
     for path in dirs:
-        h.update(f"dir\0{path}\0{_listing(path, scope)}\n".encode())
+        h.update(f"dir\0{path}\0{_listing(path, scope)}\n".encode(errors="surrogateescape"))
     return h.hexdigest()
 
 
@@ -225,7 +227,7 @@ def gen_sha256() -> str:
             dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
             for name in sorted(filenames):
                 path = os.path.join(top, name)
-                h.update(f"{path}\0{_content(path)}\n".encode())
+                h.update(f"{path}\0{_content(path)}\n".encode(errors="surrogateescape"))
     return h.hexdigest()
 
 
@@ -248,7 +250,11 @@ def _output_state(output_dir: Path) -> tuple[str, int]:
     for entry in entries:
         st = entry.stat(follow_symlinks=False)
         digest, newest_below = below.get(entry.path, ("", 0))
-        h.update(f"{entry.name}\0{st.st_mode:o}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{digest}\n".encode())
+        h.update(
+            f"{entry.name}\0{st.st_mode:o}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{digest}\n".encode(
+                errors="surrogateescape"
+            )
+        )
         newest = max(newest, st.st_mtime_ns, newest_below)
     return h.hexdigest(), newest
 
@@ -270,12 +276,16 @@ def _tree_state(top: str) -> tuple[str, int]:
             lines.append(f"{prefix}\0{exc.errno}\n")
             continue
         for entry in entries:
-            st = entry.stat(follow_symlinks=False)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as exc:  # a path past 4096 bytes: recorded as such; render refuses the tree
+                lines.append(f"{prefix}{entry.name}\0{exc.errno}\n")
+                continue
             lines.append(f"{prefix}{entry.name}\0{st.st_mode:o}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\n")
             newest = max(newest, st.st_mtime_ns)
             if entry.is_dir(follow_symlinks=False):
                 pending.append((entry.path, f"{prefix}{entry.name}/"))
-    return hashlib.sha256("".join(lines).encode()).hexdigest(), newest
+    return hashlib.sha256("".join(lines).encode(errors="surrogateescape")).hexdigest(), newest
 
 
 def output_sha256(output_dir: Path) -> str:
@@ -314,9 +324,9 @@ class Memo:
         """gen's files and the key file's identity; None when .gen/ cannot be used safely (or,
         unless create, has no key yet: a run that fails writes nothing)."""
         key = self.path.parent / KEY_FILE
-        if any(p.is_symlink() for p in (self.path.parent, self.path, key)):
-            return None  # never through a link: a repository may commit .gen or a file in it as one
-        try:
+        try:  # OSError: a read-only checkout, or a project path too long to look up: every run is a full one
+            if any(p.is_symlink() for p in (self.path.parent, self.path, key)):
+                return None  # never through a link: a repository may commit .gen or a file in it as one
             if not key.exists():
                 if not create:
                     return None
@@ -329,7 +339,7 @@ class Memo:
             st = os.lstat(key)
             secret = key.read_bytes()
         except OSError:
-            return None  # a read-only checkout: every run is a full one
+            return None
         identity = f"{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}:{secret.hex()}"
         return hashlib.sha256(f"{MEMO_VERSION}\0{self.gen}\0{identity}".encode()).hexdigest()
 

@@ -93,6 +93,10 @@ FIXED_HOSTILE = [
     "files",
     "tpl",
     "y",
+    "2001-12-14",
+    "{[a, b]: 1}",
+    '{"\\e[31mk\\x07": 1}',
+    "a" * 300,
 ]
 LAYOUTS = [
     "spec link out",
@@ -111,6 +115,10 @@ LAYOUTS = [
     "deep render memo",
     "gen state link out",
     "draft link out",
+    "fifo spec",
+    "device spec",
+    "deep overlay",
+    "control characters in a file name",
 ]
 COMMANDS = [("validate",), ("render",), ("render", "--check"), ("new", "fuzzed")]
 DEEP_JSON = "[" * 100_000
@@ -212,7 +220,7 @@ def lay_out(sandbox: Path, case: Case) -> Path:
     specs.mkdir(parents=True)
     fields = dict(case.spec_fields)
     layouts = set(case.layouts)
-    if "overlay link out" in layouts or "link in overlay" in layouts:
+    if layouts & {"overlay link out", "link in overlay", "deep overlay"}:
         fields.setdefault("rootfs", "[files]")
     if "templates link out" in layouts:
         fields.setdefault("templates", "tpl")
@@ -264,6 +272,14 @@ def lay_out(sandbox: Path, case: Case) -> Path:
         (project / ".gen" / "render-memo.json").write_text(DEEP_JSON)
     if "draft link out" in layouts:
         (specs / ".fuzzed.yaml.new").symlink_to(outside / "dir" / "precious")
+    if "fifo spec" in layouts:  # read, it would wait for a writer forever
+        os.mkfifo(specs / "fifo.yaml")
+    if "device spec" in layouts:  # read, /dev/zero never ends (a link: making a device needs root)
+        (specs / "zero.yaml").symlink_to("/dev/zero")
+    if "deep overlay" in layouts and (specs / "files").is_dir() and not (specs / "files").is_symlink():
+        (specs / "files").joinpath(*["d"] * 300).mkdir(parents=True)  # deeper than gen walks
+    if "control characters in a file name" in layouts:
+        (specs / "a\nb\x1b[31m.yaml").write_text("name: x\n")
     return project
 
 
@@ -303,6 +319,8 @@ def run_case(case: Case, workdir: Path | None = None) -> Outcome:
             outcome.problems.append("a traceback was printed")
         if SECRET in out + err:
             outcome.problems.append("a file outside the project was printed")
+        if any(c in err for c in "\x1b\x07\r"):
+            outcome.problems.append("a control character was printed raw")
         if snapshot(sandbox / "outside") != outside_before:
             outcome.problems.append("something outside the project changed")
         if sorted(p.name for p in sandbox.iterdir()) != top_before:

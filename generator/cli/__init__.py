@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 an operation failed (or `render --check` found stale ou
 from __future__ import annotations
 
 import json
+import stat
 import sys
 from collections import Counter
 from enum import Enum
@@ -19,6 +20,7 @@ from rich.markup import escape
 from generator import __version__
 from generator.cli.options import JsonOption, ProjectOption, err, error_exit, out
 from generator.errors import Diagnostic, GenError, SpecError, UsageError
+from generator.files import given_path_status
 
 
 def _flags_show_no_type() -> None:
@@ -68,23 +70,38 @@ def _main(
     and verifies the images with podman."""
 
 
+# Diagnostics printed at most: a list of aliases can expand to tens of thousands of one error, and
+# printing them took seconds (Rich) and buried the first ones. The count line says how many in all.
+SHOWN_DIAGNOSTICS = 200
+
+
 def print_diagnostics(diagnostics: list[Diagnostic]) -> None:
+    if len(diagnostics) > SHOWN_DIAGNOSTICS:
+        hidden = len(diagnostics) - SHOWN_DIAGNOSTICS
+        print_diagnostics(diagnostics[:SHOWN_DIAGNOSTICS])
+        err.print(f"... and {hidden} more not shown (the first ones above; fix them and run again)")
+        return
     for d in diagnostics:
         style = "bold red" if d.severity == "error" else "bold yellow"
-        where = f"{d.file}:{d.line}:{d.column}" if d.line else d.file
-        path = f"{d.path}: " if d.path else ""
-        err.print(f"[{style}]{d.severity}[/]: [bold]{escape(where)}[/]: {escape(path)}{escape(d.message)}", markup=True)
-        if d.hint:
-            err.print(f"  [dim]hint:[/] {escape(d.hint)}", markup=True)
+        where, path, message, hint = d.parts()
+        path = f"{path}: " if path else ""
+        err.print(f"[{style}]{d.severity}[/]: [bold]{escape(where)}[/]: {escape(path)}{escape(message)}", markup=True)
+        if hint:
+            err.print(f"  [dim]hint:[/] {escape(hint)}", markup=True)
 
 
 def _load(project: Path, specs: list[Path] | None):
     from generator.spec import load_project
 
     paths = specs or [project / "specs"]
-    missing = [p for p in paths if not p.exists()]
+    found = [(p, given_path_status(p, "spec")) for p in paths]
+    missing = [p for p, status in found if status is None]
     if missing:
         raise UsageError(f"no such spec file or directory: {', '.join(map(str, missing))}")
+    # a FIFO or a device blocks or never ends when read
+    odd = [p for p, s in found if s is not None and not (stat.S_ISREG(s.st_mode) or stat.S_ISDIR(s.st_mode))]
+    if odd:
+        raise UsageError(f"{odd[0]} is not a regular file: give a spec's .yaml file or a directory of them")
     return load_project(paths, project)
 
 
@@ -141,8 +158,10 @@ def render(
     Only changed files are rewritten; with no SPEC given, output dirs of removed specs go too."""
     from generator.memo import Memo, Outcome, recording
 
-    if templates is not None and not templates.is_dir():
-        raise UsageError(f"--templates {templates}: not a directory")
+    if templates is not None:
+        status = given_path_status(templates, "--templates")
+        if status is None or not stat.S_ISDIR(status.st_mode):
+            raise UsageError(f"--templates {templates}: not a directory")
     output_dir = project / "output"
     memo = Memo(project)
     key = _memo_key("render", project, specs, templates)
@@ -266,7 +285,12 @@ def new(
 ) -> None:
     """Write specs/NAME.yaml: a commented starter spec that validates."""
     from generator.render.starter import write_starter
+    from generator.spec.schema_check import field_problem
 
+    # the schema's rules for a name, before any path is made of it: too long, or reserved
+    for value, what, field in ((name, "NAME", "name"), (extends, "--extends", "extends")):
+        if value is not None and (problem := field_problem(field, value)) is not None:
+            raise UsageError(f"{what}: {problem}")
     path = write_starter(project, name, extends, force)
     out.print(f"wrote {path}; edit it, then run `gen render`.")
 

@@ -14,7 +14,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from generator.errors import GenError
+from generator.errors import GenError, HostError, printable
+from generator.files import given_path_status
 
 if TYPE_CHECKING:
     from generator.builder.proc import Cancel
@@ -42,15 +43,30 @@ def signals_cancel(cancel: Cancel) -> Iterator[None]:
 
 
 def error_exit(exc: GenError) -> typer.Exit:
-    """How a command ends on a failed operation: one `error:` line on stderr, the error's exit code."""
-    err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
+    """How a command ends on a failed operation: one `error:` line on stderr, the error's exit code.
+    Control characters (a file name's newline, a key's escape sequence) are escaped; only a
+    HostError keeps its line breaks: it lists the host's problems one a line."""
+    lines = str(exc).split("\n") if isinstance(exc, HostError) else [str(exc)]
+    text = "\n".join(map(printable, lines))
+    err.print(f"[bold red]error:[/] {escape(text)}", markup=True, highlight=False)
     return typer.Exit(exc.exit_code)
+
+
+def looked_up(param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """Callback of the path options: a path the file system cannot even look up (a name too
+    long, a loop of links) is refused in one line before the command starts, not deep inside it."""
+    if value is not None:
+        given_path_status(value, param.opts[0] if param.opts else "path")
+    return value
 
 
 # --insecure-registry from the environment: a CI job that targets a loopback test registry sets it once.
 INSECURE_ENV = "GEN_INSECURE_REGISTRY"
 ProjectOption = Annotated[
-    Path, typer.Option("--project", "-C", help="Project root holding specs/ and output/.", envvar="GEN_PROJECT")
+    Path,
+    typer.Option(
+        "--project", "-C", help="Project root holding specs/ and output/.", envvar="GEN_PROJECT", callback=looked_up
+    ),
 ]
 StorageOption = Annotated[
     Path | None,
@@ -59,6 +75,7 @@ StorageOption = Annotated[
         help="Isolated containers storage (and gen's logs and state) in DIR instead of your normal storage.",
         envvar="GEN_STORAGE_ROOT",
         show_default=False,
+        callback=looked_up,
     ),
 ]
 PrefixOption = Annotated[
@@ -72,5 +89,10 @@ PrefixOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON document.")]
 ReportDirOption = Annotated[
     Path | None,
-    typer.Option("--report-dir", help="Where the reports go (default: .gen/ of the project).", show_default=False),
+    typer.Option(
+        "--report-dir",
+        help="Where the reports go (default: .gen/ of the project).",
+        show_default=False,
+        callback=looked_up,
+    ),
 ]

@@ -6,6 +6,7 @@ with the schema's own descriptions as hints and a did-you-mean for misspelt keys
 
 from __future__ import annotations
 
+import datetime
 import difflib
 from functools import cache
 from typing import Any
@@ -92,11 +93,16 @@ def _message(error: ValidationError) -> tuple[str, str]:
     if keyword == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
-        got = _TYPE_NAMES.get(type(value), type(value).__name__)
+        if isinstance(value, datetime.date):  # YAML reads 2001-12-14 as a date: show it as written
+            got, shown = "a date", value.isoformat()
+        else:
+            got, shown = _TYPE_NAMES.get(type(value), type(value).__name__), _short(value)
         hint = described
-        if expected == "string" and isinstance(value, (int, float, bool)):
-            hint = "quote the value (YAML read it as a number or boolean)" + (f"; {described}" if described else "")
-        return f"expected {expected}, got {got} {_short(value)}", hint
+        if expected == "string" and isinstance(value, (int, float, bool, datetime.date)):
+            hint = "quote the value (YAML read it as a number, boolean or date)" + (
+                f"; {described}" if described else ""
+            )
+        return f"expected {expected}, got {got} {shown}", hint
     if keyword == "pattern":
         return f"{_short(value)} is not valid here", described or f"must match {error.validator_value}"
     if keyword == "not":
@@ -145,6 +151,8 @@ def check_against_schema(spec: SpecFile) -> list[Diagnostic]:
         if error.validator == "additionalProperties":
             result.extend(_unknown_keys(error, spec))
             continue
+        if _type_guard(error):
+            continue
         path = tuple(error.absolute_path)
         if _is_key_error(error):  # jsonschema reports the key as the instance, at the mapping's path
             why = "is reserved for gen's own use" if error.validator == "not" else "is not valid here"
@@ -161,6 +169,22 @@ def check_against_schema(spec: SpecFile) -> list[Diagnostic]:
 
 def _by_position(diagnostic: Diagnostic) -> tuple[int, int, str, str]:
     return diagnostic.line, diagnostic.column, diagnostic.path, diagnostic.message
+
+
+def field_problem(field: str, value: Any) -> str | None:
+    """What is wrong with one top-level field's value, as `message; hint` (a name `gen new` was
+    given, before any file is written); None when the schema allows it."""
+    for error in _validator().iter_errors({field: value}):
+        if tuple(error.absolute_path)[:1] == (field,) and not _type_guard(error):
+            message, hint = _message(error)
+            return f"{message}; {hint}" if hint else message
+    return None
+
+
+def _type_guard(error: ValidationError) -> bool:
+    """A `not` that guards a string's pattern, failing for a value that is no string at all
+    (`name: 2001-12-14`, a date): the type error at the same place says what is wrong."""
+    return error.validator == "not" and not isinstance(error.instance, str)
 
 
 def first_schema_problem(data: Any) -> str | None:

@@ -8,7 +8,9 @@ at any field without holding parser objects.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -292,10 +294,10 @@ def _plain(node: _Node, path: JsonPath, spec: SpecFile, problems: list[Diagnosti
                         *key_node.start,
                         json_path_text(path),
                         f"key {shown} is not a string",
-                        "quote the key",
+                        "a key must be a string: quote it",
                     )
                 )
-                key = str(key)
+                continue  # said once: as str(key), "None" or "1", it would be an unknown field too
             child = (*path, key)
             spec.key_positions[child] = key_node.start
             spec.value_positions[child] = value_node.start
@@ -320,21 +322,52 @@ def _compose(text: str) -> _Node | None:
     return composer.root
 
 
+_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+
+
+def _read_bounded(path: Path) -> tuple[bytes, int] | None:
+    """At most MAX_SPEC_BYTES + 1 bytes of the file, and its size; None when it is not a regular
+    file. Checked before it is opened, opened without blocking and checked again: a FIFO would
+    wait for a writer forever, a device (st_size 0) never end, a file swapped in meanwhile is
+    still read only up to the limit."""
+    if not stat.S_ISREG(path.stat().st_mode):
+        return None
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            return None
+        return handle.read(MAX_SPEC_BYTES + 1), status.st_size
+
+
 def read_spec_file(path: Path, display: str) -> tuple[SpecFile | None, list[Diagnostic]]:
     """Parse path. Returns (None, problems) when the file is not a readable YAML mapping."""
     try:
-        if path.stat().st_size > MAX_SPEC_BYTES:
+        read = _read_bounded(path)
+        if read is None:
             return None, [
                 Diagnostic(
                     display,
                     0,
                     0,
                     "",
-                    f"the spec is {path.stat().st_size} bytes: at most {MAX_SPEC_BYTES}",
+                    "not a regular file (a FIFO or a device would block or never end)",
+                    "a spec is a .yaml file: remove this one or give the file itself",
+                )
+            ]
+        data, size = read
+        if len(data) > MAX_SPEC_BYTES:
+            return None, [
+                Diagnostic(
+                    display,
+                    0,
+                    0,
+                    "",
+                    f"the spec is {max(size, len(data))} bytes: at most {MAX_SPEC_BYTES}",
                     "a spec is a page of YAML; move data into overlays",
                 )
             ]
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as a text-mode read
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Diagnostic(display, 0, 0, "", f"cannot read spec: {exc}", "check the file exists and is UTF-8")]
     try:
@@ -359,9 +392,12 @@ def read_spec_file(path: Path, display: str) -> tuple[SpecFile | None, list[Diag
     except (ValueError, OverflowError, RecursionError) as exc:  # a value ruamel cannot construct
         return None, [Diagnostic(display, 0, 0, "", f"invalid YAML: {str(exc)[:200]}", "write plain values")]
     if document is None or document.pairs is None:
-        kind = (
-            "empty" if document is None else "a list" if document.items is not None else type(document.scalar).__name__
-        )
+        if document is None or (document.items is None and document.scalar is None):  # no text, or only `---`
+            kind = "empty"
+        elif document.items is not None:
+            kind = "a list"
+        else:
+            kind = f"a single value, {_TYPE_WORDS.get(type(document.scalar), 'a value')}"
         return None, [
             Diagnostic(
                 display,

@@ -129,3 +129,20 @@ def test_a_broken_project_table_is_one_clear_error(tmp_path):
     )
     assert got.returncode == 2 and "Traceback" not in got.stderr
     assert "s6-overlay-checksums.json" in got.stderr and "add-version" in got.stderr
+
+
+@pytest.mark.parametrize("text", ["{", '{"3.9.0.1": []}', '["not", "a", "table"]'])
+def test_add_version_into_a_damaged_table_is_one_line_and_leaves_it(tmp_path, text):
+    directory = release_dir(tmp_path)
+    table = tmp_path / "table.json"
+    table.write_text(text)
+    got = subprocess.run(
+        [sys.executable, "-m", "generator", "s6-overlay", "add-version", "3.9.0.1"]
+        + ["--sums-from", str(directory), "--table", str(table)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert got.returncode == 2 and "Traceback" not in got.stderr, got.stderr[-2000:]
+    assert len(got.stderr.strip().splitlines()) == 1 and str(table) in got.stderr
+    assert table.read_text() == text
