@@ -16,8 +16,8 @@ from pathlib import Path
 import jinja2
 
 from generator.builder.outputs import OutputImage, ancestors, topological_order
-from generator.errors import UsageError
-from generator.files import write_text_atomic
+from generator.errors import GenError, UsageError
+from generator.files import refuse_links_below, write_text_atomic
 
 PLATFORMS = {"github": "ci/github.yml.j2", "gitlab": "ci/gitlab.yml.j2"}
 DEFAULT_PATHS = {"github": ".github/workflows/gen-rebuild.yml", "gitlab": ".gitlab-ci.yml"}
@@ -93,7 +93,13 @@ def _gitlab_needs(index: int) -> list[str]:
 
 
 def write_pipeline(project: Path, platform: str, text: str, path: Path | None = None) -> Path:
-    """The pipeline file, written in one rename and only when its text changes."""
+    """The pipeline file, written in one rename and only when its text changes. Every directory
+    from the project down to it must be a real one: a repository may commit `.github` as a link
+    out of the project (the file itself may be a link: the rename replaces it, never follows it)."""
     target = path or project / DEFAULT_PATHS[platform]
-    write_text_atomic(target, text)
+    refuse_links_below(project, target.parent)
+    try:
+        write_text_atomic(target, text)
+    except OSError as exc:  # e.g. .github is a file, or the directory is read-only
+        raise GenError(f"cannot write {target}: {exc}") from None
     return target

@@ -20,6 +20,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -66,6 +67,11 @@ def _overlay_files(host_dir: Path, context_dir: str) -> list[RenderedFile]:
     for path in sorted(host_dir.rglob("*")):
         if path.is_file() and not path.is_symlink():
             rel = path.relative_to(host_dir).as_posix()
+            try:
+                rel.encode()
+            except UnicodeEncodeError:  # os.listdir gave undecodable bytes as lone surrogates
+                shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+                raise UsageError(f"{shown}: the file name is not UTF-8, which image layers need; rename it") from None
             files.append(RenderedFile(f"{context_dir}/{rel}", path.read_bytes(), _file_mode(path)))
     return files
 
@@ -588,9 +594,40 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def _remove_leftover_staging(output_dir: Path) -> None:
     """Trees an interrupted render left beside output/ (never followed: a link is only unlinked)."""
-    for path in output_dir.parent.glob(STAGING_PREFIX + "*"):
-        if path.is_symlink() or not path.is_dir():
-            path.unlink()
-        else:
-            with unrecorded():
-                shutil.rmtree(path)
+    for path in list(output_dir.parent.glob(STAGING_PREFIX + "*")):  # listed once: one renamed aside is not met again
+        try:
+            if path.is_symlink() or not path.is_dir():
+                path.unlink(missing_ok=True)
+            else:
+                with unrecorded():
+                    _remove_tree(path)
+        except OSError as exc:
+            raise GenError(f"cannot remove {path}, left there by an interrupted gen: {exc}") from None
+
+
+LEFTOVER_REMOVAL_SECONDS = 5.0
+_REMOVING = ".removing"
+
+
+def _remove_tree(path: Path) -> None:
+    """rmtree of a tree a process may still be writing into (a child of a gen killed before it
+    could end its children). Renamed aside first: the writer names its files by the old path, so
+    its next write fails and it stops; the new name keeps the prefix, so a later render finishes
+    the job if this one is interrupted. A file written meanwhile makes rmtree fail (ENOTEMPTY):
+    tried again, for a bounded time."""
+    aside = path if path.name.endswith(_REMOVING) else path.with_name(path.name + _REMOVING)
+    try:
+        os.rename(path, aside)  # a no-op for a tree a removal that was itself interrupted renamed
+    except FileNotFoundError:  # another gen removed it meanwhile
+        return
+    deadline = time.monotonic() + LEFTOVER_REMOVAL_SECONDS
+    while True:
+        try:
+            shutil.rmtree(aside)
+            return
+        except OSError:
+            if not os.path.lexists(aside):
+                return
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)

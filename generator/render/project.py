@@ -23,7 +23,7 @@ from generator.contract import (
     ParentBase,
     RegistryBase,
 )
-from generator.errors import Diagnostic, GenError, SpecError, SpecFieldError
+from generator.errors import Diagnostic, GenError, SpecError, SpecFieldError, UsageError
 from generator.files import first_link, is_dir
 from generator.model import Image, build_image
 from generator.plan import make_plan
@@ -92,21 +92,36 @@ def _relative(path: Path, real_root: Path) -> str:
         return path.as_posix()
 
 
-def _foreign_tree(spec: ResolvedSpec, field: tuple, directory: Path, root: Path, what: str) -> Diagnostic | None:
-    """A problem when a directory the spec names leads out of the project or holds a symlink:
-    gen would copy (or run) whatever it points at, /etc or another user's files included."""
+def _foreign(directory: Path, root: Path, what: str) -> tuple[str, str] | None:
+    """(message, hint) when a directory leads out of the project or holds a symlink: gen would
+    copy (or run) whatever it points at, /etc or another user's files included."""
     if (why := outside_project(directory, root)) is not None:
-        return spec.diagnostic(field, f"{what} {why}", "keep it inside the project, as a real directory")
+        return f"{what} {why}", "keep it inside the project, as a real directory"
     link = first_link(directory)
     if link is not None:
-        return spec.diagnostic(
-            field,
+        return (
             f"{what} {directory} holds a symlink, {link.relative_to(directory)} -> "
             f"{os.readlink(link)}, which gen does not follow",
             "replace it with the file itself, or create the link in the image (a RUN step of "
             "your template); gen copies only regular files",
         )
     return None
+
+
+def _foreign_tree(spec: ResolvedSpec, field: tuple, directory: Path, root: Path, what: str) -> Diagnostic | None:
+    """_foreign's problem at the spec field that names the directory."""
+    if (problem := _foreign(directory, root, what)) is None:
+        return None
+    return spec.diagnostic(field, *problem)
+
+
+def _check_templates_option(templates_dir: Path, root: Path) -> None:
+    """--templates gets the spec field's check, before any template runs: a link in it (or the
+    directory itself a link out) would render a file from anywhere into every Dockerfile. A
+    SpecError, not a UsageError: render_project also runs in forked children, whose answers
+    carry spec errors back to the parent as they are (exit 2) and any other error as exit 1."""
+    if (problem := _foreign(templates_dir, root, "template directory")) is not None:
+        raise SpecError([Diagnostic("--templates", 0, 0, "", problem[0])])
 
 
 def _check_image(spec: ResolvedSpec, image: Image, root: Path) -> tuple[list[Diagnostic], list[Diagnostic]]:
@@ -177,6 +192,8 @@ def render_project(
     share: the names of the images to render (one process's share, see render.shards), all when
     None; every image is still checked and planned (a child's plan needs its parent's), so
     errors and warnings are the whole project's, but for templates that fail."""
+    if templates_dir is not None:
+        _check_templates_option(templates_dir, project.root)
     template_sets: dict[Path | None, TemplateSet] = {}
     s6_overlay_sums = known_checksums(project.root)
     real_root = project.root.resolve()
@@ -236,7 +253,9 @@ def render_project(
         try:
             rendered.append(render_image(plan, templates, manifest))
         except GenError as exc:
-            errors.append(Diagnostic(spec_file, 0, 0, "", str(exc), "fix the template named above"))
+            # bad input the image names (an overlay's file) carries its own fix; else a template failed
+            hint = "" if isinstance(exc, UsageError) else "fix the template named above"
+            errors.append(Diagnostic(spec_file, 0, 0, "", str(exc), hint))
             continue
         if on_rendered is not None:
             on_rendered(rendered[-1])

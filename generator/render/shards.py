@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from generator.errors import Diagnostic, GenError, SpecError
+from generator.errors import Diagnostic, GenError, SpecError, UsageError
 from generator.forked import Forked, deal_out, interleave, process_count
 from generator.memo import note_reads, recording
 from generator.render import OutputWriter, StagedShard, WriteReport, image_diff, refuse_links, stale_diff
@@ -70,10 +70,11 @@ def _process_count(images: int) -> int:
 
 def _raise_errors(errors: list[Diagnostic], answers: list[dict]) -> None:
     """Every process's spec errors as one SpecError (each process finds the same check errors,
-    its own template errors); a child that failed otherwise is one GenError."""
+    its own template errors); a child that failed otherwise is one GenError, bad input (exit 2)
+    kept as a UsageError."""
     for answer in answers:
         if "failed" in answer:
-            raise GenError(answer["failed"])
+            raise (UsageError if answer.get("exit_code") == UsageError.exit_code else GenError)(answer["failed"])
     found = dict.fromkeys([*errors, *(Diagnostic(**d) for answer in answers for d in answer.get("errors", []))])
     if not found:
         return
@@ -99,7 +100,7 @@ def _child_share(
             answer["errors"] = [asdict(d) for d in exc.diagnostics]
         except GenError as exc:
             stager.abandon()
-            answer["failed"] = str(exc)
+            answer["failed"], answer["exit_code"] = str(exc), exc.exit_code
         except OSError as exc:  # as the parent's OutputWriter says it
             stager.abandon()
             answer["failed"] = f"cannot write {output_dir}: {exc}; output/ is as it was"
@@ -135,6 +136,6 @@ def _check_share(project: Project, templates_dir: Path | None, output_dir: Path,
         except SpecError as exc:
             answer["errors"] = [asdict(d) for d in exc.diagnostics]
         except GenError as exc:
-            answer["failed"] = str(exc)
+            answer["failed"], answer["exit_code"] = str(exc), exc.exit_code
     answer["files_read"], answer["dirs_listed"] = files_read, dirs_listed
     return answer
