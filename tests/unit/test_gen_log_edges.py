@@ -5,10 +5,13 @@ that went back. Each case was a bug found by review; each test fails on the code
 from __future__ import annotations
 
 import os
+import re
 import struct
 import subprocess
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.unit.test_gen_log import MARKER, files_of, logged, numbered, run_log
 
@@ -178,3 +181,61 @@ def test_a_restart_consumes_only_input_that_is_byte_for_byte_what_was_written(ge
         got = subprocess.run([str(gen_log_binary), str(log_dir)], stdin=stdin, capture_output=True, timeout=30)
     assert got.returncode == 0, got.stderr
     assert logged(log_dir) == written + pending
+
+
+# Kills the process at its Nth splice from stdin: gen-log's consume of a block it has written and
+# recorded as consuming, the moment a restart must tell whether the pipe's head is that block.
+KILL_AT_SPLICE = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <signal.h>
+#include <stdlib.h>
+ssize_t splice(int in, loff_t *in_off, int out, loff_t *out_off, size_t len, unsigned int flags) {
+  static int calls;
+  const char *at = getenv("KILL_AT_SPLICE");
+  if (in == 0 && at && ++calls == atoi(at)) raise(SIGKILL);
+  ssize_t (*real)(int, loff_t *, int, loff_t *, size_t, unsigned int) = dlsym(RTLD_NEXT, "splice");
+  return real(in, in_off, out, out_off, len, flags);
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def kill_at_splice(tmp_path_factory) -> Path:
+    source = tmp_path_factory.mktemp("shim") / "kill_at_splice.c"
+    source.write_text(KILL_AT_SPLICE)
+    shim = source.with_suffix(".so")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(shim), str(source), "-ldl"], check=True, timeout=60)
+    return shim
+
+
+@pytest.mark.parametrize(
+    "blocks, kill_at, after, lines",
+    [
+        ([b"partial"], 1, b" end\n", [b"partial end\n"]),  # a block without newline
+        ([b"abc", b"def\n"], 2, b"next\n", [b"abcdef\n", b"next\n"]),  # a block ending a partial line
+        ([b"one\n"], 1, b"two\n", [b"one\n", b"two\n"]),
+    ],
+)
+def test_a_logger_killed_while_consuming_a_stamped_block_logs_it_once(
+    gen_log_binary, kill_at_splice, tmp_path, blocks, kill_at, after, lines
+):
+    """The state recorded the line start after the write, so with stamps a block that did not
+    end a line was taken for new input and written twice by the restarted logger."""
+    log_dir = tmp_path / "log"
+    read_end, write_end = os.pipe()
+    env = dict(os.environ, LD_PRELOAD=str(kill_at_splice), KILL_AT_SPLICE=str(kill_at))
+    try:
+        killed = subprocess.Popen([str(gen_log_binary), "-t", "tai64n", str(log_dir)], stdin=read_end, env=env)
+        for block in blocks:  # one read each: written apart, with time for the logger to take it
+            os.write(write_end, block)
+            _wait_until_current_ends_with(log_dir, block)
+        assert killed.wait(timeout=20) == -9
+        restarted = subprocess.Popen([str(gen_log_binary), "-t", "tai64n", str(log_dir)], stdin=read_end)
+        os.write(write_end, after)
+    finally:
+        os.close(write_end)
+    assert restarted.wait(timeout=20) == 0
+    os.close(read_end)
+    current = (log_dir / "current").read_bytes()
+    assert re.sub(rb"(?m)^@[0-9a-f]{24} ", b"", current) == b"".join(lines), current

@@ -720,10 +720,13 @@ static void write_loop(void) {
       uint64_t before = cur_size;
       record_write(PHASE_WRITING, before, in_buf, taken);
       write_all(cur_fd, out, out_len, "current");
-      line_start = out[out_len - 1] == '\n';
+      int ends_line = out[out_len - 1] == '\n'; /* out may be in_buf, which consuming moves */
+      /* Recorded with line_start as it was before the write: recover() compares the block with
+       * current from size_before on, where its first stamp is only if the block began a line. */
       record_write(PHASE_CONSUMING, before, in_buf, taken);
       consume_input(taken, n);
       record_write(PHASE_IDLE, 0, NULL, 0);
+      line_start = ends_line;
       appended(out_len);
     } else if (!stdin_is_pipe) {
       carry = n;
