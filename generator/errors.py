@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
+
+# Escaped in error lines: controls, lone surrogates, unassigned and private-use, line separators.
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cs", "Cn", "Co", "Zl", "Zp"})
+# Bidirectional controls: printed raw they reorder the rest of the line (a name can hide its end).
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _shown_raw(c: str) -> bool:
+    """Whether c prints as itself: not a control (C0, DEL, C1), line or paragraph separator, lone
+    surrogate, unassigned or bidi control. Spaces of other scripts and joiners (U+3000, NBSP, ZWJ)
+    are text."""
+    return c.isprintable() or (unicodedata.category(c) not in _ESCAPED_CATEGORIES and c not in _BIDI_CONTROLS)
 
 
 def printable(text: str) -> str:
     """text with every character a terminal would act on written as an escape (\\n, \\x1b,
-    \\u202e): control characters (C0, DEL, C1) and other non-printables come from file names and
-    YAML keys, and raw they would split an error line or drive the terminal."""
-    if text.isprintable():
+    \\u202e): such characters come from file names and YAML keys, and raw they would split an
+    error line, drive the terminal or reorder what it shows."""
+    if text.isprintable():  # bidi controls are format characters: never printable
         return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return "".join(c if _shown_raw(c) else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,9 @@ class GenError(Exception):
     """An error gen reports to the user. exit_code 2 means bad input; 1 a failed operation."""
 
     exit_code = 1
+    # Whether the message's line breaks are its own (a host's problems one a line, a tool's stderr);
+    # otherwise a break came from a name or value in it and is escaped with the other controls.
+    keeps_lines = False
 
 
 @dataclass
@@ -71,6 +87,7 @@ class HostError(GenError):
     """The host lacks what a command needs (a tool, emulation); found before anything started."""
 
     exit_code = 2
+    keeps_lines = True
 
 
 class UsageError(GenError):

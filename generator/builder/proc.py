@@ -29,6 +29,8 @@ class Interrupted(GenError):
 class ToolError(GenError):
     """A build tool failed; carries its last output lines."""
 
+    keeps_lines = True  # the tool's stderr, line by line
+
     def __init__(self, message: str, tail: list[str] | None = None, log: Path | None = None):
         super().__init__(message)
         self.tail = tail or []

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from generator.errors import GenError, HostError, printable
+from generator.errors import GenError, printable
 from generator.files import given_path_status
 
 if TYPE_CHECKING:
@@ -44,9 +44,9 @@ def signals_cancel(cancel: Cancel) -> Iterator[None]:
 
 def error_exit(exc: GenError) -> typer.Exit:
     """How a command ends on a failed operation: one `error:` line on stderr, the error's exit code.
-    Control characters (a file name's newline, a key's escape sequence) are escaped; only a
-    HostError keeps its line breaks: it lists the host's problems one a line."""
-    lines = str(exc).split("\n") if isinstance(exc, HostError) else [str(exc)]
+    Control characters (a file name's newline, a key's escape sequence) are escaped; an error
+    whose line breaks are its own (keeps_lines: a host's problems, a tool's stderr) keeps them."""
+    lines = str(exc).split("\n") if exc.keeps_lines else [str(exc)]
     text = "\n".join(map(printable, lines))
     err.print(f"[bold red]error:[/] {escape(text)}", markup=True, highlight=False)
     return typer.Exit(exc.exit_code)

@@ -201,7 +201,11 @@ def read_project_table(path: Path) -> dict[str, dict[str, str]]:
             raise UsageError(f"{path}: {version}: expected {{file name: sha256}}; {fix}")
         for name, digest in files.items():
             if not _is_release_file(name):
-                raise UsageError(f"{path}: {version}: {_short(name)!r} is not an s6-overlay 3.x release file; {fix}")
+                raise UsageError(
+                    f"{path}: {version}: {_short(name)!r} is not a release file gen fetches (the noarch and "
+                    f"symlinks files, and s6-overlay-ARCH.tar.xz for ARCH in {', '.join(sorted(S6_OVERLAY_ARCHES))}); "
+                    f"{fix}"
+                )
             if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
                 raise UsageError(f"{path}: {version} {name}: {_short(str(digest))!r} is not a sha256; {fix}")
             old = shipped.get(version, {}).get(name)

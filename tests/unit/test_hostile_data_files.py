@@ -108,7 +108,7 @@ def test_a_manifest_with_a_huge_epoch_is_a_manifest_error(tmp_path, epoch):
         ('{"abc": {}}', "'abc' is not an s6-overlay 3.x version"),
         (f'{{"3.{HUGE}": {{"{NOARCH}": "{SUM}"}}}}', "is not an s6-overlay 3.x version"),
         (f'{{"a": {HUGE}}}', "more than 4300 digits"),
-        (f'{{"3.9.0.1": {{"evil.sh": "{SUM}"}}}}', "'evil.sh' is not an s6-overlay 3.x release file"),
+        (f'{{"3.9.0.1": {{"evil.sh": "{SUM}"}}}}', "'evil.sh' is not a release file gen fetches"),
         (f'{{"3.9.0.1": {{"{NOARCH}": "{SUM}\\n"}}}}', "is not a sha256"),
         ('{"3.9.0.1": []}', "3.9.0.1: expected {file name: sha256}"),
         ("[]", "not a JSON list"),

@@ -241,5 +241,28 @@ def test_thousands_of_errors_print_the_first_ones_and_the_count(project):
     assert code == 2 and "Traceback" not in err, err[-2000:]
     lines = err.strip().splitlines()
     assert len([line for line in lines if line.startswith("error: ")]) == SHOWN_DIAGNOSTICS
-    assert lines[-2] == f"... and {1001 - SHOWN_DIAGNOSTICS} more not shown (the first ones above; fix them and run again)"
+    assert (
+        lines[-2] == f"... and {1001 - SHOWN_DIAGNOSTICS} more not shown (the first ones above; fix them and run again)"
+    )
     assert lines[-1] == "1001 error(s); nothing was changed."
+
+
+def test_a_tools_stderr_keeps_its_lines_and_a_names_newline_does_not(capsys):
+    """A tool's stderr is several lines of its own (warnings, then the error): kept; a newline
+    inside a name in any other error is escaped, so the error stays one line."""
+    from generator.builder.proc import ToolError
+    from generator.cli.options import error_exit
+    from generator.errors import UsageError
+
+    assert error_exit(ToolError("podman failed (exit 125): WARN[0000] one\nError: two\x1b")).exit_code == 1
+    assert capsys.readouterr().err == "error: podman failed (exit 125): WARN[0000] one\nError: two\\x1b\n"
+    assert error_exit(UsageError("specs/a\nb.yaml: bad")).exit_code == 2
+    assert capsys.readouterr().err == "error: specs/a\\nb.yaml: bad\n"
+
+
+def test_spaces_and_joiners_of_other_scripts_are_text_not_escapes():
+    from generator.errors import printable
+
+    text = "日本\u3000語, nb\xa0sp, 👩\u200d💻, می\u200cخواهم"
+    assert printable(text) == text
+    assert printable("a\u2028b\u2066c") == "a\\u2028b\\u2066c"
