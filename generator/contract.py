@@ -44,12 +44,17 @@ def context_sha256(files: Iterable[tuple[str, int, bytes]]) -> str:
         except UnicodeEncodeError:
             # A name that is not UTF-8 (Python holds its bytes as lone surrogates): Dockerfile
             # COPY and an image layer's tar paths want UTF-8, so refuse it rather than hash it.
-            raise UsageError(
-                f"{_shown_name(path)}: the file name is not UTF-8, which image layers need; rename it to a UTF-8 name"
-            ) from None
+            raise not_utf8_name(path) from None
         h.update(entry)
         h.update(data)
     return h.hexdigest()
+
+
+def not_utf8_name(path: str) -> UsageError:
+    """The error for a file name that is not UTF-8 (os.listdir gives its bytes as lone surrogates)."""
+    return UsageError(
+        f"{_shown_name(path)}: the file name is not UTF-8, which image layers need; rename it to a UTF-8 name"
+    )
 
 
 def _shown_name(path: str) -> str:

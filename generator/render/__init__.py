@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from generator.contract import MANIFEST, STRUCTURE_TEST, Manifest, canonical_json, context_sha256
+from generator.contract import MANIFEST, STRUCTURE_TEST, Manifest, canonical_json, context_sha256, not_utf8_name
 from generator.errors import GenError, UsageError
 from generator.files import first_link
 from generator.memo import unrecorded
@@ -69,9 +69,8 @@ def _overlay_files(host_dir: Path, context_dir: str) -> list[RenderedFile]:
             rel = path.relative_to(host_dir).as_posix()
             try:
                 rel.encode()
-            except UnicodeEncodeError:  # os.listdir gave undecodable bytes as lone surrogates
-                shown = os.fsencode(path).decode("utf-8", "backslashreplace")
-                raise UsageError(f"{shown}: the file name is not UTF-8, which image layers need; rename it") from None
+            except UnicodeEncodeError:  # named where it is (the context digest would name the copy)
+                raise not_utf8_name(str(path)) from None
             files.append(RenderedFile(f"{context_dir}/{rel}", path.read_bytes(), _file_mode(path)))
     return files
 

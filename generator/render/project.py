@@ -117,11 +117,10 @@ def _foreign_tree(spec: ResolvedSpec, field: tuple, directory: Path, root: Path,
 
 def _check_templates_option(templates_dir: Path, root: Path) -> None:
     """--templates gets the spec field's check, before any template runs: a link in it (or the
-    directory itself a link out) would render a file from anywhere into every Dockerfile. A
-    SpecError, not a UsageError: render_project also runs in forked children, whose answers
-    carry spec errors back to the parent as they are (exit 2) and any other error as exit 1."""
+    directory itself a link out) would render a file from anywhere into every Dockerfile. Said
+    as a spec error is (with its hint), from the parent or a forked child alike."""
     if (problem := _foreign(templates_dir, root, "template directory")) is not None:
-        raise SpecError([Diagnostic("--templates", 0, 0, "", problem[0])])
+        raise SpecError([Diagnostic("--templates", 0, 0, "", *problem)])
 
 
 def _check_image(spec: ResolvedSpec, image: Image, root: Path) -> tuple[list[Diagnostic], list[Diagnostic]]:
